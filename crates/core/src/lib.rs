@@ -1,0 +1,22 @@
+//! redrive's domain core: pure values and decisions, no I/O, no clock reads.
+//!
+//! Time always comes in as a parameter (`now`), so every rule here is tested
+//! with plain values and exact sequences.
+
+pub mod binding;
+pub mod classify;
+pub mod decision;
+pub mod duration;
+pub mod event;
+pub mod filter;
+pub mod model;
+pub mod names;
+pub mod policy;
+
+pub use classify::{AttemptOutcome, ErrorClass, RetryAfter, Verdict};
+pub use decision::{AttemptContext, Decision, FailureReason};
+pub use duration::HumanDuration;
+pub use event::CloudEvent;
+pub use filter::Filter;
+pub use model::*;
+pub use policy::{Backoff, Jitter, LimitMode, RetryPolicy};

@@ -1,0 +1,140 @@
+//! The nouns of redrive: topics, subscriptions, deliveries and attempts.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::classify::ErrorClass;
+use crate::decision::{Decision, FailureReason};
+use crate::duration::HumanDuration;
+use crate::filter::Filter;
+use crate::policy::RetryPolicy;
+
+/// Default time an endpoint has to answer one push.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Default number of pushes to one subscription in flight at once.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
+/// How much of an endpoint's answer is kept with each attempt.
+pub const RESPONSE_SNIPPET_BYTES: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Topic {
+    pub name: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// What a user declares about a subscription; the store adds timestamps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionSpec {
+    pub name: String,
+    pub topic: String,
+    /// The push endpoint (http or https URL).
+    pub endpoint: String,
+    #[serde(default)]
+    pub filter: Filter,
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+    /// How long one push may take before it counts as a timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(DEFAULT_TIMEOUT_SECS)
+}
+
+fn default_max_concurrency() -> u32 {
+    DEFAULT_MAX_CONCURRENCY
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Subscription {
+    #[serde(flatten)]
+    pub spec: SubscriptionSpec,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+/// Where a delivery is in its life.
+///
+/// `scheduled → in_flight → delivered`, or `in_flight → scheduled` (a retry),
+/// ending `delivered` or `failed` (with a [`FailureReason`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Scheduled,
+    InFlight,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Scheduled,
+        DeliveryState::InFlight,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Scheduled => "scheduled",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        DeliveryState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// One event on its way to one subscription.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    /// Stable across retries: endpoints receive it as `webhook-id`.
+    pub id: String,
+    pub subscription: String,
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub state: DeliveryState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub first_attempt_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<ErrorClass>,
+    pub failure_reason: Option<FailureReason>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+/// One HTTP try of a delivery and what was decided after it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub number: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub status: Option<u16>,
+    pub error: Option<ErrorClass>,
+    /// A human-readable detail of the error, when there was one.
+    pub error_message: Option<String>,
+    /// The first bytes of the endpoint's answer (lossy UTF-8).
+    pub response_snippet: Option<String>,
+    pub decision: Decision,
+}
