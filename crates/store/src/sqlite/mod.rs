@@ -1,0 +1,638 @@
+//! The embedded store: SQLite in WAL mode in a data directory owned by one
+//! process. Writes go through a single writer thread that group-commits
+//! (synchronous = FULL, so a commit is on disk when it returns); reads use a
+//! small pool of connections on the blocking thread pool.
+
+mod readers;
+mod rows;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::{
+    CloudEvent, Decision, Delivery, DeliveryState, Subscription, SubscriptionSpec, Topic,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+use crate::store::*;
+use crate::{Result, StoreError};
+use readers::Readers;
+use rows::{
+    ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, enum_name, millis, timestamp,
+};
+use writer::Writer;
+
+const DATABASE_FILE: &str = "redrive.db";
+const LOCK_FILE: &str = "redrive.lock";
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+    wakeups: Arc<Notify>,
+    // Held for the store's lifetime: the OS releases the lock if we die.
+    _lock: File,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`. Fails if another
+    /// process holds the directory. Whatever a previous process left in
+    /// flight is made due again at once: nobody else can be pushing it.
+    pub fn open(dir: &Path, now: Timestamp) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            StoreError::Unavailable(format!("cannot create data directory {}: {err}", dir.display()))
+        })?;
+        let lock = lock_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let conn = Connection::open(&path).map_err(|err| {
+            StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
+        })?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -32000;",
+        )?;
+        schema::migrate(&conn)?;
+        let recovered = rescue(&conn, now, None)?;
+        if recovered > 0 {
+            tracing::info!(recovered, "deliveries left in flight by a previous process are due again");
+        }
+        Ok(SqliteStore {
+            writer: Writer::start(conn)?,
+            readers: Arc::new(Readers::new(path.clone())),
+            wakeups: Arc::new(Notify::new()),
+            _lock: lock,
+            path,
+        })
+    }
+
+    /// The database file, for backups and diagnostics.
+    pub fn database_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "data directory {} is in use by another redrive process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {err}",
+            path.display()
+        ))),
+    }
+}
+
+/// Makes in-flight deliveries due again, recording their lost attempt as
+/// interrupted. `lease_before`: only those whose lease ended before it.
+fn rescue(conn: &Connection, now: Timestamp, lease_before: Option<Timestamp>) -> Result<u64> {
+    let now_ms = millis(now);
+    let cutoff = lease_before.map(millis).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT OR IGNORE INTO attempts
+           (delivery_id, number, started_at, duration_ms, error, error_message, decision)
+         SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
+                'interrupted', 'the attempt did not finish: its process stopped or its lease ran out',
+                json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
+         FROM deliveries WHERE state = 'in_flight' AND lease_until < ?3",
+        params![now_ms, now.to_string(), cutoff],
+    )?;
+    let moved = conn.execute(
+        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
+                last_error = 'interrupted', last_status = NULL, updated_at = ?1
+         WHERE state = 'in_flight' AND lease_until < ?2",
+        params![now_ms, cutoff],
+    )?;
+    Ok(moved as u64)
+}
+
+fn topic_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM topics WHERE name = ?1")?
+        .exists([name])?)
+}
+
+fn read_subscription(conn: &Connection, name: &str) -> Result<Subscription> {
+    conn.prepare_cached(
+        "SELECT spec, created_at, updated_at FROM subscriptions WHERE name = ?1",
+    )?
+    .query_row([name], |row| {
+        let spec: String = row.get(0)?;
+        Ok((spec, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::not_found("subscription", name))
+    .and_then(|(spec, created, updated)| {
+        Ok(Subscription {
+            spec: serde_json::from_str(&spec)?,
+            created_at: timestamp(created)?,
+            updated_at: timestamp(updated)?,
+        })
+    })
+}
+
+fn read_delivery(conn: &Connection, id: &str) -> Result<(Delivery, CloudEvent)> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data FROM deliveries d
+         JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1"
+    );
+    conn.prepare_cached(&sql)?
+        .query_row([id], |row| {
+            let delivery = rows::delivery(row)?;
+            let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
+            let event = rows::event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
+            Ok((delivery, event))
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("delivery", id))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_topic(&self, name: &str, now: Timestamp) -> Result<Topic> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO topics (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![name, millis(now)],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!("topic {name:?} already exists")));
+                }
+                Ok(Topic {
+                    name,
+                    created_at: now,
+                })
+            })
+            .await
+    }
+
+    async fn get_topic(&self, name: &str) -> Result<Topic> {
+        let name = name.to_owned();
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached("SELECT created_at FROM topics WHERE name = ?1")?
+                    .query_row([&name], |row| row.get::<_, i64>(0))
+                    .optional()?
+                    .ok_or_else(|| StoreError::not_found("topic", &name))
+                    .and_then(|created| {
+                        Ok(Topic {
+                            name,
+                            created_at: timestamp(created)?,
+                        })
+                    })
+            })
+            .await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<Topic>> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn.prepare_cached("SELECT name, created_at FROM topics ORDER BY name")?;
+                let topics = stmt
+                    .query_map([], |row| {
+                        Ok(Topic {
+                            name: row.get(0)?,
+                            created_at: timestamp(row.get(1)?)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(topics)
+            })
+            .await
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                if !topic_exists(conn, &name)? {
+                    return Err(StoreError::not_found("topic", &name));
+                }
+                let subscriptions: Vec<String> = conn
+                    .prepare_cached("SELECT name FROM subscriptions WHERE topic = ?1 ORDER BY name")?
+                    .query_map([&name], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                if !subscriptions.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "topic {name:?} still has subscriptions ({}); delete them first",
+                        subscriptions.join(", ")
+                    )));
+                }
+                conn.execute("DELETE FROM events WHERE topic = ?1", [&name])?;
+                conn.execute("DELETE FROM topics WHERE name = ?1", [&name])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_subscription(
+        &self,
+        spec: SubscriptionSpec,
+        now: Timestamp,
+    ) -> Result<Subscription> {
+        self.writer
+            .write(move |conn| {
+                if !topic_exists(conn, &spec.topic)? {
+                    return Err(StoreError::not_found("topic", &spec.topic));
+                }
+                let inserted = conn.execute(
+                    "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+                    params![spec.name, spec.topic, serde_json::to_string(&spec)?, millis(now)],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "subscription {:?} already exists",
+                        spec.name
+                    )));
+                }
+                Ok(Subscription {
+                    spec,
+                    created_at: now,
+                    updated_at: now,
+                })
+            })
+            .await
+    }
+
+    async fn update_subscription(
+        &self,
+        spec: SubscriptionSpec,
+        now: Timestamp,
+    ) -> Result<Subscription> {
+        self.writer
+            .write(move |conn| {
+                let current = read_subscription(conn, &spec.name)?;
+                if current.spec.topic != spec.topic {
+                    return Err(StoreError::Invalid(format!(
+                        "the topic of subscription {:?} can't change (it is {:?})",
+                        spec.name, current.spec.topic
+                    )));
+                }
+                conn.execute(
+                    "UPDATE subscriptions SET spec = ?2, updated_at = ?3 WHERE name = ?1",
+                    params![spec.name, serde_json::to_string(&spec)?, millis(now)],
+                )?;
+                Ok(Subscription {
+                    spec,
+                    created_at: current.created_at,
+                    updated_at: now,
+                })
+            })
+            .await
+    }
+
+    async fn get_subscription(&self, name: &str) -> Result<Subscription> {
+        let name = name.to_owned();
+        self.readers
+            .read(move |conn| read_subscription(conn, &name))
+            .await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT spec, created_at, updated_at FROM subscriptions ORDER BY name",
+                )?;
+                let rows = stmt
+                    .query_map([], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.into_iter()
+                    .map(|(spec, created, updated)| {
+                        Ok(Subscription {
+                            spec: serde_json::from_str(&spec)?,
+                            created_at: timestamp(created)?,
+                            updated_at: timestamp(updated)?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn delete_subscription(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM attempts WHERE delivery_id IN
+                       (SELECT id FROM deliveries WHERE subscription = ?1)",
+                    [&name],
+                )?;
+                conn.execute("DELETE FROM deliveries WHERE subscription = ?1", [&name])?;
+                if conn.execute("DELETE FROM subscriptions WHERE name = ?1", [&name])? == 0 {
+                    return Err(StoreError::not_found("subscription", &name));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>> {
+        let topic = topic.to_owned();
+        let outcomes = self
+            .writer
+            .write(move |conn| publish_in(conn, &topic, events, now))
+            .await?;
+        if outcomes.iter().any(|o| o.deliveries > 0) {
+            self.wakeups.notify_one();
+        }
+        Ok(outcomes)
+    }
+
+    async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
+        self.writer.write(move |conn| claim_in(conn, &request)).await
+    }
+
+    async fn complete_many(&self, completions: Vec<Completion>) -> Result<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .write(move |conn| complete_in(conn, &completions))
+            .await
+    }
+
+    async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
+        let moved = self
+            .writer
+            .write(move |conn| rescue(conn, now, Some(now)))
+            .await?;
+        if moved > 0 {
+            self.wakeups.notify_one();
+        }
+        Ok(moved)
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| {
+                let (delivery, event) = read_delivery(conn, &id)?;
+                let sql = format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY number"
+                );
+                let attempts = conn
+                    .prepare_cached(&sql)?
+                    .query_map([&id], rows::attempt)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(DeliveryDetail {
+                    delivery,
+                    event,
+                    attempts,
+                })
+            })
+            .await
+    }
+
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage> {
+        self.readers
+            .read(move |conn| list_in(conn, &query))
+            .await
+    }
+
+    async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let id = id.to_owned();
+        let delivery = self
+            .writer
+            .write(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?2,
+                            failure_reason = NULL, updated_at = ?2
+                     WHERE id = ?1 AND state <> 'in_flight'",
+                    params![id, millis(now)],
+                )?;
+                let (delivery, _) = read_delivery(conn, &id)?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "delivery {id:?} is in flight; retry it once this attempt ends"
+                    )));
+                }
+                Ok(delivery)
+            })
+            .await?;
+        self.wakeups.notify_one();
+        Ok(delivery)
+    }
+
+    fn wakeups(&self) -> Arc<Notify> {
+        self.wakeups.clone()
+    }
+}
+
+fn publish_in(
+    conn: &Connection,
+    topic: &str,
+    events: Vec<CloudEvent>,
+    now: Timestamp,
+) -> Result<Vec<PublishOutcome>> {
+    if !topic_exists(conn, topic)? {
+        return Err(StoreError::not_found("topic", topic));
+    }
+    let subscriptions: Vec<(String, redrive_core::Filter)> = conn
+        .prepare_cached("SELECT name, spec FROM subscriptions WHERE topic = ?1")?
+        .query_map([topic], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(name, spec)| {
+            let spec: SubscriptionSpec = serde_json::from_str(&spec)?;
+            Ok((name, spec.filter))
+        })
+        .collect::<Result<_>>()?;
+    let now_ms = millis(now);
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (topic, source, id, type, attributes, data, published_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (topic, source, id) DO NOTHING RETURNING seq",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, subscription, event_seq, state, attempts, next_attempt_at,
+                                 created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'scheduled', 0, ?4, ?4, ?4)",
+    )?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        let attributes = serde_json::to_string(&event)?;
+        let seq: Option<i64> = insert_event
+            .query_row(
+                params![topic, event.source, event.id, event.ty, attributes, event.data, now_ms],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let mut deliveries = 0;
+        if let Some(seq) = seq {
+            for (subscription, filter) in &subscriptions {
+                if filter.matches(&event) {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    insert_delivery.execute(params![id, subscription, seq, now_ms])?;
+                    deliveries += 1;
+                }
+            }
+        }
+        outcomes.push(PublishOutcome {
+            duplicate: seq.is_none(),
+            id: event.id,
+            source: event.source,
+            deliveries,
+        });
+    }
+    Ok(outcomes)
+}
+
+fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
+    let now_ms = millis(request.now);
+    let lease_until = request
+        .now
+        .checked_add(request.lease)
+        .map_err(|err| StoreError::Invalid(format!("lease too long: {err}")))?;
+    let mut claim = conn.prepare_cached(
+        "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, lease_until = ?1,
+                last_attempt_at = ?2, first_attempt_at = COALESCE(first_attempt_at, ?2),
+                next_attempt_at = NULL, updated_at = ?2
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE subscription = ?3 AND state = 'scheduled' AND next_attempt_at <= ?2
+                      ORDER BY next_attempt_at LIMIT ?4)
+         RETURNING id",
+    )?;
+    let mut next_due = conn.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM deliveries
+         WHERE subscription = ?1 AND state = 'scheduled'",
+    )?;
+    let mut batch = ClaimBatch::default();
+    for want in &request.wants {
+        if want.limit > 0 {
+            let ids = claim
+                .query_map(
+                    params![millis(lease_until), now_ms, want.subscription, want.limit],
+                    |row| row.get::<_, String>(0),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for id in ids {
+                let (delivery, event) = read_delivery(conn, &id)?;
+                batch.claimed.push(ClaimedDelivery {
+                    delivery,
+                    event,
+                    lease_until,
+                });
+            }
+        }
+        let due: Option<i64> = next_due.query_row([&want.subscription], |row| row.get(0))?;
+        if let Some(due) = due {
+            let due = timestamp(due)?;
+            batch.next_due_at = Some(batch.next_due_at.map_or(due, |known| known.min(due)));
+        }
+    }
+    Ok(batch)
+}
+
+fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<()> {
+    let mut update = conn.prepare_cached(
+        "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, failure_reason = ?5,
+                last_status = ?6, last_error = ?7, lease_until = NULL, updated_at = ?8
+         WHERE id = ?1 AND state = 'in_flight' AND attempts = ?2",
+    )?;
+    let mut record = conn.prepare_cached(
+        "INSERT OR IGNORE INTO attempts
+           (delivery_id, number, started_at, duration_ms, status, error, error_message,
+            response_snippet, decision)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+         WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
+    )?;
+    for completion in completions {
+        let attempt = &completion.attempt;
+        let (state, next_attempt_at, reason) = match attempt.decision {
+            Decision::Delivered => (DeliveryState::Delivered, None, None),
+            Decision::Retry { at, .. } => (DeliveryState::Scheduled, Some(millis(at)), None),
+            Decision::Failed { reason } => (DeliveryState::Failed, None, Some(enum_name(&reason)?)),
+        };
+        let error = attempt.error.map(|class| class.as_str());
+        let ended_at = millis(attempt.started_at)
+            .saturating_add(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX));
+        update.execute(params![
+            completion.delivery_id,
+            attempt.number,
+            state.as_str(),
+            next_attempt_at,
+            reason,
+            attempt.status,
+            error,
+            ended_at,
+        ])?;
+        record.execute(params![
+            completion.delivery_id,
+            attempt.number,
+            millis(attempt.started_at),
+            i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+            attempt.status,
+            error,
+            attempt.error_message,
+            attempt.response_snippet,
+            serde_json::to_string(&attempt.decision)?,
+        ])?;
+    }
+    Ok(())
+}
+
+fn list_in(conn: &Connection, query: &DeliveryQuery) -> Result<DeliveryPage> {
+    let mut sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.subscription = ?1"
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![query.subscription.clone().into()];
+    if let Some(state) = query.state {
+        args.push(state.as_str().to_owned().into());
+        sql.push_str(&format!(" AND d.state = ?{}", args.len()));
+    }
+    if let Some(reason) = query.reason {
+        args.push(reason.as_str().to_owned().into());
+        sql.push_str(&format!(" AND d.failure_reason = ?{}", args.len()));
+    }
+    if let Some(before) = &query.before {
+        args.push(before.clone().into());
+        sql.push_str(&format!(" AND d.id < ?{}", args.len()));
+    }
+    let limit = query.limit.max(1);
+    args.push(i64::from(limit + 1).into());
+    sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ?{}", args.len()));
+    let mut deliveries = conn
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), rows::delivery)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let next_cursor = if deliveries.len() > limit as usize {
+        deliveries.truncate(limit as usize);
+        deliveries.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(DeliveryPage {
+        deliveries,
+        next_cursor,
+    })
+}

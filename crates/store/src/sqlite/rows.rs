@@ -1,0 +1,96 @@
+//! Conversions between SQLite values and domain values.
+
+use jiff::Timestamp;
+use redrive_core::{Attempt, CloudEvent, Decision, Delivery};
+use rusqlite::Row;
+use serde::de::DeserializeOwned;
+
+use crate::StoreError;
+
+pub(crate) fn millis(ts: Timestamp) -> i64 {
+    ts.as_millisecond()
+}
+
+pub(crate) fn timestamp(ms: i64) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|err| conversion(Box::new(err)))
+}
+
+fn opt_timestamp(ms: Option<i64>) -> rusqlite::Result<Option<Timestamp>> {
+    ms.map(timestamp).transpose()
+}
+
+fn conversion(err: Box<dyn std::error::Error + Send + Sync>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, err)
+}
+
+/// Reads a snake_case enum stored as its serde name.
+pub(crate) fn parse_enum<T: DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|err| conversion(Box::new(err)))
+}
+
+fn opt_enum<T: DeserializeOwned>(text: Option<String>) -> rusqlite::Result<Option<T>> {
+    text.as_deref().map(parse_enum).transpose()
+}
+
+/// Serde name of a snake_case enum, as stored.
+pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value)? {
+        serde_json::Value::String(name) => Ok(name),
+        other => Err(StoreError::Backend(format!("{other} is not an enum name"))),
+    }
+}
+
+/// Columns read by [`delivery`], in order; `d` is deliveries, `e` events.
+pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, e.id, e.source, e.type, d.state, \
+     d.attempts, d.next_attempt_at, d.first_attempt_at, d.last_attempt_at, d.last_status, \
+     d.last_error, d.failure_reason, d.created_at, d.updated_at";
+pub(crate) const DELIVERY_COLUMN_COUNT: usize = 15;
+
+pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = row.get(5)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        subscription: row.get(1)?,
+        event_id: row.get(2)?,
+        event_source: row.get(3)?,
+        event_type: row.get(4)?,
+        state: parse_enum(&state)?,
+        attempts: row.get(6)?,
+        next_attempt_at: opt_timestamp(row.get(7)?)?,
+        first_attempt_at: opt_timestamp(row.get(8)?)?,
+        last_attempt_at: opt_timestamp(row.get(9)?)?,
+        last_status: row.get(10)?,
+        last_error: opt_enum(row.get(11)?)?,
+        failure_reason: opt_enum(row.get(12)?)?,
+        created_at: timestamp(row.get(13)?)?,
+        updated_at: timestamp(row.get(14)?)?,
+    })
+}
+
+/// Rebuilds an event from its stored attributes (JSON) and data.
+pub(crate) fn event(attributes: &str, data: Option<Vec<u8>>) -> rusqlite::Result<CloudEvent> {
+    let mut event: CloudEvent =
+        serde_json::from_str(attributes).map_err(|err| conversion(Box::new(err)))?;
+    event.data = data;
+    Ok(event)
+}
+
+pub(crate) const ATTEMPT_COLUMNS: &str = "number, started_at, duration_ms, status, error, \
+     error_message, response_snippet, decision";
+
+pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let decision: String = row.get(7)?;
+    let decision: Decision =
+        serde_json::from_str(&decision).map_err(|err| conversion(Box::new(err)))?;
+    Ok(Attempt {
+        number: row.get(0)?,
+        started_at: timestamp(row.get(1)?)?,
+        duration_ms: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+        status: row.get(3)?,
+        error: opt_enum(row.get(4)?)?,
+        error_message: row.get(5)?,
+        response_snippet: row.get(6)?,
+        decision,
+    })
+}

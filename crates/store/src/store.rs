@@ -1,0 +1,146 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::{
+    Attempt, CloudEvent, Delivery, DeliveryState, FailureReason, Subscription, SubscriptionSpec,
+    Topic,
+};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::Result;
+
+/// The answer to one event of a publish.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishOutcome {
+    pub id: String,
+    pub source: String,
+    /// `(topic, source, id)` was already stored: no delivery was created.
+    pub duplicate: bool,
+    /// How many deliveries the event fanned out to.
+    #[serde(skip)]
+    pub deliveries: usize,
+}
+
+/// Ask for due deliveries, per subscription, at most `limit` of each.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    /// How long the claim holds before another claimer may take it over.
+    pub lease: Duration,
+    pub wants: Vec<ClaimWant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClaimWant {
+    pub subscription: String,
+    pub limit: u32,
+}
+
+/// A delivery handed to the dispatcher, with everything a push needs.
+#[derive(Clone, Debug)]
+pub struct ClaimedDelivery {
+    /// The delivery as it is now: `in_flight`, `attempts` counting this one.
+    pub delivery: Delivery,
+    pub event: CloudEvent,
+    pub lease_until: Timestamp,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClaimBatch {
+    pub claimed: Vec<ClaimedDelivery>,
+    /// The earliest `next_attempt_at` still scheduled among the wanted
+    /// subscriptions after this claim (may be ≤ now when limits cut it short).
+    pub next_due_at: Option<Timestamp>,
+}
+
+/// The end of one attempt, to record.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub delivery_id: String,
+    pub attempt: Attempt,
+}
+
+/// A page of deliveries, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryQuery {
+    pub subscription: String,
+    pub state: Option<DeliveryState>,
+    pub reason: Option<FailureReason>,
+    pub limit: u32,
+    /// The `id` of the last delivery of the previous page.
+    pub before: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<Delivery>,
+    /// Pass as `before` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A delivery with its event and every attempt, oldest first.
+#[derive(Clone, Debug)]
+pub struct DeliveryDetail {
+    pub delivery: Delivery,
+    pub event: CloudEvent,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Everything redrive keeps. Every operation the server needs is one
+/// method; the hot ones are batched (`publish`, `claim_due`, `complete_many`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_topic(&self, name: &str, now: Timestamp) -> Result<Topic>;
+    async fn get_topic(&self, name: &str) -> Result<Topic>;
+    async fn list_topics(&self) -> Result<Vec<Topic>>;
+    /// Refuses (conflict) while subscriptions still read from the topic.
+    async fn delete_topic(&self, name: &str) -> Result<()>;
+
+    async fn create_subscription(
+        &self,
+        spec: SubscriptionSpec,
+        now: Timestamp,
+    ) -> Result<Subscription>;
+    /// Replaces the spec of an existing subscription (its topic can't change).
+    async fn update_subscription(
+        &self,
+        spec: SubscriptionSpec,
+        now: Timestamp,
+    ) -> Result<Subscription>;
+    async fn get_subscription(&self, name: &str) -> Result<Subscription>;
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>>;
+    /// Deletes the subscription with its deliveries and attempts.
+    async fn delete_subscription(&self, name: &str) -> Result<()>;
+
+    /// Stores the events and fans each new one out to the topic's matching
+    /// subscriptions, all or nothing. Durable when it returns.
+    async fn publish(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>>;
+
+    /// Moves due deliveries to `in_flight` under a lease and counts the attempt.
+    async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch>;
+    /// Records attempts and applies their decisions. A completion whose
+    /// delivery is no longer in flight under that attempt keeps the attempt
+    /// record but leaves the delivery alone.
+    async fn complete_many(&self, completions: Vec<Completion>) -> Result<()>;
+    /// Makes in-flight deliveries whose lease ended before `now` due again,
+    /// recording the lost attempt as interrupted. Returns how many.
+    async fn rescue_expired(&self, now: Timestamp) -> Result<u64>;
+
+    async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail>;
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage>;
+    /// Schedules a delivery for now, also from `failed` or `delivered`;
+    /// refuses (conflict) while it is in flight.
+    async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery>;
+
+    /// Notified whenever work may have become due (a publish, a retry-now),
+    /// so the dispatcher needs no polling for new work.
+    fn wakeups(&self) -> Arc<Notify>;
+}
