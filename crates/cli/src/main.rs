@@ -1,1 +1,177 @@
-fn main() {}
+//! The `redrive` command: the server, a client for its API, and offline tools.
+
+mod bench;
+mod client;
+mod commands;
+mod explain;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "redrive",
+    version,
+    about = "Durable CloudEvents and webhook delivery with exact retry policies"
+)]
+struct Cli {
+    /// URL of the redrive server that client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "REDRIVE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server on the embedded store.
+    Serve(ServeArgs),
+    /// Manage topics on a running server.
+    #[command(subcommand)]
+    Topics(commands::TopicsCommand),
+    /// Manage subscriptions on a running server.
+    #[command(subcommand)]
+    Subscriptions(commands::SubscriptionsCommand),
+    /// Publish one event to a topic.
+    Publish(commands::PublishArgs),
+    /// Inspect and retry deliveries.
+    #[command(subcommand)]
+    Deliveries(commands::DeliveriesCommand),
+    /// Work with retry policies, offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Measure publish and delivery throughput and latency on this machine.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the retry schedule of a policy.
+    Explain(explain::ExplainArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "REDRIVE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded store; created if missing.
+    #[arg(
+        long = "data",
+        env = "REDRIVE_DATA_DIR",
+        default_value = "./redrive-data"
+    )]
+    data_dir: PathBuf,
+    /// Largest publish body in bytes.
+    #[arg(long, env = "REDRIVE_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
+    max_publish_bytes: usize,
+    /// Pushes in flight at once, over all subscriptions.
+    #[arg(long, env = "REDRIVE_MAX_IN_FLIGHT", default_value_t = 512)]
+    max_in_flight: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Topics(command) => commands::topics(&client(&cli.server)?, command).await,
+        Command::Subscriptions(command) => {
+            commands::subscriptions(&client(&cli.server)?, command).await
+        }
+        Command::Publish(args) => commands::publish(&client(&cli.server)?, args).await,
+        Command::Deliveries(command) => commands::deliveries(&client(&cli.server)?, command).await,
+        Command::Policy(PolicyCommand::Explain(args)) => {
+            println!("{}", explain::run(&args)?);
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+fn client(server: &str) -> anyhow::Result<client::Client> {
+    client::Client::new(server)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let options = redrive_server::ServeOptions {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        limits: redrive_server::api::Limits {
+            max_publish_bytes: args.max_publish_bytes,
+            ..Default::default()
+        },
+        dispatcher: redrive_server::dispatcher::DispatcherConfig {
+            max_in_flight: args.max_in_flight,
+            ..Default::default()
+        },
+    };
+    redrive_server::serve(
+        options,
+        // Printed on stdout so scripts (and tests) can read the bound port.
+        |address| println!("redrive listening on http://{address}"),
+        shutdown_signal(),
+    )
+    .await
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+}

@@ -91,7 +91,9 @@ impl DeliveryState {
     }
 
     pub fn parse(s: &str) -> Option<DeliveryState> {
-        DeliveryState::ALL.into_iter().find(|state| state.as_str() == s)
+        DeliveryState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
     }
 }
 

@@ -1,1 +1,10 @@
+//! redrive's server: the HTTP API and the dispatcher that pushes deliveries.
+//! Thin glue: it parses and validates input, calls the store, and acts on the
+//! decisions of `redrive-core`.
 
+pub mod api;
+pub mod dispatcher;
+mod serve;
+mod validate;
+
+pub use serve::{ServeOptions, serve};

@@ -168,7 +168,10 @@ pub async fn subscriptions_are_created_updated_and_deleted(store: &dyn Store) {
     let mut changed = spec("s1", "orders");
     changed.endpoint = "http://127.0.0.1:9/other".into();
     changed.max_concurrency = 3;
-    let updated = store.update_subscription(changed.clone(), at(5)).await.unwrap();
+    let updated = store
+        .update_subscription(changed.clone(), at(5))
+        .await
+        .unwrap();
     assert_eq!(updated.created_at, t0());
     assert_eq!(updated.updated_at, at(5));
     assert_eq!(store.get_subscription("s1").await.unwrap().spec, changed);
@@ -181,7 +184,9 @@ pub async fn subscriptions_are_created_updated_and_deleted(store: &dyn Store) {
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.update_subscription(spec("nope", "orders"), at(6)).await,
+        store
+            .update_subscription(spec("nope", "orders"), at(6))
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.list_subscriptions().await.unwrap().len(), 1);
@@ -217,7 +222,11 @@ pub async fn publish_fans_out_to_matching_subscriptions(store: &dyn Store) {
         ..Default::default()
     };
     let all = store.list_deliveries(page("all")).await.unwrap().deliveries;
-    let created = store.list_deliveries(page("created")).await.unwrap().deliveries;
+    let created = store
+        .list_deliveries(page("created"))
+        .await
+        .unwrap()
+        .deliveries;
     assert_eq!(all.len(), 2);
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].event_id, "e1");
@@ -284,7 +293,13 @@ pub async fn claims_take_only_due_deliveries_up_to_each_limit(store: &dyn Store)
         .claim_due(claim_at(at(2), vec![want("a", 2), want("b", 10)]))
         .await
         .unwrap();
-    let of = |sub: &str| batch.claimed.iter().filter(|c| c.delivery.subscription == sub).count();
+    let of = |sub: &str| {
+        batch
+            .claimed
+            .iter()
+            .filter(|c| c.delivery.subscription == sub)
+            .count()
+    };
     assert_eq!((of("a"), of("b")), (2, 3));
     for claimed in &batch.claimed {
         assert_eq!(claimed.delivery.state, DeliveryState::InFlight);
@@ -344,7 +359,14 @@ pub async fn completions_apply_retry_delivered_and_failed(store: &dyn Store) {
     };
     let decisions = [
         ("e1", 200, Decision::Delivered),
-        ("e2", 503, Decision::Retry { at: at(11), retry: 1 }),
+        (
+            "e2",
+            503,
+            Decision::Retry {
+                at: at(11),
+                retry: 1,
+            },
+        ),
         (
             "e3",
             404,
@@ -366,7 +388,10 @@ pub async fn completions_apply_retry_delivered_and_failed(store: &dyn Store) {
     assert_eq!(delivered.delivery.state, DeliveryState::Delivered);
     assert_eq!(delivered.delivery.last_status, Some(200));
     assert_eq!(delivered.delivery.next_attempt_at, None);
-    assert_eq!(delivered.attempts, vec![attempt(1, at(1), 200, Decision::Delivered)]);
+    assert_eq!(
+        delivered.attempts,
+        vec![attempt(1, at(1), 200, Decision::Delivered)]
+    );
 
     let retrying = store.get_delivery(&id_of("e2")).await.unwrap().delivery;
     assert_eq!(retrying.state, DeliveryState::Scheduled);
@@ -452,7 +477,10 @@ pub async fn expired_leases_are_rescued_as_interrupted(store: &dyn Store) {
     assert_eq!(rescued.attempts[0].number, 1);
     assert_eq!(
         rescued.attempts[0].decision,
-        Decision::Retry { at: at(20), retry: 1 }
+        Decision::Retry {
+            at: at(20),
+            retry: 1
+        }
     );
     let untouched = store.get_delivery(&second[0].delivery.id).await.unwrap();
     assert_eq!(untouched.delivery.state, DeliveryState::InFlight);

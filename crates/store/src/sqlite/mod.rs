@@ -46,7 +46,10 @@ impl SqliteStore {
     /// flight is made due again at once: nobody else can be pushing it.
     pub fn open(dir: &Path, now: Timestamp) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|err| {
-            StoreError::Unavailable(format!("cannot create data directory {}: {err}", dir.display()))
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {err}",
+                dir.display()
+            ))
         })?;
         let lock = lock_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
@@ -62,7 +65,10 @@ impl SqliteStore {
         schema::migrate(&conn)?;
         let recovered = rescue(&conn, now, None)?;
         if recovered > 0 {
-            tracing::info!(recovered, "deliveries left in flight by a previous process are due again");
+            tracing::info!(
+                recovered,
+                "deliveries left in flight by a previous process are due again"
+            );
         }
         Ok(SqliteStore {
             writer: Writer::start(conn)?,
@@ -130,22 +136,20 @@ fn topic_exists(conn: &Connection, name: &str) -> Result<bool> {
 }
 
 fn read_subscription(conn: &Connection, name: &str) -> Result<Subscription> {
-    conn.prepare_cached(
-        "SELECT spec, created_at, updated_at FROM subscriptions WHERE name = ?1",
-    )?
-    .query_row([name], |row| {
-        let spec: String = row.get(0)?;
-        Ok((spec, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-    })
-    .optional()?
-    .ok_or_else(|| StoreError::not_found("subscription", name))
-    .and_then(|(spec, created, updated)| {
-        Ok(Subscription {
-            spec: serde_json::from_str(&spec)?,
-            created_at: timestamp(created)?,
-            updated_at: timestamp(updated)?,
+    conn.prepare_cached("SELECT spec, created_at, updated_at FROM subscriptions WHERE name = ?1")?
+        .query_row([name], |row| {
+            let spec: String = row.get(0)?;
+            Ok((spec, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         })
-    })
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("subscription", name))
+        .and_then(|(spec, created, updated)| {
+            Ok(Subscription {
+                spec: serde_json::from_str(&spec)?,
+                created_at: timestamp(created)?,
+                updated_at: timestamp(updated)?,
+            })
+        })
 }
 
 fn read_delivery(conn: &Connection, id: &str) -> Result<(Delivery, CloudEvent)> {
@@ -175,7 +179,9 @@ impl Store for SqliteStore {
                     params![name, millis(now)],
                 )?;
                 if inserted == 0 {
-                    return Err(StoreError::Conflict(format!("topic {name:?} already exists")));
+                    return Err(StoreError::Conflict(format!(
+                        "topic {name:?} already exists"
+                    )));
                 }
                 Ok(Topic {
                     name,
@@ -206,7 +212,8 @@ impl Store for SqliteStore {
     async fn list_topics(&self) -> Result<Vec<Topic>> {
         self.readers
             .read(|conn| {
-                let mut stmt = conn.prepare_cached("SELECT name, created_at FROM topics ORDER BY name")?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT name, created_at FROM topics ORDER BY name")?;
                 let topics = stmt
                     .query_map([], |row| {
                         Ok(Topic {
@@ -228,7 +235,9 @@ impl Store for SqliteStore {
                     return Err(StoreError::not_found("topic", &name));
                 }
                 let subscriptions: Vec<String> = conn
-                    .prepare_cached("SELECT name FROM subscriptions WHERE topic = ?1 ORDER BY name")?
+                    .prepare_cached(
+                        "SELECT name FROM subscriptions WHERE topic = ?1 ORDER BY name",
+                    )?
                     .query_map([&name], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 if !subscriptions.is_empty() {
@@ -257,7 +266,12 @@ impl Store for SqliteStore {
                 let inserted = conn.execute(
                     "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
-                    params![spec.name, spec.topic, serde_json::to_string(&spec)?, millis(now)],
+                    params![
+                        spec.name,
+                        spec.topic,
+                        serde_json::to_string(&spec)?,
+                        millis(now)
+                    ],
                 )?;
                 if inserted == 0 {
                     return Err(StoreError::Conflict(format!(
@@ -316,7 +330,11 @@ impl Store for SqliteStore {
                 )?;
                 let rows = stmt
                     .query_map([], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 rows.into_iter()
@@ -368,7 +386,9 @@ impl Store for SqliteStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
-        self.writer.write(move |conn| claim_in(conn, &request)).await
+        self.writer
+            .write(move |conn| claim_in(conn, &request))
+            .await
     }
 
     async fn complete_many(&self, completions: Vec<Completion>) -> Result<()> {
@@ -413,9 +433,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage> {
-        self.readers
-            .read(move |conn| list_in(conn, &query))
-            .await
+        self.readers.read(move |conn| list_in(conn, &query)).await
     }
 
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery> {
@@ -458,7 +476,9 @@ fn publish_in(
     }
     let subscriptions: Vec<(String, redrive_core::Filter)> = conn
         .prepare_cached("SELECT name, spec FROM subscriptions WHERE topic = ?1")?
-        .query_map([topic], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?
+        .query_map([topic], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .map(|(name, spec)| {
@@ -482,7 +502,15 @@ fn publish_in(
         let attributes = serde_json::to_string(&event)?;
         let seq: Option<i64> = insert_event
             .query_row(
-                params![topic, event.source, event.id, event.ty, attributes, event.data, now_ms],
+                params![
+                    topic,
+                    event.source,
+                    event.id,
+                    event.ty,
+                    attributes,
+                    event.data,
+                    now_ms
+                ],
                 |row| row.get(0),
             )
             .optional()?;

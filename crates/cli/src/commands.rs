@@ -1,0 +1,238 @@
+//! Client commands: each one API call, its answer printed as JSON.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Client, segment};
+
+#[derive(Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic.
+    Create { name: String },
+    /// List topics.
+    List,
+    /// Delete a topic (it must have no subscriptions).
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Create a push subscription.
+    Create(CreateSubscription),
+    /// List subscriptions.
+    List,
+    /// Show one subscription.
+    Get { name: String },
+    /// Delete a subscription with its deliveries.
+    Delete { name: String },
+}
+
+#[derive(Args)]
+pub struct CreateSubscription {
+    pub name: String,
+    /// Topic to read from.
+    #[arg(long)]
+    pub topic: String,
+    /// URL that receives the pushes.
+    #[arg(long)]
+    pub endpoint: String,
+    /// Only events of this type (a trailing * matches a prefix).
+    #[arg(long)]
+    pub filter_type: Option<String>,
+    /// Only events from this source (a trailing * matches a prefix).
+    #[arg(long)]
+    pub filter_source: Option<String>,
+    /// Only events with this subject (a trailing * matches a prefix).
+    #[arg(long)]
+    pub filter_subject: Option<String>,
+    /// Retry policy as JSON, or @FILE holding it, e.g.
+    /// '{"backoff": {"kind": "fixed", "interval": "10s"}, "retry_limit": 5}'.
+    #[arg(long)]
+    pub retry_policy: Option<String>,
+    /// Push timeout, e.g. 30s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Pushes in flight at once to this endpoint.
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct PublishArgs {
+    pub topic: String,
+    /// The event's type attribute.
+    #[arg(long = "type")]
+    pub ty: String,
+    /// The event's source attribute.
+    #[arg(long)]
+    pub source: String,
+    /// The event's id (default: a new UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The event's subject attribute.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// JSON data, or @FILE holding it.
+    #[arg(long)]
+    pub data: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum DeliveriesCommand {
+    /// List a subscription's deliveries, newest first.
+    List {
+        subscription: String,
+        /// scheduled, in_flight, delivered or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show a delivery with its event and attempts.
+    Get { id: String },
+    /// Attempt a delivery now, also when it has failed.
+    Retry { id: String },
+}
+
+pub async fn topics(client: &Client, command: TopicsCommand) -> anyhow::Result<()> {
+    let answer = match command {
+        TopicsCommand::Create { name } => {
+            client
+                .post("/v1/topics", Some(json!({"name": name})))
+                .await?
+        }
+        TopicsCommand::List => client.get("/v1/topics").await?,
+        TopicsCommand::Delete { name } => {
+            client
+                .delete(&format!("/v1/topics/{}", segment(&name)))
+                .await?;
+            println!("deleted topic {name}");
+            return Ok(());
+        }
+    };
+    print_json(&answer)
+}
+
+pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> anyhow::Result<()> {
+    let answer = match command {
+        SubscriptionsCommand::Create(args) => {
+            let body = subscription_body(args)?;
+            client.post("/v1/subscriptions", Some(body)).await?
+        }
+        SubscriptionsCommand::List => client.get("/v1/subscriptions").await?,
+        SubscriptionsCommand::Get { name } => {
+            client
+                .get(&format!("/v1/subscriptions/{}", segment(&name)))
+                .await?
+        }
+        SubscriptionsCommand::Delete { name } => {
+            client
+                .delete(&format!("/v1/subscriptions/{}", segment(&name)))
+                .await?;
+            println!("deleted subscription {name}");
+            return Ok(());
+        }
+    };
+    print_json(&answer)
+}
+
+fn subscription_body(args: CreateSubscription) -> anyhow::Result<Value> {
+    let mut body = json!({"name": args.name, "topic": args.topic, "endpoint": args.endpoint});
+    let mut filter = serde_json::Map::new();
+    for (key, value) in [
+        ("type", args.filter_type),
+        ("source", args.filter_source),
+        ("subject", args.filter_subject),
+    ] {
+        if let Some(value) = value {
+            filter.insert(key.into(), value.into());
+        }
+    }
+    if !filter.is_empty() {
+        body["filter"] = Value::Object(filter);
+    }
+    if let Some(policy) = args.retry_policy {
+        body["retry_policy"] = json_argument("--retry-policy", &policy)?;
+    }
+    if let Some(timeout) = args.timeout {
+        body["timeout"] = timeout.into();
+    }
+    if let Some(max) = args.max_concurrency {
+        body["max_concurrency"] = max.into();
+    }
+    Ok(body)
+}
+
+pub async fn publish(client: &Client, args: PublishArgs) -> anyhow::Result<()> {
+    let mut event = json!({
+        "specversion": "1.0",
+        "id": args.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        "source": args.source,
+        "type": args.ty,
+    });
+    if let Some(subject) = args.subject {
+        event["subject"] = subject.into();
+    }
+    if let Some(data) = args.data {
+        event["datacontenttype"] = "application/json".into();
+        event["data"] = json_argument("--data", &data)?;
+    }
+    let path = format!("/v1/topics/{}/events", segment(&args.topic));
+    let answer = client
+        .send_with_type(Method::POST, &path, "application/cloudevents+json", event)
+        .await?;
+    print_json(&answer)
+}
+
+pub async fn deliveries(client: &Client, command: DeliveriesCommand) -> anyhow::Result<()> {
+    let answer = match command {
+        DeliveriesCommand::List {
+            subscription,
+            state,
+            limit,
+        } => {
+            let mut path = format!(
+                "/v1/subscriptions/{}/deliveries?limit={limit}",
+                segment(&subscription)
+            );
+            if let Some(state) = state {
+                path.push_str(&format!("&state={}", segment(&state)));
+            }
+            client.get(&path).await?
+        }
+        DeliveriesCommand::Get { id } => {
+            client
+                .get(&format!("/v1/deliveries/{}", segment(&id)))
+                .await?
+        }
+        DeliveriesCommand::Retry { id } => {
+            client
+                .post(&format!("/v1/deliveries/{}/retry", segment(&id)), None)
+                .await?
+        }
+    };
+    print_json(&answer)
+}
+
+/// Reads a JSON argument given inline or as `@FILE`.
+fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
+    let text = match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(PathBuf::from(path))
+            .with_context(|| format!("{flag}: cannot read {path}"))?,
+        None => value.to_owned(),
+    };
+    match serde_json::from_str(&text) {
+        Ok(value) => Ok(value),
+        Err(err) => bail!("{flag}: not valid JSON: {err}"),
+    }
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,80 @@
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use jiff::Timestamp;
+use redrive_core::event::{self, CloudEvent, EventError};
+use redrive_store::PublishOutcome;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::extract::body_bytes;
+use super::{ApiError, AppState};
+
+#[derive(Serialize, ToSchema)]
+pub struct PublishResponse {
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<PublishOutcome>,
+}
+
+/// Accepts a CloudEvent in structured mode (`application/cloudevents+json`),
+/// a batch (`application/cloudevents-batch+json`), or binary mode (`ce-*`
+/// headers). Answers once the events are durably stored.
+#[utoipa::path(post, path = "/v1/topics/{name}/events", request_body = Object,
+    responses((status = 202, body = PublishResponse), (status = 400), (status = 404), (status = 413)))]
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let body = body_bytes(body)?;
+    let events =
+        parse_events(&headers, &body).map_err(|err| ApiError::invalid(&err.field, err.message))?;
+    if events.len() > state.limits.max_batch_events {
+        return Err(ApiError::bad_request(format!(
+            "a batch may hold at most {} events; this one has {}",
+            state.limits.max_batch_events,
+            events.len()
+        )));
+    }
+    let outcomes = state
+        .store
+        .publish(&topic, events, Timestamp::now())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PublishResponse { events: outcomes }),
+    ))
+}
+
+fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media_type.as_str() {
+        "application/cloudevents+json" => Ok(vec![event::parse_structured(body)?]),
+        "application/cloudevents-batch+json" => event::parse_batch(body),
+        _ if headers.contains_key("ce-specversion") || headers.contains_key("ce-id") => {
+            let pairs = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes()));
+            Ok(vec![event::parse_binary(pairs, body)?])
+        }
+        _ => Err(EventError {
+            field: "content-type".into(),
+            message: format!(
+                "{content_type:?} carries no CloudEvent: send application/cloudevents+json, \
+                 application/cloudevents-batch+json, or binary mode with ce-* headers"
+            ),
+        }),
+    }
+}

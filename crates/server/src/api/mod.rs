@@ -1,0 +1,100 @@
+//! HTTP API v1: JSON in, JSON out, every error as
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+mod deliveries;
+mod error;
+mod events;
+mod extract;
+mod openapi;
+mod subscriptions;
+mod topics;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use redrive_store::Store;
+use tokio::sync::Notify;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Tells the dispatcher that subscriptions changed.
+    pub subscriptions_changed: Arc<Notify>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest publish body, in bytes.
+    pub max_publish_bytes: usize,
+    /// Most events in one batch publish.
+    pub max_batch_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_publish_bytes: 1024 * 1024,
+            max_batch_events: 1000,
+        }
+    }
+}
+
+/// Bodies of every route but publish stay small.
+const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let publish = Router::new()
+        .route("/v1/topics/{name}/events", post(events::publish))
+        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes));
+    let admin = Router::new()
+        .route("/v1/topics", get(topics::list).post(topics::create))
+        .route("/v1/topics/{name}", get(topics::get).delete(topics::delete))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{name}",
+            get(subscriptions::get)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{name}/deliveries", get(deliveries::list))
+        .route("/v1/deliveries/{id}", get(deliveries::get))
+        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
+    Router::new()
+        .merge(publish)
+        .merge(admin)
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

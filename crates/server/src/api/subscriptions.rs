@@ -1,0 +1,127 @@
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use redrive_core::{Subscription, SubscriptionSpec};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, parse_json};
+use super::{ApiError, AppState};
+use crate::validate;
+
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions", request_body = SubscriptionSpec,
+    responses((status = 201, body = Subscription), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(spec): ApiJson<SubscriptionSpec>,
+) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+    validate::subscription(&spec)?;
+    let subscription = state
+        .store
+        .create_subscription(spec, Timestamp::now())
+        .await?;
+    state.subscriptions_changed.notify_one();
+    Ok((StatusCode::CREATED, Json(subscription)))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions", responses((status = 200, body = SubscriptionList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<SubscriptionList>, ApiError> {
+    Ok(Json(SubscriptionList {
+        subscriptions: state.store.list_subscriptions().await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{name}",
+    responses((status = 200, body = Subscription), (status = 404)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Subscription>, ApiError> {
+    Ok(Json(state.store.get_subscription(&name).await?))
+}
+
+/// A JSON merge patch (RFC 7386) over the subscription's spec.
+#[utoipa::path(patch, path = "/v1/subscriptions/{name}", request_body = Object,
+    responses((status = 200, body = Subscription), (status = 400), (status = 404)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Subscription>, ApiError> {
+    let patch: Value = parse_json(&body)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object of the fields to change",
+        ));
+    }
+    let current = state.store.get_subscription(&name).await?;
+    let mut merged = serde_json::to_value(&current.spec)
+        .map_err(|err| ApiError::bad_request(format!("cannot merge: {err}")))?;
+    merge_patch(&mut merged, &patch);
+    let spec: SubscriptionSpec = serde_json::from_value(merged)
+        .map_err(|err| ApiError::bad_request(format!("invalid subscription: {err}")))?;
+    if spec.name != name {
+        return Err(ApiError::invalid("name", "a subscription can't be renamed"));
+    }
+    validate::subscription(&spec)?;
+    let updated = state
+        .store
+        .update_subscription(spec, Timestamp::now())
+        .await?;
+    state.subscriptions_changed.notify_one();
+    Ok(Json(updated))
+}
+
+#[utoipa::path(delete, path = "/v1/subscriptions/{name}", responses((status = 204), (status = 404)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_subscription(&name).await?;
+    state.subscriptions_changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// RFC 7386: objects merge recursively, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_replaces_merges_and_removes() {
+        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(
+            &mut target,
+            &json!({"a": 5, "b": {"c": null, "x": 1}, "e": [2, 3]}),
+        );
+        assert_eq!(target, json!({"a": 5, "b": {"d": 3, "x": 1}, "e": [2, 3]}));
+    }
+}

@@ -1,0 +1,54 @@
+//! Checks of user input that need more than the core's pure rules.
+
+use redrive_core::SubscriptionSpec;
+use redrive_core::names::validate_name;
+
+use crate::api::ApiError;
+
+/// Longest push timeout a subscription may ask for.
+const MAX_TIMEOUT_SECS: u64 = 600;
+const MAX_CONCURRENCY: u32 = 10_000;
+
+pub(crate) fn subscription(spec: &SubscriptionSpec) -> Result<(), ApiError> {
+    validate_name("subscription", &spec.name).map_err(|err| ApiError::invalid("name", err))?;
+    validate_name("topic", &spec.topic).map_err(|err| ApiError::invalid("topic", err))?;
+    endpoint(&spec.endpoint)?;
+    spec.retry_policy
+        .validate()
+        .map_err(|err| ApiError::invalid("retry_policy", err))?;
+    let timeout = spec.timeout.as_duration();
+    if timeout.is_zero() || timeout.as_secs() > MAX_TIMEOUT_SECS {
+        return Err(ApiError::invalid(
+            "timeout",
+            format!("must be more than 0s and at most {MAX_TIMEOUT_SECS}s"),
+        ));
+    }
+    if spec.max_concurrency == 0 || spec.max_concurrency > MAX_CONCURRENCY {
+        return Err(ApiError::invalid(
+            "max_concurrency",
+            format!("must be between 1 and {MAX_CONCURRENCY}"),
+        ));
+    }
+    spec.filter
+        .validate()
+        .map_err(|err| ApiError::invalid("filter", err))
+}
+
+fn endpoint(endpoint: &str) -> Result<(), ApiError> {
+    let url = reqwest::Url::parse(endpoint).map_err(|err| {
+        ApiError::invalid("endpoint", format!("{endpoint:?} is not a URL: {err}"))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::invalid(
+            "endpoint",
+            format!(
+                "scheme {:?} is not supported; use http or https",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host().is_none() {
+        return Err(ApiError::invalid("endpoint", "the URL has no host"));
+    }
+    Ok(())
+}
