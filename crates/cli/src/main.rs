@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod commands;
 mod explain;
+mod sink;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Policy(PolicyCommand),
     /// Measure publish and delivery throughput and latency on this machine.
     Bench(bench::BenchArgs),
+    /// Run a webhook receiver that prints each push (for trying redrive out).
+    Sink(sink::SinkArgs),
 }
 
 #[derive(Subcommand)]
@@ -113,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Sink(args) => sink::run(args).await,
     }
 }
 
