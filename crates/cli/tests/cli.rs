@@ -1,0 +1,436 @@
+//! The `redrive` command line, run as a real process: offline policy
+//! explanations, help, and the client commands against a running server.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(REDRIVE);
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("REDRIVE_SERVER")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `redrive ARGS` to completion.
+fn redrive(args: &[&str]) -> Output {
+    command(args).output().expect("redrive runs")
+}
+
+/// The same, off the async runtime's threads.
+async fn redrive_async(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        redrive(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Stdout parsed as JSON, after checking the command succeeded.
+fn json_output(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "redrive failed ({}): {}",
+        output.status,
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {}", stdout(output)))
+}
+
+/// Checks a failure: non-zero exit, nothing on stdout, and exactly one
+/// `error:` line on stderr, which it returns.
+fn one_line_error(output: &Output) -> String {
+    assert!(!output.status.success(), "it succeeded: {}", stdout(output));
+    assert!(output.stdout.is_empty(), "stdout: {}", stdout(output));
+    let stderr = stderr(output);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        // clap's usage hint is not part of the message.
+        .filter(|line| !line.starts_with("For more information"))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert!(errors[0].starts_with("error: "), "{stderr}");
+    errors[0].to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// policy explain
+// ---------------------------------------------------------------------------
+
+/// `(delay_seconds, at_seconds)` of each retry of `policy explain --json`.
+fn explain(args: &[&str]) -> Vec<(f64, f64)> {
+    let mut all = vec!["policy", "explain", "--json"];
+    all.extend_from_slice(args);
+    let rows = json_output(&redrive(&all));
+    rows.as_array()
+        .expect("a JSON array")
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            assert_eq!(row["retry"], i + 1, "{row}");
+            (
+                row["delay_seconds"].as_f64().unwrap(),
+                row["at_seconds"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_schedule(actual: &[(f64, f64)], delays: &[f64], at: &[f64]) {
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+    };
+    let actual_delays: Vec<f64> = actual.iter().map(|(d, _)| *d).collect();
+    let actual_at: Vec<f64> = actual.iter().map(|(_, a)| *a).collect();
+    assert!(close(&actual_delays, delays), "delays {actual_delays:?}");
+    assert!(close(&actual_at, at), "at {actual_at:?}");
+}
+
+#[test]
+fn explain_app_engine_example_doubles_three_times_then_grows_linearly_to_the_cap() {
+    let schedule = explain(&[
+        "--min-backoff",
+        "10s",
+        "--max-backoff",
+        "300s",
+        "--max-doublings",
+        "3",
+        "--count",
+        "8",
+    ]);
+    assert_schedule(
+        &schedule,
+        &[10., 20., 40., 80., 160., 240., 300., 300.],
+        &[10., 30., 70., 150., 310., 550., 850., 1150.],
+    );
+}
+
+#[test]
+fn explain_without_flags_uses_app_engine_defaults() {
+    let schedule = explain(&["--count", "3"]);
+    assert_schedule(&schedule, &[0.1, 0.2, 0.4], &[0.1, 0.3, 0.7]);
+}
+
+#[test]
+fn explain_stops_at_the_retry_limit() {
+    let schedule = explain(&["--retry-limit", "3"]);
+    assert_schedule(&schedule, &[0.1, 0.2, 0.4], &[0.1, 0.3, 0.7]);
+}
+
+#[test]
+fn explain_both_limit_mode_outlasts_either_mode() {
+    // Retry n is allowed when n <= retry_limit OR (both) / AND (either) the
+    // age at its decision, at_{n-1} (at_0 = 0), is within the age limit.
+    let exponential = [
+        "--min-backoff",
+        "10s",
+        "--max-backoff",
+        "300s",
+        "--max-doublings",
+        "3",
+    ];
+    let with = |limits: &[&str]| {
+        let mut args = exponential.to_vec();
+        args.extend_from_slice(limits);
+        explain(&args)
+    };
+
+    // Retry limit 3, age limit 100s; at = 10, 30, 70, 150, …
+    // both: retries 1-3 by count, retry 4 by age (70s <= 100s), retry 5
+    // neither (150s). either: retry 4 is past the count.
+    let limits = ["--retry-limit", "3", "--age-limit", "100s"];
+    let both = with(&[&limits[..], &["--limit-mode", "both"]].concat());
+    assert_schedule(&both, &[10., 20., 40., 80.], &[10., 30., 70., 150.]);
+    let either = with(&[&limits[..], &["--limit-mode", "either"]].concat());
+    assert_schedule(&either, &[10., 20., 40.], &[10., 30., 70.]);
+
+    // Retry limit 5, age limit 25s: either stops at retry 3 (age 30s);
+    // both runs to the retry limit.
+    let limits = ["--retry-limit", "5", "--age-limit", "25s"];
+    let both = with(&[&limits[..], &["--limit-mode", "both"]].concat());
+    assert_schedule(
+        &both,
+        &[10., 20., 40., 80., 160.],
+        &[10., 30., 70., 150., 310.],
+    );
+    let either = with(&[&limits[..], &["--limit-mode", "either"]].concat());
+    assert_schedule(&either, &[10., 20.], &[10., 30.]);
+
+    // Both is App Engine's default.
+    let default = with(&limits);
+    assert_eq!(default.len(), 5);
+}
+
+#[test]
+fn explain_with_a_bad_duration_fails_naming_the_value() {
+    let output = redrive(&["policy", "explain", "--min-backoff", "10x"]);
+    let line = one_line_error(&output);
+    assert!(line.contains("10x"), "{line}");
+    assert!(line.contains("--min-backoff"), "{line}");
+}
+
+#[test]
+fn explain_with_min_over_max_backoff_fails_naming_the_flag() {
+    let output = redrive(&[
+        "policy",
+        "explain",
+        "--min-backoff",
+        "10s",
+        "--max-backoff",
+        "1s",
+    ]);
+    let line = one_line_error(&output);
+    assert!(line.contains("--max-backoff"), "{line}");
+}
+
+#[test]
+fn help_is_available_for_the_command_and_serve() {
+    let output = redrive(&["--help"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let help = stdout(&output);
+    for word in ["serve", "topics", "subscriptions", "publish", "policy"] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}: {help}"
+        );
+    }
+    let output = redrive(&["serve", "--help"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let help = stdout(&output);
+    assert!(
+        help.contains("--listen") && help.contains("--data"),
+        "{help}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Client commands against a running server
+// ---------------------------------------------------------------------------
+
+/// A `redrive serve` child process on a temporary data directory.
+struct RunningServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningServer {
+    fn start() -> RunningServer {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("redrive.log")).unwrap();
+        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("redrive starts");
+        let stdout = child.stdout.take().unwrap();
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = line_tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = line_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "unexpected first line {line:?}; log:\n{}",
+                read(&dir.path().join("redrive.log"))
+            );
+        };
+        RunningServer {
+            url: url.to_owned(),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+type Pushes = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+/// A real endpoint that answers 200 and keeps every push.
+async fn endpoint() -> (String, Pushes) {
+    let pushes: Pushes = Arc::default();
+    async fn receive(State(pushes): State<Pushes>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        pushes.lock().unwrap().push((headers, body));
+        StatusCode::OK
+    }
+    let app = Router::new().fallback(receive).with_state(pushes.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}/hook"), pushes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_create_publish_and_list_against_a_running_server() {
+    let server = tokio::task::spawn_blocking(RunningServer::start)
+        .await
+        .unwrap();
+    let (endpoint, pushes) = endpoint().await;
+    let url = server.url.as_str();
+
+    let topic = json_output(&redrive_async(&["--server", url, "topics", "create", "orders"]).await);
+    assert_eq!(topic["name"], "orders");
+
+    let policy = r#"{"backoff": {"kind": "fixed", "interval": "0.2s"}, "retry_limit": 2}"#;
+    let subscription = json_output(
+        &redrive_async(&[
+            "--server",
+            url,
+            "subscriptions",
+            "create",
+            "orders-hook",
+            "--topic",
+            "orders",
+            "--endpoint",
+            &endpoint,
+            "--filter-type",
+            "order.*",
+            "--retry-policy",
+            policy,
+            "--timeout",
+            "2s",
+            "--max-concurrency",
+            "2",
+        ])
+        .await,
+    );
+    assert_eq!(subscription["name"], "orders-hook");
+    assert_eq!(subscription["endpoint"], endpoint.as_str());
+    assert_eq!(subscription["filter"], json!({"type": "order.*"}));
+    assert_eq!(subscription["retry_policy"]["retry_limit"], 2);
+    assert_eq!(subscription["max_concurrency"], 2);
+
+    let published = json_output(
+        &redrive_async(&[
+            "--server",
+            url,
+            "publish",
+            "orders",
+            "--type",
+            "order.created",
+            "--source",
+            "/shop",
+            "--id",
+            "o-1",
+            "--data",
+            r#"{"a":1}"#,
+        ])
+        .await,
+    );
+    assert_eq!(
+        published,
+        json!({"events": [{"id": "o-1", "source": "/shop", "duplicate": false}]})
+    );
+
+    // The endpoint gets the event…
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pushes.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the endpoint got nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (headers, body) = pushes.lock().unwrap()[0].clone();
+    assert_eq!(headers["ce-id"], "o-1");
+    assert_eq!(headers["ce-type"], "order.created");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"a": 1})
+    );
+
+    // …and `deliveries list` shows it delivered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let delivery = loop {
+        let list = json_output(
+            &redrive_async(&["--server", url, "deliveries", "list", "orders-hook"]).await,
+        );
+        let deliveries = list["deliveries"].as_array().unwrap().clone();
+        assert_eq!(deliveries.len(), 1, "{list}");
+        if deliveries[0]["state"] == "delivered" {
+            break deliveries[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never delivered: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivery["event_id"], "o-1");
+    let id = delivery["id"].as_str().unwrap();
+    let detail = json_output(&redrive_async(&["--server", url, "deliveries", "get", id]).await);
+    assert_eq!(detail["attempts"].as_array().unwrap().len(), 1, "{detail}");
+    assert_eq!(detail["attempts"][0]["status"], 200);
+    assert_eq!(headers["webhook-id"], id);
+
+    let topics = json_output(&redrive_async(&["--server", url, "topics", "list"]).await);
+    assert_eq!(topics["topics"][0]["name"], "orders");
+
+    // An unknown topic is one clear error line.
+    let output = redrive_async(&[
+        "--server",
+        url,
+        "publish",
+        "no-such-topic",
+        "--type",
+        "t",
+        "--source",
+        "s",
+    ])
+    .await;
+    let line = one_line_error(&output);
+    assert!(line.contains("no-such-topic"), "{line}");
+    assert!(line.contains("404"), "{line}");
+}
+
+#[test]
+fn client_command_without_a_server_fails_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("http://127.0.0.1:{port}");
+    let output = redrive(&["--server", &server, "topics", "list"]);
+    let line = one_line_error(&output);
+    assert!(line.contains(&server), "{line}");
+}
