@@ -9,6 +9,7 @@ pub mod decision;
 pub mod duration;
 pub mod event;
 pub mod filter;
+pub mod lifecycle;
 pub mod model;
 pub mod names;
 pub mod policy;

@@ -40,6 +40,18 @@ pub struct SubscriptionSpec {
     pub timeout: HumanDuration,
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: u32,
+    /// Topic that receives a copy of every event this subscription fails
+    /// to deliver, whatever the reason. It must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    /// Most attempts of one delivery (5–100), a limit alongside the retry
+    /// policy; 5 when a dead-letter topic is set and this is not (Pub/Sub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delivery_attempts: Option<u32>,
+    /// How long after publish an undelivered event is still tried
+    /// (10m–31d, default 7d); then its delivery fails as `retention_expired`.
+    #[serde(default = "crate::lifecycle::default_message_retention")]
+    pub message_retention: HumanDuration,
 }
 
 fn default_timeout() -> HumanDuration {
@@ -118,6 +130,12 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     pub last_error: Option<ErrorClass>,
     pub failure_reason: Option<FailureReason>,
+    /// The id of the copy of the event published to the dead-letter topic
+    /// when this delivery failed.
+    pub dead_letter_event: Option<String>,
+    /// Attempts made before the last redrive: the attempt budget (retry
+    /// numbers, `max_delivery_attempts`) counts from here.
+    pub attempts_before_redrive: u32,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
