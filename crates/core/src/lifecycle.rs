@@ -152,10 +152,7 @@ pub fn dead_letter_copy(event: &CloudEvent, failure: &Failure, new_id: String) -
     let ext = &mut copy.extensions;
     ext.insert("deadletterid".into(), json!(event.id));
     ext.insert("deadletterreason".into(), json!(failure.reason.as_str()));
-    ext.insert(
-        "deadlettersubscription".into(),
-        json!(failure.subscription),
-    );
+    ext.insert("deadlettersubscription".into(), json!(failure.subscription));
     ext.insert("deadletterattempts".into(), json!(failure.attempts));
     if let Some(status) = failure.last_status_value() {
         ext.insert("deadletterlaststatus".into(), status);
@@ -277,10 +274,22 @@ mod tests {
         assert_eq!(
             decisions,
             vec![
-                Decision::Retry { at: t(10), retry: 1 },
-                Decision::Retry { at: t(20), retry: 2 },
-                Decision::Retry { at: t(30), retry: 3 },
-                Decision::Retry { at: t(40), retry: 4 },
+                Decision::Retry {
+                    at: t(10),
+                    retry: 1
+                },
+                Decision::Retry {
+                    at: t(20),
+                    retry: 2
+                },
+                Decision::Retry {
+                    at: t(30),
+                    retry: 3
+                },
+                Decision::Retry {
+                    at: t(40),
+                    retry: 4
+                },
                 EXHAUSTED,
             ]
         );
@@ -293,7 +302,10 @@ mod tests {
         spec.retry_policy.retry_limit = Some(1);
         assert_eq!(
             spec.decide(&status(500), &ctx(1, 0)),
-            Decision::Retry { at: t(10), retry: 1 }
+            Decision::Retry {
+                at: t(10),
+                retry: 1
+            }
         );
         assert_eq!(spec.decide(&status(500), &ctx(2, 10)), EXHAUSTED);
     }
@@ -349,7 +361,11 @@ mod tests {
         let ten_minutes = Duration::from_secs(600);
         assert!(!retention_expired(t(0), ten_minutes, t(599)));
         assert!(retention_expired(t(0), ten_minutes, t(600)));
-        assert!(!retention_expired(Timestamp::MAX, ten_minutes, Timestamp::MAX));
+        assert!(!retention_expired(
+            Timestamp::MAX,
+            ten_minutes,
+            Timestamp::MAX
+        ));
     }
 
     fn failure() -> Failure {

@@ -15,6 +15,9 @@ use redrive_core::{
 
 use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreError};
 
+mod lifecycle;
+pub use lifecycle::*;
+
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -33,6 +36,14 @@ macro_rules! conformance_tests {
             deliveries_page_newest_first_with_filters,
             retry_now_schedules_failed_deliveries_but_not_in_flight,
             deleting_a_subscription_removes_its_deliveries,
+            a_failed_delivery_is_dead_lettered_in_the_same_write,
+            a_subscription_without_dead_letter_topic_only_announces,
+            topics_built_in_or_dead_lettered_to_cannot_be_deleted,
+            retention_fails_deliveries_still_undelivered,
+            cancel_fails_only_a_scheduled_delivery,
+            redrive_moves_matching_deliveries_with_a_fresh_budget,
+            journal_pages_oldest_first_and_reports_purges,
+            purge_removes_finished_history_and_unreferenced_events,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -64,6 +75,9 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         retry_policy: Default::default(),
         timeout: redrive_core::HumanDuration::from_secs(30),
         max_concurrency: 8,
+        dead_letter_topic: None,
+        max_delivery_attempts: None,
+        message_retention: redrive_core::lifecycle::default_message_retention(),
     }
 }
 
@@ -134,7 +148,8 @@ pub async fn topics_are_created_listed_and_deleted(store: &dyn Store) {
         .into_iter()
         .map(|t| t.name)
         .collect();
-    assert_eq!(names, ["a", "b"]);
+    // The built-in operational topic is always there.
+    assert_eq!(names, ["a", "b", redrive_core::lifecycle::SYSTEM_TOPIC]);
     assert_eq!(store.get_topic("a").await.unwrap().created_at, at(1));
     store.delete_topic("a").await.unwrap();
     assert!(matches!(

@@ -5,12 +5,14 @@
 //! survives a crash of the process.
 
 mod error;
+mod lifecycle;
 mod store;
 
 pub mod conformance;
 pub mod sqlite;
 
 pub use error::StoreError;
+pub use lifecycle::*;
 pub use sqlite::SqliteStore;
 pub use store::*;
 

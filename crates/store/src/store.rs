@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::Result;
+use crate::lifecycle::*;
 
 /// The answer to one event of a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -139,6 +140,25 @@ pub trait Store: Send + Sync + 'static {
     /// Schedules a delivery for now, also from `failed` or `delivered`;
     /// refuses (conflict) while it is in flight.
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery>;
+
+    /// Fails (`retention_expired`) scheduled deliveries whose event is older
+    /// than their subscription's `message_retention` (counted from publish,
+    /// or from the last redrive), at most `limit` of them. Returns how many.
+    async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64>;
+    /// Fails a scheduled delivery as `cancelled`; refuses (conflict) one in
+    /// flight or already ended.
+    async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery>;
+    /// How many deliveries a redrive with this filter would move now.
+    async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64>;
+    /// Puts one batch of matching deliveries back to `scheduled`, due now,
+    /// with a fresh attempt budget.
+    async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch>;
+    /// The events that matched a subscription, oldest first, whatever
+    /// their delivery's state.
+    async fn journal(&self, query: JournalQuery) -> Result<JournalPage>;
+    /// Deletes one small batch of finished deliveries with their attempts,
+    /// and the events nothing references any more.
+    async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome>;
 
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.

@@ -3,6 +3,7 @@
 //! (synchronous = FULL, so a commit is on disk when it returns); reads use a
 //! small pool of connections on the blocking thread pool.
 
+mod lifecycle;
 mod readers;
 mod rows;
 mod schema;
@@ -20,6 +21,7 @@ use redrive_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
+use crate::lifecycle::*;
 use crate::store::*;
 use crate::{Result, StoreError};
 use readers::Readers;
@@ -63,6 +65,7 @@ impl SqliteStore {
              PRAGMA cache_size = -32000;",
         )?;
         schema::migrate(&conn)?;
+        lifecycle::ensure_system_topic(&conn, now)?;
         let recovered = rescue(&conn, now, None)?;
         if recovered > 0 {
             tracing::info!(
@@ -234,6 +237,9 @@ impl Store for SqliteStore {
                 if !topic_exists(conn, &name)? {
                     return Err(StoreError::not_found("topic", &name));
                 }
+                if let Some(why) = lifecycle::topic_in_use(conn, &name)? {
+                    return Err(StoreError::Conflict(why));
+                }
                 let subscriptions: Vec<String> = conn
                     .prepare_cached(
                         "SELECT name FROM subscriptions WHERE topic = ?1 ORDER BY name",
@@ -360,6 +366,10 @@ impl Store for SqliteStore {
                     [&name],
                 )?;
                 conn.execute("DELETE FROM deliveries WHERE subscription = ?1", [&name])?;
+                conn.execute(
+                    "DELETE FROM journal_floors WHERE subscription = ?1",
+                    [&name],
+                )?;
                 if conn.execute("DELETE FROM subscriptions WHERE name = ?1", [&name])? == 0 {
                     return Err(StoreError::not_found("subscription", &name));
                 }
@@ -395,9 +405,14 @@ impl Store for SqliteStore {
         if completions.is_empty() {
             return Ok(());
         }
-        self.writer
+        let fanned_out = self
+            .writer
             .write(move |conn| complete_in(conn, &completions))
-            .await
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(())
     }
 
     async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
@@ -458,6 +473,58 @@ impl Store for SqliteStore {
             .await?;
         self.wakeups.notify_one();
         Ok(delivery)
+    }
+
+    async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        let (expired, fanned_out) = self
+            .writer
+            .write(move |conn| lifecycle::expire_in(conn, now, limit))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let id = id.to_owned();
+        let (delivery, fanned_out) = self
+            .writer
+            .write(move |conn| lifecycle::cancel_in(conn, &id, now))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(delivery)
+    }
+
+    async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
+        self.readers
+            .read(move |conn| lifecycle::count_redrivable_in(conn, &filter))
+            .await
+    }
+
+    async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
+        let batch = self
+            .writer
+            .write(move |conn| lifecycle::redrive_in(conn, &request))
+            .await?;
+        if batch.moved > 0 {
+            self.wakeups.notify_one();
+        }
+        Ok(batch)
+    }
+
+    async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
+        self.readers
+            .read(move |conn| lifecycle::journal_in(conn, &query))
+            .await
+    }
+
+    async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
+        self.writer
+            .write(move |conn| lifecycle::purge_in(conn, &request))
+            .await
     }
 
     fn wakeups(&self) -> Arc<Notify> {
@@ -580,7 +647,8 @@ fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
     Ok(batch)
 }
 
-fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<()> {
+/// Returns whether dead-lettering fanned out new deliveries.
+fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<bool> {
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, failure_reason = ?5,
                 last_status = ?6, last_error = ?7, lease_until = NULL, updated_at = ?8
@@ -593,6 +661,7 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<()> {
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
          WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
     )?;
+    let mut fanned_out = false;
     for completion in completions {
         let attempt = &completion.attempt;
         let (state, next_attempt_at, reason) = match attempt.decision {
@@ -603,7 +672,7 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<()> {
         let error = attempt.error.map(|class| class.as_str());
         let ended_at = millis(attempt.started_at)
             .saturating_add(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX));
-        update.execute(params![
+        let changed = update.execute(params![
             completion.delivery_id,
             attempt.number,
             state.as_str(),
@@ -624,8 +693,12 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<()> {
             attempt.response_snippet,
             serde_json::to_string(&attempt.decision)?,
         ])?;
+        if changed > 0 && matches!(attempt.decision, Decision::Failed { .. }) {
+            let now = timestamp(ended_at)?;
+            fanned_out |= lifecycle::dead_letter_in(conn, &completion.delivery_id, now)?;
+        }
     }
-    Ok(())
+    Ok(fanned_out)
 }
 
 fn list_in(conn: &Connection, query: &DeliveryQuery) -> Result<DeliveryPage> {

@@ -44,8 +44,9 @@ pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> Result<String, StoreE
 /// Columns read by [`delivery`], in order; `d` is deliveries, `e` events.
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, e.id, e.source, e.type, d.state, \
      d.attempts, d.next_attempt_at, d.first_attempt_at, d.last_attempt_at, d.last_status, \
-     d.last_error, d.failure_reason, d.created_at, d.updated_at";
-pub(crate) const DELIVERY_COLUMN_COUNT: usize = 15;
+     d.last_error, d.failure_reason, d.created_at, d.updated_at, d.dead_letter_event, \
+     d.attempts_before_redrive";
+pub(crate) const DELIVERY_COLUMN_COUNT: usize = 17;
 
 pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = row.get(5)?;
@@ -65,6 +66,8 @@ pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         failure_reason: opt_enum(row.get(12)?)?,
         created_at: timestamp(row.get(13)?)?,
         updated_at: timestamp(row.get(14)?)?,
+        dead_letter_event: row.get(15)?,
+        attempts_before_redrive: row.get(16)?,
     })
 }
 

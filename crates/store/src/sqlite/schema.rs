@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use crate::{Result, StoreError};
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE topics (
     name        TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -68,7 +69,26 @@ CREATE TABLE attempts (
     decision          TEXT NOT NULL,
     PRIMARY KEY (delivery_id, number)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Failure lifecycle: dead-letter links, redrive budgets, retention, purge.
+ALTER TABLE deliveries ADD COLUMN dead_letter_event TEXT;
+ALTER TABLE deliveries ADD COLUMN attempts_before_redrive INTEGER NOT NULL DEFAULT 0;
+-- Retention counts from here when set (the last redrive), else from created_at.
+ALTER TABLE deliveries ADD COLUMN retention_from INTEGER;
+-- The purge walks finished deliveries oldest first.
+CREATE INDEX deliveries_finished ON deliveries (updated_at)
+    WHERE state IN ('delivered', 'failed');
+-- Whether an event is still referenced, and the journal's order.
+CREATE INDEX deliveries_by_event ON deliveries (event_seq);
+CREATE INDEX deliveries_journal ON deliveries (subscription, event_seq);
+-- The highest journal position purged per subscription (for 410 Gone).
+CREATE TABLE journal_floors (
+    subscription    TEXT PRIMARY KEY,
+    purged_through  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;

@@ -1,0 +1,588 @@
+//! Conformance checks of the failure lifecycle: dead-lettering, retention
+//! expiry, cancel, redrive, the journal and the history purge.
+
+use std::collections::BTreeMap;
+
+use redrive_core::lifecycle::{DELIVERY_FAILED_TYPE, SYSTEM_TOPIC};
+use redrive_core::{Decision, Delivery, DeliveryState, FailureReason, HumanDuration};
+use serde_json::json;
+
+use super::{at, attempt, claim_at, event, spec, t0, want};
+use crate::{
+    Completion, DeliveryQuery, JournalQuery, PurgeRequest, RedriveBatchRequest, RedriveFilter,
+    Store, StoreError,
+};
+
+async fn deliveries_of(store: &dyn Store, subscription: &str) -> Vec<Delivery> {
+    store
+        .list_deliveries(DeliveryQuery {
+            subscription: subscription.into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .deliveries
+}
+
+/// Claims every due delivery of `subscription` at `now` and ends each with
+/// `status` and `decision`; returns their ids by event id.
+async fn attempt_all(
+    store: &dyn Store,
+    subscription: &str,
+    now: jiff::Timestamp,
+    status: u16,
+    decision: Decision,
+) -> BTreeMap<String, String> {
+    let claimed = store
+        .claim_due(claim_at(now, vec![want(subscription, 100)]))
+        .await
+        .unwrap()
+        .claimed;
+    let ids = claimed
+        .iter()
+        .map(|c| (c.event.id.clone(), c.delivery.id.clone()))
+        .collect();
+    let completions = claimed
+        .iter()
+        .map(|c| Completion {
+            delivery_id: c.delivery.id.clone(),
+            attempt: attempt(c.delivery.attempts, now, status, decision),
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
+    ids
+}
+
+fn fail(reason: FailureReason) -> Decision {
+    Decision::Failed { reason }
+}
+
+/// `orders` → `s1` (dead-lettering to `orders-dead`), `orders-dead` →
+/// `dead-reader`, and `ops` on the system topic.
+async fn dead_letter_setup(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store.create_topic("orders-dead", t0()).await.unwrap();
+    let mut s1 = spec("s1", "orders");
+    s1.dead_letter_topic = Some("orders-dead".into());
+    store.create_subscription(s1, t0()).await.unwrap();
+    store
+        .create_subscription(spec("dead-reader", "orders-dead"), t0())
+        .await
+        .unwrap();
+    store
+        .create_subscription(spec("ops", SYSTEM_TOPIC), t0())
+        .await
+        .unwrap();
+}
+
+pub async fn a_failed_delivery_is_dead_lettered_in_the_same_write(store: &dyn Store) {
+    dead_letter_setup(store).await;
+    let mut original = event("e1", "order.created");
+    original.extensions.insert("tenant".into(), json!("acme"));
+    store
+        .publish("orders", vec![original.clone()], t0())
+        .await
+        .unwrap();
+    let ids = attempt_all(
+        store,
+        "s1",
+        at(1),
+        503,
+        fail(FailureReason::RetriesExhausted),
+    )
+    .await;
+
+    let failed = store.get_delivery(&ids["e1"]).await.unwrap().delivery;
+    assert_eq!(failed.state, DeliveryState::Failed);
+    assert_eq!(failed.failure_reason, Some(FailureReason::RetriesExhausted));
+    let copy_id = failed
+        .dead_letter_event
+        .clone()
+        .expect("a dead-letter link");
+
+    let dead = deliveries_of(store, "dead-reader").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].state, DeliveryState::Scheduled);
+    assert_eq!(dead[0].event_id, copy_id);
+    let copy = store.get_delivery(&dead[0].id).await.unwrap().event;
+    assert_eq!(copy.source, original.source);
+    assert_eq!(copy.ty, original.ty);
+    assert_eq!(copy.data, original.data);
+    assert_eq!(copy.extensions["tenant"], json!("acme"));
+    assert_eq!(copy.extensions["deadletterid"], json!("e1"));
+    assert_eq!(
+        copy.extensions["deadletterreason"],
+        json!("retries_exhausted")
+    );
+    assert_eq!(copy.extensions["deadlettersubscription"], json!("s1"));
+    assert_eq!(copy.extensions["deadletterattempts"], json!(1));
+    assert_eq!(copy.extensions["deadletterlaststatus"], json!(503));
+    assert_eq!(
+        copy.extensions["deadletterfirstattempt"],
+        json!(at(1).to_string())
+    );
+
+    let notices = deliveries_of(store, "ops").await;
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].event_type, DELIVERY_FAILED_TYPE);
+    let notice = store.get_delivery(&notices[0].id).await.unwrap().event;
+    let data: serde_json::Value = serde_json::from_slice(notice.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["delivery_id"], json!(ids["e1"]));
+    assert_eq!(data["reason"], json!("retries_exhausted"));
+    assert_eq!(data["dead_letter_event"], json!(copy_id));
+
+    // A failure of the system topic's own subscription is not announced
+    // there again (no feedback loop).
+    attempt_all(store, "ops", at(2), 500, fail(FailureReason::NonRetryable)).await;
+    assert_eq!(deliveries_of(store, "ops").await.len(), 1);
+}
+
+pub async fn a_subscription_without_dead_letter_topic_only_announces(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), t0())
+        .await
+        .unwrap();
+    store
+        .create_subscription(spec("ops", SYSTEM_TOPIC), t0())
+        .await
+        .unwrap();
+    store
+        .publish("orders", vec![event("e1", "t")], t0())
+        .await
+        .unwrap();
+    let ids = attempt_all(store, "s1", at(1), 404, fail(FailureReason::NonRetryable)).await;
+    let failed = store.get_delivery(&ids["e1"]).await.unwrap().delivery;
+    assert_eq!(failed.dead_letter_event, None);
+    assert_eq!(deliveries_of(store, "ops").await.len(), 1);
+}
+
+pub async fn topics_built_in_or_dead_lettered_to_cannot_be_deleted(store: &dyn Store) {
+    dead_letter_setup(store).await;
+    store.delete_subscription("dead-reader").await.unwrap();
+    match store.delete_topic("orders-dead").await {
+        Err(StoreError::Conflict(message)) => assert!(message.contains("s1"), "{message}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    store.delete_subscription("ops").await.unwrap();
+    assert!(matches!(
+        store.delete_topic(SYSTEM_TOPIC).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub async fn retention_fails_deliveries_still_undelivered(store: &dyn Store) {
+    dead_letter_setup(store).await;
+    let mut plain = spec("s2", "orders");
+    plain.message_retention = HumanDuration::from_secs(3600);
+    store.create_subscription(plain, t0()).await.unwrap();
+    let mut s1 = store.get_subscription("s1").await.unwrap().spec;
+    s1.message_retention = HumanDuration::from_secs(600);
+    store.update_subscription(s1, t0()).await.unwrap();
+    store
+        .publish("orders", vec![event("e1", "t"), event("e2", "t")], t0())
+        .await
+        .unwrap();
+    // e2 is delivered in time: retention only ends undelivered events.
+    let claimed = store
+        .claim_due(claim_at(at(1), vec![want("s1", 100)]))
+        .await
+        .unwrap()
+        .claimed;
+    let e2 = claimed.iter().find(|c| c.event.id == "e2").unwrap();
+    let e1 = claimed.iter().find(|c| c.event.id == "e1").unwrap();
+    store
+        .complete_many(vec![
+            Completion {
+                delivery_id: e2.delivery.id.clone(),
+                attempt: attempt(1, at(1), 200, Decision::Delivered),
+            },
+            Completion {
+                delivery_id: e1.delivery.id.clone(),
+                attempt: attempt(
+                    1,
+                    at(1),
+                    503,
+                    Decision::Retry {
+                        at: at(5000),
+                        retry: 1,
+                    },
+                ),
+            },
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(store.expire_retention(at(599), 100).await.unwrap(), 0);
+    assert_eq!(store.expire_retention(at(600), 100).await.unwrap(), 1);
+    let expired = store.get_delivery(&e1.delivery.id).await.unwrap().delivery;
+    assert_eq!(expired.state, DeliveryState::Failed);
+    assert_eq!(
+        expired.failure_reason,
+        Some(FailureReason::RetentionExpired)
+    );
+    assert!(expired.dead_letter_event.is_some());
+    assert_eq!(deliveries_of(store, "dead-reader").await.len(), 1);
+    let delivered = store.get_delivery(&e2.delivery.id).await.unwrap().delivery;
+    assert_eq!(delivered.state, DeliveryState::Delivered);
+    // s2 keeps its events an hour; the limit caps one sweep step.
+    assert_eq!(store.expire_retention(at(3600), 1).await.unwrap(), 1);
+    assert_eq!(store.expire_retention(at(3600), 1).await.unwrap(), 1);
+    assert_eq!(store.expire_retention(at(3600), 1).await.unwrap(), 0);
+}
+
+pub async fn cancel_fails_only_a_scheduled_delivery(store: &dyn Store) {
+    dead_letter_setup(store).await;
+    store
+        .publish("orders", vec![event("e1", "t"), event("e2", "t")], t0())
+        .await
+        .unwrap();
+    let ids: Vec<String> = deliveries_of(store, "s1")
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let cancelled = store.cancel_delivery(&ids[0], at(1)).await.unwrap();
+    assert_eq!(cancelled.state, DeliveryState::Failed);
+    assert_eq!(cancelled.failure_reason, Some(FailureReason::Cancelled));
+    assert!(cancelled.dead_letter_event.is_some());
+    assert!(matches!(
+        store.cancel_delivery(&ids[0], at(2)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .claim_due(claim_at(at(3), vec![want("s1", 10)]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.cancel_delivery(&ids[1], at(4)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.cancel_delivery("nope", at(4)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn redrive_moves_matching_deliveries_with_a_fresh_budget(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), t0())
+        .await
+        .unwrap();
+    store
+        .publish(
+            "orders",
+            vec![
+                event("a", "order.created"),
+                event("b", "order.created"),
+                event("c", "order.paid"),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+    store
+        .publish("orders", vec![event("d", "order.created")], at(100))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_due(claim_at(at(200), vec![want("s1", 100)]))
+        .await
+        .unwrap()
+        .claimed;
+    let outcome = |id: &str| match id {
+        "a" | "c" => (503, fail(FailureReason::RetriesExhausted)),
+        "b" => (404, fail(FailureReason::NonRetryable)),
+        _ => (200, Decision::Delivered),
+    };
+    let mut ids = BTreeMap::new();
+    let completions = claimed
+        .iter()
+        .map(|c| {
+            ids.insert(c.event.id.clone(), c.delivery.id.clone());
+            let (status, decision) = outcome(&c.event.id);
+            Completion {
+                delivery_id: c.delivery.id.clone(),
+                attempt: attempt(1, at(200), status, decision),
+            }
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
+
+    let filter = RedriveFilter::new("s1");
+    assert_eq!(store.count_redrivable(filter.clone()).await.unwrap(), 3);
+    let by_reason = RedriveFilter {
+        reasons: vec![FailureReason::RetriesExhausted],
+        ..filter.clone()
+    };
+    assert_eq!(store.count_redrivable(by_reason.clone()).await.unwrap(), 2);
+    let by_type = RedriveFilter {
+        event_type: Some("order.paid".into()),
+        ..filter.clone()
+    };
+    assert_eq!(store.count_redrivable(by_type).await.unwrap(), 1);
+    let by_time = RedriveFilter {
+        until: Some(at(1)),
+        ..filter.clone()
+    };
+    assert_eq!(store.count_redrivable(by_time).await.unwrap(), 3);
+    let later = RedriveFilter {
+        since: Some(at(1)),
+        ..filter.clone()
+    };
+    assert_eq!(store.count_redrivable(later).await.unwrap(), 0);
+    let delivered = RedriveFilter {
+        states: vec![DeliveryState::Delivered],
+        ..filter.clone()
+    };
+    assert!(matches!(
+        store.count_redrivable(delivered).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.count_redrivable(RedriveFilter::new("nope")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Two batches of one: a and c, in id order.
+    let mut after = None;
+    let mut moved = 0;
+    loop {
+        let batch = store
+            .redrive_batch(RedriveBatchRequest {
+                filter: by_reason.clone(),
+                after: after.clone(),
+                limit: 1,
+                now: at(300),
+            })
+            .await
+            .unwrap();
+        if batch.moved == 0 {
+            break;
+        }
+        moved += batch.moved;
+        after = batch.last_id;
+    }
+    assert_eq!(moved, 2);
+    let redriven = store.get_delivery(&ids["a"]).await.unwrap().delivery;
+    assert_eq!(redriven.state, DeliveryState::Scheduled);
+    assert_eq!(redriven.failure_reason, None);
+    assert_eq!(redriven.next_attempt_at, Some(at(300)));
+    assert_eq!(redriven.attempts, 1);
+    assert_eq!(redriven.attempts_before_redrive, 1);
+    assert_eq!(redriven.first_attempt_at, None);
+    let untouched = store.get_delivery(&ids["b"]).await.unwrap().delivery;
+    assert_eq!(untouched.state, DeliveryState::Failed);
+
+    // Redriving again moves nothing that is no longer failed.
+    assert_eq!(store.count_redrivable(by_reason.clone()).await.unwrap(), 0);
+    let again = store
+        .redrive_batch(RedriveBatchRequest {
+            filter: by_reason,
+            after: None,
+            limit: 100,
+            now: at(301),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.moved, 0);
+
+    // The next attempt is number 2 overall, with the age counted afresh.
+    let next = store
+        .claim_due(claim_at(at(300), vec![want("s1", 100)]))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(next.len(), 2);
+    assert!(next.iter().all(|c| c.delivery.attempts == 2));
+    assert!(
+        next.iter()
+            .all(|c| c.delivery.first_attempt_at == Some(at(300)))
+    );
+    // Retention counts from the redrive: a day-old redrive is not expired
+    // by a week's retention even for an old event.
+    assert_eq!(store.expire_retention(at(300), 100).await.unwrap(), 0);
+}
+
+pub async fn journal_pages_oldest_first_and_reports_purges(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), t0())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        store
+            .publish("orders", vec![event(&format!("e{i}"), "t")], at(i))
+            .await
+            .unwrap();
+    }
+    let page = |since| JournalQuery {
+        subscription: "s1".into(),
+        since,
+        limit: 2,
+    };
+    let first = store.journal(page(None)).await.unwrap();
+    let ids = |p: &crate::JournalPage| {
+        p.entries
+            .iter()
+            .map(|e| e.event.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), ["e0", "e1"]);
+    assert!(first.entries[0].position < first.entries[1].position);
+    let second = store
+        .journal(page(Some(first.entries[1].position)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ["e2", "e3"]);
+    let third = store
+        .journal(page(Some(second.entries[1].position)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&third), ["e4"]);
+    let end = store
+        .journal(page(Some(third.entries[0].position)))
+        .await
+        .unwrap();
+    assert!(end.entries.is_empty());
+    assert_eq!(end.purged_through, 0);
+    assert!(matches!(
+        store
+            .journal(JournalQuery {
+                subscription: "nope".into(),
+                since: None,
+                limit: 1
+            })
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Deliver e0 and e1 and purge them: the journal starts at e2 and says
+    // where the purge reached.
+    let claimed = store
+        .claim_due(claim_at(at(10), vec![want("s1", 2)]))
+        .await
+        .unwrap()
+        .claimed;
+    let completions = claimed
+        .iter()
+        .map(|c| Completion {
+            delivery_id: c.delivery.id.clone(),
+            attempt: attempt(1, at(10), 200, Decision::Delivered),
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
+    store
+        .purge_history(PurgeRequest {
+            before: at(20),
+            limit: 100,
+            events_after: 0,
+        })
+        .await
+        .unwrap();
+    let after_purge = store.journal(page(None)).await.unwrap();
+    assert_eq!(ids(&after_purge), ["e2", "e3"]);
+    assert_eq!(after_purge.purged_through, first.entries[1].position);
+}
+
+pub async fn purge_removes_finished_history_and_unreferenced_events(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store.create_topic("unread", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), t0())
+        .await
+        .unwrap();
+    store
+        .publish("orders", vec![event("e1", "t"), event("e2", "t")], t0())
+        .await
+        .unwrap();
+    store
+        .publish("unread", vec![event("lonely", "t")], t0())
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_due(claim_at(at(1), vec![want("s1", 1)]))
+        .await
+        .unwrap()
+        .claimed;
+    let done = claimed[0].delivery.id.clone();
+    store
+        .complete_many(vec![Completion {
+            delivery_id: done.clone(),
+            attempt: attempt(1, at(1), 200, Decision::Delivered),
+        }])
+        .await
+        .unwrap();
+
+    // Nothing is old enough yet.
+    let early = store
+        .purge_history(PurgeRequest {
+            before: t0(),
+            limit: 100,
+            events_after: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!((early.deliveries, early.attempts, early.events), (0, 0, 0));
+
+    let purged = store
+        .purge_history(PurgeRequest {
+            before: at(100),
+            limit: 100,
+            events_after: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged.deliveries, 1);
+    assert_eq!(purged.attempts, 1);
+    // The delivered event and the one nobody read; e2 is still scheduled.
+    assert_eq!(purged.events, 2);
+    assert!(!purged.more);
+    assert!(matches!(
+        store.get_delivery(&done).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let left = deliveries_of(store, "s1").await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, DeliveryState::Scheduled);
+    assert!(store.get_delivery(&left[0].id).await.is_ok());
+    // The purged events' identities are free again.
+    let again = store
+        .publish("unread", vec![event("lonely", "t")], at(101))
+        .await
+        .unwrap();
+    assert!(!again[0].duplicate);
+
+    // A small limit purges in steps and says there is more.
+    store
+        .publish(
+            "orders",
+            vec![event("e3", "t"), event("e4", "t"), event("e5", "t")],
+            at(102),
+        )
+        .await
+        .unwrap();
+    attempt_all(store, "s1", at(103), 200, Decision::Delivered).await;
+    let step = store
+        .purge_history(PurgeRequest {
+            before: at(200),
+            limit: 2,
+            events_after: purged.events_cursor,
+        })
+        .await
+        .unwrap();
+    assert_eq!(step.deliveries, 2);
+    assert!(step.more);
+    let rest = store
+        .purge_history(PurgeRequest {
+            before: at(200),
+            limit: 2,
+            events_after: step.events_cursor,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.deliveries, 2);
+    assert!(deliveries_of(store, "s1").await.is_empty());
+}

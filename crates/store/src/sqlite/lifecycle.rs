@@ -1,0 +1,391 @@
+//! The failure lifecycle on SQLite: dead-lettering in the transaction that
+//! fails a delivery, retention expiry, redrive, the journal and the
+//! incremental history purge.
+
+use jiff::Timestamp;
+use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
+use redrive_core::{Delivery, FailureReason};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
+use super::{publish_in, read_delivery, read_subscription, topic_exists};
+use crate::lifecycle::*;
+use crate::{Result, StoreError};
+
+/// Creates the built-in operational topic if it is missing.
+pub(super) fn ensure_system_topic(conn: &Connection, now: Timestamp) -> Result<()> {
+    conn.execute(
+        "INSERT INTO topics (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![SYSTEM_TOPIC, millis(now)],
+    )?;
+    Ok(())
+}
+
+/// Why a topic can't be deleted, if it is built in or a dead-letter topic.
+pub(super) fn topic_in_use(conn: &Connection, name: &str) -> Result<Option<String>> {
+    if name == SYSTEM_TOPIC {
+        return Ok(Some(format!("topic {name:?} is built in")));
+    }
+    let users: Vec<String> = conn
+        .prepare_cached(
+            "SELECT name FROM subscriptions
+             WHERE json_extract(spec, '$.dead_letter_topic') = ?1 ORDER BY name",
+        )?
+        .query_map([name], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if users.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "topic {name:?} is the dead-letter topic of {}; change them first",
+        users.join(", ")
+    )))
+}
+
+/// Runs after a delivery was marked failed, in the same transaction:
+/// publishes its event to the subscription's dead-letter topic (linking the
+/// copy) and a `redrive.delivery.failed` event on the system topic. Nothing
+/// is lost on a crash: all of it commits with the failure or not at all.
+/// Returns whether new deliveries were fanned out.
+pub(super) fn dead_letter_in(conn: &Connection, delivery_id: &str, now: Timestamp) -> Result<bool> {
+    let (delivery, event) = read_delivery(conn, delivery_id)?;
+    let subscription = read_subscription(conn, &delivery.subscription)?;
+    let Some(reason) = delivery.failure_reason else {
+        return Ok(false);
+    };
+    let failure = Failure {
+        subscription: delivery.subscription.clone(),
+        delivery_id: delivery.id.clone(),
+        reason,
+        attempts: delivery.attempts,
+        last_status: delivery.last_status,
+        last_error: delivery.last_error,
+        first_attempt_at: delivery.first_attempt_at,
+        last_attempt_at: delivery.last_attempt_at,
+    };
+    let mut fanned_out = false;
+    let mut copy_id = None;
+    if let Some(topic) = &subscription.spec.dead_letter_topic {
+        if topic_exists(conn, topic)? {
+            let copy =
+                lifecycle::dead_letter_copy(&event, &failure, uuid::Uuid::now_v7().to_string());
+            let id = copy.id.clone();
+            let outcomes = publish_in(conn, topic, vec![copy], now)?;
+            fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+            conn.prepare_cached("UPDATE deliveries SET dead_letter_event = ?2 WHERE id = ?1")?
+                .execute(params![delivery.id, id])?;
+            copy_id = Some(id);
+        } else {
+            // Deleting a dead-letter topic is refused, so only a race gets here.
+            tracing::warn!(delivery = %delivery.id, topic = %topic,
+                "the dead-letter topic is gone; the failed delivery stays without a copy");
+        }
+    }
+    // Failures of the system topic's own subscriptions are not announced
+    // there: a failing operator endpoint would feed itself forever.
+    if subscription.spec.topic != SYSTEM_TOPIC && topic_exists(conn, SYSTEM_TOPIC)? {
+        let notice = lifecycle::delivery_failed_event(
+            &event,
+            &failure,
+            copy_id.as_deref(),
+            uuid::Uuid::now_v7().to_string(),
+            now,
+        );
+        let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![notice], now)?;
+        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+    }
+    Ok(fanned_out)
+}
+
+/// Fails one delivery that is in one of `from` states, then dead-letters
+/// it. Returns whether it moved and whether anything was fanned out.
+fn fail_in(
+    conn: &Connection,
+    id: &str,
+    from: &str,
+    reason: FailureReason,
+    now: Timestamp,
+) -> Result<(bool, bool)> {
+    let sql = format!(
+        "UPDATE deliveries SET state = 'failed', failure_reason = ?2, next_attempt_at = NULL,
+                lease_until = NULL, updated_at = ?3
+         WHERE id = ?1 AND state IN ({from})"
+    );
+    let changed = conn
+        .prepare_cached(&sql)?
+        .execute(params![id, reason.as_str(), millis(now)])?;
+    if changed == 0 {
+        return Ok((false, false));
+    }
+    Ok((true, dead_letter_in(conn, id, now)?))
+}
+
+/// Returns how many expired and whether anything was fanned out.
+pub(super) fn expire_in(conn: &Connection, now: Timestamp, limit: u32) -> Result<(u64, bool)> {
+    let subscriptions: Vec<(String, String)> = conn
+        .prepare_cached("SELECT name, spec FROM subscriptions ORDER BY name")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut find = conn.prepare_cached(
+        "SELECT id FROM deliveries
+         WHERE subscription = ?1 AND state = 'scheduled'
+           AND COALESCE(retention_from, created_at) <= ?2
+         LIMIT ?3",
+    )?;
+    let mut expired = 0u64;
+    let mut fanned_out = false;
+    for (name, spec) in subscriptions {
+        let remaining = u64::from(limit).saturating_sub(expired);
+        if remaining == 0 {
+            break;
+        }
+        let spec: redrive_core::SubscriptionSpec = serde_json::from_str(&spec)?;
+        let retention = spec.message_retention.as_duration();
+        let Ok(cutoff) = now.checked_sub(retention) else {
+            continue;
+        };
+        let ids: Vec<String> = find
+            .query_map(
+                params![
+                    name,
+                    millis(cutoff),
+                    i64::try_from(remaining).unwrap_or(i64::MAX)
+                ],
+                |row| row.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            let (moved, fanned) = fail_in(
+                conn,
+                &id,
+                "'scheduled'",
+                FailureReason::RetentionExpired,
+                now,
+            )?;
+            expired += u64::from(moved);
+            fanned_out |= fanned;
+        }
+    }
+    Ok((expired, fanned_out))
+}
+
+pub(super) fn cancel_in(conn: &Connection, id: &str, now: Timestamp) -> Result<(Delivery, bool)> {
+    let (moved, fanned_out) = fail_in(conn, id, "'scheduled'", FailureReason::Cancelled, now)?;
+    let (delivery, _) = read_delivery(conn, id)?;
+    if !moved {
+        return Err(StoreError::Conflict(format!(
+            "delivery {id:?} is {}; only a scheduled delivery can be cancelled",
+            delivery.state.as_str()
+        )));
+    }
+    Ok((delivery, fanned_out))
+}
+
+/// The WHERE clause of a redrive filter over `deliveries d JOIN events e`,
+/// with its arguments.
+fn redrive_where(filter: &RedriveFilter) -> Result<(String, Vec<Value>)> {
+    if filter.states.is_empty() {
+        return Err(StoreError::Invalid(
+            "states: name at least one state".into(),
+        ));
+    }
+    if let Some(state) = filter
+        .states
+        .iter()
+        .find(|s| !RedriveFilter::REDRIVABLE.contains(s))
+    {
+        return Err(StoreError::Invalid(format!(
+            "states: {} deliveries can't be redriven (only failed and scheduled)",
+            state.as_str()
+        )));
+    }
+    let mut args: Vec<Value> = vec![filter.subscription.clone().into()];
+    let mut sql = String::from("d.subscription = ?1");
+    let list = |args: &mut Vec<Value>, values: Vec<String>| {
+        let marks: Vec<String> = values
+            .into_iter()
+            .map(|v| {
+                args.push(v.into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        marks.join(", ")
+    };
+    let states = list(
+        &mut args,
+        filter
+            .states
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+    );
+    sql.push_str(&format!(" AND d.state IN ({states})"));
+    if !filter.reasons.is_empty() {
+        let reasons = list(
+            &mut args,
+            filter
+                .reasons
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+        );
+        sql.push_str(&format!(" AND d.failure_reason IN ({reasons})"));
+    }
+    if let Some(since) = filter.since {
+        args.push(millis(since).into());
+        sql.push_str(&format!(" AND d.created_at >= ?{}", args.len()));
+    }
+    if let Some(until) = filter.until {
+        args.push(millis(until).into());
+        sql.push_str(&format!(" AND d.created_at < ?{}", args.len()));
+    }
+    if let Some(ty) = &filter.event_type {
+        args.push(ty.clone().into());
+        sql.push_str(&format!(" AND e.type = ?{}", args.len()));
+    }
+    Ok((sql, args))
+}
+
+pub(super) fn count_redrivable_in(conn: &Connection, filter: &RedriveFilter) -> Result<u64> {
+    read_subscription(conn, &filter.subscription)?;
+    let (clause, args) = redrive_where(filter)?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {clause}"
+    );
+    let count: i64 = conn
+        .prepare(&sql)?
+        .query_row(rusqlite::params_from_iter(args), |row| row.get(0))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+pub(super) fn redrive_in(conn: &Connection, request: &RedriveBatchRequest) -> Result<RedriveBatch> {
+    read_subscription(conn, &request.filter.subscription)?;
+    let (clause, mut args) = redrive_where(&request.filter)?;
+    let mut sql = format!(
+        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?{now},
+                failure_reason = NULL, lease_until = NULL, first_attempt_at = NULL,
+                attempts_before_redrive = attempts, retention_from = ?{now}, updated_at = ?{now}
+         WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                      WHERE {clause}",
+        now = args.len() + 1
+    );
+    args.push(millis(request.now).into());
+    if let Some(after) = &request.after {
+        args.push(after.clone().into());
+        sql.push_str(&format!(" AND d.id > ?{}", args.len()));
+    }
+    args.push(i64::from(request.limit.max(1)).into());
+    sql.push_str(&format!(
+        " ORDER BY d.id LIMIT ?{}) RETURNING id",
+        args.len()
+    ));
+    let ids: Vec<String> = conn
+        .prepare(&sql)?
+        .query_map(rusqlite::params_from_iter(args), |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(RedriveBatch {
+        moved: ids.len() as u64,
+        last_id: ids.into_iter().max(),
+    })
+}
+
+pub(super) fn journal_in(conn: &Connection, query: &JournalQuery) -> Result<JournalPage> {
+    read_subscription(conn, &query.subscription)?;
+    let purged_through: i64 = conn
+        .prepare_cached("SELECT purged_through FROM journal_floors WHERE subscription = ?1")?
+        .query_row([&query.subscription], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, e.seq FROM deliveries d
+         JOIN events e ON e.seq = d.event_seq
+         WHERE d.subscription = ?1 AND d.event_seq > ?2
+         ORDER BY d.event_seq LIMIT ?3"
+    );
+    let entries = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                query.subscription,
+                query.since.unwrap_or(0),
+                i64::from(query.limit.max(1))
+            ],
+            |row| {
+                let delivery = rows::delivery(row)?;
+                let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
+                let event = rows::event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
+                Ok(JournalEntry {
+                    position: row.get(DELIVERY_COLUMN_COUNT + 2)?,
+                    delivery,
+                    event,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(JournalPage {
+        entries,
+        purged_through,
+    })
+}
+
+pub(super) fn purge_in(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOutcome> {
+    let before = millis(request.before);
+    let limit = i64::from(request.limit.max(1));
+    let finished: Vec<(String, String, i64)> = conn
+        .prepare_cached(
+            "SELECT id, subscription, event_seq FROM deliveries
+             WHERE state IN ('delivered', 'failed') AND updated_at < ?1
+             ORDER BY updated_at LIMIT ?2",
+        )?
+        .query_map(params![before, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut outcome = PurgeOutcome {
+        more: finished.len() as i64 >= limit,
+        events_cursor: request.events_after,
+        ..PurgeOutcome::default()
+    };
+    let mut delete_attempts = conn.prepare_cached("DELETE FROM attempts WHERE delivery_id = ?1")?;
+    let mut delete_delivery = conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
+    let mut raise_floor = conn.prepare_cached(
+        "INSERT INTO journal_floors (subscription, purged_through) VALUES (?1, ?2)
+         ON CONFLICT (subscription)
+         DO UPDATE SET purged_through = MAX(purged_through, excluded.purged_through)",
+    )?;
+    // Deletes an event unless some delivery still reads it.
+    let mut delete_unreferenced = conn.prepare_cached(
+        "DELETE FROM events WHERE seq = ?1
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
+    )?;
+    for (id, subscription, seq) in &finished {
+        outcome.attempts += delete_attempts.execute([id])? as u64;
+        outcome.deliveries += delete_delivery.execute([id])? as u64;
+        raise_floor.execute(params![subscription, seq])?;
+    }
+    for (_, _, seq) in &finished {
+        outcome.events += delete_unreferenced.execute([seq])? as u64;
+    }
+    // Events no delivery ever read (no subscription matched, or copies on a
+    // topic nobody subscribes to), walked once in publish order.
+    let candidates: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT seq, published_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![request.events_after, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut examined = 0;
+    for (seq, published_at) in candidates {
+        if published_at >= before {
+            break;
+        }
+        outcome.events += delete_unreferenced.execute([seq])? as u64;
+        outcome.events_cursor = seq;
+        examined += 1;
+    }
+    outcome.more |= examined >= limit;
+    Ok(outcome)
+}
