@@ -298,6 +298,7 @@ impl Server {
                 max_in_flight: args.max_in_flight,
                 ..Default::default()
             },
+            sweeper: Default::default(),
         };
         let (listening, address) = oneshot::channel::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Pushes in flight at once, over all subscriptions.
     #[arg(long, env = "REDRIVE_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
+    /// How long finished deliveries, their attempts and unreferenced events
+    /// are kept before they are purged, e.g. 7d.
+    #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d")]
+    history_retention: redrive_core::HumanDuration,
 }
 
 fn main() -> ExitCode {
@@ -135,6 +139,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
             max_in_flight: args.max_in_flight,
+            ..Default::default()
+        },
+        sweeper: redrive_server::sweeper::SweeperConfig {
+            history_retention: args.history_retention.as_duration(),
             ..Default::default()
         },
     };

@@ -3,8 +3,11 @@
 //! decisions of `redrive-core`.
 
 pub mod api;
+pub mod clock;
 pub mod dispatcher;
+pub mod jobs;
 mod serve;
+pub mod sweeper;
 mod validate;
 
 pub use serve::{ServeOptions, serve};

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState, Limits};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
+use crate::sweeper::{self, SweeperConfig};
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -20,6 +21,7 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub dispatcher: DispatcherConfig,
+    pub sweeper: SweeperConfig,
 }
 
 /// Runs the server until `shutdown` completes; then stops accepting
@@ -49,12 +51,18 @@ pub async fn serve(
         subscriptions_changed.clone(),
     );
     let (stop_dispatcher, stopped) = watch::channel(false);
+    let sweeper = tokio::spawn(sweeper::run(
+        store.clone(),
+        options.sweeper.clone(),
+        stopped.clone(),
+    ));
     let dispatcher = tokio::spawn(dispatcher.run(stopped));
 
     let app = api::router(AppState {
         store: store.clone(),
         subscriptions_changed,
         limits: options.limits,
+        jobs: Default::default(),
     });
     tracing::info!(%address, data_dir = %options.data_dir.display(), "redrive is listening");
     on_listening(address);
@@ -65,6 +73,9 @@ pub async fn serve(
     let _ = stop_dispatcher.send(true);
     if let Err(err) = dispatcher.await {
         tracing::error!(error = %err, "the dispatcher stopped abnormally");
+    }
+    if let Err(err) = sweeper.await {
+        tracing::error!(error = %err, "the sweeper stopped abnormally");
     }
     served
 }

@@ -29,6 +29,11 @@ pub(crate) fn subscription(spec: &SubscriptionSpec) -> Result<(), ApiError> {
             format!("must be between 1 and {MAX_CONCURRENCY}"),
         ));
     }
+    if let Some(topic) = &spec.dead_letter_topic {
+        validate_name("topic", topic).map_err(|err| ApiError::invalid("dead_letter_topic", err))?;
+    }
+    spec.validate_lifecycle()
+        .map_err(|err| ApiError::invalid(err.field, err.message))?;
     spec.filter
         .validate()
         .map_err(|err| ApiError::invalid("filter", err))

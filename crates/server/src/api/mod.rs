@@ -5,6 +5,7 @@ mod deliveries;
 mod error;
 mod events;
 mod extract;
+mod lifecycle;
 mod openapi;
 mod subscriptions;
 mod topics;
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Tells the dispatcher that subscriptions changed.
     pub subscriptions_changed: Arc<Notify>,
     pub limits: Limits,
+    /// Background jobs (large redrives).
+    pub jobs: crate::jobs::Jobs,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +37,9 @@ pub struct Limits {
     pub max_publish_bytes: usize,
     /// Most events in one batch publish.
     pub max_batch_events: usize,
+    /// Redrives matching at most this many deliveries finish before the
+    /// answer; larger ones run as a background job.
+    pub redrive_inline_limit: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +47,7 @@ impl Default for Limits {
         Limits {
             max_publish_bytes: 1024 * 1024,
             max_batch_events: 1000,
+            redrive_inline_limit: 1000,
         }
     }
 }
@@ -68,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{name}/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::get))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/v1/deliveries/{id}/cancel", post(lifecycle::cancel))
+        .route("/v1/subscriptions/{name}/redrive", post(lifecycle::redrive))
+        .route("/v1/subscriptions/{name}/journal", get(lifecycle::journal))
+        .route("/v1/jobs/{id}", get(lifecycle::job))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
     Router::new()
         .merge(publish)

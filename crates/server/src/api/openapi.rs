@@ -21,6 +21,10 @@ use utoipa::OpenApi;
         super::deliveries::list,
         super::deliveries::get,
         super::deliveries::retry,
+        super::lifecycle::cancel,
+        super::lifecycle::redrive,
+        super::lifecycle::job,
+        super::lifecycle::journal,
     )
 )]
 struct ApiDoc;

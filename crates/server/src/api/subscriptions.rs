@@ -24,6 +24,7 @@ pub async fn create(
     ApiJson(spec): ApiJson<SubscriptionSpec>,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
     validate::subscription(&spec)?;
+    super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
         .create_subscription(spec, Timestamp::now())
@@ -72,6 +73,7 @@ pub async fn update(
         return Err(ApiError::invalid("name", "a subscription can't be renamed"));
     }
     validate::subscription(&spec)?;
+    super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store
         .update_subscription(spec, Timestamp::now())

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use redrive_core::{Attempt, AttemptContext, Subscription};
 use redrive_store::{ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
+
+use crate::clock::Clock;
 
 #[derive(Clone, Debug)]
 pub struct DispatcherConfig {
@@ -24,6 +25,8 @@ pub struct DispatcherConfig {
     pub lease_margin: Duration,
     /// How long in-flight pushes may finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// The time claims and decisions read (tests move it forward).
+    pub clock: Clock,
 }
 
 impl Default for DispatcherConfig {
@@ -33,6 +36,7 @@ impl Default for DispatcherConfig {
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            clock: Clock::default(),
         }
     }
 }
@@ -106,7 +110,7 @@ impl Dispatcher {
             }
             if last_rescue.elapsed() >= RESCUE_INTERVAL {
                 last_rescue = Instant::now();
-                if let Err(err) = self.store.rescue_expired(Timestamp::now()).await {
+                if let Err(err) = self.store.rescue_expired(self.config.clock.now()).await {
                     tracing::error!(error = %err, "cannot rescue expired leases");
                 }
             }
@@ -116,7 +120,7 @@ impl Dispatcher {
             let mut claimed_any = false;
             if !wants.is_empty() {
                 let request = ClaimRequest {
-                    now: Timestamp::now(),
+                    now: self.config.clock.now(),
                     lease: self.lease(&round),
                     wants,
                 };
@@ -136,7 +140,7 @@ impl Dispatcher {
                 }
             }
 
-            let now = Timestamp::now();
+            let now = self.config.clock.now();
             let more_due = next_due_at.is_some_and(|due| due <= now);
             if more_due && claimed_any && round.total_in_flight < self.config.max_in_flight {
                 continue;
@@ -205,9 +209,10 @@ impl Dispatcher {
         round.total_in_flight += 1;
         let store = self.store.clone();
         let client = self.client.clone();
+        let clock = self.config.clock.clone();
         let done = done.clone();
         tasks.spawn(async move {
-            let completion = attempt(&client, &subscription, &claimed).await;
+            let completion = attempt(&client, &subscription, &claimed, &clock).await;
             if let Err(err) = store.complete_many(vec![completion]).await {
                 // The lease runs out and the delivery is tried again.
                 tracing::error!(delivery = %claimed.delivery.id, error = %err,
@@ -240,17 +245,21 @@ async fn attempt(
     client: &reqwest::Client,
     subscription: &Subscription,
     claimed: &ClaimedDelivery,
+    clock: &Clock,
 ) -> Completion {
     let spec = &subscription.spec;
     let delivery = &claimed.delivery;
     let result = push::push(client, &spec.endpoint, spec.timeout.as_duration(), claimed).await;
     let context = AttemptContext {
-        attempt: delivery.attempts,
+        // The budget counts from the last redrive.
+        attempt: delivery
+            .attempts
+            .saturating_sub(delivery.attempts_before_redrive),
         first_attempt_at: delivery.first_attempt_at.unwrap_or(result.started_at),
-        now: Timestamp::now(),
+        now: clock.now(),
         jitter_sample: rand::random::<f64>(),
     };
-    let decision = spec.retry_policy.decide(&result.outcome, &context);
+    let decision = spec.decide(&result.outcome, &context);
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
         redrive_core::AttemptOutcome::Error(class) => (None, Some(class)),

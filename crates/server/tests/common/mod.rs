@@ -2,6 +2,9 @@
 //! 127.0.0.1 with its own data directory, and real webhook endpoints that
 //! record what they receive and answer as each test scripts them.
 
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +18,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use redrive_server::ServeOptions;
 use redrive_server::api::Limits;
+use redrive_server::clock::Clock;
 use redrive_server::dispatcher::DispatcherConfig;
+use redrive_server::sweeper::SweeperConfig;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -33,6 +38,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct Server {
     pub base: String,
     pub http: reqwest::Client,
+    /// The sweeper's clock: tests move it forward to pass retention windows.
+    pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     _data: TempDir,
 }
@@ -43,7 +50,12 @@ impl Server {
     }
 
     pub async fn start_with(limits: Limits) -> Server {
+        Server::start_configured(limits, quick_sweeper()).await
+    }
+
+    pub async fn start_configured(limits: Limits, sweeper: SweeperConfig) -> Server {
         redrive_server::dispatcher::push::install_crypto_provider();
+        let clock = sweeper.clock.clone();
         let data = tempfile::tempdir().expect("a temporary data directory");
         let options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -51,8 +63,10 @@ impl Server {
             limits,
             dispatcher: DispatcherConfig {
                 drain_timeout: Duration::from_secs(1),
+                clock: clock.clone(),
                 ..DispatcherConfig::default()
             },
+            sweeper,
         };
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -82,6 +96,7 @@ impl Server {
         Server {
             base: format!("http://{address}"),
             http,
+            clock,
             shutdown: Some(shutdown_tx),
             _data: data,
         }
@@ -234,6 +249,15 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A sweeper that looks every 50ms, so tests see expiry and purges soon
+/// after they move the clock.
+pub fn quick_sweeper() -> SweeperConfig {
+    SweeperConfig {
+        interval: Duration::from_millis(50),
+        ..SweeperConfig::default()
     }
 }
 
