@@ -29,6 +29,11 @@ pub enum SubscriptionsCommand {
     Get { name: String },
     /// Delete a subscription with its deliveries.
     Delete { name: String },
+    /// Put failed (or scheduled) deliveries back to scheduled with a fresh
+    /// attempt budget, showing progress.
+    Redrive(crate::lifecycle::RedriveArgs),
+    /// Read the events that matched a subscription, oldest first.
+    Journal(crate::lifecycle::JournalArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +64,15 @@ pub struct CreateSubscription {
     /// Pushes in flight at once to this endpoint.
     #[arg(long)]
     pub max_concurrency: Option<u32>,
+    /// Topic that receives events this subscription fails to deliver.
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
+    /// Most attempts per delivery (5-100; 5 when a dead-letter topic is set).
+    #[arg(long)]
+    pub max_delivery_attempts: Option<u32>,
+    /// How long an undelivered event is tried after publish, e.g. 7d.
+    #[arg(long)]
+    pub message_retention: Option<String>,
 }
 
 #[derive(Args)]
@@ -97,6 +111,8 @@ pub enum DeliveriesCommand {
     Get { id: String },
     /// Attempt a delivery now, also when it has failed.
     Retry { id: String },
+    /// End a scheduled delivery as failed (cancelled).
+    Cancel { id: String },
 }
 
 pub async fn topics(client: &Client, command: TopicsCommand) -> anyhow::Result<()> {
@@ -137,6 +153,12 @@ pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> an
             println!("deleted subscription {name}");
             return Ok(());
         }
+        SubscriptionsCommand::Redrive(args) => {
+            return crate::lifecycle::redrive(client, args).await;
+        }
+        SubscriptionsCommand::Journal(args) => {
+            return crate::lifecycle::journal(client, args).await;
+        }
     };
     print_json(&answer)
 }
@@ -164,6 +186,15 @@ fn subscription_body(args: CreateSubscription) -> anyhow::Result<Value> {
     }
     if let Some(max) = args.max_concurrency {
         body["max_concurrency"] = max.into();
+    }
+    if let Some(topic) = args.dead_letter_topic {
+        body["dead_letter_topic"] = topic.into();
+    }
+    if let Some(max) = args.max_delivery_attempts {
+        body["max_delivery_attempts"] = max.into();
+    }
+    if let Some(retention) = args.message_retention {
+        body["message_retention"] = retention.into();
     }
     Ok(body)
 }
@@ -213,6 +244,11 @@ pub async fn deliveries(client: &Client, command: DeliveriesCommand) -> anyhow::
         DeliveriesCommand::Retry { id } => {
             client
                 .post(&format!("/v1/deliveries/{}/retry", segment(&id)), None)
+                .await?
+        }
+        DeliveriesCommand::Cancel { id } => {
+            client
+                .post(&format!("/v1/deliveries/{}/cancel", segment(&id)), None)
                 .await?
         }
     };

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod commands;
 mod explain;
+mod lifecycle;
 mod sink;
 
 use std::net::SocketAddr;

@@ -434,3 +434,132 @@ fn client_command_without_a_server_fails_with_one_line() {
     let line = one_line_error(&output);
     assert!(line.contains(&server), "{line}");
 }
+
+/// A real endpoint that answers 503 while the flag is set, 200 after.
+async fn switchable_endpoint() -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = Arc::new(AtomicBool::new(true));
+    async fn receive(State(down): State<Arc<AtomicBool>>) -> StatusCode {
+        if down.load(Ordering::SeqCst) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+    }
+    let app = Router::new().fallback(receive).with_state(down.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}/hook"), down)
+}
+
+/// Polls `deliveries list` until every delivery is in `state`.
+async fn wait_all(url: &str, subscription: &str, count: usize, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = json_output(
+            &redrive_async(&["--server", url, "deliveries", "list", subscription]).await,
+        );
+        let deliveries = list["deliveries"].as_array().unwrap();
+        if deliveries.len() == count && deliveries.iter().all(|d| d["state"] == state) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all {state}: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_redrive_moves_failed_deliveries_and_shows_progress() {
+    let server = tokio::task::spawn_blocking(RunningServer::start)
+        .await
+        .unwrap();
+    let (endpoint, down) = switchable_endpoint().await;
+    let url = server.url.as_str();
+    json_output(&redrive_async(&["--server", url, "topics", "create", "orders"]).await);
+    json_output(&redrive_async(&["--server", url, "topics", "create", "orders-dead"]).await);
+    let subscription = json_output(
+        &redrive_async(&[
+            "--server",
+            url,
+            "subscriptions",
+            "create",
+            "hook",
+            "--topic",
+            "orders",
+            "--endpoint",
+            &endpoint,
+            "--retry-policy",
+            r#"{"backoff": {"kind": "fixed", "interval": "0.1s"}, "retry_limit": 0}"#,
+            "--dead-letter-topic",
+            "orders-dead",
+            "--max-delivery-attempts",
+            "10",
+            "--message-retention",
+            "1d",
+        ])
+        .await,
+    );
+    assert_eq!(subscription["dead_letter_topic"], "orders-dead");
+    assert_eq!(subscription["max_delivery_attempts"], 10);
+    assert_eq!(subscription["message_retention"], "86400s");
+    for id in ["o-1", "o-2"] {
+        json_output(
+            &redrive_async(&[
+                "--server",
+                url,
+                "publish",
+                "orders",
+                "--type",
+                "order.created",
+                "--source",
+                "/shop",
+                "--id",
+                id,
+            ])
+            .await,
+        );
+    }
+    wait_all(url, "hook", 2, "failed").await;
+
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let output = redrive_async(&[
+        "--server",
+        url,
+        "subscriptions",
+        "redrive",
+        "hook",
+        "--reason",
+        "retries_exhausted",
+    ])
+    .await;
+    let answer = json_output(&output);
+    assert_eq!(answer["moved"], 2, "{answer}");
+    assert!(
+        stderr(&output).contains("2/2 redriven"),
+        "{}",
+        stderr(&output)
+    );
+    wait_all(url, "hook", 2, "delivered").await;
+
+    // Nothing is left to redrive, and a bad reason is one clear error.
+    let again =
+        json_output(&redrive_async(&["--server", url, "subscriptions", "redrive", "hook"]).await);
+    assert_eq!(again["moved"], 0);
+    let output = redrive_async(&[
+        "--server",
+        url,
+        "subscriptions",
+        "redrive",
+        "hook",
+        "--reason",
+        "bogus",
+    ])
+    .await;
+    let line = one_line_error(&output);
+    assert!(line.contains("reasons"), "{line}");
+
+    let journal =
+        json_output(&redrive_async(&["--server", url, "subscriptions", "journal", "hook"]).await);
+    assert_eq!(journal["entries"].as_array().unwrap().len(), 2, "{journal}");
+}
