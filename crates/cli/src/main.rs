@@ -1,6 +1,7 @@
 //! The `redrive` command: the server, a client for its API, and offline tools.
 
 mod bench;
+mod bench_purge;
 mod client;
 mod commands;
 mod explain;
@@ -52,6 +53,9 @@ enum Command {
     Policy(PolicyCommand),
     /// Measure publish and delivery throughput and latency on this machine.
     Bench(bench::BenchArgs),
+    /// Measure that the database stops growing under steady traffic once
+    /// the history retention passes (drives the embedded store directly).
+    BenchPurge(bench_purge::BenchPurgeArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
 }
@@ -121,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchPurge(args) => bench_purge::run(args).await,
         Command::Sink(args) => sink::run(args).await,
     }
 }
