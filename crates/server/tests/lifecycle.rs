@@ -560,3 +560,29 @@ async fn finished_history_is_purged_after_the_history_retention() {
     // The event's identity was purged with it: publishing it again is new.
     server.publish_ok("orders", &event("e0", "t")).await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_lifecycle_routes_and_fields() {
+    let server = Server::start().await;
+    let (status, doc) = server.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/v1/subscriptions/{name}/redrive",
+        "/v1/subscriptions/{name}/journal",
+        "/v1/jobs/{id}",
+        "/v1/deliveries/{id}/cancel",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let spec = &doc["components"]["schemas"]["SubscriptionSpec"]["properties"];
+    for field in [
+        "dead_letter_topic",
+        "max_delivery_attempts",
+        "message_retention",
+    ] {
+        assert!(spec[field].is_object(), "{field} missing: {spec}");
+    }
+    let delivery = &doc["components"]["schemas"]["Delivery"]["properties"];
+    assert!(delivery["dead_letter_event"].is_object(), "{delivery}");
+    assert!(doc["components"]["schemas"]["Job"].is_object());
+}
