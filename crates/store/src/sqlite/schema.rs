@@ -76,6 +76,11 @@ ALTER TABLE deliveries ADD COLUMN dead_letter_event TEXT;
 ALTER TABLE deliveries ADD COLUMN attempts_before_redrive INTEGER NOT NULL DEFAULT 0;
 -- Retention counts from here when set (the last redrive), else from created_at.
 ALTER TABLE deliveries ADD COLUMN retention_from INTEGER;
+-- Retention expiry finds the oldest undelivered deliveries without scanning
+-- the backlog (the expression must match the sweeper's query exactly).
+CREATE INDEX deliveries_retention
+    ON deliveries (subscription, COALESCE(retention_from, created_at))
+    WHERE state = 'scheduled';
 -- The purge walks finished deliveries oldest first.
 CREATE INDEX deliveries_finished ON deliveries (updated_at)
     WHERE state IN ('delivered', 'failed');
