@@ -129,7 +129,9 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch>;
     /// Records attempts and applies their decisions. A completion whose
     /// delivery is no longer in flight under that attempt keeps the attempt
-    /// record but leaves the delivery alone.
+    /// record but leaves the delivery alone. A delivery that fails is, in
+    /// the same write, copied to its subscription's dead-letter topic and
+    /// announced as `redrive.delivery.failed` on the system topic.
     async fn complete_many(&self, completions: Vec<Completion>) -> Result<()>;
     /// Makes in-flight deliveries whose lease ended before `now` due again,
     /// recording the lost attempt as interrupted. Returns how many.
