@@ -15,7 +15,9 @@ use redrive_core::{
 
 use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreError};
 
+mod health;
 mod lifecycle;
+pub use health::*;
 pub use lifecycle::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
@@ -44,6 +46,11 @@ macro_rules! conformance_tests {
             redrive_moves_matching_deliveries_with_a_fresh_budget,
             journal_pages_oldest_first_and_reports_purges,
             purge_removes_finished_history_and_unreferenced_events,
+            new_subscriptions_are_healthy_and_not_paused,
+            completions_count_attempts_by_outcome_per_minute,
+            health_changes_compare_and_set_and_announce_on_the_system_topic,
+            paused_and_disabled_subscriptions_get_no_claims,
+            old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -78,6 +85,7 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         dead_letter_topic: None,
         max_delivery_attempts: None,
         message_retention: redrive_core::lifecycle::default_message_retention(),
+        health_policy: Default::default(),
     }
 }
 

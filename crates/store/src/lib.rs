@@ -5,6 +5,7 @@
 //! survives a crash of the process.
 
 mod error;
+mod health;
 mod lifecycle;
 mod store;
 
@@ -12,6 +13,7 @@ pub mod conformance;
 pub mod sqlite;
 
 pub use error::StoreError;
+pub use health::*;
 pub use lifecycle::*;
 pub use sqlite::SqliteStore;
 pub use store::*;

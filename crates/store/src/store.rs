@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use redrive_core::health::AttemptCounts;
 use redrive_core::{
     Attempt, CloudEvent, Delivery, DeliveryState, FailureReason, Subscription, SubscriptionSpec,
     Topic,
@@ -11,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::Result;
+use crate::health::*;
 use crate::lifecycle::*;
 
 /// The answer to one event of a publish.
@@ -165,4 +167,21 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.
     fn wakeups(&self) -> Arc<Notify>;
+
+    // --- endpoint health ---
+    /// Attempts of `subscription` that ended since its health last changed
+    /// and not before `since` (to the minute: counts are kept per minute,
+    /// bumped in the write that records each attempt).
+    async fn count_attempts(&self, subscription: &str, since: Timestamp) -> Result<AttemptCounts>;
+    /// Deletes at most `limit` per-minute attempt counts older than
+    /// `before`. Returns how many.
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Sets a subscription's health if it still is `change.from`, and in the
+    /// same write publishes `redrive.subscription.<health>` on the system
+    /// topic. `None` when its health was no longer `from` (nothing changed).
+    /// The attempt counts start over with the new health.
+    async fn change_health(&self, change: HealthChange) -> Result<Option<Subscription>>;
+    /// Pauses or resumes pushes to a subscription. A paused (or disabled)
+    /// subscription gets no claims; its deliveries keep their place.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription>;
 }
