@@ -15,7 +15,9 @@ use redrive_core::{
 
 use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreError};
 
+mod console;
 mod lifecycle;
+pub use console::*;
 pub use lifecycle::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
@@ -44,6 +46,10 @@ macro_rules! conformance_tests {
             redrive_moves_matching_deliveries_with_a_fresh_budget,
             journal_pages_oldest_first_and_reports_purges,
             purge_removes_finished_history_and_unreferenced_events,
+            console_search_filters_newest_first,
+            console_search_pages_without_gaps_or_repeats,
+            console_counts_deliveries_by_state_since,
+            console_buckets_delivered_and_failed_by_end_time,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

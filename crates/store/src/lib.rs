@@ -4,6 +4,7 @@
 //! The durability contract: when a write method returns `Ok`, its effect
 //! survives a crash of the process.
 
+mod console;
 mod error;
 mod lifecycle;
 mod store;
@@ -11,6 +12,7 @@ mod store;
 pub mod conformance;
 pub mod sqlite;
 
+pub use console::*;
 pub use error::StoreError;
 pub use lifecycle::*;
 pub use sqlite::SqliteStore;

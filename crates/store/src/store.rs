@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::Result;
+use crate::console::*;
 use crate::lifecycle::*;
 
 /// The answer to one event of a publish.
@@ -165,4 +166,18 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.
     fn wakeups(&self) -> Arc<Notify>;
+
+    // --- console ---
+    /// Deliveries matching every filter of `query`, newest first, keyset
+    /// paged: fast at any depth on large subscriptions.
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage>;
+    /// Deliveries of `subscription` created at or after `since`, counted by
+    /// their state now.
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts>;
+    /// Delivered and failed deliveries per time bucket, by when they ended.
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>>;
 }

@@ -3,6 +3,7 @@
 //! (synchronous = FULL, so a commit is on disk when it returns); reads use a
 //! small pool of connections on the blocking thread pool.
 
+mod console;
 mod lifecycle;
 mod readers;
 mod rows;
@@ -21,6 +22,7 @@ use redrive_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
+use crate::console::*;
 use crate::lifecycle::*;
 use crate::store::*;
 use crate::{Result, StoreError};
@@ -529,6 +531,30 @@ impl Store for SqliteStore {
 
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
+    }
+
+    // --- console ---
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
+        self.readers
+            .read(move |conn| console::search_in(conn, &query))
+            .await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| console::count_by_state_in(conn, &subscription, since))
+            .await
+    }
+
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
+        self.readers
+            .read(move |conn| console::outcome_buckets_in(conn, &query))
+            .await
     }
 }
 

@@ -93,6 +93,7 @@ CREATE TABLE journal_floors (
     purged_through  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    super::console::CONSOLE_INDEXES,
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
