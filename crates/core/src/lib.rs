@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod names;
 pub mod policy;
+pub mod security;
 
 pub use classify::{AttemptOutcome, ErrorClass, RetryAfter, Verdict};
 pub use decision::{AttemptContext, Decision, FailureReason};
