@@ -16,7 +16,9 @@ use redrive_core::{
 use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreError};
 
 mod lifecycle;
+mod security;
 pub use lifecycle::*;
+pub use security::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -44,6 +46,8 @@ macro_rules! conformance_tests {
             redrive_moves_matching_deliveries_with_a_fresh_budget,
             journal_pages_oldest_first_and_reports_purges,
             purge_removes_finished_history_and_unreferenced_events,
+            tokens_are_created_read_listed_and_deleted,
+            signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::Result;
 use crate::lifecycle::*;
+use crate::security::*;
 
 /// The answer to one event of a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -165,4 +166,26 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.
     fn wakeups(&self) -> Arc<Notify>;
+
+    // --- security: API tokens and signing secrets ---
+    /// Stores a new token; refuses (conflict) an id already taken.
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+    async fn get_token(&self, id: &str) -> Result<TokenRecord>;
+    /// Every token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn delete_token(&self, id: &str) -> Result<()>;
+    /// The subscription's signing secrets, if it has any yet.
+    async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>>;
+    /// Stores `current` as the subscription's secret unless it already has
+    /// one; returns what is stored either way. Not found for an unknown
+    /// subscription. Deleting a subscription deletes its secrets.
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets>;
+    /// Makes `new` current and keeps the current one as `previous` (a
+    /// subscription without a secret just gets `new`).
+    async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets>;
 }

@@ -93,6 +93,7 @@ CREATE TABLE journal_floors (
     purged_through  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    super::security::MIGRATION,
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
