@@ -120,7 +120,12 @@ mod tests {
     fn the_specifications_test_vector_is_reproduced() {
         let secret: SigningSecret = VECTOR_SECRET.parse().unwrap();
         assert_eq!(
-            sign(&[secret.clone()], VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY),
+            sign(
+                std::slice::from_ref(&secret),
+                VECTOR_ID,
+                VECTOR_TIMESTAMP,
+                VECTOR_BODY
+            ),
             VECTOR_SIGNATURE
         );
         assert!(verify(
@@ -190,7 +195,7 @@ mod tests {
             timestamp in 0i64..4_000_000_000,
         ) {
             let secret = SigningSecret::from_random([9; GENERATED_SECRET_BYTES]);
-            let header = sign(&[secret.clone()], "msg", timestamp, &body);
+            let header = sign(std::slice::from_ref(&secret), "msg", timestamp, &body);
             prop_assert!(verify(&secret, &header, "msg", timestamp, &body));
             prop_assert_eq!(verify(&secret, &header, "msg", timestamp, &other), body == other);
         }
