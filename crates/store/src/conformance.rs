@@ -17,6 +17,8 @@ use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreErro
 
 mod lifecycle;
 pub use lifecycle::*;
+mod ops;
+pub use ops::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -44,6 +46,9 @@ macro_rules! conformance_tests {
             redrive_moves_matching_deliveries_with_a_fresh_budget,
             journal_pages_oldest_first_and_reports_purges,
             purge_removes_finished_history_and_unreferenced_events,
+            released_claims_are_due_at_once_with_the_attempt_interrupted,
+            queue_stats_count_due_retries_and_in_flight,
+            readiness_reports_a_fully_migrated_schema,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

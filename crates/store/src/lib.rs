@@ -6,6 +6,7 @@
 
 mod error;
 mod lifecycle;
+mod ops;
 mod store;
 
 pub mod conformance;
@@ -13,6 +14,7 @@ pub mod sqlite;
 
 pub use error::StoreError;
 pub use lifecycle::*;
+pub use ops::*;
 pub use sqlite::SqliteStore;
 pub use store::*;
 

@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::Result;
 use crate::lifecycle::*;
+use crate::ops::*;
 
 /// The answer to one event of a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -165,4 +167,22 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.
     fn wakeups(&self) -> Arc<Notify>;
+
+    // --- ops: metrics, readiness, graceful shutdown, backups ---
+    /// Makes these in-flight deliveries due at `now`, recording their
+    /// unfinished attempt as interrupted, so a restart (or another node)
+    /// retries them at once instead of waiting for their lease to end.
+    /// Deliveries no longer in flight are left alone. Returns how many moved.
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
+    /// The backlog of every subscription that has scheduled or in-flight
+    /// deliveries, by subscription name.
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
+    /// Reaches the database and reads its schema version.
+    async fn readiness(&self) -> Result<StoreReadiness>;
+    /// Writes a consistent copy of the whole store to `path` (which must not
+    /// exist), while the store keeps serving.
+    async fn backup_into(&self, path: &Path) -> Result<()>;
+    /// Makes everything written so far durable in the main database file,
+    /// so a copy of the file alone is complete after shutdown.
+    async fn flush(&self) -> Result<()>;
 }

@@ -4,6 +4,7 @@
 //! small pool of connections on the blocking thread pool.
 
 mod lifecycle;
+mod ops;
 mod readers;
 mod rows;
 mod schema;
@@ -529,6 +530,40 @@ impl Store for SqliteStore {
 
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
+    }
+
+    // --- ops ---
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.writer
+            .write(move |conn| ops::release_in(conn, &delivery_ids, now))
+            .await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.readers
+            .read(move |conn| ops::queue_stats_in(conn, now))
+            .await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        self.readers.read(ops::readiness_in).await
+    }
+
+    async fn backup_into(&self, path: &Path) -> Result<()> {
+        let (database, target) = (self.path.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || ops::backup(&database, &target))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the backup task failed: {err}")))?
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // An empty write first: the checkpoint then covers every write
+        // queued before this call. It runs outside the writer's transaction.
+        self.writer.write(|_| Ok(())).await?;
+        let database = self.path.clone();
+        tokio::task::spawn_blocking(move || ops::checkpoint(&database))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the checkpoint task failed: {err}")))?
     }
 }
 

@@ -118,3 +118,8 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     }
     Ok(())
 }
+
+/// The schema version a fully migrated database has.
+pub(crate) fn latest_version() -> usize {
+    MIGRATIONS.len()
+}
