@@ -1,6 +1,8 @@
 //! The dispatcher: claims due deliveries in batches, pushes them within the
 //! global and per-subscription concurrency limits, and records each attempt
-//! with the decision `redrive-core` takes for it.
+//! with the decision `redrive-core` takes for it. Each subscription's pushes
+//! also follow its flow control ([`flow`]), and a paused or disabled
+//! subscription gets none.
 
 pub mod flow;
 pub mod push;
