@@ -299,6 +299,7 @@ impl Server {
                 ..Default::default()
             },
             sweeper: Default::default(),
+            health: Default::default(),
         };
         let (listening, address) = oneshot::channel::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();

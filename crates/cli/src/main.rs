@@ -5,6 +5,7 @@ mod bench_purge;
 mod client;
 mod commands;
 mod explain;
+mod health;
 mod lifecycle;
 mod sink;
 
@@ -88,6 +89,9 @@ struct ServeArgs {
     /// are kept before they are purged, e.g. 7d.
     #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d")]
     history_retention: redrive_core::HumanDuration,
+    /// How often endpoint health is judged from recent attempts, e.g. 10s.
+    #[arg(long, env = "REDRIVE_HEALTH_INTERVAL", default_value = "10s")]
+    health_interval: redrive_core::HumanDuration,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +153,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         sweeper: redrive_server::sweeper::SweeperConfig {
             history_retention: args.history_retention.as_duration(),
+            ..Default::default()
+        },
+        health: redrive_server::health::HealthConfig {
+            interval: args.health_interval.as_duration(),
             ..Default::default()
         },
     };

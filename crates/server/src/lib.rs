@@ -5,6 +5,7 @@
 pub mod api;
 pub mod clock;
 pub mod dispatcher;
+pub mod health;
 pub mod jobs;
 mod serve;
 pub mod sweeper;

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState, Limits};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
+use crate::health::{self, HealthConfig};
 use crate::sweeper::{self, SweeperConfig};
 
 #[derive(Clone, Debug)]
@@ -22,6 +23,7 @@ pub struct ServeOptions {
     pub limits: Limits,
     pub dispatcher: DispatcherConfig,
     pub sweeper: SweeperConfig,
+    pub health: HealthConfig,
 }
 
 /// Runs the server until `shutdown` completes; then stops accepting
@@ -56,6 +58,12 @@ pub async fn serve(
         options.sweeper.clone(),
         stopped.clone(),
     ));
+    let evaluator = tokio::spawn(health::run(
+        store.clone(),
+        options.health.clone(),
+        subscriptions_changed.clone(),
+        stopped.clone(),
+    ));
     let dispatcher = tokio::spawn(dispatcher.run(stopped));
 
     let app = api::router(AppState {
@@ -76,6 +84,9 @@ pub async fn serve(
     }
     if let Err(err) = sweeper.await {
         tracing::error!(error = %err, "the sweeper stopped abnormally");
+    }
+    if let Err(err) = evaluator.await {
+        tracing::error!(error = %err, "the health evaluator stopped abnormally");
     }
     served
 }

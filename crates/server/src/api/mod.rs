@@ -5,6 +5,7 @@ mod deliveries;
 mod error;
 mod events;
 mod extract;
+mod health;
 mod lifecycle;
 mod openapi;
 mod subscriptions;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{name}/redrive", post(lifecycle::redrive))
         .route("/v1/subscriptions/{name}/journal", get(lifecycle::journal))
         .route("/v1/jobs/{id}", get(lifecycle::job))
+        .merge(health::routes())
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
     Router::new()
         .merge(publish)

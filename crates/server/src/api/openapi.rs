@@ -25,6 +25,9 @@ use utoipa::OpenApi;
         super::lifecycle::redrive,
         super::lifecycle::job,
         super::lifecycle::journal,
+        super::health::pause,
+        super::health::resume,
+        super::health::enable,
     )
 )]
 struct ApiDoc;

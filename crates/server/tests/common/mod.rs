@@ -20,6 +20,7 @@ use redrive_server::ServeOptions;
 use redrive_server::api::Limits;
 use redrive_server::clock::Clock;
 use redrive_server::dispatcher::DispatcherConfig;
+use redrive_server::health::HealthConfig;
 use redrive_server::sweeper::SweeperConfig;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -54,10 +55,19 @@ impl Server {
     }
 
     pub async fn start_configured(limits: Limits, sweeper: SweeperConfig) -> Server {
+        Server::start_tuned(limits, sweeper, |_| {}).await
+    }
+
+    /// Starts a server whose options `tune` adjusts last.
+    pub async fn start_tuned(
+        limits: Limits,
+        sweeper: SweeperConfig,
+        tune: impl FnOnce(&mut ServeOptions),
+    ) -> Server {
         redrive_server::dispatcher::push::install_crypto_provider();
         let clock = sweeper.clock.clone();
         let data = tempfile::tempdir().expect("a temporary data directory");
-        let options = ServeOptions {
+        let mut options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data.path().join("data"),
             limits,
@@ -67,7 +77,12 @@ impl Server {
                 ..DispatcherConfig::default()
             },
             sweeper,
+            health: HealthConfig {
+                interval: Duration::from_millis(100),
+                clock: clock.clone(),
+            },
         };
+        tune(&mut options);
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
