@@ -23,6 +23,15 @@
     var elements = document.querySelectorAll("[data-refresh]");
     for (var i = 0; i < elements.length; i++) { refresh(elements[i]); }
   }
+  // Filters leave the URL short and shareable: empty fields are not sent.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.classList || !form.classList.contains("filters")) { return; }
+    var fields = form.querySelectorAll("input[name], select[name]");
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i].value === "") { fields[i].disabled = true; }
+    }
+  });
   setInterval(tick, PERIOD_MS);
   document.addEventListener("visibilitychange", tick);
 })();
