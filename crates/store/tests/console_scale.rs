@@ -37,7 +37,7 @@ async fn seed(store: &SqliteStore) {
         let events = (0..BATCH)
             .map(|i| {
                 let n = batch * BATCH + i;
-                let ty = if n % 10_000 == 0 {
+                let ty = if n.is_multiple_of(10_000) {
                     "rare".to_owned()
                 } else {
                     format!("type-{}", n % 10)
@@ -69,7 +69,7 @@ async fn seed(store: &SqliteStore) {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let (status, decision) = if i % 5 == 0 {
+                let (status, decision) = if i.is_multiple_of(5) {
                     (
                         500,
                         Decision::Failed {
