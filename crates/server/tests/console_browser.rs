@@ -229,6 +229,17 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
     .collect();
     assert_eq!(marks, expected);
     screenshot(client, "subscription").await;
+    // A phone's width: the same icons, fewer columns.
+    client
+        .set_window_size(390, 844)
+        .await
+        .expect("the window narrows");
+    assert_eq!(row_marks(client).await, expected);
+    screenshot(client, "subscription-phone").await;
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .expect("the window widens");
 
     // The filter form puts its filters in the URL.
     let state = client
@@ -358,6 +369,18 @@ async fn retry_now_adds_an_attempt_visible_on_the_delivery_page() {
         format!("/console/deliveries/{id}")
     );
     assert_eq!(endpoint.received().len(), sent_before + 1, "one more push");
+    // The summary follows without a reload: delivered again, now retried.
+    eventually("the delivery to show as retried and delivered", || async {
+        client
+            .execute(
+                "return Array.from(document.querySelectorAll('#delivery-live svg[aria-label]')) \
+                   .map(svg => svg.getAttribute('aria-label'));",
+                vec![],
+            )
+            .await
+            .is_ok_and(|labels| labels == json!(["retried", "delivered"]))
+    })
+    .await;
     screenshot(client, "delivery").await;
     browser.client.close().await.expect("the session ends");
 }

@@ -101,12 +101,16 @@ fn markup_in_events_attempts_and_payloads_is_escaped() {
             },
         ),
     ];
-    let html = views::delivery(&failed, &event, &attempts).into_string();
+    let html = views::delivery(&failed, &event, &attempts, Some("tok<en>")).into_string();
     assert_escaped(&html);
     assert!(html.contains("retry 1 at"), "the retry decision is shown");
     assert!(html.contains("failed because the retry limit was reached"));
     assert!(html.contains("aria-label=\"failed\""));
     assert!(html.contains("aria-label=\"retried\""));
+    assert!(
+        html.contains("name=\"csrf_token\" value=\"tok&lt;en&gt;\""),
+        "the retry form carries the CSRF token"
+    );
 }
 
 #[test]
@@ -120,11 +124,13 @@ fn markup_in_list_rows_is_escaped() {
         },
         next_cursor: Some(NASTY.into()),
         paged: false,
+        csrf: Some("tok<en>".into()),
     };
     let html = views::delivery_table(&rows).into_string();
     assert_escaped(&html);
     // The filter and the cursor end up percent-encoded in links.
     assert!(html.contains("type=%3Cscript%3E"), "{html}");
+    assert!(html.contains("name=\"csrf_token\" value=\"tok&lt;en&gt;\""));
 }
 
 #[test]
@@ -225,6 +231,7 @@ fn failures_without_a_status_show_their_error_class() {
         filters: Default::default(),
         next_cursor: None,
         paged: false,
+        csrf: Some("tok<en>".into()),
     };
     let html = views::delivery_rows(&rows).into_string();
     assert!(html.contains("<td>timeout</td>"), "{html}");
@@ -243,6 +250,7 @@ fn empty_lists_explain_themselves() {
         filters: Default::default(),
         next_cursor: None,
         paged: false,
+        csrf: Some("tok<en>".into()),
     };
     let html = views::delivery_table(&rows).into_string();
     assert!(html.contains("No deliveries yet."));

@@ -51,8 +51,9 @@ pub fn delivery(id: &str) -> String {
     format!("/console/deliveries/{}", encode(id))
 }
 
-pub fn attempts(id: &str) -> String {
-    format!("{}/attempts", delivery(id))
+/// The refreshable state and attempts of a delivery.
+pub fn live(id: &str) -> String {
+    format!("{}/live", delivery(id))
 }
 
 pub fn retry(id: &str) -> String {

@@ -46,7 +46,7 @@ pub fn router() -> Router<AppState> {
             post(redrive_failed),
         )
         .route("/console/deliveries/{id}", get(delivery))
-        .route("/console/deliveries/{id}/attempts", get(attempts))
+        .route("/console/deliveries/{id}/live", get(delivery_live))
         .route("/console/deliveries/{id}/retry", post(retry_now))
         .route("/console/policy", get(policy))
         .route("/console/assets/{file}", get(asset))
@@ -339,6 +339,7 @@ async fn load_rows(
         filters,
         next_cursor: None,
         paged: !params.cursor.is_empty(),
+        csrf: None,
     };
     let search = match search_from(name, params, Timestamp::now()) {
         Ok(search) => search,
@@ -427,12 +428,17 @@ async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Page
         &detail.delivery,
         &detail.event,
         &detail.attempts,
+        None,
     )))
 }
 
-async fn attempts(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+async fn delivery_live(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
     let detail = state.store.get_delivery(&id).await?;
-    Ok(html(views::timeline(&detail.delivery, &detail.attempts)))
+    Ok(html(views::delivery_live(
+        &detail.delivery,
+        &detail.attempts,
+        None,
+    )))
 }
 
 async fn retry_now(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {

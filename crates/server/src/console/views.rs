@@ -270,6 +270,8 @@ pub struct DeliveryRows {
     pub next_cursor: Option<String>,
     /// This is a later page: it is not refreshed (rows would shift).
     pub paged: bool,
+    /// The token every posted form carries, when the server asks for one.
+    pub csrf: Option<String>,
 }
 
 pub fn subscription(page: &SubscriptionPage) -> Markup {
@@ -285,6 +287,7 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
                 }
                 div.actions {
                     form.inline method="post" action=(links::redrive(&page.name)) {
+                        (csrf_input(page.rows.csrf.as_deref()))
                         button type="submit" name="redrive" { "Redrive failed" }
                     }
                     (subscription_controls(page))
@@ -380,16 +383,24 @@ pub fn delivery_rows(rows: &DeliveryRows) -> Markup {
                 td { (last_answer(d)) }
                 td.hide-narrow { (opt_when(d.last_attempt_at)) }
                 td.hide-narrow { (opt_when(d.next_attempt_at)) }
-                td { (retry_button(d)) }
+                td { (retry_button(d, rows.csrf.as_deref())) }
             }
         }
     }
 }
 
-fn retry_button(delivery: &Delivery) -> Markup {
+/// The hidden field that proves a form came from a console page.
+fn csrf_input(csrf: Option<&str>) -> Markup {
+    html! {
+        @if let Some(token) = csrf { input type="hidden" name="csrf_token" value=(token); }
+    }
+}
+
+fn retry_button(delivery: &Delivery, csrf: Option<&str>) -> Markup {
     let in_flight = delivery.state == DeliveryState::InFlight;
     html! {
         form.inline method="post" action=(links::retry(&delivery.id)) {
+            (csrf_input(csrf))
             button.secondary type="submit" name="retry" disabled[in_flight]
                 title=(if in_flight { "in flight: retry once this attempt ends" } else { "attempt it now" }) { "Retry now" }
         }
@@ -400,33 +411,47 @@ fn retry_button(delivery: &Delivery) -> Markup {
 // Delivery
 // ---------------------------------------------------------------------------
 
-pub fn delivery(delivery: &Delivery, event: &CloudEvent, attempts: &[Attempt]) -> Markup {
+pub fn delivery(
+    delivery: &Delivery,
+    event: &CloudEvent,
+    attempts: &[Attempt],
+    csrf: Option<&str>,
+) -> Markup {
     layout(
         &format!("Delivery {}", delivery.event_id),
         html! {
-            h1 { "Delivery of " code { (delivery.event_id) } " " (mark_icons(delivery)) }
-            div.card {
-                dl.attrs {
-                    dt { "Subscription" } dd { a href=(links::subscription(&delivery.subscription)) { (delivery.subscription) } }
-                    dt { "Delivery id" } dd { code { (delivery.id) } }
-                    dt { "State" } dd {
-                        (state_badge(delivery.state))
-                        @if let Some(reason) = delivery.failure_reason { " — " (reason_text(reason)) }
-                    }
-                    dt { "Attempts" } dd { (delivery.attempts) }
-                    dt { "Next attempt" } dd { (opt_when(delivery.next_attempt_at)) }
-                    @if let Some(dead) = &delivery.dead_letter_event { dt { "Dead-letter copy" } dd { code { (dead) } } }
-                }
-                div.actions { (retry_button(delivery)) }
-            }
-            h2 { "Attempts" }
-            div #attempts data-refresh=(links::attempts(&delivery.id)) { (timeline(delivery, attempts)) }
+            h1 { "Delivery of " code { (delivery.event_id) } }
+            div #delivery-live data-refresh=(links::live(&delivery.id)) { (delivery_live(delivery, attempts, csrf)) }
             h2 { "Event" }
             div.card { (event_attributes(event)) }
             h2 { "Data" }
             (payload(event.data.as_deref(), event.datacontenttype.as_deref()))
         },
     )
+}
+
+/// The parts of a delivery page that change as attempts happen (the
+/// auto-refreshed fragment).
+pub fn delivery_live(delivery: &Delivery, attempts: &[Attempt], csrf: Option<&str>) -> Markup {
+    html! {
+        div.card {
+            dl.attrs {
+                dt { "Subscription" } dd { a href=(links::subscription(&delivery.subscription)) { (delivery.subscription) } }
+                dt { "Delivery id" } dd { code { (delivery.id) } }
+                dt { "State" } dd {
+                    (mark_icons(delivery)) " "
+                    (state_badge(delivery.state))
+                    @if let Some(reason) = delivery.failure_reason { " — " (reason_text(reason)) }
+                }
+                dt { "Attempts" } dd { (delivery.attempts) }
+                dt { "Next attempt" } dd { (opt_when(delivery.next_attempt_at)) }
+                @if let Some(dead) = &delivery.dead_letter_event { dt { "Dead-letter copy" } dd { code { (dead) } } }
+            }
+            div.actions { (retry_button(delivery, csrf)) }
+        }
+        h2 { "Attempts" }
+        div #attempts { (timeline(delivery, attempts)) }
+    }
 }
 
 fn reason_text(reason: FailureReason) -> &'static str {
