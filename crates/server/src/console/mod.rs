@@ -518,3 +518,52 @@ async fn policy(
     };
     Ok((status, html(views::policy(&page))).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-23T12:00:00Z".parse().expect("a time")
+    }
+
+    #[test]
+    fn time_filters_take_instants_civil_times_and_durations_ago() {
+        let parse = |text| parse_time("since", text, now());
+        assert_eq!(
+            parse("2026-11-23T10:30:00Z"),
+            Ok("2026-11-23T10:30:00Z".parse().expect("a time"))
+        );
+        assert_eq!(
+            parse("2026-11-23T10:30"),
+            Ok("2026-11-23T10:30:00Z".parse().expect("a time")),
+            "a civil time is UTC"
+        );
+        assert_eq!(
+            parse("90m"),
+            Ok("2026-11-23T10:30:00Z".parse().expect("a time"))
+        );
+        let err = parse("yesterday").expect_err("not a time");
+        assert!(err.starts_with("since: \"yesterday\""), "{err}");
+    }
+
+    #[test]
+    fn empty_filters_are_no_filters_and_bad_ones_are_named() {
+        let search = search_from("s", &ListParams::default(), now()).expect("no filters");
+        assert!(search.state.is_none() && search.status.is_none() && search.cursor.is_none());
+        let params = ListParams {
+            status: " 503 ".into(),
+            event_type: "order.created".into(),
+            ..Default::default()
+        };
+        let search = search_from("s", &params, now()).expect("valid filters");
+        assert_eq!(search.status, Some(503));
+        assert_eq!(search.event_type.as_deref(), Some("order.created"));
+        let params = ListParams {
+            state: "done".into(),
+            ..Default::default()
+        };
+        let err = search_from("s", &params, now()).expect_err("an unknown state");
+        assert!(err.starts_with("state:"), "{err}");
+    }
+}
