@@ -186,10 +186,15 @@ async fn redrive_failed_puts_failed_deliveries_back_on_their_way() {
     assert!(response.status().is_redirection(), "{}", response.status());
     assert_eq!(
         response.headers()["location"],
-        "/console/subscriptions/hooks"
+        "/console/subscriptions/hooks?redriven=1"
     );
     let id = failed[0]["id"].as_str().expect("an id");
     server.wait_for_state(id, "delivered").await;
+    let (_, _, body) = page(&server, "/console/subscriptions/hooks?redriven=1").await;
+    assert!(
+        body.contains("Redrive started: 1 failed delivery is due again."),
+        "{body}"
+    );
 
     let response = no_redirects()
         .post(server.url("/console/subscriptions/nobody/redrive"))

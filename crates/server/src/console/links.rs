@@ -43,6 +43,11 @@ pub fn rows(name: &str, filters: &Filters) -> String {
     format!("{}/rows{}", subscription(name), query(&filters.pairs()))
 }
 
+/// Where the redrive button leads: the list, saying how many moved.
+pub fn redriven(name: &str, total: u64) -> String {
+    format!("{}?redriven={total}", subscription(name))
+}
+
 pub fn redrive(name: &str) -> String {
     format!("{}/redrive", subscription(name))
 }

@@ -237,6 +237,9 @@ pub struct ListParams {
     until: String,
     #[serde(default)]
     cursor: String,
+    /// Set by the redrive button: how many deliveries it put back.
+    #[serde(default)]
+    redriven: String,
 }
 
 impl ListParams {
@@ -384,6 +387,7 @@ async fn subscription(
         filters: rows.filters.clone(),
         rows,
         filter_error,
+        redriven: params.redriven.trim().parse().ok(),
     };
     Ok((status, html(views::subscription(&page))).into_response())
 }
@@ -407,8 +411,9 @@ async fn subscription_rows(
 async fn redrive_failed(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
     state.store.get_subscription(&name).await?;
     let filter = RedriveFilter::new(name.clone());
-    crate::api::redrive_in_background(&state, &name, filter).await?;
-    Ok(Redirect::to(&links::subscription(&name)).into_response())
+    let total = crate::api::redrive_in_background(&state, &name, filter).await?;
+    tracing::info!(subscription = %name, total, "redrive of failed deliveries from the console");
+    Ok(Redirect::to(&links::redriven(&name, total)).into_response())
 }
 
 // ---------------------------------------------------------------------------

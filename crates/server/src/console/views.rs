@@ -261,6 +261,8 @@ pub struct SubscriptionPage {
     pub rows: DeliveryRows,
     /// Why the filters could not be applied, shown above an empty list.
     pub filter_error: Option<String>,
+    /// How many failed deliveries the redrive button just put back.
+    pub redriven: Option<u64>,
 }
 
 pub struct DeliveryRows {
@@ -317,6 +319,12 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
                 label { "Until" input type="text" name="until" value=(f.until) placeholder="2026-01-02T16:00Z" size="18"; }
                 button type="submit" { "Filter" }
                 @if !f.is_empty() { a href=(links::subscription(&page.name)) { "Clear filters" } }
+            }
+            @if let Some(count) = page.redriven {
+                div.card #notice role="status" {
+                    @if count == 0 { "Nothing to redrive: no delivery has failed." }
+                    @else { "Redrive started: " (count) " failed " (if count == 1 { "delivery is" } else { "deliveries are" }) " due again." }
+                }
             }
             @if let Some(error) = &page.filter_error {
                 div.card.error-box role="alert" { (error) }
