@@ -623,7 +623,7 @@ pub fn policy(page: &PolicyPage) -> Markup {
                 code { "redrive policy explain" } "." }
             form.card method="get" action="/console/policy" {
                 label for="policy" { "Retry policy (JSON, as a subscription's " code { "retry_policy" } ")" }
-                textarea #policy name="policy" rows="5" { (page.input) }
+                textarea #policy name="policy" rows="10" { (page.input) }
                 div.actions {
                     label { "Retries shown " input type="number" name="count" min="1" max="200" value=(page.count); }
                     button type="submit" { "Explain" }
@@ -675,10 +675,11 @@ fn schedule_chart(schedule: &Schedule) -> Markup {
         .max()
         .unwrap_or(Duration::ZERO)
         .as_secs_f64();
-    let width = schedule.retries.len() * BAR;
+    // At least twenty slots wide, so a short schedule is not one giant bar.
+    let width = schedule.retries.len().max(20) * BAR;
     html! {
         svg.chart #schedule-chart role="img" aria-label="delay before each retry" viewBox={ "0 0 " (width) " " (HEIGHT + 14.0) }
-            width=(width * 2) height=((HEIGHT + 14.0) * 2.0) {
+            width=(width * 2) preserveAspectRatio="xMinYMax meet" {
             title { "delay before each retry" }
             @for (i, r) in schedule.retries.iter().enumerate() {
                 @let h = if longest > 0.0 { (r.delay.as_secs_f64() / longest * HEIGHT).max(1.0) } else { 1.0 };
