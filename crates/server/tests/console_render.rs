@@ -240,6 +240,22 @@ fn failures_without_a_status_show_their_error_class() {
         "the latest attempt failed"
     );
     assert!(!html.contains("aria-label=\"retried\""), "one attempt only");
+
+    let mut timed_out = attempt(
+        1,
+        Decision::Retry {
+            at: at(60),
+            retry: 1,
+        },
+    );
+    timed_out.status = None;
+    timed_out.error = Some(ErrorClass::Timeout);
+    let html = views::timeline(&rows.deliveries[0], &[timed_out]).into_string();
+    assert!(
+        html.contains("error: timeout (no answer in time)"),
+        "{html}"
+    );
+    assert!(html.contains("Next attempt scheduled at 2027-01-15 08:01:00 UTC."), "{html}");
 }
 
 #[test]

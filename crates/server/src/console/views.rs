@@ -8,7 +8,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use redrive_core::duration::format_duration;
 use redrive_core::explain::Schedule;
 use redrive_core::marks::{Mark, marks};
-use redrive_core::{Attempt, CloudEvent, Decision, Delivery, DeliveryState, FailureReason};
+use redrive_core::{
+    Attempt, CloudEvent, Decision, Delivery, DeliveryState, ErrorClass, FailureReason,
+};
 use redrive_store::{OutcomeBucket, StateCounts};
 
 use super::links;
@@ -485,7 +487,7 @@ pub fn timeline(delivery: &Delivery, attempts: &[Attempt]) -> Markup {
                         br;
                         @match (a.status, a.error) {
                             (Some(status), _) => { "HTTP " (status) }
-                            (None, Some(error)) => { "error: " (error.as_str()) }
+                            (None, Some(error)) => { "error: " (error_text(error)) }
                             (None, None) => { "no answer" }
                         }
                         @if let Some(message) = &a.error_message { " — " span.note { (message) } }
@@ -501,6 +503,18 @@ pub fn timeline(delivery: &Delivery, attempts: &[Attempt]) -> Markup {
                 p.note { "Next attempt scheduled at " (when(next)) "." }
             }
         }
+    }
+}
+
+/// An error class in words.
+fn error_text(error: ErrorClass) -> &'static str {
+    match error {
+        ErrorClass::Timeout => "timeout (no answer in time)",
+        ErrorClass::Connect => "connection refused or reset",
+        ErrorClass::Dns => "DNS (the host name did not resolve)",
+        ErrorClass::Tls => "TLS handshake failed",
+        ErrorClass::Interrupted => "interrupted (the process stopped or the lease ran out)",
+        ErrorClass::Other => "other (a malformed answer or protocol error)",
     }
 }
 
