@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod console;
 pub mod dispatcher;
 pub mod health;
 pub mod jobs;

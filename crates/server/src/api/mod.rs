@@ -20,6 +20,7 @@ use redrive_store::Store;
 use tokio::sync::Notify;
 
 pub use error::ApiError;
+pub(crate) use lifecycle::redrive_in_background;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(publish)
         .merge(admin)
+        .merge(crate::console::router())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
