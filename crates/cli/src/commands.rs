@@ -34,6 +34,10 @@ pub enum SubscriptionsCommand {
     Redrive(crate::lifecycle::RedriveArgs),
     /// Read the events that matched a subscription, oldest first.
     Journal(crate::lifecycle::JournalArgs),
+    /// Print the subscription's signing secret (admin).
+    Secret { name: String },
+    /// Rotate the signing secret; the old one keeps signing for the grace period.
+    RotateSecret(crate::security::RotateSecretArgs),
 }
 
 #[derive(Args)]
@@ -159,6 +163,8 @@ pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> an
         SubscriptionsCommand::Journal(args) => {
             return crate::lifecycle::journal(client, args).await;
         }
+        SubscriptionsCommand::Secret { name } => crate::security::secret(client, &name).await?,
+        SubscriptionsCommand::RotateSecret(args) => crate::security::rotate(client, args).await?,
     };
     print_json(&answer)
 }
@@ -268,7 +274,7 @@ fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     }
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod clock;
 pub mod dispatcher;
 pub mod jobs;
+pub mod security;
 mod serve;
 pub mod sweeper;
 mod validate;
