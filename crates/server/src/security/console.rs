@@ -164,6 +164,17 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/login", get(login_form).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/session", get(session_info))
+}
+
+/// The signed-in session, for pages that send changes with `fetch` and the
+/// `x-csrf-token` header. Same-origin only: the cookie is `SameSite=Strict`
+/// and no CORS headers are ever sent.
+async fn session_info(session: ConsoleSession) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "scope": session.scope.to_string(),
+        "csrf_token": session.csrf_token,
+    }))
 }
 
 #[derive(serde::Deserialize, Default)]
