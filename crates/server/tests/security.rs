@@ -823,3 +823,22 @@ async fn a_body_that_trickles_in_is_cut_off_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_tokens_secrets_and_bearer_auth() {
+    let server = Server::start().await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, Status::OK);
+    for path in [
+        "/v1/tokens",
+        "/v1/tokens/{id}",
+        "/v1/subscriptions/{name}/secret",
+        "/v1/subscriptions/{name}/secret/rotate",
+    ] {
+        assert!(document["paths"].get(path).is_some(), "{path} is missing");
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
