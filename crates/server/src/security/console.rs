@@ -165,6 +165,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/login", get(login_form).post(login))
         .route("/console/logout", post(logout))
         .route("/console/session", get(session_info))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
 }
 
 /// The signed-in session, for pages that send changes with `fetch` and the
