@@ -40,6 +40,10 @@ pub enum SubscriptionsCommand {
     Resume { name: String },
     /// Make a disabled or unstable subscription healthy; its backlog flows.
     Enable { name: String },
+    /// Print the subscription's signing secret (admin).
+    Secret { name: String },
+    /// Rotate the signing secret; the old one keeps signing for the grace period.
+    RotateSecret(crate::security::RotateSecretArgs),
 }
 
 #[derive(Args)]
@@ -178,6 +182,8 @@ pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> an
         SubscriptionsCommand::Enable { name } => {
             return crate::health::run(client, crate::health::Action::Enable, &name).await;
         }
+        SubscriptionsCommand::Secret { name } => crate::security::secret(client, &name).await?,
+        SubscriptionsCommand::RotateSecret(args) => crate::security::rotate(client, args).await?,
     };
     print_json(&answer)
 }
@@ -290,7 +296,7 @@ fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     }
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

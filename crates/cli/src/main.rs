@@ -7,6 +7,7 @@ mod commands;
 mod explain;
 mod health;
 mod lifecycle;
+mod security;
 mod sink;
 
 use std::net::SocketAddr;
@@ -30,6 +31,9 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
+    /// Bearer token for the server's API (client commands).
+    #[arg(long, global = true, env = "REDRIVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +63,9 @@ enum Command {
     BenchPurge(bench_purge::BenchPurgeArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
+    /// Manage API tokens on a running server (admin).
+    #[command(subcommand)]
+    Tokens(security::TokensCommand),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +99,8 @@ struct ServeArgs {
     /// How often endpoint health is judged from recent attempts, e.g. 10s.
     #[arg(long, env = "REDRIVE_HEALTH_INTERVAL", default_value = "10s")]
     health_interval: redrive_core::HumanDuration,
+    #[command(flatten)]
+    security: security::SecurityArgs,
 }
 
 fn main() -> ExitCode {
@@ -118,12 +127,21 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Topics(command) => commands::topics(&client(&cli.server)?, command).await,
-        Command::Subscriptions(command) => {
-            commands::subscriptions(&client(&cli.server)?, command).await
+        Command::Topics(command) => {
+            commands::topics(&client(&cli.server, cli.token.as_deref())?, command).await
         }
-        Command::Publish(args) => commands::publish(&client(&cli.server)?, args).await,
-        Command::Deliveries(command) => commands::deliveries(&client(&cli.server)?, command).await,
+        Command::Subscriptions(command) => {
+            commands::subscriptions(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
+        Command::Publish(args) => {
+            commands::publish(&client(&cli.server, cli.token.as_deref())?, args).await
+        }
+        Command::Deliveries(command) => {
+            commands::deliveries(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
+        Command::Tokens(command) => {
+            security::tokens(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
         Command::Policy(PolicyCommand::Explain(args)) => {
             println!("{}", explain::run(&args)?);
             Ok(())
@@ -134,17 +152,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn client(server: &str) -> anyhow::Result<client::Client> {
-    client::Client::new(server)
+fn client(server: &str, token: Option<&str>) -> anyhow::Result<client::Client> {
+    client::Client::new(server, token)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    let (security, generated) = args.security.options(&args.data_dir)?;
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
         limits: redrive_server::api::Limits {
             max_publish_bytes: args.max_publish_bytes,
+            max_batch_events: args.security.max_batch_events,
             ..Default::default()
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
@@ -159,11 +179,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             interval: args.health_interval.as_duration(),
             ..Default::default()
         },
+        security,
     };
     redrive_server::serve(
         options,
         // Printed on stdout so scripts (and tests) can read the bound port.
-        |address| println!("redrive listening on http://{address}"),
+        move |address| {
+            println!("redrive listening on http://{address}");
+            if let Some((token, path)) = generated {
+                println!(
+                    "admin API token (shown once; kept in {}): {token}",
+                    path.display()
+                );
+                println!("console: http://{address}/console");
+            }
+        },
         shutdown_signal(),
     )
     .await

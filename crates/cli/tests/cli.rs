@@ -21,9 +21,16 @@ fn command(args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("REDRIVE_SERVER")
+        // As users run it: the server with a token and the test endpoints
+        // on 127.0.0.1 allowed, client commands with the same token.
+        .env("REDRIVE_API_TOKEN", TOKEN)
+        .env("REDRIVE_TOKEN", TOKEN)
+        .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
         .stdin(Stdio::null());
     command
 }
+
+const TOKEN: &str = "cli-test-admin-token-0123456789";
 
 /// Runs `redrive ARGS` to completion.
 fn redrive(args: &[&str]) -> Output {

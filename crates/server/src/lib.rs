@@ -8,6 +8,7 @@ pub mod console;
 pub mod dispatcher;
 pub mod health;
 pub mod jobs;
+pub mod security;
 mod serve;
 pub mod sweeper;
 mod validate;

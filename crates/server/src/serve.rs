@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState, Limits};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
 use crate::health::{self, HealthConfig};
+use crate::security::{Security, SecurityOptions};
 use crate::sweeper::{self, SweeperConfig};
 
 #[derive(Clone, Debug)]
@@ -24,6 +25,7 @@ pub struct ServeOptions {
     pub dispatcher: DispatcherConfig,
     pub sweeper: SweeperConfig,
     pub health: HealthConfig,
+    pub security: SecurityOptions,
 }
 
 /// Runs the server until `shutdown` completes; then stops accepting
@@ -44,14 +46,23 @@ pub async fn serve(
         .local_addr()
         .context("cannot read the listening address")?;
 
+    let startup = Security::start(&options.security, &options.data_dir, store.clone())
+        .context("cannot set up authentication and signing")?;
+    if startup.generated_token.is_some() {
+        tracing::warn!(path = %options.data_dir.join("api-token").display(),
+            "generated the admin API token; it is in this file");
+    }
+    let security = startup.security;
     let subscriptions_changed = Arc::new(Notify::new());
-    let client = push::client().context("cannot build the HTTP client")?;
+    let client =
+        push::client(security.endpoint_policy.clone()).context("cannot build the HTTP client")?;
     let dispatcher = Dispatcher::new(
         store.clone(),
         client,
         options.dispatcher.clone(),
         subscriptions_changed.clone(),
-    );
+    )
+    .with_security(security.clone());
     let (stop_dispatcher, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweeper::run(
         store.clone(),
@@ -71,13 +82,18 @@ pub async fn serve(
         subscriptions_changed,
         limits: options.limits,
         jobs: Default::default(),
+        security,
     });
     tracing::info!(%address, data_dir = %options.data_dir.display(), "redrive is listening");
     on_listening(address);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed");
+    let served = serve_http(
+        listener,
+        app,
+        options.security.header_read_timeout,
+        options.dispatcher.drain_timeout,
+        shutdown,
+    )
+    .await;
     let _ = stop_dispatcher.send(true);
     if let Err(err) = dispatcher.await {
         tracing::error!(error = %err, "the dispatcher stopped abnormally");
@@ -89,4 +105,61 @@ pub async fn serve(
         tracing::error!(error = %err, "the health evaluator stopped abnormally");
     }
     served
+}
+
+/// Accepts connections until `shutdown`, then lets open requests finish for
+/// up to `drain`. Unlike a bare `axum::serve`, a client that does not send
+/// its request headers within `header_read_timeout` is disconnected, so slow
+/// clients cannot hold connections open forever.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    header_read_timeout: std::time::Duration,
+    drain: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        // Out of file descriptors and the like: pause, not stop.
+                        tracing::warn!(error = %err, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "a client connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open requests did not finish in time; closing their connections");
+    }
+    Ok(())
 }

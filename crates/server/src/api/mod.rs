@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod lifecycle;
 mod openapi;
+mod security;
 mod subscriptions;
 mod topics;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Background jobs (large redrives).
     pub jobs: crate::jobs::Jobs,
+    /// Tokens, sessions, signing secrets, network policy and rate limits.
+    pub security: crate::security::Security,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +85,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{name}/journal", get(lifecycle::journal))
         .route("/v1/jobs/{id}", get(lifecycle::job))
         .merge(health::routes())
+        .route(
+            "/v1/tokens",
+            get(security::list_tokens).post(security::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(security::delete_token),
+        )
+        .route("/v1/subscriptions/{name}/secret", get(security::get_secret))
+        .route(
+            "/v1/subscriptions/{name}/secret/rotate",
+            post(security::rotate_secret),
+        )
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
     Router::new()
         .merge(publish)
@@ -89,8 +105,22 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::console::router())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::document))
+        .merge(crate::security::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost last: limits first, then who is asking.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::console::console_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::auth::api_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::limits::request_guard,
+        ))
         .with_state(state)
 }
 

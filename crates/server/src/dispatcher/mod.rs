@@ -57,6 +57,7 @@ pub struct Dispatcher {
     client: reqwest::Client,
     config: DispatcherConfig,
     subscriptions_changed: Arc<Notify>,
+    security: Option<crate::security::Security>,
 }
 
 /// The dispatcher loop's view of the world between rounds.
@@ -90,7 +91,14 @@ impl Dispatcher {
             client,
             config,
             subscriptions_changed,
+            security: None,
         }
+    }
+
+    /// Signs pushes and enforces the network policy on literal addresses.
+    pub fn with_security(mut self, security: crate::security::Security) -> Self {
+        self.security = Some(security);
+        self
     }
 
     /// Runs until `shutdown` turns true, then lets in-flight pushes finish
@@ -234,8 +242,10 @@ impl Dispatcher {
         let client = self.client.clone();
         let clock = self.config.clock.clone();
         let done = done.clone();
+        let security = self.security.clone();
         tasks.spawn(async move {
-            let (completion, signal) = attempt(&client, &subscription, &claimed, &clock).await;
+            let (completion, signal) =
+                attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
             if let Err(err) = store.complete_many(vec![completion]).await {
                 // The lease runs out and the delivery is tried again.
                 tracing::error!(delivery = %claimed.delivery.id, error = %err,
@@ -274,10 +284,56 @@ async fn attempt(
     subscription: &Subscription,
     claimed: &ClaimedDelivery,
     clock: &Clock,
+    security: Option<&crate::security::Security>,
 ) -> (Completion, Signal) {
     let spec = &subscription.spec;
     let delivery = &claimed.delivery;
-    let result = push::push(client, &spec.endpoint, spec.timeout.as_duration(), claimed).await;
+    let result = match security {
+        None => {
+            let guard = push::Guard {
+                policy: &redrive_core::security::EndpointPolicy::default(),
+                secrets: &[],
+            };
+            push::push(
+                client,
+                &spec.endpoint,
+                spec.timeout.as_duration(),
+                claimed,
+                guard,
+            )
+            .await
+        }
+        Some(security) => match security.secrets.keys(&spec.name, clock.now()).await {
+            Ok(keys) => {
+                let secrets = keys.signing_at(clock.now());
+                let guard = push::Guard {
+                    policy: &security.endpoint_policy,
+                    secrets: &secrets,
+                };
+                push::push(
+                    client,
+                    &spec.endpoint,
+                    spec.timeout.as_duration(),
+                    claimed,
+                    guard,
+                )
+                .await
+            }
+            // An unsigned push would be refused by careful receivers and
+            // accepted by careless ones: neither is right, so none is sent.
+            Err(err) => {
+                tracing::error!(subscription = %spec.name, error = %format!("{err:#}"),
+                    "cannot read the signing secret; the attempt is not sent");
+                push::PushResult {
+                    started_at: clock.now(),
+                    duration: Duration::ZERO,
+                    outcome: redrive_core::AttemptOutcome::Error(redrive_core::ErrorClass::Other),
+                    error_message: Some(format!("cannot sign the push: {err:#}")),
+                    response_snippet: None,
+                }
+            }
+        },
+    };
     let context = AttemptContext {
         // The budget counts from the last redrive.
         attempt: delivery

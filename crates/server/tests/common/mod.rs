@@ -21,6 +21,7 @@ use redrive_server::api::Limits;
 use redrive_server::clock::Clock;
 use redrive_server::dispatcher::DispatcherConfig;
 use redrive_server::health::HealthConfig;
+use redrive_server::security::{AdminToken, SecurityOptions};
 use redrive_server::sweeper::SweeperConfig;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -58,7 +59,20 @@ impl Server {
         Server::start_tuned(limits, sweeper, |_| {}).await
     }
 
-    /// Starts a server whose options `tune` adjusts last.
+    pub async fn start_secured(
+        limits: Limits,
+        sweeper: SweeperConfig,
+        security: SecurityOptions,
+    ) -> Server {
+        Server::start_tuned(limits, sweeper, move |options| {
+            options.security = security;
+        })
+        .await
+    }
+
+    /// Starts a server as users run it — with an admin token (which `http`
+    /// sends) and endpoints on 127.0.0.0/8 allowed — whose options `tune`
+    /// adjusts last.
     pub async fn start_tuned(
         limits: Limits,
         sweeper: SweeperConfig,
@@ -81,6 +95,7 @@ impl Server {
                 interval: Duration::from_millis(100),
                 clock: clock.clone(),
             },
+            security: test_security(),
         };
         tune(&mut options);
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
@@ -104,8 +119,14 @@ impl Server {
             .await
             .expect("the server starts listening in time")
             .expect("the server reports its address");
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().expect("a header value"),
+        );
         let http = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .build()
             .expect("a reqwest client");
         Server {
@@ -553,4 +574,24 @@ pub fn tally<'a>(values: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, 
         *counts.entry(value).or_default() += 1;
     }
     counts
+}
+
+// ---------------------------------------------------------------------------
+// Security defaults of the test server
+// ---------------------------------------------------------------------------
+
+/// The admin token of every test server; `Server::http` sends it.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A token and an allow-list for the test endpoints on 127.0.0.1, as a user
+/// running redrive next to their receivers would configure.
+pub fn test_security() -> SecurityOptions {
+    SecurityOptions {
+        admin_token: AdminToken::Given(TOKEN.into()),
+        endpoint_policy: redrive_core::security::EndpointPolicy {
+            allow: redrive_core::security::parse_networks("127.0.0.0/8").expect("a valid network"),
+            https_only: false,
+        },
+        ..SecurityOptions::default()
+    }
 }
