@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod explain;
 mod lifecycle;
+mod ops;
 mod sink;
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "redrive",
-    version,
+    version = ops::VERSION,
     about = "Durable CloudEvents and webhook delivery with exact retry policies"
 )]
 struct Cli {
@@ -29,6 +30,8 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
+    #[command(flatten)]
+    log: ops::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +61,10 @@ enum Command {
     BenchPurge(bench_purge::BenchPurgeArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
+    /// Copy a running server's database to a file (a consistent online copy).
+    Backup(ops::BackupArgs),
+    /// Print shell completions: bash, zsh, fish, elvish or powershell.
+    Completions(ops::CompletionsArgs),
 }
 
 #[derive(Subcommand)]
@@ -88,6 +95,10 @@ struct ServeArgs {
     /// are kept before they are purged, e.g. 7d.
     #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d")]
     history_retention: redrive_core::HumanDuration,
+    /// On SIGTERM/SIGINT, how long in-flight pushes may finish before their
+    /// deliveries are released to be retried at the next start.
+    #[arg(long, env = "REDRIVE_DRAIN_TIMEOUT", default_value = "30s")]
+    drain_timeout: redrive_core::HumanDuration,
 }
 
 fn main() -> ExitCode {
@@ -113,7 +124,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => {
+            ops::init_logging(&cli.log)?;
+            serve(args).await
+        }
         Command::Topics(command) => commands::topics(&client(&cli.server)?, command).await,
         Command::Subscriptions(command) => {
             commands::subscriptions(&client(&cli.server)?, command).await
@@ -127,6 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPurge(args) => bench_purge::run(args).await,
         Command::Sink(args) => sink::run(args).await,
+        Command::Backup(args) => ops::backup(&cli.server, args).await,
+        Command::Completions(args) => {
+            ops::completions(args, &mut <Cli as clap::CommandFactory>::command())
+        }
     }
 }
 
@@ -135,7 +153,6 @@ fn client(server: &str) -> anyhow::Result<client::Client> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -145,6 +162,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
             max_in_flight: args.max_in_flight,
+            drain_timeout: args.drain_timeout.as_duration(),
             ..Default::default()
         },
         sweeper: redrive_server::sweeper::SweeperConfig {
@@ -159,15 +177,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Completes on SIGINT or SIGTERM.

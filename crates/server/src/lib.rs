@@ -6,6 +6,8 @@ pub mod api;
 pub mod clock;
 pub mod dispatcher;
 pub mod jobs;
+pub mod metrics;
+pub mod ops;
 mod serve;
 pub mod sweeper;
 mod validate;

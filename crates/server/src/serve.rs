@@ -1,6 +1,6 @@
 //! `redrive serve`: the store, the API and the dispatcher, wired together.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +9,11 @@ use anyhow::Context;
 use jiff::Timestamp;
 use redrive_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::api::{self, AppState, Limits};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
+use crate::ops::OpsState;
 use crate::sweeper::{self, SweeperConfig};
 
 #[derive(Clone, Debug)]
@@ -24,8 +25,10 @@ pub struct ServeOptions {
     pub sweeper: SweeperConfig,
 }
 
-/// Runs the server until `shutdown` completes; then stops accepting
-/// requests, lets in-flight pushes finish and closes the store.
+/// Runs the server until `shutdown` completes, then shuts down gracefully:
+/// publishes get 503 and readiness fails, the dispatcher stops claiming and
+/// lets in-flight pushes finish (up to its drain timeout), releasing the
+/// claims of the rest; then the HTTP server closes and the store is flushed.
 /// `on_listening` learns the bound address (useful with port 0).
 pub async fn serve(
     options: ServeOptions,
@@ -41,6 +44,9 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    // Installed before any traffic so the first counts are kept.
+    crate::metrics::handle();
+    let ops = Arc::new(OpsState::new(options.data_dir.clone()));
 
     let subscriptions_changed = Arc::new(Notify::new());
     let client = push::client().context("cannot build the HTTP client")?;
@@ -49,7 +55,8 @@ pub async fn serve(
         client,
         options.dispatcher.clone(),
         subscriptions_changed.clone(),
-    );
+    )
+    .reporting_to(&ops);
     let (stop_dispatcher, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweeper::run(
         store.clone(),
@@ -63,19 +70,42 @@ pub async fn serve(
         subscriptions_changed,
         limits: options.limits,
         jobs: Default::default(),
+        ops: ops.clone(),
     });
     tracing::info!(%address, data_dir = %options.data_dir.display(), "redrive is listening");
     on_listening(address);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed");
+    let (close_http, http_closed) = oneshot::channel::<()>();
+    let mut http = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_closed.await;
+            })
+            .into_future(),
+    );
+    let http_ended_early = tokio::select! {
+        () = shutdown => None,
+        ended = &mut http => Some(ended),
+    };
+    tracing::info!("shutting down: refusing publishes, draining in-flight pushes");
+    ops.begin_drain();
     let _ = stop_dispatcher.send(true);
     if let Err(err) = dispatcher.await {
         tracing::error!(error = %err, "the dispatcher stopped abnormally");
     }
     if let Err(err) = sweeper.await {
         tracing::error!(error = %err, "the sweeper stopped abnormally");
+    }
+    let _ = close_http.send(());
+    let served = match http_ended_early {
+        Some(ended) => ended,
+        None => http.await,
+    };
+    let served = served
+        .context("the HTTP server task failed")
+        .and_then(|result| result.context("the HTTP server failed"));
+    match store.flush().await {
+        Ok(()) => tracing::info!("store flushed; bye"),
+        Err(err) => tracing::error!(error = %err, "cannot flush the store"),
     }
     served
 }

@@ -333,7 +333,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(
-        state.store.cancel_delivery(&id, Timestamp::now()).await?,
-    ))
+    let delivery = state.store.cancel_delivery(&id, Timestamp::now()).await?;
+    crate::metrics::delivery_finished("failed", "cancelled", 1);
+    Ok(Json(delivery))
 }

@@ -7,6 +7,8 @@ mod events;
 mod extract;
 mod lifecycle;
 mod openapi;
+mod ops;
+mod request_logging;
 mod subscriptions;
 mod topics;
 
@@ -29,6 +31,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Background jobs (large redrives).
     pub jobs: crate::jobs::Jobs,
+    /// Draining, dispatcher liveness, backup staging.
+    pub ops: Arc<crate::ops::OpsState>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +62,11 @@ const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     let publish = Router::new()
         .route("/v1/topics/{name}/events", post(events::publish))
-        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes));
+        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::refuse_while_draining,
+        ));
     let admin = Router::new()
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route("/v1/topics/{name}", get(topics::get).delete(topics::delete))
@@ -80,18 +88,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{name}/journal", get(lifecycle::journal))
         .route("/v1/jobs/{id}", get(lifecycle::job))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
-    Router::new()
+    let router = Router::new()
         .merge(publish)
         .merge(admin)
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/admin/backup", post(ops::backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-}
-
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+        .with_state(state);
+    request_logging::layer(router)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
