@@ -582,3 +582,90 @@ fn version_names_the_commit_and_completions_cover_the_commands() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Recorder::start().await;
+    endpoint.state.failing.store(true, Ordering::SeqCst);
+    let mut server = RunningServer::start(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,tower_http=debug",
+        ],
+    )
+    .await;
+    let api = Api::new(&server.url);
+    let (status, _) = api
+        .call(
+            api.http
+                .get(format!("{}/v1/topics", server.url))
+                .header("x-request-id", "log-test-42"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api.post("/v1/topics", json!({"name": "orders"})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .post(
+            "/v1/subscriptions",
+            json!({
+                "name": "orders-hook",
+                "topic": "orders",
+                "endpoint": format!("{}?token=endpoint-secret", endpoint.url),
+                "retry_policy": {"backoff": {"kind": "immediate"}, "retry_limit": 1},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut secret = event("logged-1");
+    secret["data"] = json!({"card": "payload-secret-4242"});
+    let (status, body) = api.try_publish(&[secret]).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.deliveries("failed").await.is_empty() {
+        assert!(Instant::now() < deadline, "log:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.send_sigterm();
+    let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(20)));
+    assert!(status.success());
+
+    let log = server.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
+        })
+        .collect();
+    let with_message = |message: &str| {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == "log-test-42"),
+        "no line carries the request id; log:\n{log}"
+    );
+    // Two attempts: one info per failed attempt, one warn for the failure.
+    let failed_attempts = with_message("attempt failed; retry scheduled").len()
+        + with_message("attempt failed").len();
+    assert_eq!(failed_attempts, 2, "log:\n{log}");
+    let failures = with_message("delivery failed");
+    assert_eq!(failures.len(), 1, "log:\n{log}");
+    assert_eq!(failures[0]["level"], "WARN");
+    assert_eq!(failures[0]["fields"]["reason"], "retries_exhausted");
+    assert!(!log.contains("payload-secret-4242"), "a payload was logged");
+    assert!(
+        !log.contains("endpoint-secret"),
+        "an endpoint URL was logged"
+    );
+}
