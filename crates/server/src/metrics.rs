@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use redrive_core::{Attempt, Decision};
+use redrive_core::{Attempt, Decision, Subscription};
 use redrive_store::{PublishOutcome, QueueStats};
 
 pub const EVENTS_PUBLISHED: &str = "redrive_events_published_total";
@@ -170,22 +170,26 @@ pub fn delivery_finished(state: &'static str, reason: &'static str, count: u64) 
     counter!(DELIVERIES_FINISHED, "state" => state, "reason" => reason).increment(count);
 }
 
-/// Refreshes the backlog gauges; every subscription in `names` gets a
+/// Refreshes the per-subscription gauges; every subscription gets a
 /// value, zero when it has no backlog.
-pub fn set_queue_gauges(stats: &[QueueStats], names: &[String], now: jiff::Timestamp) {
-    for name in names {
+pub fn set_subscription_gauges(
+    stats: &[QueueStats],
+    subscriptions: &[Subscription],
+    now: jiff::Timestamp,
+) {
+    for subscription in subscriptions {
+        let name = &subscription.spec.name;
         let found = stats.iter().find(|s| &s.subscription == name);
-        let label = name.clone();
-        gauge!(DELIVERIES_DUE, "subscription" => label.clone())
+        gauge!(DELIVERIES_DUE, "subscription" => name.clone())
             .set(found.map_or(0, |s| s.due) as f64);
         let age = found
             .and_then(|s| s.oldest_due_at)
             .map(|due| now.duration_since(due).as_secs_f64().max(0.0))
             .unwrap_or(0.0);
-        gauge!(OLDEST_DUE_AGE, "subscription" => label.clone()).set(age);
-        gauge!(RETRIES_SCHEDULED, "subscription" => label.clone())
+        gauge!(OLDEST_DUE_AGE, "subscription" => name.clone()).set(age);
+        gauge!(RETRIES_SCHEDULED, "subscription" => name.clone())
             .set(found.map_or(0, |s| s.retries_scheduled) as f64);
-        gauge!(DELIVERIES_IN_FLIGHT, "subscription" => label)
+        gauge!(DELIVERIES_IN_FLIGHT, "subscription" => name.clone())
             .set(found.map_or(0, |s| s.in_flight) as f64);
     }
 }

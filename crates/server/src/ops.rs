@@ -52,9 +52,3 @@ impl OpsState {
         self.started_at.elapsed().as_secs()
     }
 }
-
-impl Default for OpsState {
-    fn default() -> Self {
-        OpsState::new(std::env::temp_dir())
-    }
-}

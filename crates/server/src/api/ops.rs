@@ -30,9 +30,11 @@ pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// Ready to take traffic: the store answers, its schema is fully migrated,
 /// the dispatcher runs and the process is not shutting down.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let (store, migrations) = match state.store.readiness().await {
+    let (store_ok, store, migrations_ok, migrations) = match state.store.readiness().await {
         Ok(readiness) => (
+            true,
             json!({"ok": true}),
+            readiness.migrated(),
             json!({
                 "ok": readiness.migrated(),
                 "schema_version": readiness.schema_version,
@@ -42,28 +44,29 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         Err(err) => {
             tracing::warn!(error = %err, "readiness: the store does not answer");
             (
+                false,
                 json!({"ok": false, "error": err.to_string()}),
+                false,
                 json!({"ok": false}),
             )
         }
     };
-    let dispatcher = json!({"ok": state.ops.dispatcher_running()});
+    let dispatcher_ok = state.ops.dispatcher_running();
     let draining = state.ops.draining();
-    let ready =
-        store["ok"] == true && migrations["ok"] == true && dispatcher["ok"] == true && !draining;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let ready = store_ok && migrations_ok && dispatcher_ok && !draining;
+    let (status, word) = match (ready, draining) {
+        (true, _) => (StatusCode::OK, "ready"),
+        (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     };
     (
         status,
         Json(json!({
-            "status": if ready { "ready" } else if draining { "draining" } else { "not_ready" },
+            "status": word,
             "checks": {
                 "store": store,
                 "migrations": migrations,
-                "dispatcher": dispatcher,
+                "dispatcher": {"ok": dispatcher_ok},
                 "shutting_down": draining,
             },
         })),
@@ -79,8 +82,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.store.list_subscriptions().await,
     ) {
         (Ok(stats), Ok(subscriptions)) => {
-            let names: Vec<String> = subscriptions.into_iter().map(|s| s.spec.name).collect();
-            metrics::set_queue_gauges(&stats, &names, now);
+            metrics::set_subscription_gauges(&stats, &subscriptions, now);
         }
         (Err(err), _) | (_, Err(err)) => {
             // The counters are still worth serving; the gauges keep their
