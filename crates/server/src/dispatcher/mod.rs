@@ -100,7 +100,7 @@ impl Dispatcher {
     /// Runs until `shutdown` turns true, then lets in-flight pushes finish
     /// for up to the drain timeout and releases the claims of the rest.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        self.running.store(true, Ordering::SeqCst);
+        let running = RunningFlag::raise(self.running.clone());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
@@ -176,7 +176,7 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
-        self.running.store(false, Ordering::SeqCst);
+        drop(running);
         self.drain(tasks).await;
     }
 
@@ -294,6 +294,22 @@ impl Dispatcher {
                 "cannot release unfinished claims; they are retried when their lease ends"
             ),
         }
+    }
+}
+
+/// True while held; lowered on drop, so a panicking loop reads as stopped.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl RunningFlag {
+    fn raise(flag: Arc<AtomicBool>) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        RunningFlag(flag)
+    }
+}
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
