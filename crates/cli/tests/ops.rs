@@ -384,6 +384,17 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
 
     first.send_sigterm();
     let stopping = Instant::now();
+    // While draining, readiness fails so load balancers move on.
+    let readiness = loop {
+        let (status, body) = api.get("/readyz").await;
+        if status == 503 || stopping.elapsed() > Duration::from_millis(800) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(readiness.0, 503, "{}", readiness.1);
+    assert_eq!(readiness.1["status"], "shutting_down");
+    assert_eq!(readiness.1["checks"]["shutting_down"], true);
     let status = tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(20)));
     let took = stopping.elapsed();
     endpoint.state.phase.store(BETWEEN, Ordering::SeqCst);
