@@ -34,7 +34,9 @@ fn request_span<B>(request: &Request<B>) -> Span {
 }
 
 /// Adds request ids and request logging around `router`. Responses are
-/// logged at debug (publishes are too many for info); server errors at error.
+/// logged at debug (publishes are too many for info); so are 5xx answers,
+/// whose causes are logged where they arise (the refused publishes of a
+/// shutdown would otherwise flood the log with errors).
 pub fn layer<S>(router: Router<S>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -45,7 +47,7 @@ where
                 .make_span_with(request_span as fn(&Request<axum::body::Body>) -> Span)
                 .on_request(DefaultOnRequest::new().level(Level::DEBUG))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
