@@ -267,6 +267,8 @@ impl Dispatcher {
             {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
+                // Aborted tasks never got to count themselves out.
+                self.pushes.store(0, Ordering::SeqCst);
             }
         }
         let unfinished: Vec<String> = match self.claimed.lock() {
