@@ -150,6 +150,10 @@ pub async fn backup(State(state): State<AppState>) -> Result<Response, ApiError>
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/vnd.sqlite3"),
     );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header::HeaderValue::from_static("attachment; filename=\"redrive-backup.db\""),
+    );
     if let Some(size) = size {
         headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
     }
