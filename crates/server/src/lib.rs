@@ -8,6 +8,8 @@ pub mod console;
 pub mod dispatcher;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
+pub mod ops;
 pub mod security;
 mod serve;
 pub mod sweeper;

@@ -8,6 +8,8 @@ mod extract;
 mod health;
 mod lifecycle;
 mod openapi;
+mod ops;
+mod request_logging;
 mod security;
 mod subscriptions;
 mod topics;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub jobs: crate::jobs::Jobs,
     /// Tokens, sessions, signing secrets, network policy and rate limits.
     pub security: crate::security::Security,
+    /// Draining, dispatcher liveness, backup staging.
+    pub ops: Arc<crate::ops::OpsState>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +67,11 @@ const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     let publish = Router::new()
         .route("/v1/topics/{name}/events", post(events::publish))
-        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes));
+        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::refuse_while_draining,
+        ));
     let admin = Router::new()
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route("/v1/topics/{name}", get(topics::get).delete(topics::delete))
@@ -99,12 +107,15 @@ pub fn router(state: AppState) -> Router {
             post(security::rotate_secret),
         )
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
-    Router::new()
+    let router = Router::new()
         .merge(publish)
         .merge(admin)
         .merge(crate::console::router())
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/admin/backup", post(ops::backup))
         .merge(crate::security::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -121,11 +132,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::security::limits::request_guard,
         ))
-        .with_state(state)
-}
-
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+        .with_state(state);
+    request_logging::layer(router)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

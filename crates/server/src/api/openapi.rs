@@ -33,6 +33,7 @@ use utoipa::OpenApi;
         super::security::delete_token,
         super::security::get_secret,
         super::security::rotate_secret,
+        super::ops::backup,
     ),
     modifiers(&BearerAuth)
 )]

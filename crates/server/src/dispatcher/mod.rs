@@ -7,8 +7,9 @@
 pub mod flow;
 pub mod push;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
@@ -58,6 +59,12 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     subscriptions_changed: Arc<Notify>,
     security: Option<crate::security::Security>,
+    /// True while the claim loop runs (readiness reads it).
+    running: Arc<AtomicBool>,
+    /// Pushes under way (the in-flight gauge reads it).
+    pushes: Arc<AtomicUsize>,
+    /// Deliveries claimed and not yet recorded: released at shutdown.
+    claimed: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The dispatcher loop's view of the world between rounds.
@@ -92,6 +99,9 @@ impl Dispatcher {
             config,
             subscriptions_changed,
             security: None,
+            running: Arc::default(),
+            pushes: Arc::default(),
+            claimed: Arc::default(),
         }
     }
 
@@ -101,9 +111,17 @@ impl Dispatcher {
         self
     }
 
+    /// Reports liveness and in-flight pushes into `ops`.
+    pub fn reporting_to(mut self, ops: &crate::ops::OpsState) -> Self {
+        self.running = ops.dispatcher_running.clone();
+        self.pushes = ops.pushes_in_flight.clone();
+        self
+    }
+
     /// Runs until `shutdown` turns true, then lets in-flight pushes finish
-    /// for up to the drain timeout.
+    /// for up to the drain timeout and releases the claims of the rest.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let running = RunningFlag::raise(self.running.clone());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
@@ -183,6 +201,7 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
+        drop(running);
         self.drain(tasks).await;
     }
 
@@ -238,19 +257,31 @@ impl Dispatcher {
             .entry(subscription.spec.name.clone())
             .or_insert_with(|| Flow::new(subscription.spec.max_concurrency))
             .ticket();
+        if let Ok(mut set) = self.claimed.lock() {
+            set.insert(claimed.delivery.id.clone());
+        }
+        self.pushes.fetch_add(1, Ordering::SeqCst);
         let store = self.store.clone();
         let client = self.client.clone();
         let clock = self.config.clock.clone();
         let done = done.clone();
         let security = self.security.clone();
+        let claimed_set = self.claimed.clone();
+        let pushes = self.pushes.clone();
         tasks.spawn(async move {
             let (completion, signal) =
                 attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
-            if let Err(err) = store.complete_many(vec![completion]).await {
+            let recorded = completion.attempt.clone();
+            match store.complete_many(vec![completion]).await {
+                Ok(()) => crate::metrics::attempt_recorded(&subscription.spec.name, &recorded),
                 // The lease runs out and the delivery is tried again.
-                tracing::error!(delivery = %claimed.delivery.id, error = %err,
-                    "cannot record an attempt");
+                Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
+                    "cannot record an attempt"),
             }
+            if let Ok(mut set) = claimed_set.lock() {
+                set.remove(&claimed.delivery.id);
+            }
+            pushes.fetch_sub(1, Ordering::SeqCst);
             let _ = done.send(Finished {
                 subscription: subscription.spec.name.clone(),
                 ticket,
@@ -260,20 +291,64 @@ impl Dispatcher {
     }
 
     async fn drain(&self, mut tasks: JoinSet<()>) {
-        if tasks.is_empty() {
+        if !tasks.is_empty() {
+            tracing::info!(
+                in_flight = tasks.len(),
+                drain_timeout_seconds = self.config.drain_timeout.as_secs_f64(),
+                "waiting for in-flight pushes to finish"
+            );
+            let all_done = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(self.config.drain_timeout, all_done)
+                .await
+                .is_err()
+            {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                // Aborted tasks never got to count themselves out.
+                self.pushes.store(0, Ordering::SeqCst);
+            }
+        }
+        let unfinished: Vec<String> = match self.claimed.lock() {
+            Ok(mut set) => set.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        if unfinished.is_empty() {
             return;
         }
-        tracing::info!(
-            in_flight = tasks.len(),
-            "waiting for in-flight pushes to finish"
-        );
-        let all_done = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.config.drain_timeout, all_done)
+        // Aborted pushes may have reached their endpoint; releasing them
+        // makes them due at once on the next start instead of after their
+        // lease, and at-least-once covers the possible repeat.
+        match self
+            .store
+            .release_claims(unfinished.clone(), self.config.clock.now())
             .await
-            .is_err()
         {
-            tracing::warn!("drain timeout passed; unfinished pushes are retried at next start");
+            Ok(released) => tracing::warn!(
+                released,
+                "drain timeout passed; unfinished pushes are due again at once"
+            ),
+            Err(err) => tracing::error!(
+                error = %err,
+                unfinished = unfinished.len(),
+                "cannot release unfinished claims; they are retried when their lease ends"
+            ),
         }
+    }
+}
+
+/// True while held; lowered on drop, so a panicking loop reads as stopped.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl RunningFlag {
+    fn raise(flag: Arc<AtomicBool>) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        RunningFlag(flag)
+    }
+}
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -349,8 +424,7 @@ async fn attempt(
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
         redrive_core::AttemptOutcome::Error(class) => (None, Some(class)),
     };
-    tracing::debug!(delivery = %delivery.id, subscription = %spec.name, attempt = delivery.attempts,
-        status, error = error.map(|e| e.as_str()), ?decision, "attempt finished");
+    log_attempt(delivery, &spec.name, status, error, &decision);
     let completion = Completion {
         delivery_id: delivery.id.clone(),
         attempt: Attempt {
@@ -387,6 +461,32 @@ fn flow_signal(outcome: &AttemptOutcome, decision: &Decision) -> Signal {
         _ => None,
     };
     Signal::Failure { retry_after }
+}
+
+/// One line per failed attempt at info, one more at warn when the delivery
+/// fails for good. Ids, status and error class only: never the payload, the
+/// endpoint URL (it may hold a token) or the response body.
+fn log_attempt(
+    delivery: &redrive_core::Delivery,
+    subscription: &str,
+    status: Option<u16>,
+    error: Option<redrive_core::ErrorClass>,
+    decision: &Decision,
+) {
+    let error = error.map(|e| e.as_str());
+    match decision {
+        Decision::Delivered => tracing::debug!(delivery = %delivery.id, subscription,
+            attempt = delivery.attempts, status, "delivered"),
+        Decision::Retry { at, retry } => tracing::info!(delivery = %delivery.id, subscription,
+            attempt = delivery.attempts, status, error, retry, retry_at = %at,
+            "attempt failed; retry scheduled"),
+        Decision::Failed { reason } => {
+            tracing::info!(delivery = %delivery.id, subscription, attempt = delivery.attempts,
+                status, error, "attempt failed");
+            tracing::warn!(delivery = %delivery.id, subscription, event = %delivery.event_id,
+                attempts = delivery.attempts, reason = reason.as_str(), "delivery failed");
+        }
+    }
 }
 
 impl Round {
