@@ -16,6 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+/// The admin token the servers under test run with, as users would.
+const TOKEN: &str = "ops-admin-token-0123456789abcdef";
 
 // ---------------------------------------------------------------------------
 // The redrive process
@@ -46,6 +48,8 @@ impl RunningServer {
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")
+            .env("REDRIVE_API_TOKEN", TOKEN)
+            .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
             .env_remove("REDRIVE_LISTEN")
             .env_remove("REDRIVE_DATA_DIR")
             .stdin(Stdio::null())
@@ -138,7 +142,14 @@ impl Api {
         redrive_server::dispatcher::push::install_crypto_provider();
         Api {
             base: base.to_owned(),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {TOKEN}").parse().unwrap(),
+                )]))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -492,7 +503,7 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
         let (url, copy) = (live.url.clone(), copy.clone());
         move || {
             Command::new(REDRIVE)
-                .args(["--server", &url, "backup", "--out"])
+                .args(["--server", &url, "--token", TOKEN, "backup", "--out"])
                 .arg(&copy)
                 .output()
                 .expect("redrive backup runs")
@@ -514,6 +525,12 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
     let restored_dir = dir.path().join("restored");
     std::fs::create_dir_all(&restored_dir).unwrap();
     std::fs::copy(&copy, restored_dir.join("redrive.db")).unwrap();
+    // The signing secrets in the copy are encrypted with this key.
+    std::fs::copy(
+        dir.path().join("live").join("secret.key"),
+        restored_dir.join("secret.key"),
+    )
+    .unwrap();
     endpoint.state.failing.store(false, Ordering::SeqCst);
     let restored = RunningServer::start(&restored_dir, &dir.path().join("restored.log"), &[]).await;
     let api = Api::new(&restored.url);
