@@ -8,12 +8,15 @@ pub mod classify;
 pub mod decision;
 pub mod duration;
 pub mod event;
+pub mod explain;
 pub mod filter;
 pub mod health;
 pub mod lifecycle;
+pub mod marks;
 pub mod model;
 pub mod names;
 pub mod policy;
+pub mod security;
 
 pub use classify::{AttemptOutcome, ErrorClass, RetryAfter, Verdict};
 pub use decision::{AttemptContext, Decision, FailureReason};

@@ -18,7 +18,13 @@ use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreErro
 mod health;
 mod lifecycle;
 pub use health::*;
+mod console;
+pub use console::*;
+mod security;
 pub use lifecycle::*;
+pub use security::*;
+mod ops;
+pub use ops::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -52,6 +58,15 @@ macro_rules! conformance_tests {
             paused_and_disabled_subscriptions_get_no_claims,
             old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
             retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
+            console_search_filters_newest_first,
+            console_search_pages_without_gaps_or_repeats,
+            console_counts_deliveries_by_state_since,
+            console_buckets_delivered_and_failed_by_end_time,
+            tokens_are_created_read_listed_and_deleted,
+            signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
+            released_claims_are_due_at_once_with_the_attempt_interrupted,
+            queue_stats_count_due_retries_and_in_flight,
+            readiness_reports_a_fully_migrated_schema,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

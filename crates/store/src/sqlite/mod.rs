@@ -3,11 +3,14 @@
 //! (synchronous = FULL, so a commit is on disk when it returns); reads use a
 //! small pool of connections on the blocking thread pool.
 
+mod console;
 mod health;
 mod lifecycle;
+mod ops;
 mod readers;
 mod rows;
 mod schema;
+mod security;
 mod writer;
 
 use std::fs::File;
@@ -22,7 +25,9 @@ use redrive_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
+use crate::console::*;
 use crate::lifecycle::*;
+use crate::security::*;
 use crate::store::*;
 use crate::{Result, StoreError};
 use readers::Readers;
@@ -587,6 +592,113 @@ impl Store for SqliteStore {
             .await?;
         self.wakeups.notify_one();
         Ok(subscription)
+    }
+    // --- console ---
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
+        self.readers
+            .read(move |conn| console::search_in(conn, &query))
+            .await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| console::count_by_state_in(conn, &subscription, since))
+            .await
+    }
+
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
+        self.readers
+            .read(move |conn| console::outcome_buckets_in(conn, &query))
+            .await
+    }
+
+    // --- security ---
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.writer
+            .write(move |conn| security::create_token_in(conn, &token))
+            .await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| security::get_token_in(conn, &id))
+            .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.readers.read(security::list_tokens_in).await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| security::delete_token_in(conn, &id))
+            .await
+    }
+
+    async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| security::get_secrets_in(conn, &subscription))
+            .await
+    }
+
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets> {
+        let subscription = subscription.to_owned();
+        self.writer
+            .write(move |conn| security::ensure_secret_in(conn, &subscription, &current, now))
+            .await
+    }
+
+    async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets> {
+        self.writer
+            .write(move |conn| security::rotate_secret_in(conn, &rotation))
+            .await
+    }
+
+    // --- ops ---
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.writer
+            .write(move |conn| ops::release_in(conn, &delivery_ids, now))
+            .await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.readers
+            .read(move |conn| ops::queue_stats_in(conn, now))
+            .await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        self.readers.read(ops::readiness_in).await
+    }
+
+    async fn backup_into(&self, path: &Path) -> Result<()> {
+        let (database, target) = (self.path.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || ops::backup(&database, &target))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the backup task failed: {err}")))?
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // An empty write first: the checkpoint then covers every write
+        // queued before this call. It runs outside the writer's transaction.
+        self.writer.write(|_| Ok(())).await?;
+        let database = self.path.clone();
+        tokio::task::spawn_blocking(move || ops::checkpoint(&database))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the checkpoint task failed: {err}")))?
     }
 }
 
