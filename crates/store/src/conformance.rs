@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             health_changes_compare_and_set_and_announce_on_the_system_topic,
             paused_and_disabled_subscriptions_get_no_claims,
             old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
+            retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
             console_search_filters_newest_first,
             console_search_pages_without_gaps_or_repeats,
             console_counts_deliveries_by_state_since,
@@ -66,7 +67,6 @@ macro_rules! conformance_tests {
             released_claims_are_due_at_once_with_the_attempt_interrupted,
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,
-            retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
