@@ -255,7 +255,10 @@ fn failures_without_a_status_show_their_error_class() {
         html.contains("error: timeout (no answer in time)"),
         "{html}"
     );
-    assert!(html.contains("Next attempt scheduled at 2027-01-15 08:01:00 UTC."), "{html}");
+    assert!(
+        html.contains("Next attempt scheduled at 2027-01-15 08:01:00 UTC."),
+        "{html}"
+    );
 }
 
 #[test]

@@ -6,7 +6,10 @@
 
 mod console;
 mod error;
+mod health;
 mod lifecycle;
+mod ops;
+mod security;
 mod store;
 
 pub mod conformance;
@@ -14,7 +17,10 @@ pub mod sqlite;
 
 pub use console::*;
 pub use error::StoreError;
+pub use health::*;
 pub use lifecycle::*;
+pub use ops::*;
+pub use security::*;
 pub use sqlite::SqliteStore;
 pub use store::*;
 

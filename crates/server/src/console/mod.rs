@@ -186,6 +186,7 @@ async fn load_overview(store: &dyn Store) -> Result<views::Overview, PageError> 
             .await?;
         subscriptions.push(views::SubscriptionSummary {
             health: health_of(&sub),
+            paused: sub.status.paused,
             name,
             topic: sub.spec.topic.clone(),
             endpoint: sub.spec.endpoint.clone(),
@@ -201,8 +202,8 @@ async fn load_overview(store: &dyn Store) -> Result<views::Overview, PageError> 
 }
 
 /// The endpoint health badge of a subscription.
-fn health_of(_subscription: &redrive_core::Subscription) -> String {
-    "healthy".into()
+fn health_of(subscription: &redrive_core::Subscription) -> String {
+    subscription.status.health.as_str().into()
 }
 
 async fn overview(State(state): State<AppState>) -> PageResult {
@@ -381,6 +382,7 @@ async fn subscription(
     };
     let page = views::SubscriptionPage {
         health: health_of(&sub),
+        paused: sub.status.paused,
         name,
         topic: sub.spec.topic,
         endpoint: sub.spec.endpoint,
