@@ -139,7 +139,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     let external = server.local.is_none();
-    let outcome = measure(&args, &server.base, external, sink_address, &sink).await;
+    let outcome = measure(
+        &args,
+        &server.base,
+        server.token.as_deref(),
+        external,
+        sink_address,
+        &sink,
+    )
+    .await;
 
     let _ = stop_sink.send(());
     if tokio::time::timeout(Duration::from_secs(5), sink_task)
@@ -268,6 +276,22 @@ async fn receive(State(sink): State<Arc<Sink>>, headers: HeaderMap, _body: Bytes
 struct Server {
     base: String,
     local: Option<LocalServer>,
+    /// The bearer token for its API (an external server's from REDRIVE_TOKEN).
+    token: Option<String>,
+}
+
+/// The `Authorization` header every bench request carries.
+fn auth_headers(token: Option<&str>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .context("the token cannot be sent in a header")?,
+        );
+    }
+    Ok(headers)
 }
 
 struct LocalServer {
@@ -282,6 +306,7 @@ impl Server {
         Server {
             base: url.trim_end_matches('/').to_owned(),
             local: None,
+            token: std::env::var("REDRIVE_TOKEN").ok(),
         }
     }
 
@@ -290,6 +315,10 @@ impl Server {
             .prefix("redrive-bench-")
             .tempdir()
             .context("cannot create a temporary data directory")?;
+        let token: String = redrive_server::security::random_bytes::<16>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let options = redrive_server::ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
@@ -299,6 +328,18 @@ impl Server {
                 ..Default::default()
             },
             sweeper: Default::default(),
+            health: Default::default(),
+            security: redrive_server::security::SecurityOptions {
+                admin_token: redrive_server::security::AdminToken::Given(token.clone()),
+                // The sink listens on 127.0.0.1.
+                endpoint_policy: redrive_core::security::EndpointPolicy {
+                    allow: redrive_core::security::parse_networks("127.0.0.0/8")?,
+                    https_only: false,
+                },
+                // The bench measures the store and dispatcher, not the limiter.
+                publish_rate: redrive_core::security::Rate::UNLIMITED,
+                ..Default::default()
+            },
         };
         let (listening, address) = oneshot::channel::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -329,6 +370,7 @@ impl Server {
                 task,
                 data_dir,
             }),
+            token: Some(token),
         })
     }
 
@@ -357,12 +399,14 @@ impl Server {
 async fn measure(
     args: &BenchOptions,
     base: &str,
+    token: Option<&str>,
     external: bool,
     sink_address: SocketAddr,
     sink: &Arc<Sink>,
 ) -> anyhow::Result<Results> {
     let admin = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers(token)?)
         .build()
         .context("cannot build the HTTP client")?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
@@ -390,7 +434,7 @@ async fn measure(
     .await
     .context("cannot create the bench subscription")?;
 
-    let measured = publish_and_wait(args, base, &topic, &run_id, sink).await;
+    let measured = publish_and_wait(args, base, token, &topic, &run_id, sink).await;
 
     if external {
         // Leave the external server as it was; a failure here is only noted.
@@ -469,12 +513,14 @@ struct Plan {
 async fn publish_and_wait(
     args: &BenchOptions,
     base: &str,
+    token: Option<&str>,
     topic: &str,
     run_id: &str,
     sink: &Arc<Sink>,
 ) -> anyhow::Result<Results> {
     let client = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers(token)?)
         .tcp_nodelay(true)
         .pool_max_idle_per_host(args.publishers)
         .pool_idle_timeout(Duration::from_secs(60))

@@ -333,9 +333,9 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(
-        state.store.cancel_delivery(&id, Timestamp::now()).await?,
-    ))
+    let delivery = state.store.cancel_delivery(&id, Timestamp::now()).await?;
+    crate::metrics::delivery_finished("failed", "cancelled", 1);
+    Ok(Json(delivery))
 }
 
 /// Redrives like `POST /v1/subscriptions/{name}/redrive` does, for other

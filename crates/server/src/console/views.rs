@@ -522,8 +522,8 @@ fn error_text(error: ErrorClass) -> &'static str {
         ErrorClass::Dns => "DNS (the host name did not resolve)",
         ErrorClass::Tls => "TLS handshake failed",
         ErrorClass::Interrupted => "interrupted (the process stopped or the lease ran out)",
+        ErrorClass::Blocked => "blocked (the address is not allowed)",
         ErrorClass::Other => "other (a malformed answer or protocol error)",
-        ErrorClass::Blocked => "blocked (the endpoint's address is not allowed)",
     }
 }
 
