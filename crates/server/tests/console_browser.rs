@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Endpoint, PATIENCE, Reply, Server, event, subscription};
+use common::{Endpoint, PATIENCE, Reply, Server, TOKEN, event, subscription};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -143,6 +143,41 @@ async fn seeded() -> (Server, Endpoint) {
     (server, endpoint)
 }
 
+/// The console's address as the browser uses it: `localhost`, where the
+/// session cookie (`Secure`) is kept over plain http.
+fn console_url(server: &Server, path: &str) -> String {
+    server.url(path).replacen("127.0.0.1", "localhost", 1)
+}
+
+/// Signs the browser in with the test server's admin token.
+async fn sign_in(client: &Client, server: &Server) {
+    client
+        .goto(&console_url(server, "/console/login"))
+        .await
+        .expect("the sign-in page opens");
+    client
+        .find(Locator::Css("input#token"))
+        .await
+        .expect("a token field")
+        .send_keys(TOKEN)
+        .await
+        .expect("the token is typed");
+    client
+        .find(Locator::Css("form button[type='submit']"))
+        .await
+        .expect("a sign-in button")
+        .click()
+        .await
+        .expect("the form submits");
+    eventually("the sign-in to finish", || async {
+        client
+            .current_url()
+            .await
+            .is_ok_and(|url| url.path() == "/console")
+    })
+    .await;
+}
+
 /// Each row's event id with the labels of its icons, as the browser sees
 /// the page.
 async fn row_marks(client: &Client) -> BTreeMap<String, Vec<String>> {
@@ -186,8 +221,12 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
     };
     let (server, _endpoint) = seeded().await;
     let client = &browser.client;
+    sign_in(client, &server).await;
 
-    client.goto(&server.url("/")).await.expect("the root opens");
+    client
+        .goto(&console_url(&server, "/"))
+        .await
+        .expect("the root opens");
     assert_eq!(
         client.current_url().await.expect("a URL").path(),
         "/console",
@@ -200,7 +239,7 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
     screenshot(client, "overview").await;
 
     client
-        .goto(&server.url("/console/subscriptions/hooks"))
+        .goto(&console_url(&server, "/console/subscriptions/hooks"))
         .await
         .expect("the subscription page opens");
     let failed = client
@@ -275,13 +314,19 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
         ("since=1h", vec!["e-bad", "e-flaky", "e-ok"]),
     ] {
         client
-            .goto(&server.url(&format!("/console/subscriptions/hooks?{query}")))
+            .goto(&console_url(
+                &server,
+                &format!("/console/subscriptions/hooks?{query}"),
+            ))
             .await
             .expect("a shared link opens");
         assert_eq!(event_ids_shown(client).await, expected, "filter {query}");
     }
     client
-        .goto(&server.url("/console/subscriptions/hooks?type=nothing-like-this"))
+        .goto(&console_url(
+            &server,
+            "/console/subscriptions/hooks?type=nothing-like-this",
+        ))
         .await
         .expect("an empty filter opens");
     client
@@ -291,7 +336,7 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
 
     // The list refreshes itself: a new delivery shows without a reload.
     client
-        .goto(&server.url("/console/subscriptions/hooks"))
+        .goto(&console_url(&server, "/console/subscriptions/hooks"))
         .await
         .expect("the subscription page opens");
     server.publish_ok("orders", &event("e-late", "ok")).await;
@@ -301,7 +346,7 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
     .await;
 
     client
-        .goto(&server.url("/console/policy?subscription=hooks"))
+        .goto(&console_url(&server, "/console/policy?subscription=hooks"))
         .await
         .expect("the policy preview opens");
     let end = client
@@ -315,7 +360,10 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
     screenshot(client, "policy").await;
 
     client
-        .goto(&server.url("/console/deliveries/no-such-delivery"))
+        .goto(&console_url(
+            &server,
+            "/console/deliveries/no-such-delivery",
+        ))
         .await
         .expect("the 404 page opens");
     client
@@ -333,6 +381,7 @@ async fn retry_now_adds_an_attempt_visible_on_the_delivery_page() {
     };
     let (server, endpoint) = seeded().await;
     let client = &browser.client;
+    sign_in(client, &server).await;
     let deliveries = server.deliveries("hooks").await;
     let ok: &Value = deliveries
         .iter()
@@ -342,7 +391,7 @@ async fn retry_now_adds_an_attempt_visible_on_the_delivery_page() {
     let sent_before = endpoint.received().len();
 
     client
-        .goto(&server.url(&format!("/console/deliveries/{id}")))
+        .goto(&console_url(&server, &format!("/console/deliveries/{id}")))
         .await
         .expect("the delivery page opens");
     let attempts = client

@@ -9,8 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::{Endpoint, Reply, Server, event, subscription};
 use serde_json::json;
 
+/// A script's client: the admin token as a bearer header (no CSRF token
+/// needed), redirects left visible.
 fn no_redirects() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", common::TOKEN)
+            .parse()
+            .expect("a header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("an HTTP client")

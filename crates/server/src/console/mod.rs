@@ -21,6 +21,7 @@ use redrive_store::{DeliverySearch, OutcomeBucketsQuery, RedriveFilter, Store, S
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::security::console::ConsoleSession;
 use views::{DeliveryRows, Filters};
 
 /// Rows per page of a delivery list.
@@ -186,6 +187,7 @@ async fn load_overview(store: &dyn Store) -> Result<views::Overview, PageError> 
             .await?;
         subscriptions.push(views::SubscriptionSummary {
             health: health_of(&sub),
+            paused: sub.status.paused,
             name,
             topic: sub.spec.topic.clone(),
             endpoint: sub.spec.endpoint.clone(),
@@ -201,8 +203,8 @@ async fn load_overview(store: &dyn Store) -> Result<views::Overview, PageError> 
 }
 
 /// The endpoint health badge of a subscription.
-fn health_of(_subscription: &redrive_core::Subscription) -> String {
-    "healthy".into()
+fn health_of(subscription: &redrive_core::Subscription) -> String {
+    subscription.status.health.as_str().into()
 }
 
 async fn overview(State(state): State<AppState>) -> PageResult {
@@ -334,6 +336,7 @@ async fn load_rows(
     store: &dyn Store,
     name: &str,
     params: &ListParams,
+    session: &ConsoleSession,
 ) -> Result<(DeliveryRows, Option<String>), PageError> {
     let filters = params.filters();
     let mut rows = DeliveryRows {
@@ -342,7 +345,7 @@ async fn load_rows(
         filters,
         next_cursor: None,
         paged: !params.cursor.is_empty(),
-        csrf: None,
+        csrf: Some(session.csrf_token().to_owned()),
     };
     let search = match search_from(name, params, Timestamp::now()) {
         Ok(search) => search,
@@ -361,6 +364,7 @@ async fn load_rows(
 
 async fn subscription(
     State(state): State<AppState>,
+    session: ConsoleSession,
     Path(name): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
@@ -373,7 +377,7 @@ async fn subscription(
         }
         other => other?,
     };
-    let (rows, filter_error) = load_rows(&*state.store, &name, &params).await?;
+    let (rows, filter_error) = load_rows(&*state.store, &name, &params, &session).await?;
     let status = if filter_error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -381,6 +385,7 @@ async fn subscription(
     };
     let page = views::SubscriptionPage {
         health: health_of(&sub),
+        paused: sub.status.paused,
         name,
         topic: sub.spec.topic,
         endpoint: sub.spec.endpoint,
@@ -394,12 +399,13 @@ async fn subscription(
 
 async fn subscription_rows(
     State(state): State<AppState>,
+    session: ConsoleSession,
     Path(name): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
     let params = query_params(params)?;
     state.store.get_subscription(&name).await?;
-    let (rows, filter_error) = load_rows(&*state.store, &name, &params).await?;
+    let (rows, filter_error) = load_rows(&*state.store, &name, &params, &session).await?;
     if let Some(problem) = filter_error {
         return Err(PageError::bad_request(problem));
     }
@@ -420,7 +426,11 @@ async fn redrive_failed(State(state): State<AppState>, Path(name): Path<String>)
 // Delivery
 // ---------------------------------------------------------------------------
 
-async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+async fn delivery(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    Path(id): Path<String>,
+) -> PageResult {
     let detail = match state.store.get_delivery(&id).await {
         Err(StoreError::NotFound { .. }) => {
             return Err(PageError::not_found(format!(
@@ -433,16 +443,20 @@ async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Page
         &detail.delivery,
         &detail.event,
         &detail.attempts,
-        None,
+        Some(session.csrf_token()),
     )))
 }
 
-async fn delivery_live(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+async fn delivery_live(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    Path(id): Path<String>,
+) -> PageResult {
     let detail = state.store.get_delivery(&id).await?;
     Ok(html(views::delivery_live(
         &detail.delivery,
         &detail.attempts,
-        None,
+        Some(session.csrf_token()),
     )))
 }
 

@@ -79,6 +79,10 @@ pub fn health_badge(health: &str) -> Markup {
     html! { span class={ "badge badge-" (health) } title="endpoint health" { (health) } }
 }
 
+fn paused_badge() -> Markup {
+    html! { span.badge.badge-paused title="pushes paused by hand" { "paused" } }
+}
+
 pub fn when(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
@@ -110,6 +114,8 @@ pub struct SubscriptionSummary {
     pub topic: String,
     pub endpoint: String,
     pub health: String,
+    /// Pushes paused by hand.
+    pub paused: bool,
     pub last_hour: StateCounts,
     pub last_day: StateCounts,
     pub buckets: Vec<OutcomeBucket>,
@@ -157,7 +163,7 @@ pub fn overview_topics(data: &Overview) -> Markup {
                                 @for sub in subs {
                                     tr data-subscription=(sub.name) {
                                         td { a href=(links::subscription(&sub.name)) { (sub.name) } }
-                                        td { (health_badge(&sub.health)) }
+                                        td { (health_badge(&sub.health)) @if sub.paused { " " (paused_badge()) } }
                                         td.wrap.hide-narrow { (sub.endpoint) }
                                         td { (counts(&sub.last_hour)) }
                                         td { (counts(&sub.last_day)) }
@@ -259,6 +265,8 @@ pub struct SubscriptionPage {
     pub topic: String,
     pub endpoint: String,
     pub health: String,
+    /// Pushes paused by hand.
+    pub paused: bool,
     pub filters: Filters,
     pub rows: DeliveryRows,
     /// Why the filters could not be applied, shown above an empty list.
@@ -283,7 +291,7 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
     layout(
         &page.name,
         html! {
-            h1 { "Subscription " code { (page.name) } " " (health_badge(&page.health)) }
+            h1 { "Subscription " code { (page.name) } " " (health_badge(&page.health)) @if page.paused { " " (paused_badge()) } }
             div.card {
                 dl.attrs {
                     dt { "Topic" } dd { code { (page.topic) } }
