@@ -328,6 +328,7 @@ impl Server {
                 ..Default::default()
             },
             sweeper: Default::default(),
+            health: Default::default(),
             security: redrive_server::security::SecurityOptions {
                 admin_token: redrive_server::security::AdminToken::Given(token.clone()),
                 // The sink listens on 127.0.0.1.

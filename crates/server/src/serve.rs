@@ -9,10 +9,12 @@ use anyhow::Context;
 use jiff::Timestamp;
 use redrive_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::api::{self, AppState, Limits};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
+use crate::health::{self, HealthConfig};
+use crate::ops::OpsState;
 use crate::security::{Security, SecurityOptions};
 use crate::sweeper::{self, SweeperConfig};
 
@@ -23,11 +25,14 @@ pub struct ServeOptions {
     pub limits: Limits,
     pub dispatcher: DispatcherConfig,
     pub sweeper: SweeperConfig,
+    pub health: HealthConfig,
     pub security: SecurityOptions,
 }
 
-/// Runs the server until `shutdown` completes; then stops accepting
-/// requests, lets in-flight pushes finish and closes the store.
+/// Runs the server until `shutdown` completes, then shuts down gracefully:
+/// publishes get 503 and readiness fails, the dispatcher stops claiming and
+/// lets in-flight pushes finish (up to its drain timeout), releasing the
+/// claims of the rest; then the HTTP server closes and the store is flushed.
 /// `on_listening` learns the bound address (useful with port 0).
 pub async fn serve(
     options: ServeOptions,
@@ -43,6 +48,9 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    // Installed before any traffic so the first counts are kept.
+    crate::metrics::handle();
+    let ops = Arc::new(OpsState::new(options.data_dir.clone()));
 
     let startup = Security::start(&options.security, &options.data_dir, store.clone())
         .context("cannot set up authentication and signing")?;
@@ -60,11 +68,18 @@ pub async fn serve(
         options.dispatcher.clone(),
         subscriptions_changed.clone(),
     )
-    .with_security(security.clone());
+    .with_security(security.clone())
+    .reporting_to(&ops);
     let (stop_dispatcher, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweeper::run(
         store.clone(),
         options.sweeper.clone(),
+        stopped.clone(),
+    ));
+    let evaluator = tokio::spawn(health::run(
+        store.clone(),
+        options.health.clone(),
+        subscriptions_changed.clone(),
         stopped.clone(),
     ));
     let dispatcher = tokio::spawn(dispatcher.run(stopped));
@@ -75,23 +90,47 @@ pub async fn serve(
         limits: options.limits,
         jobs: Default::default(),
         security,
+        ops: ops.clone(),
     });
     tracing::info!(%address, data_dir = %options.data_dir.display(), "redrive is listening");
     on_listening(address);
-    let served = serve_http(
+    let (close_http, http_closed) = oneshot::channel::<()>();
+    let mut http = tokio::spawn(serve_http(
         listener,
         app,
         options.security.header_read_timeout,
         options.dispatcher.drain_timeout,
-        shutdown,
-    )
-    .await;
+        async move {
+            let _ = http_closed.await;
+        },
+    ));
+    let http_ended_early = tokio::select! {
+        () = shutdown => None,
+        ended = &mut http => Some(ended),
+    };
+    tracing::info!("shutting down: refusing publishes, draining in-flight pushes");
+    ops.begin_drain();
     let _ = stop_dispatcher.send(true);
     if let Err(err) = dispatcher.await {
         tracing::error!(error = %err, "the dispatcher stopped abnormally");
     }
     if let Err(err) = sweeper.await {
         tracing::error!(error = %err, "the sweeper stopped abnormally");
+    }
+    if let Err(err) = evaluator.await {
+        tracing::error!(error = %err, "the health evaluator stopped abnormally");
+    }
+    let _ = close_http.send(());
+    let served = match http_ended_early {
+        Some(ended) => ended,
+        None => http.await,
+    };
+    let served = served
+        .context("the HTTP server task failed")
+        .and_then(|result| result.context("the HTTP server failed"));
+    match store.flush().await {
+        Ok(()) => tracing::info!("store flushed; bye"),
+        Err(err) => tracing::error!(error = %err, "cannot flush the store"),
     }
     served
 }

@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             released_claims_are_due_at_once_with_the_attempt_interrupted,
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,
+            retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

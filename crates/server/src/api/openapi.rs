@@ -25,11 +25,15 @@ use utoipa::OpenApi;
         super::lifecycle::redrive,
         super::lifecycle::job,
         super::lifecycle::journal,
+        super::health::pause,
+        super::health::resume,
+        super::health::enable,
         super::security::create_token,
         super::security::list_tokens,
         super::security::delete_token,
         super::security::get_secret,
         super::security::rotate_secret,
+        super::ops::backup,
     ),
     modifiers(&BearerAuth)
 )]

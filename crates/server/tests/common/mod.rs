@@ -20,6 +20,7 @@ use redrive_server::ServeOptions;
 use redrive_server::api::Limits;
 use redrive_server::clock::Clock;
 use redrive_server::dispatcher::DispatcherConfig;
+use redrive_server::health::HealthConfig;
 use redrive_server::security::{AdminToken, SecurityOptions};
 use redrive_server::sweeper::SweeperConfig;
 use reqwest::header::CONTENT_TYPE;
@@ -55,20 +56,32 @@ impl Server {
     }
 
     pub async fn start_configured(limits: Limits, sweeper: SweeperConfig) -> Server {
-        Server::start_secured(limits, sweeper, test_security()).await
+        Server::start_tuned(limits, sweeper, |_| {}).await
     }
 
-    /// As users run it: with an admin token (which `http` sends) and
-    /// endpoints on 127.0.0.0/8 allowed.
     pub async fn start_secured(
         limits: Limits,
         sweeper: SweeperConfig,
         security: SecurityOptions,
     ) -> Server {
+        Server::start_tuned(limits, sweeper, move |options| {
+            options.security = security;
+        })
+        .await
+    }
+
+    /// Starts a server as users run it — with an admin token (which `http`
+    /// sends) and endpoints on 127.0.0.0/8 allowed — whose options `tune`
+    /// adjusts last.
+    pub async fn start_tuned(
+        limits: Limits,
+        sweeper: SweeperConfig,
+        tune: impl FnOnce(&mut ServeOptions),
+    ) -> Server {
         redrive_server::dispatcher::push::install_crypto_provider();
         let clock = sweeper.clock.clone();
         let data = tempfile::tempdir().expect("a temporary data directory");
-        let options = ServeOptions {
+        let mut options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data.path().join("data"),
             limits,
@@ -78,8 +91,13 @@ impl Server {
                 ..DispatcherConfig::default()
             },
             sweeper,
-            security,
+            health: HealthConfig {
+                interval: Duration::from_millis(100),
+                clock: clock.clone(),
+            },
+            security: test_security(),
         };
+        tune(&mut options);
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
