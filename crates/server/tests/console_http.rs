@@ -10,7 +10,16 @@ use common::{Endpoint, Reply, Server, event, subscription};
 use serde_json::json;
 
 fn no_redirects() -> reqwest::Client {
+    // Signed in as scripts are: the admin token as a bearer header.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", common::TOKEN)
+            .parse()
+            .expect("a header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("an HTTP client")

@@ -21,6 +21,7 @@ use redrive_store::{DeliverySearch, OutcomeBucketsQuery, RedriveFilter, Store, S
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::security::ConsoleSession;
 use views::{DeliveryRows, Filters};
 
 /// Rows per page of a delivery list.
@@ -361,6 +362,7 @@ async fn load_rows(
 
 async fn subscription(
     State(state): State<AppState>,
+    session: ConsoleSession,
     Path(name): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
@@ -373,7 +375,8 @@ async fn subscription(
         }
         other => other?,
     };
-    let (rows, filter_error) = load_rows(&*state.store, &name, &params).await?;
+    let (mut rows, filter_error) = load_rows(&*state.store, &name, &params).await?;
+    rows.csrf = Some(session.csrf_token().to_owned());
     let status = if filter_error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -394,12 +397,14 @@ async fn subscription(
 
 async fn subscription_rows(
     State(state): State<AppState>,
+    session: ConsoleSession,
     Path(name): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
     let params = query_params(params)?;
     state.store.get_subscription(&name).await?;
-    let (rows, filter_error) = load_rows(&*state.store, &name, &params).await?;
+    let (mut rows, filter_error) = load_rows(&*state.store, &name, &params).await?;
+    rows.csrf = Some(session.csrf_token().to_owned());
     if let Some(problem) = filter_error {
         return Err(PageError::bad_request(problem));
     }
@@ -420,7 +425,11 @@ async fn redrive_failed(State(state): State<AppState>, Path(name): Path<String>)
 // Delivery
 // ---------------------------------------------------------------------------
 
-async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+async fn delivery(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    Path(id): Path<String>,
+) -> PageResult {
     let detail = match state.store.get_delivery(&id).await {
         Err(StoreError::NotFound { .. }) => {
             return Err(PageError::not_found(format!(
@@ -433,16 +442,20 @@ async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Page
         &detail.delivery,
         &detail.event,
         &detail.attempts,
-        None,
+        Some(session.csrf_token()),
     )))
 }
 
-async fn delivery_live(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+async fn delivery_live(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    Path(id): Path<String>,
+) -> PageResult {
     let detail = state.store.get_delivery(&id).await?;
     Ok(html(views::delivery_live(
         &detail.delivery,
         &detail.attempts,
-        None,
+        Some(session.csrf_token()),
     )))
 }
 
