@@ -93,6 +93,9 @@ CREATE TABLE journal_floors (
     purged_through  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    super::health::MIGRATION,
+    super::console::CONSOLE_INDEXES,
+    super::security::MIGRATION,
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
