@@ -64,6 +64,8 @@ enum Command {
 enum PolicyCommand {
     /// Print the retry schedule of a policy.
     Explain(explain::ExplainArgs),
+    /// List the retry presets, with the system each one reproduces.
+    Presets,
 }
 
 #[derive(Args)]
@@ -122,6 +124,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deliveries(command) => commands::deliveries(&client(&cli.server)?, command).await,
         Command::Policy(PolicyCommand::Explain(args)) => {
             println!("{}", explain::run(&args)?);
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Presets) => {
+            println!("{}", explain::presets_table());
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,

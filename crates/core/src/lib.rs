@@ -6,6 +6,7 @@
 pub mod binding;
 pub mod classify;
 pub mod decision;
+pub mod dialect;
 pub mod duration;
 pub mod event;
 pub mod filter;
@@ -13,6 +14,8 @@ pub mod lifecycle;
 pub mod model;
 pub mod names;
 pub mod policy;
+pub mod presets;
+pub mod rate;
 
 pub use classify::{AttemptOutcome, ErrorClass, RetryAfter, Verdict};
 pub use decision::{AttemptContext, Decision, FailureReason};

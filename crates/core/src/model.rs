@@ -38,7 +38,8 @@ pub struct SubscriptionSpec {
     /// How long one push may take before it counts as a timeout.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
-    #[serde(default = "default_max_concurrency")]
+    /// Pushes in flight at once (App Engine's `max_concurrent_requests`).
+    #[serde(default = "default_max_concurrency", alias = "max_concurrent_requests")]
     pub max_concurrency: u32,
     /// Topic that receives a copy of every event this subscription fails
     /// to deliver, whatever the reason. It must exist.
@@ -52,6 +53,9 @@ pub struct SubscriptionSpec {
     /// (10m–31d, default 7d); then its delivery fails as `retention_expired`.
     #[serde(default = "crate::lifecycle::default_message_retention")]
     pub message_retention: HumanDuration,
+    /// Rate limit, headers profile and payload format.
+    #[serde(flatten)]
+    pub push: crate::dialect::PushSettings,
 }
 
 fn default_timeout() -> HumanDuration {

@@ -3,9 +3,12 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use redrive_core::binding::binary_headers;
+use redrive_core::binding::{binary_headers, structured_body};
 use redrive_core::classify::parse_retry_after;
-use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES};
+use redrive_core::dialect::{
+    HeadersProfile, PayloadFormat, PushContext, appengine_headers, pubsub_push_body,
+};
+use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES, SubscriptionSpec};
 use redrive_store::ClaimedDelivery;
 use reqwest::header::RETRY_AFTER;
 
@@ -38,25 +41,49 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Sends one attempt of `claimed` to `endpoint` and reads at most the
-/// response snippet, all within `timeout`.
+/// Sends one attempt of `claimed` to the subscription's endpoint, in its
+/// payload format and headers profile, and reads at most the response
+/// snippet, all within the subscription's timeout.
 pub async fn push(
     client: &reqwest::Client,
-    endpoint: &str,
-    timeout: Duration,
+    spec: &SubscriptionSpec,
     claimed: &ClaimedDelivery,
 ) -> PushResult {
+    let timeout = spec.timeout.as_duration();
     let started_at = Timestamp::now();
     let clock = Instant::now();
     let delivery = &claimed.delivery;
+    let context = PushContext {
+        subscription: &spec.name,
+        delivery_id: &delivery.id,
+        attempt: delivery.attempts,
+        // Claimed when due: the claim time stands for when it was due.
+        due_at: delivery.last_attempt_at.unwrap_or(delivery.created_at),
+        published_at: delivery.created_at,
+    };
     let mut request = client
-        .post(endpoint)
+        .post(&spec.endpoint)
         .header("webhook-id", &delivery.id)
         .header("webhook-timestamp", started_at.as_second().to_string())
-        .header("redrive-attempt", delivery.attempts.to_string())
-        .body(claimed.event.data.clone().unwrap_or_default());
-    for (name, value) in binary_headers(&claimed.event) {
-        request = request.header(name, value);
+        .header("redrive-attempt", delivery.attempts.to_string());
+    request = match spec.push.payload_format {
+        PayloadFormat::CloudeventsBinary => {
+            for (name, value) in binary_headers(&claimed.event) {
+                request = request.header(name, value);
+            }
+            request.body(claimed.event.data.clone().unwrap_or_default())
+        }
+        PayloadFormat::CloudeventsStructured => request
+            .header("content-type", "application/cloudevents+json")
+            .body(structured_body(&claimed.event)),
+        PayloadFormat::PubsubPush => request
+            .header("content-type", "application/json")
+            .body(pubsub_push_body(&claimed.event, &context)),
+    };
+    if spec.push.headers_profile == HeadersProfile::Appengine {
+        for (name, value) in appengine_headers(&context) {
+            request = request.header(name, value);
+        }
     }
     let exchange = async {
         let response = request.send().await?;
