@@ -299,6 +299,7 @@ impl Server {
                 ..Default::default()
             },
             sweeper: Default::default(),
+            config: None,
         };
         let (listening, address) = oneshot::channel::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -4,6 +4,7 @@ mod bench;
 mod bench_purge;
 mod client;
 mod commands;
+mod dialects;
 mod explain;
 mod lifecycle;
 mod sink;
@@ -58,6 +59,13 @@ enum Command {
     BenchPurge(bench_purge::BenchPurgeArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
+    /// Apply a redrive.toml to a running server, printing what changed.
+    Apply(dialects::ApplyArgs),
+    /// Print the server's topics and subscriptions as a redrive.toml.
+    Export,
+    /// Create topics and subscriptions from another system's configuration.
+    #[command(subcommand)]
+    Import(dialects::ImportCommand),
 }
 
 #[derive(Subcommand)]
@@ -90,6 +98,10 @@ struct ServeArgs {
     /// are kept before they are purged, e.g. 7d.
     #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d")]
     history_retention: redrive_core::HumanDuration,
+    /// A redrive.toml whose topics and subscriptions are applied at start
+    /// (an invalid file stops the start, and nothing is applied).
+    #[arg(long, env = "REDRIVE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPurge(args) => bench_purge::run(args).await,
         Command::Sink(args) => sink::run(args).await,
+        Command::Apply(args) => dialects::apply(&client(&cli.server)?, args).await,
+        Command::Export => dialects::export(&client(&cli.server)?).await,
+        Command::Import(command) => dialects::import(&client(&cli.server)?, command).await,
     }
 }
 
@@ -142,6 +157,10 @@ fn client(server: &str) -> anyhow::Result<client::Client> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    let config = match &args.config {
+        Some(path) => Some(dialects::read_config(path)?.desired),
+        None => None,
+    };
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -157,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             history_retention: args.history_retention.as_duration(),
             ..Default::default()
         },
+        config,
     };
     redrive_server::serve(
         options,

@@ -5,11 +5,13 @@
 
 pub mod binding;
 pub mod classify;
+pub mod config;
 pub mod decision;
 pub mod dialect;
 pub mod duration;
 pub mod event;
 pub mod filter;
+pub mod import;
 pub mod lifecycle;
 pub mod model;
 pub mod names;

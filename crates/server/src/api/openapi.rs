@@ -25,6 +25,7 @@ use utoipa::OpenApi;
         super::lifecycle::redrive,
         super::lifecycle::job,
         super::lifecycle::journal,
+        super::apply::apply,
     )
 )]
 struct ApiDoc;

@@ -67,6 +67,7 @@ impl Server {
                 ..DispatcherConfig::default()
             },
             sweeper,
+            config: None,
         };
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
