@@ -437,3 +437,17 @@ fn policy_presets_lists_every_preset_and_explain_uses_one() {
     );
     assert!(out.contains("2h 35m 5s"), "{out}");
 }
+
+#[test]
+fn the_example_config_applies_and_is_then_unchanged() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/redrive.toml");
+    let example = example.to_string_lossy().into_owned();
+    let server = RunningServer::start(&["--config", &example]);
+    assert_eq!(server.names("topics"), ["emails", "orders", "orders-dead"]);
+    let webhook = server.json(&["subscriptions", "get", "orders-webhook"]);
+    assert_eq!(webhook["max_concurrency"], 8);
+    assert_eq!(webhook["retry_policy"]["retry_limit"], 8);
+    assert_eq!(webhook["filter"]["type"], "order.*");
+    let out = ok(server.run(&["apply", "-f", &example]));
+    assert!(out.contains("0 created, 0 changed, 6 unchanged"), "{out}");
+}

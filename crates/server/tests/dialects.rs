@@ -286,3 +286,67 @@ async fn structured_format_sends_the_whole_event_as_json() {
     assert_eq!(body["type"], "order.created");
     assert_eq!(body["data"], json!({"id": "s-1"}));
 }
+
+#[tokio::test]
+async fn apply_plans_checks_everything_first_and_answers_bad_input_with_400s() {
+    let server = Server::start().await;
+    let endpoint = Endpoint::ok().await;
+    let body = json!({
+        "topics": [{"name": "orders"}],
+        "subscriptions": [subscription("hook", "orders", &endpoint.url, json!({"rate": "5/s"}))],
+    });
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let (status, answer) = server.post("/v1/apply", dry).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["changes"][0]["change"], "created");
+    let (status, _) = server.get("/v1/topics/orders").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, answer) = server.post("/v1/apply", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let kinds: Vec<&str> = answer["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "created"]);
+    // The dispatcher hears of the new subscription at once.
+    server
+        .publish_ok("orders", &event("a-1", "order.created"))
+        .await;
+    endpoint.wait_for(1).await;
+    let (_, again) = server.post("/v1/apply", body).await;
+    assert_eq!(again["changes"][1]["change"], "unchanged");
+
+    for (bad, needle) in [
+        (json!({"topics": [{"name": "a b"}]}), "invalid topic name"),
+        (json!({"topics": [{"nam": "x"}]}), "invalid topic"),
+        (
+            json!({"topics": [{"name": "t"}], "subscriptions": [
+                subscription("s", "elsewhere", "http://127.0.0.1:9/", json!({}))]}),
+            "neither declared nor on the server",
+        ),
+        (
+            json!({"subscriptions": [subscription("hook", "redrive.system", "http://127.0.0.1:9/", json!({}))]}),
+            "its topic can't change",
+        ),
+        (
+            json!({"subscriptions": [{"name": "x"}]}),
+            "invalid subscription",
+        ),
+        (json!([]), "must be a JSON object"),
+    ] {
+        let (status, answer) = server.post("/v1/apply", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{bad}: {message}");
+    }
+    // Nothing of the refused sets was created.
+    let (status, _) = server.get("/v1/topics/t").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, document) = server.get("/openapi.json").await;
+    assert!(document["paths"].get("/v1/apply").is_some());
+}

@@ -40,8 +40,16 @@ pub struct ApplyResponse {
     responses((status = 200, body = ApplyResponse), (status = 400)))]
 pub async fn apply(
     State(state): State<AppState>,
-    ApiJson(request): ApiJson<ApplyRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
+    // serde would read a JSON array as the struct's fields in order.
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object with topics and subscriptions",
+        ));
+    }
+    let request: ApplyRequest = serde_json::from_value(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?;
     let topics = request
         .topics
         .into_iter()
