@@ -35,6 +35,8 @@ async fn a_rate_of_20_per_second_with_a_bucket_of_5_spreads_100_events_over_5_se
     assert_eq!(status, StatusCode::ACCEPTED);
     let received = endpoint.wait_for_within(100, Duration::from_secs(20)).await;
     let took = received[99].at.duration_since(started);
+    let burst = received[4].at.duration_since(started);
+    println!("100 events at 20/s with a bucket of 5: first 5 by {burst:?}, all by {took:?}");
     // The burst of 5 goes at once, the other 95 one every 50ms: 4.75s.
     assert!(
         took >= Duration::from_millis(4400) && took <= Duration::from_secs(8),
