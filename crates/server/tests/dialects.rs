@@ -74,9 +74,17 @@ async fn concurrency_never_exceeds_max_concurrent_requests_at_the_endpoint() {
         ))
         .await;
     assert_eq!(created["max_concurrency"], 3);
+    let (status, patched) = server
+        .patch(
+            "/v1/subscriptions/narrow",
+            json!({"max_concurrent_requests": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["max_concurrency"], 2);
     server.publish_batch("orders", &events(30)).await;
     endpoint.wait_for(30).await;
-    assert_eq!(endpoint.most_in_flight(), 3);
+    assert_eq!(endpoint.most_in_flight(), 2);
 }
 
 #[tokio::test]

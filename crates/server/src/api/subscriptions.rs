@@ -68,6 +68,12 @@ pub async fn update(
     let mut merged = serde_json::to_value(&current.spec)
         .map_err(|err| ApiError::bad_request(format!("cannot merge: {err}")))?;
     let mut patch = patch;
+    // The alias would sit beside the stored field and read as a duplicate.
+    if let Some(fields) = patch.as_object_mut()
+        && let Some(value) = fields.remove("max_concurrent_requests")
+    {
+        fields.insert("max_concurrency".into(), value);
+    }
     redrive_core::presets::expand_subscription(&mut patch)
         .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
     if patch.pointer("/retry_policy/preset").is_some() {
