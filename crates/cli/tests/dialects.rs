@@ -451,3 +451,37 @@ fn the_example_config_applies_and_is_then_unchanged() {
     let out = ok(server.run(&["apply", "-f", &example]));
     assert!(out.contains("0 created, 0 changed, 6 unchanged"), "{out}");
 }
+
+#[test]
+fn subscriptions_create_takes_a_preset_a_rate_and_the_wire_format() {
+    let server = RunningServer::start(&[]);
+    ok(server.run(&["topics", "create", "orders"]));
+    let created = server.json(&[
+        "subscriptions",
+        "create",
+        "hook",
+        "--topic",
+        "orders",
+        "--endpoint",
+        "http://127.0.0.1:9/hook",
+        "--preset",
+        "adobe-io",
+        "--retry-policy",
+        r#"{"age_limit": "2h"}"#,
+        "--rate",
+        "5/s",
+        "--bucket-size",
+        "3",
+        "--payload-format",
+        "pubsub-push",
+        "--headers-profile",
+        "appengine",
+    ]);
+    assert_eq!(created["retry_policy"]["preset"], "adobe-io");
+    assert_eq!(created["retry_policy"]["age_limit"], "7200s");
+    assert_eq!(created["timeout"], "10s");
+    assert_eq!(created["rate"], "5/s");
+    assert_eq!(created["bucket_size"], 3);
+    assert_eq!(created["payload_format"], "pubsub-push");
+    assert_eq!(created["headers_profile"], "appengine");
+}

@@ -175,7 +175,7 @@ fn check_spec(spec: &SubscriptionSpec) -> Result<(), String> {
         .validate()
         .map_err(|err| err.to_string())?;
     spec.validate_lifecycle().map_err(|err| err.to_string())?;
-    spec.push.validate().map_err(|err| err.to_string())?;
+    spec.validate_push().map_err(|err| err.to_string())?;
     spec.filter.validate()
 }
 
@@ -242,7 +242,7 @@ retry_policy = { preset = "adobe-io" }
         let spec = &desired.subscriptions[0];
         assert_eq!(spec.timeout.as_duration().as_secs(), 10);
         assert_eq!(spec.retry_policy.preset.as_deref(), Some("adobe-io"));
-        assert_eq!(spec.push.effective_bucket_size(), 5);
+        assert_eq!(spec.effective_bucket_size(), 5);
         assert_eq!(parsed.subscription_lines["orders-hook"], 10);
     }
 
@@ -310,8 +310,8 @@ retry_policy = { preset = "adobe-io" }
         let current = desired.subscriptions[0].clone();
         let mut changed = current.clone();
         changed.timeout = crate::HumanDuration::from_secs(3);
-        changed.push.rate = None;
-        changed.push.bucket_size = None;
+        changed.rate = None;
+        changed.bucket_size = None;
         assert_eq!(
             changed_fields(&current, &changed),
             ["bucket_size", "rate", "timeout"]

@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::event::CloudEvent;
-use crate::rate::{MAX_BUCKET_SIZE, Rate};
+use crate::model::SubscriptionSpec;
+use crate::rate::MAX_BUCKET_SIZE;
 
 /// Extra request headers a subscription's pushes carry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -51,24 +52,6 @@ impl HeadersProfile {
     }
 }
 
-/// The dialect settings of a subscription (flattened into its spec).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct PushSettings {
-    /// Pushes per second, minute, hour or day (`"5/s"`, `"1/m"`,
-    /// `"2000/d"`); `0` pauses the subscription. Unset: no rate limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "5/s")]
-    pub rate: Option<Rate>,
-    /// How many pushes may go at once after a quiet spell (the burst);
-    /// 5 when a rate is set without it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bucket_size: Option<u32>,
-    #[serde(default, skip_serializing_if = "HeadersProfile::is_default")]
-    pub headers_profile: HeadersProfile,
-    #[serde(default, skip_serializing_if = "PayloadFormat::is_default")]
-    pub payload_format: PayloadFormat,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct PushSettingsError {
@@ -76,7 +59,7 @@ pub struct PushSettingsError {
     pub message: String,
 }
 
-impl PushSettings {
+impl SubscriptionSpec {
     /// The bucket size in force when a rate is set.
     pub fn effective_bucket_size(&self) -> u32 {
         self.bucket_size
@@ -84,7 +67,8 @@ impl PushSettings {
             .max(1)
     }
 
-    pub fn validate(&self) -> Result<(), PushSettingsError> {
+    /// Checks the rate limit settings.
+    pub fn validate_push(&self) -> Result<(), PushSettingsError> {
         if let Some(size) = self.bucket_size
             && !(1..=MAX_BUCKET_SIZE).contains(&size)
         {
@@ -238,32 +222,39 @@ mod tests {
         );
     }
 
+    fn spec(extra: Value) -> SubscriptionSpec {
+        let mut spec = json!({"name": "s", "topic": "t", "endpoint": "http://127.0.0.1/"});
+        if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra);
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
     #[test]
     fn settings_read_from_json_with_defaults() {
-        let settings: PushSettings = serde_json::from_value(json!({
+        let settings = spec(json!({
             "rate": "20/s", "bucket_size": 5, "payload_format": "pubsub-push",
             "headers_profile": "appengine"
-        }))
-        .unwrap();
-        assert_eq!(settings.validate(), Ok(()));
+        }));
+        assert_eq!(settings.validate_push(), Ok(()));
         assert_eq!(settings.payload_format, PayloadFormat::PubsubPush);
-        let default: PushSettings = serde_json::from_value(json!({})).unwrap();
-        assert_eq!(default, PushSettings::default());
-        assert_eq!(serde_json::to_value(&default).unwrap(), json!({}));
+        assert_eq!(settings.headers_profile, HeadersProfile::Appengine);
+        let default = spec(json!({}));
+        assert_eq!(default.rate, None);
+        assert_eq!(default.payload_format, PayloadFormat::CloudeventsBinary);
+        let written = serde_json::to_value(&default).unwrap();
+        for key in ["rate", "bucket_size", "payload_format", "headers_profile"] {
+            assert!(written.get(key).is_none(), "{key}: {written}");
+        }
     }
 
     #[test]
     fn bucket_size_needs_a_rate_and_a_sane_size() {
-        let bare = PushSettings {
-            bucket_size: Some(5),
-            ..PushSettings::default()
-        };
-        assert_eq!(bare.validate().unwrap_err().field, "bucket_size");
-        let huge = PushSettings {
-            rate: Some("1/s".parse().unwrap()),
-            bucket_size: Some(501),
-            ..PushSettings::default()
-        };
-        assert_eq!(huge.validate().unwrap_err().field, "bucket_size");
+        let bare = spec(json!({"bucket_size": 5}));
+        assert_eq!(bare.validate_push().unwrap_err().field, "bucket_size");
+        let huge = spec(json!({"rate": "1/s", "bucket_size": 501}));
+        assert_eq!(huge.validate_push().unwrap_err().field, "bucket_size");
+        assert_eq!(huge.effective_bucket_size(), 501);
+        assert_eq!(spec(json!({"rate": "1/s"})).effective_bucket_size(), 5);
     }
 }

@@ -229,7 +229,10 @@ mod tests {
             dead_letter_topic: None,
             max_delivery_attempts: None,
             message_retention: default_message_retention(),
-            push: Default::default(),
+            rate: None,
+            bucket_size: None,
+            headers_profile: Default::default(),
+            payload_format: Default::default(),
         }
     }
 

@@ -34,8 +34,7 @@ pub(crate) fn subscription(spec: &SubscriptionSpec) -> Result<(), ApiError> {
     }
     spec.validate_lifecycle()
         .map_err(|err| ApiError::invalid(err.field, err.message))?;
-    spec.push
-        .validate()
+    spec.validate_push()
         .map_err(|err| ApiError::invalid(err.field, err.message))?;
     spec.filter
         .validate()

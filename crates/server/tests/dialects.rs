@@ -359,4 +359,8 @@ async fn apply_plans_checks_everything_first_and_answers_bad_input_with_400s() {
 
     let (_, document) = server.get("/openapi.json").await;
     assert!(document["paths"].get("/v1/apply").is_some());
+    let spec = &document["components"]["schemas"]["SubscriptionSpec"]["properties"];
+    for field in ["rate", "bucket_size", "headers_profile", "payload_format"] {
+        assert!(spec[field].is_object(), "{field} missing: {spec}");
+    }
 }

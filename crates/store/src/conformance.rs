@@ -78,7 +78,10 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         dead_letter_topic: None,
         max_delivery_attempts: None,
         message_retention: redrive_core::lifecycle::default_message_retention(),
-        push: Default::default(),
+        rate: None,
+        bucket_size: None,
+        headers_profile: Default::default(),
+        payload_format: Default::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ImportError, Imported};
 use crate::config::TopicDecl;
-use crate::dialect::{HeadersProfile, PushSettings};
+use crate::dialect::HeadersProfile;
 use crate::duration::{HumanDuration, parse_duration};
 use crate::model::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_SECS, SubscriptionSpec};
 use crate::policy::{Backoff, LimitMode, RetryPolicy};
@@ -352,12 +352,10 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
         dead_letter_topic: None,
         max_delivery_attempts: None,
         message_retention: crate::lifecycle::default_message_retention(),
-        push: PushSettings {
-            rate: Some(rate),
-            bucket_size: Some(bucket_size),
-            headers_profile: HeadersProfile::Appengine,
-            ..PushSettings::default()
-        },
+        rate: Some(rate),
+        bucket_size: Some(bucket_size),
+        headers_profile: HeadersProfile::Appengine,
+        payload_format: Default::default(),
     })
 }
 
@@ -402,9 +400,9 @@ mod tests {
         assert_eq!(specs.len(), 2);
         let emails = &specs[0];
         assert_eq!(emails.endpoint, "https://app.example.com/_ah/queue/emails");
-        assert_eq!(emails.push.rate, Some("20/s".parse().unwrap()));
-        assert_eq!(emails.push.bucket_size, Some(40));
-        assert_eq!(emails.push.headers_profile, HeadersProfile::Appengine);
+        assert_eq!(emails.rate, Some("20/s".parse().unwrap()));
+        assert_eq!(emails.bucket_size, Some(40));
+        assert_eq!(emails.headers_profile, HeadersProfile::Appengine);
         assert_eq!(emails.max_concurrency, 10);
         let policy = &emails.retry_policy;
         assert_eq!(policy.retry_limit, Some(7));
@@ -423,8 +421,8 @@ mod tests {
     fn missing_settings_take_app_engine_defaults() {
         let imported = import(XML, &base()).unwrap();
         let defaults = &imported.desired.subscriptions[1];
-        assert_eq!(defaults.push.rate, Some("5/s".parse().unwrap()));
-        assert_eq!(defaults.push.bucket_size, Some(5));
+        assert_eq!(defaults.rate, Some("5/s".parse().unwrap()));
+        assert_eq!(defaults.bucket_size, Some(5));
         let policy = &defaults.retry_policy;
         assert_eq!(
             RetryPolicy {
@@ -461,13 +459,7 @@ queue:
             from_yaml.desired.subscriptions[0],
             from_xml.desired.subscriptions[0]
         );
-        assert!(
-            from_yaml.desired.subscriptions[1]
-                .push
-                .rate
-                .unwrap()
-                .is_paused()
-        );
+        assert!(from_yaml.desired.subscriptions[1].rate.unwrap().is_paused());
         assert_eq!(from_yaml.desired.subscriptions.len(), 2);
     }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ImportError, Imported};
 use crate::config::TopicDecl;
-use crate::dialect::{PayloadFormat, PushSettings};
+use crate::dialect::PayloadFormat;
 use crate::duration::{HumanDuration, parse_duration};
 use crate::filter::Filter;
 use crate::lifecycle::{
@@ -220,10 +220,10 @@ fn convert(sub: &PubsubSubscription, notes: &mut Vec<String>) -> Result<Subscrip
         dead_letter_topic,
         max_delivery_attempts,
         message_retention,
-        push: PushSettings {
-            payload_format: PayloadFormat::PubsubPush,
-            ..PushSettings::default()
-        },
+        rate: None,
+        bucket_size: None,
+        headers_profile: Default::default(),
+        payload_format: PayloadFormat::PubsubPush,
     })
 }
 
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(spec.max_delivery_attempts, Some(7));
         assert_eq!(spec.message_retention, HumanDuration::from_secs(86_400));
         assert_eq!(spec.filter.ty.as_deref(), Some("order.created"));
-        assert_eq!(spec.push.payload_format, PayloadFormat::PubsubPush);
+        assert_eq!(spec.payload_format, PayloadFormat::PubsubPush);
         let delays: Vec<u64> = spec
             .retry_policy
             .explain(7)

@@ -302,8 +302,8 @@ impl Round {
         let mut buckets = HashMap::new();
         for subscription in &self.subscriptions {
             let spec = &subscription.spec;
-            let Some(rate) = spec.push.rate else { continue };
-            let size = spec.push.effective_bucket_size();
+            let Some(rate) = spec.rate else { continue };
+            let size = spec.effective_bucket_size();
             let bucket = match self.buckets.remove(&spec.name) {
                 Some(bucket) if bucket.fits(rate, size) => bucket,
                 _ => TokenBucket::new(rate, size, now),

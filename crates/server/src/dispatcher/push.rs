@@ -66,7 +66,7 @@ pub async fn push(
         .header("webhook-id", &delivery.id)
         .header("webhook-timestamp", started_at.as_second().to_string())
         .header("redrive-attempt", delivery.attempts.to_string());
-    request = match spec.push.payload_format {
+    request = match spec.payload_format {
         PayloadFormat::CloudeventsBinary => {
             for (name, value) in binary_headers(&claimed.event) {
                 request = request.header(name, value);
@@ -80,7 +80,7 @@ pub async fn push(
             .header("content-type", "application/json")
             .body(pubsub_push_body(&claimed.event, &context)),
     };
-    if spec.push.headers_profile == HeadersProfile::Appengine {
+    if spec.headers_profile == HeadersProfile::Appengine {
         for (name, value) in appengine_headers(&context) {
             request = request.header(name, value);
         }
