@@ -123,6 +123,7 @@ pub fn parse_toml(
             line: Some(line),
             message,
         };
+        check_keys(text, table.span(), table.get_ref())?;
         let mut value = serde_json::to_value(table.get_ref())
             .map_err(|err| fail(format!("cannot read the subscription: {err}")))?;
         crate::presets::expand_subscription(&mut value).map_err(|err| fail(err.to_string()))?;
@@ -165,6 +166,74 @@ pub fn parse_toml(
         }
     }
     Ok(parsed)
+}
+
+/// The property names of a type's API schema: every field the API accepts,
+/// whoever added it.
+fn schema_fields<T: utoipa::PartialSchema>() -> Vec<String> {
+    match T::schema() {
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object)) => {
+            object.properties.keys().cloned().collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Refuses a key no subscription or retry policy has: a typo would
+/// otherwise be ignored silently. The line is the key's own when found.
+fn check_keys(
+    text: &str,
+    span: std::ops::Range<usize>,
+    table: &toml::Table,
+) -> Result<(), ConfigError> {
+    let mut known = schema_fields::<SubscriptionSpec>();
+    known.push("max_concurrent_requests".into());
+    let mut policy_known = schema_fields::<crate::policy::RetryPolicy>();
+    policy_known.push("preset".into());
+    let mut unknown: Vec<(String, &[String])> = table
+        .keys()
+        .filter(|key| !known.contains(key))
+        .map(|key| (key.clone(), known.as_slice()))
+        .collect();
+    if let Some(toml::Value::Table(policy)) = table.get("retry_policy") {
+        unknown.extend(
+            policy
+                .keys()
+                .filter(|key| !policy_known.contains(key))
+                .map(|key| (key.clone(), policy_known.as_slice())),
+        );
+    }
+    let Some((key, choices)) = unknown.into_iter().next() else {
+        return Ok(());
+    };
+    // Known lists are empty only if the schema changed shape: then accept.
+    if choices.is_empty() {
+        return Ok(());
+    }
+    // The span may cover only the `[[subscriptions]]` header: the key's
+    // first line after it is this table's, since the table holds the key.
+    let start = span.start.min(text.len());
+    let end = text.len();
+    let mut offset = start;
+    let mut line = line_of(text, start);
+    for candidate in text[start..end].split_inclusive('\n') {
+        let trimmed = candidate.trim_start();
+        if trimmed
+            .strip_prefix(key.as_str())
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+            || trimmed.contains(&format!("{key} ="))
+        {
+            line = line_of(text, offset);
+            break;
+        }
+        offset += candidate.len();
+    }
+    let mut choices = choices.to_vec();
+    choices.sort();
+    Err(ConfigError {
+        line: Some(line),
+        message: format!("unknown key {key:?}; known keys: {}", choices.join(", ")),
+    })
 }
 
 /// The core's own checks of a subscription.
@@ -288,6 +357,27 @@ retry_policy = { preset = "adobe-io" }
             err.to_string(),
             "line 10: subscription \"orders-hook\": endpoint: nope"
         );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_their_line() {
+        let text = GOOD.replace("bucket_size = 5", "bucket_size = 5\nrate_limit = 3");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(16), "{err}");
+        assert!(err.message.contains("unknown key \"rate_limit\""), "{err}");
+        assert!(err.message.contains("bucket_size"), "{err}");
+        let text = GOOD.replace(
+            "preset = \"adobe-io\"",
+            "preset = \"adobe-io\", retry_limt = 3",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(17), "{err}");
+        assert!(err.message.contains("unknown key \"retry_limt\""), "{err}");
+        let alias = GOOD.replace(
+            "bucket_size = 5",
+            "bucket_size = 5\nmax_concurrent_requests = 3",
+        );
+        assert!(parse(&alias).is_ok());
     }
 
     #[test]
