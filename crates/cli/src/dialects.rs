@@ -8,6 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use redrive_core::Subscription;
 use redrive_core::config::{Desired, ParsedConfig, TopicDecl, parse_toml, to_toml};
+use redrive_core::duration::format_duration;
 use redrive_core::import::Imported;
 use redrive_core::import::appengine::EndpointRule;
 use redrive_core::lifecycle::SYSTEM_TOPIC;
@@ -153,7 +154,33 @@ pub async fn import(client: &Client, command: ImportCommand) -> anyhow::Result<(
     }
     let changes = send(client, &imported.desired, dry_run).await?;
     print!("{}", render(&changes, dry_run));
+    for spec in &imported.desired.subscriptions {
+        println!("  {}", summary(spec));
+    }
     Ok(())
+}
+
+/// One line on what an imported subscription does.
+fn summary(spec: &redrive_core::SubscriptionSpec) -> String {
+    let mut parts = vec![format!("timeout {}", format_duration(spec.timeout.0))];
+    if let Some(rate) = spec.rate {
+        parts.push(format!(
+            "rate {rate}, bucket {}",
+            spec.effective_bucket_size()
+        ));
+    }
+    parts.push(format!("{} in flight", spec.max_concurrency));
+    let policy = &spec.retry_policy;
+    if let Some(limit) = policy.retry_limit {
+        parts.push(format!("retry limit {limit}"));
+    }
+    if let Some(age) = policy.age_limit {
+        parts.push(format!("age limit {}", format_duration(age.0)));
+    }
+    if let Some(topic) = &spec.dead_letter_topic {
+        parts.push(format!("dead letters to {topic}"));
+    }
+    format!("{} -> {} ({})", spec.name, spec.endpoint, parts.join(", "))
 }
 
 /// The server's checks, before anything is sent.

@@ -323,6 +323,13 @@ fn import_appengine_queue_xml_and_yaml_create_topics_and_subscriptions() {
             "http://127.0.0.1:9",
         ]));
         assert!(out.contains("+ created   subscription emails"), "{out}");
+        assert!(
+            out.contains(
+                "  emails -> http://127.0.0.1:9/_ah/queue/emails (timeout 30s, rate 20/s, \
+                 bucket 40, 10 in flight, retry limit 7, age limit 3d 12h)"
+            ),
+            "{out}"
+        );
         assert_eq!(server.names("subscriptions"), ["emails", "reports"]);
         assert_eq!(server.names("topics"), ["emails", "reports"]);
         let emails = server.json(&["subscriptions", "get", "emails"]);
