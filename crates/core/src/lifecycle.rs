@@ -233,6 +233,7 @@ mod tests {
             bucket_size: None,
             headers_profile: Default::default(),
             payload_format: Default::default(),
+            health_policy: Default::default(),
         }
     }
 

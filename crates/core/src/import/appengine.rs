@@ -356,6 +356,7 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
         bucket_size: Some(bucket_size),
         headers_profile: HeadersProfile::Appengine,
         payload_format: Default::default(),
+        health_policy: Default::default(),
     })
 }
 

@@ -224,6 +224,7 @@ fn convert(sub: &PubsubSubscription, notes: &mut Vec<String>) -> Result<Subscrip
         bucket_size: None,
         headers_profile: Default::default(),
         payload_format: PayloadFormat::PubsubPush,
+        health_policy: Default::default(),
     })
 }
 
