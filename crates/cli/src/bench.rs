@@ -340,6 +340,7 @@ impl Server {
                 publish_rate: redrive_core::security::Rate::UNLIMITED,
                 ..Default::default()
             },
+            config: None,
         };
         let (listening, address) = oneshot::channel::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -22,7 +22,7 @@ pub enum TopicsCommand {
 #[derive(Subcommand)]
 pub enum SubscriptionsCommand {
     /// Create a push subscription.
-    Create(CreateSubscription),
+    Create(Box<CreateSubscription>),
     /// List subscriptions.
     List,
     /// Show one subscription.
@@ -87,6 +87,22 @@ pub struct CreateSubscription {
     /// '{"window": "1h", "min_attempts": 20, "auto_disable": false}'.
     #[arg(long)]
     pub health_policy: Option<String>,
+    /// Start the retry policy from a preset (see `redrive policy presets`);
+    /// --retry-policy fields override it.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Pushes per second, minute, hour or day, e.g. 5/s, 1/m, 2000/d; 0 pauses.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Burst size with --rate (1-500, default 5).
+    #[arg(long)]
+    pub bucket_size: Option<u32>,
+    /// cloudevents-binary (default), cloudevents-structured or pubsub-push.
+    #[arg(long)]
+    pub payload_format: Option<String>,
+    /// standard (default) or appengine (adds X-AppEngine-Task* headers).
+    #[arg(long)]
+    pub headers_profile: Option<String>,
 }
 
 #[derive(Args)]
@@ -188,7 +204,7 @@ pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> an
     print_json(&answer)
 }
 
-fn subscription_body(args: CreateSubscription) -> anyhow::Result<Value> {
+fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
     let mut body = json!({"name": args.name, "topic": args.topic, "endpoint": args.endpoint});
     let mut filter = serde_json::Map::new();
     for (key, value) in [
@@ -223,6 +239,27 @@ fn subscription_body(args: CreateSubscription) -> anyhow::Result<Value> {
     }
     if let Some(policy) = args.health_policy {
         body["health_policy"] = json_argument("--health-policy", &policy)?;
+    }
+    if let Some(preset) = args.preset {
+        match body.get_mut("retry_policy") {
+            Some(Value::Object(policy)) => {
+                policy.insert("preset".into(), preset.into());
+            }
+            Some(_) => bail!("--retry-policy must be a JSON object to combine with --preset"),
+            None => body["retry_policy"] = json!({"preset": preset}),
+        }
+    }
+    for (key, value) in [
+        ("rate", args.rate),
+        ("payload_format", args.payload_format),
+        ("headers_profile", args.headers_profile),
+    ] {
+        if let Some(value) = value {
+            body[key] = value.into();
+        }
+    }
+    if let Some(size) = args.bucket_size {
+        body["bucket_size"] = size.into();
     }
     Ok(body)
 }

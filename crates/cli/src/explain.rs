@@ -58,9 +58,14 @@ pub struct ExplainArgs {
     pub age_limit: Option<Duration>,
 
     /// With both limits set: stop once both are reached (App Engine), or as
-    /// soon as either is
-    #[arg(long, value_enum, default_value_t = LimitModeArg::Both)]
-    pub limit_mode: LimitModeArg,
+    /// soon as either is [default: both, or the preset's]
+    #[arg(long, value_enum)]
+    pub limit_mode: Option<LimitModeArg>,
+
+    /// Start from a preset (see `redrive policy presets`); --retry-limit,
+    /// --age-limit and --limit-mode override its limits
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
 
     /// How many retries to show when the limits do not end the list first
     #[arg(long, value_name = "N", default_value_t = 20)]
@@ -112,6 +117,9 @@ fn duration_arg(value: &str) -> Result<Duration, String> {
 
 /// The policy the flags describe, validated.
 pub fn policy_from_args(args: &ExplainArgs) -> anyhow::Result<RetryPolicy> {
+    if let Some(name) = &args.preset {
+        return preset_policy(name, args);
+    }
     let kind = match (args.backoff, args.interval, args.schedule.is_empty()) {
         (Some(kind), _, _) => kind,
         (None, Some(_), false) => {
@@ -163,7 +171,7 @@ pub fn policy_from_args(args: &ExplainArgs) -> anyhow::Result<RetryPolicy> {
         backoff,
         retry_limit: args.retry_limit,
         age_limit: args.age_limit.map(HumanDuration),
-        limit_mode: args.limit_mode.into(),
+        limit_mode: args.limit_mode.map_or(LimitMode::Both, Into::into),
         ..RetryPolicy::default()
     };
     if let Err(err) = policy.validate() {
@@ -173,6 +181,47 @@ pub fn policy_from_args(args: &ExplainArgs) -> anyhow::Result<RetryPolicy> {
         }
     }
     Ok(policy)
+}
+
+/// A preset's policy with the limits the flags override.
+fn preset_policy(name: &str, args: &ExplainArgs) -> anyhow::Result<RetryPolicy> {
+    let backoff_flags = [
+        ("--backoff", args.backoff.is_some()),
+        ("--min-backoff", args.min_backoff.is_some()),
+        ("--max-backoff", args.max_backoff.is_some()),
+        ("--max-doublings", args.max_doublings.is_some()),
+        ("--interval", args.interval.is_some()),
+        ("--schedule", !args.schedule.is_empty()),
+    ];
+    if let Some((flag, _)) = backoff_flags.iter().find(|(_, given)| *given) {
+        bail!("{flag} can't be combined with --preset: a preset brings its own backoff");
+    }
+    let mut policy = redrive_core::presets::preset(name)?.policy();
+    if let Some(limit) = args.retry_limit {
+        policy.retry_limit = Some(limit);
+    }
+    if let Some(age) = args.age_limit {
+        policy.age_limit = Some(HumanDuration(age));
+    }
+    if let Some(mode) = args.limit_mode {
+        policy.limit_mode = mode.into();
+    }
+    Ok(policy)
+}
+
+/// `redrive policy presets`: each preset, its source system and numbers.
+pub fn presets_table() -> String {
+    let presets = redrive_core::presets::PRESETS;
+    let width = presets.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for preset in presets {
+        out.push_str(&format!(
+            "{:width$}  {}\n{:width$}  ({})\n",
+            preset.name, preset.summary, "", preset.source
+        ));
+    }
+    out.push_str("\nSee one schedule with `redrive policy explain --preset NAME`.");
+    out
 }
 
 /// The flag that sets a policy field, to word validation errors in the
@@ -335,6 +384,45 @@ mod tests {
                 max_doublings: 3,
             }
         );
+    }
+
+    #[test]
+    fn a_preset_brings_its_policy_and_flags_override_its_limits() {
+        let p = policy(&["--preset", "standard-webhooks"]);
+        assert_eq!(p.retry_limit, Some(9));
+        let text = run(&args(&["--preset", "standard-webhooks"])).unwrap();
+        assert!(
+            text.contains("no more retries: retry limit 9 reached"),
+            "{text}"
+        );
+        let p = policy(&[
+            "--preset",
+            "adobe-io",
+            "--age-limit",
+            "1h",
+            "--limit-mode",
+            "both",
+        ]);
+        assert_eq!(p.age_limit, Some(HumanDuration::from_secs(3600)));
+        assert_eq!(p.limit_mode, LimitMode::Both);
+        assert_eq!(p.preset.as_deref(), Some("adobe-io"));
+    }
+
+    #[test]
+    fn a_preset_refuses_backoff_flags_and_unknown_names() {
+        assert!(
+            run_error(&["--preset", "pubsub", "--min-backoff", "1s"])
+                .contains("--min-backoff can't be combined with --preset")
+        );
+        assert!(run_error(&["--preset", "nope"]).contains("unknown preset \"nope\""));
+    }
+
+    #[test]
+    fn presets_table_lists_every_preset() {
+        let table = presets_table();
+        for preset in redrive_core::presets::PRESETS {
+            assert!(table.contains(preset.name), "{table}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod bench;
 mod bench_purge;
 mod client;
 mod commands;
+mod dialects;
 mod explain;
 mod health;
 mod lifecycle;
@@ -73,12 +74,21 @@ enum Command {
     Backup(ops::BackupArgs),
     /// Print shell completions: bash, zsh, fish, elvish or powershell.
     Completions(ops::CompletionsArgs),
+    /// Apply a redrive.toml to a running server, printing what changed.
+    Apply(dialects::ApplyArgs),
+    /// Print the server's topics and subscriptions as a redrive.toml.
+    Export,
+    /// Create topics and subscriptions from another system's configuration.
+    #[command(subcommand)]
+    Import(dialects::ImportCommand),
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Print the retry schedule of a policy.
     Explain(explain::ExplainArgs),
+    /// List the retry presets, with the system each one reproduces.
+    Presets,
 }
 
 #[derive(Args)]
@@ -112,6 +122,10 @@ struct ServeArgs {
     /// deliveries are released to be retried at the next start.
     #[arg(long, env = "REDRIVE_DRAIN_TIMEOUT", default_value = "30s")]
     drain_timeout: redrive_core::HumanDuration,
+    /// A redrive.toml whose topics and subscriptions are applied at start
+    /// (an invalid file stops the start, and nothing is applied).
+    #[arg(long, env = "REDRIVE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -160,12 +174,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", explain::run(&args)?);
             Ok(())
         }
+        Command::Policy(PolicyCommand::Presets) => {
+            println!("{}", explain::presets_table());
+            Ok(())
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPurge(args) => bench_purge::run(args).await,
         Command::Sink(args) => sink::run(args).await,
         Command::Backup(args) => ops::backup(&cli.server, cli.token.as_deref(), args).await,
         Command::Completions(args) => {
             ops::completions(args, &mut <Cli as clap::CommandFactory>::command())
+        }
+        Command::Apply(args) => {
+            dialects::apply(&client(&cli.server, cli.token.as_deref())?, args).await
+        }
+        Command::Export => dialects::export(&client(&cli.server, cli.token.as_deref())?).await,
+        Command::Import(command) => {
+            dialects::import(&client(&cli.server, cli.token.as_deref())?, command).await
         }
     }
 }
@@ -176,6 +201,10 @@ fn client(server: &str, token: Option<&str>) -> anyhow::Result<client::Client> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (security, generated) = args.security.options(&args.data_dir)?;
+    let config = match &args.config {
+        Some(path) => Some(dialects::read_config(path)?.desired),
+        None => None,
+    };
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -198,6 +227,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         security,
+        config,
     };
     redrive_server::serve(
         options,

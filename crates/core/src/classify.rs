@@ -270,7 +270,8 @@ impl serde::de::Visitor<'_> for StatusRangeVisitor {
 impl RetryPolicy {
     /// How this policy reads an outcome.
     ///
-    /// A response is a success when it is 2xx or one of `success_codes`;
+    /// A response is a success when it is 2xx (unless `success_codes_only`)
+    /// or one of `success_codes`;
     /// otherwise it is final when it matches `final_codes`, or when
     /// `retry_codes` is set and it matches none of them; anything else is
     /// retried. Every error without a response (timeouts, refused
@@ -284,7 +285,8 @@ impl RetryPolicy {
         };
         let in_any = |ranges: &[StatusRange]| ranges.iter().any(|r| r.contains(status));
         let listed_retryable = self.retry_codes.as_deref().is_none_or(&in_any);
-        if (200..=299).contains(&status) || self.success_codes.contains(&status) {
+        let plain_success = (200..=299).contains(&status) && !self.success_codes_only;
+        if plain_success || self.success_codes.contains(&status) {
             Verdict::Success
         } else if in_any(&self.final_codes) || !listed_retryable {
             Verdict::Final

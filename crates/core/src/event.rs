@@ -185,7 +185,7 @@ impl CloudEvent {
     /// Extensions an encoder writes out. Null means unset; a name shadowing
     /// a spec member (possible only for events built in code) would make the
     /// encoding ambiguous.
-    pub(crate) fn emitted_extensions(&self) -> impl Iterator<Item = (&String, &Value)> {
+    pub fn emitted_extensions(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.extensions
             .iter()
             .filter(|(name, value)| !value.is_null() && !RESERVED_MEMBERS.contains(&name.as_str()))

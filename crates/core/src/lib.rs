@@ -5,17 +5,22 @@
 
 pub mod binding;
 pub mod classify;
+pub mod config;
 pub mod decision;
+pub mod dialect;
 pub mod duration;
 pub mod event;
 pub mod explain;
 pub mod filter;
 pub mod health;
+pub mod import;
 pub mod lifecycle;
 pub mod marks;
 pub mod model;
 pub mod names;
 pub mod policy;
+pub mod presets;
+pub mod rate;
 pub mod security;
 
 pub use classify::{AttemptOutcome, ErrorClass, RetryAfter, Verdict};

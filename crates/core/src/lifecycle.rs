@@ -229,6 +229,10 @@ mod tests {
             dead_letter_topic: None,
             max_delivery_attempts: None,
             message_retention: default_message_retention(),
+            rate: None,
+            bucket_size: None,
+            headers_profile: Default::default(),
+            payload_format: Default::default(),
             health_policy: Default::default(),
         }
     }

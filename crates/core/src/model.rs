@@ -39,7 +39,8 @@ pub struct SubscriptionSpec {
     /// How long one push may take before it counts as a timeout.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
-    #[serde(default = "default_max_concurrency")]
+    /// Pushes in flight at once (App Engine's `max_concurrent_requests`).
+    #[serde(default = "default_max_concurrency", alias = "max_concurrent_requests")]
     pub max_concurrency: u32,
     /// Topic that receives a copy of every event this subscription fails
     /// to deliver, whatever the reason. It must exist.
@@ -53,6 +54,26 @@ pub struct SubscriptionSpec {
     /// (10m–31d, default 7d); then its delivery fails as `retention_expired`.
     #[serde(default = "crate::lifecycle::default_message_retention")]
     pub message_retention: HumanDuration,
+    // --- dialects: rate limit and wire format ---
+    /// Pushes per second, minute, hour or day (`"5/s"`, `"1/m"`,
+    /// `"2000/d"`); `0` pauses the subscription. Unset: no rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "5/s")]
+    pub rate: Option<crate::rate::Rate>,
+    /// How many pushes may go at once after a quiet spell (the burst);
+    /// 5 when a rate is set without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_size: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "crate::dialect::HeadersProfile::is_default"
+    )]
+    pub headers_profile: crate::dialect::HeadersProfile,
+    #[serde(
+        default,
+        skip_serializing_if = "crate::dialect::PayloadFormat::is_default"
+    )]
+    pub payload_format: crate::dialect::PayloadFormat,
     /// When the endpoint counts as unstable or is disabled.
     #[serde(default)]
     pub health_policy: HealthPolicy,

@@ -63,8 +63,16 @@ pub enum LimitMode {
 
 /// A retry policy. The default is App Engine's: exponential from 0.1s to
 /// 3600s with 16 doublings and no limits.
+///
+/// Written with `"preset": "NAME"`, the policy starts from that preset
+/// (see [`crate::presets`]) and the fields given beside it override it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "crate::presets::RawRetryPolicy")]
 pub struct RetryPolicy {
+    /// The preset this policy started from, kept so it reads back as
+    /// written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     #[serde(default = "default_backoff")]
     pub backoff: Backoff,
     #[serde(default)]
@@ -80,6 +88,10 @@ pub struct RetryPolicy {
     /// Status codes that count as success besides 2xx (e.g. 102).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub success_codes: Vec<u16>,
+    /// When true, only `success_codes` are success: a 2xx outside the list
+    /// is a failure (Pub/Sub push accepts 102, 200, 201, 202 and 204 only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub success_codes_only: bool,
     /// When set, only these codes are retried and every other non-success
     /// code is final. Entries: `429`, `"5xx"`, `"500-599"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +103,7 @@ pub struct RetryPolicy {
     pub final_codes: Vec<StatusRange>,
 }
 
-fn default_backoff() -> Backoff {
+pub(crate) fn default_backoff() -> Backoff {
     Backoff::Exponential {
         min_backoff: HumanDuration::from_millis(100),
         max_backoff: HumanDuration::from_secs(3600),
@@ -102,12 +114,14 @@ fn default_backoff() -> Backoff {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
+            preset: None,
             backoff: default_backoff(),
             jitter: Jitter::None,
             retry_limit: None,
             age_limit: None,
             limit_mode: LimitMode::Both,
             success_codes: Vec::new(),
+            success_codes_only: false,
             retry_codes: None,
             final_codes: Vec::new(),
         }

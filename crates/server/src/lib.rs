@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod config;
 pub mod console;
 pub mod dispatcher;
 pub mod health;

@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub sweeper: SweeperConfig,
     pub health: HealthConfig,
     pub security: SecurityOptions,
+    /// Topics and subscriptions to apply before serving (`--config`).
+    pub config: Option<redrive_core::config::Desired>,
 }
 
 /// Runs the server until `shutdown` completes, then shuts down gracefully:
@@ -42,6 +44,15 @@ pub async fn serve(
     let store = SqliteStore::open(&options.data_dir, Timestamp::now())
         .with_context(|| format!("cannot open the store in {}", options.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    if let Some(desired) = &options.config {
+        let changes = crate::config::apply(&*store, desired, false, Timestamp::now())
+            .await
+            .context("cannot apply the configuration file")?;
+        for change in changes {
+            tracing::info!(resource = %change.resource, name = %change.name,
+                change = ?change.change, "configuration");
+        }
+    }
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;

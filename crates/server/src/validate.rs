@@ -37,6 +37,8 @@ pub(crate) fn subscription(spec: &SubscriptionSpec) -> Result<(), ApiError> {
     spec.health_policy
         .validate()
         .map_err(|err| ApiError::invalid(err.field, err.message))?;
+    spec.validate_push()
+        .map_err(|err| ApiError::invalid(err.field, err.message))?;
     spec.filter
         .validate()
         .map_err(|err| ApiError::invalid("filter", err))

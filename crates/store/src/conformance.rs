@@ -101,6 +101,10 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         dead_letter_topic: None,
         max_delivery_attempts: None,
         message_retention: redrive_core::lifecycle::default_message_retention(),
+        rate: None,
+        bucket_size: None,
+        headers_profile: Default::default(),
+        payload_format: Default::default(),
         health_policy: Default::default(),
     }
 }

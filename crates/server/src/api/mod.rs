@@ -1,6 +1,7 @@
 //! HTTP API v1: JSON in, JSON out, every error as
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+mod apply;
 mod deliveries;
 mod error;
 mod events;
@@ -63,6 +64,7 @@ impl Default for Limits {
 
 /// Bodies of every route but publish stay small.
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+const MAX_APPLY_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let publish = Router::new()
@@ -107,9 +109,14 @@ pub fn router(state: AppState) -> Router {
             post(security::rotate_secret),
         )
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
+    // Declared configurations list many subscriptions at once.
+    let declared = Router::new()
+        .route("/v1/apply", post(apply::apply))
+        .layer(DefaultBodyLimit::max(MAX_APPLY_BODY_BYTES));
     let router = Router::new()
         .merge(publish)
         .merge(admin)
+        .merge(declared)
         .merge(crate::console::router())
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))

@@ -34,6 +34,7 @@ use utoipa::OpenApi;
         super::security::get_secret,
         super::security::rotate_secret,
         super::ops::backup,
+        super::apply::apply,
     ),
     modifiers(&BearerAuth)
 )]

@@ -21,8 +21,9 @@ pub struct SubscriptionList {
     responses((status = 201, body = Subscription), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(spec): ApiJson<SubscriptionSpec>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+    let spec = spec_from_json(body)?;
     validate::subscription(&spec)?;
     crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
@@ -77,9 +78,24 @@ pub async fn update(
     let current = state.store.get_subscription(&name).await?;
     let mut merged = serde_json::to_value(&current.spec)
         .map_err(|err| ApiError::bad_request(format!("cannot merge: {err}")))?;
+    let mut patch = patch;
+    // The alias would sit beside the stored field and read as a duplicate.
+    if let Some(fields) = patch.as_object_mut()
+        && let Some(value) = fields.remove("max_concurrent_requests")
+    {
+        fields.insert("max_concurrency".into(), value);
+    }
+    redrive_core::presets::expand_subscription(&mut patch)
+        .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
+    if patch.pointer("/retry_policy/preset").is_some() {
+        // A new preset replaces the policy: merged into the old one, the old
+        // fields would override the preset.
+        if let Some(fields) = merged.as_object_mut() {
+            fields.remove("retry_policy");
+        }
+    }
     merge_patch(&mut merged, &patch);
-    let spec: SubscriptionSpec = serde_json::from_value(merged)
-        .map_err(|err| ApiError::bad_request(format!("invalid subscription: {err}")))?;
+    let spec = spec_from_json(merged)?;
     if spec.name != name {
         return Err(ApiError::invalid("name", "a subscription can't be renamed"));
     }
@@ -102,6 +118,15 @@ pub async fn delete(
     state.store.delete_subscription(&name).await?;
     state.subscriptions_changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A subscription from its JSON form, with its retry preset's settings
+/// filled in where it leaves them out.
+pub fn spec_from_json(mut body: Value) -> Result<SubscriptionSpec, ApiError> {
+    redrive_core::presets::expand_subscription(&mut body)
+        .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
+    serde_json::from_value(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid subscription: {err}")))
 }
 
 /// RFC 7386: objects merge recursively, `null` removes, anything else replaces.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redrive_core::rate::TokenBucket;
 use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
 use redrive_store::{ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
 use tokio::sync::{Notify, mpsc, watch};
@@ -75,6 +76,11 @@ struct Round {
     in_flight: HashMap<String, u32>,
     total_in_flight: usize,
     rotation: usize,
+    /// Token buckets of rate-limited subscriptions, on a monotonic clock
+    /// counted from `started`: pacing is about real time, not the clock
+    /// decisions read.
+    buckets: HashMap<String, TokenBucket>,
+    started: Instant,
     /// Push backoff and flow control, per subscription.
     flows: HashMap<String, Flow>,
 }
@@ -133,6 +139,8 @@ impl Dispatcher {
             total_in_flight: 0,
             rotation: 0,
             flows: HashMap::new(),
+            buckets: HashMap::new(),
+            started: Instant::now(),
         };
         let mut last_rescue = Instant::now();
         while !*shutdown.borrow() {
@@ -168,6 +176,7 @@ impl Dispatcher {
                     Ok(batch) => {
                         next_due_at = batch.next_due_at;
                         claimed_any = !batch.claimed.is_empty();
+                        round.spend_tokens(&batch.claimed);
                         for claimed in batch.claimed {
                             self.start_push(&mut round, &mut tasks, &done_tx, claimed);
                         }
@@ -186,6 +195,9 @@ impl Dispatcher {
                 continue;
             }
             let mut wait = self.config.poll_interval;
+            if let Some(refill) = round.next_refill() {
+                wait = wait.min(refill);
+            }
             if let Some(due) = next_due_at.filter(|due| *due > now) {
                 let until_due = Duration::try_from(due.duration_since(now)).unwrap_or_default();
                 wait = wait.min(until_due);
@@ -216,6 +228,7 @@ impl Dispatcher {
                     .collect();
                 round.loaded_at = Some(Instant::now());
                 round.follow_subscriptions();
+                round.sync_buckets();
                 true
             }
             Err(err) => {
@@ -369,14 +382,7 @@ async fn attempt(
                 policy: &redrive_core::security::EndpointPolicy::default(),
                 secrets: &[],
             };
-            push::push(
-                client,
-                &spec.endpoint,
-                spec.timeout.as_duration(),
-                claimed,
-                guard,
-            )
-            .await
+            push::push(client, spec, claimed, guard).await
         }
         Some(security) => match security.secrets.keys(&spec.name, clock.now()).await {
             Ok(keys) => {
@@ -385,14 +391,7 @@ async fn attempt(
                     policy: &security.endpoint_policy,
                     secrets: &secrets,
                 };
-                push::push(
-                    client,
-                    &spec.endpoint,
-                    spec.timeout.as_duration(),
-                    claimed,
-                    guard,
-                )
-                .await
+                push::push(client, spec, claimed, guard).await
             }
             // An unsigned push would be refused by careful receivers and
             // accepted by careless ones: neither is right, so none is sent.
@@ -490,6 +489,51 @@ fn log_attempt(
 }
 
 impl Round {
+    /// Keeps one bucket per rate-limited subscription, rebuilt (full) when
+    /// its rate or bucket size changes, dropped when the limit goes.
+    fn sync_buckets(&mut self) {
+        let now = self.started.elapsed();
+        let mut buckets = HashMap::new();
+        for subscription in &self.subscriptions {
+            let spec = &subscription.spec;
+            let Some(rate) = spec.rate else { continue };
+            let size = spec.effective_bucket_size();
+            let bucket = match self.buckets.remove(&spec.name) {
+                Some(bucket) if bucket.fits(rate, size) => bucket,
+                _ => TokenBucket::new(rate, size, now),
+            };
+            buckets.insert(spec.name.clone(), bucket);
+        }
+        self.buckets = buckets;
+    }
+
+    /// Each claimed delivery takes a token of its subscription's bucket.
+    fn spend_tokens(&mut self, claimed: &[ClaimedDelivery]) {
+        let now = self.started.elapsed();
+        for claimed in claimed {
+            if let Some(bucket) = self.buckets.get_mut(&claimed.delivery.subscription) {
+                bucket.take(1, now);
+            }
+        }
+    }
+
+    /// How long until a bucket that is not full gains its next token, so
+    /// deliveries held back by a rate go as soon as they may.
+    fn next_refill(&mut self) -> Option<Duration> {
+        let now = self.started.elapsed();
+        self.buckets
+            .values_mut()
+            .filter_map(|bucket| {
+                if bucket.is_full(now) {
+                    None
+                } else {
+                    bucket.next_token_in(now)
+                }
+            })
+            .filter(|wait| !wait.is_zero())
+            .min()
+    }
+
     fn finished(&mut self, finished: Finished) {
         if let Some(count) = self.in_flight.get_mut(&finished.subscription) {
             *count = count.saturating_sub(1);
@@ -553,7 +597,13 @@ impl Round {
             let own_free = window
                 .min(subscription.spec.max_concurrency)
                 .saturating_sub(busy);
+            let elapsed = self.started.elapsed();
+            let tokens = self
+                .buckets
+                .get_mut(&subscription.spec.name)
+                .map_or(u32::MAX, |bucket| bucket.available(elapsed));
             let limit = own_free
+                .min(tokens)
                 .min(MAX_CLAIM_PER_SUBSCRIPTION)
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
             free -= limit as usize;

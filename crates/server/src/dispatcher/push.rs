@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use redrive_core::binding::binary_headers;
+use redrive_core::binding::{binary_headers, structured_body};
 use redrive_core::classify::parse_retry_after;
+use redrive_core::dialect::{
+    HeadersProfile, PayloadFormat, PushContext, appengine_headers, pubsub_push_body,
+};
 use redrive_core::security::{EndpointPolicy, SigningSecret};
-use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES};
+use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES, SubscriptionSpec};
 use redrive_store::ClaimedDelivery;
 use reqwest::header::RETRY_AFTER;
 
@@ -50,21 +53,22 @@ pub struct Guard<'a> {
     pub secrets: &'a [SigningSecret],
 }
 
-/// Sends one attempt of `claimed` to `endpoint` and reads at most the
-/// response snippet, all within `timeout`.
+/// Sends one attempt of `claimed` to the subscription's endpoint, in its
+/// payload format and headers profile, and reads at most the response
+/// snippet, all within the subscription's timeout.
 pub async fn push(
     client: &reqwest::Client,
-    endpoint: &str,
-    timeout: Duration,
+    spec: &SubscriptionSpec,
     claimed: &ClaimedDelivery,
     guard: Guard<'_>,
 ) -> PushResult {
+    let timeout = spec.timeout.as_duration();
     let started_at = Timestamp::now();
     let clock = Instant::now();
     let delivery = &claimed.delivery;
     // The client resolves host names through the guarded resolver, but a
     // literal address never reaches a resolver: it is checked here.
-    let refused = match reqwest::Url::parse(endpoint) {
+    let refused = match reqwest::Url::parse(&spec.endpoint) {
         Ok(url) => crate::security::ssrf::check_url(guard.policy, &url).err(),
         Err(_) => None,
     };
@@ -77,9 +81,28 @@ pub async fn push(
             response_snippet: None,
         };
     }
-    let body = claimed.event.data.clone().unwrap_or_default();
+    let context = PushContext {
+        subscription: &spec.name,
+        delivery_id: &delivery.id,
+        attempt: delivery.attempts,
+        // Claimed when due: the claim time stands for when it was due.
+        due_at: delivery.last_attempt_at.unwrap_or(delivery.created_at),
+        published_at: delivery.created_at,
+    };
+    // Built before the headers: the signature covers the exact bytes sent.
+    let (body, content_type) = match spec.payload_format {
+        PayloadFormat::CloudeventsBinary => (claimed.event.data.clone().unwrap_or_default(), None),
+        PayloadFormat::CloudeventsStructured => (
+            structured_body(&claimed.event),
+            Some("application/cloudevents+json"),
+        ),
+        PayloadFormat::PubsubPush => (
+            pubsub_push_body(&claimed.event, &context),
+            Some("application/json"),
+        ),
+    };
     let mut request = client
-        .post(endpoint)
+        .post(&spec.endpoint)
         .header("webhook-id", &delivery.id)
         .header("webhook-timestamp", started_at.as_second().to_string())
         .header("redrive-attempt", delivery.attempts.to_string());
@@ -92,9 +115,19 @@ pub async fn push(
         );
         request = request.header("webhook-signature", signature);
     }
+    match content_type {
+        Some(content_type) => request = request.header("content-type", content_type),
+        None => {
+            for (name, value) in binary_headers(&claimed.event) {
+                request = request.header(name, value);
+            }
+        }
+    }
     let mut request = request.body(body);
-    for (name, value) in binary_headers(&claimed.event) {
-        request = request.header(name, value);
+    if spec.headers_profile == HeadersProfile::Appengine {
+        for (name, value) in appengine_headers(&context) {
+            request = request.header(name, value);
+        }
     }
     let exchange = async {
         let response = request.send().await?;

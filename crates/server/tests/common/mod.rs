@@ -96,6 +96,7 @@ impl Server {
                 clock: clock.clone(),
             },
             security: test_security(),
+            config: None,
         };
         tune(&mut options);
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();

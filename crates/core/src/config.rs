@@ -1,0 +1,411 @@
+//! Configuration as code: `redrive.toml` declares topics and subscriptions;
+//! applying it creates what is missing, updates what changed and, with
+//! `prune = true`, deletes what it no longer lists.
+//!
+//! Parsing checks everything it can without a server, and every error names
+//! the line it comes from, so a bad file is refused before anything changes.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::lifecycle::SYSTEM_TOPIC;
+use crate::model::SubscriptionSpec;
+use crate::names::validate_name;
+
+/// What a configuration file declares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Delete topics and subscriptions the file does not list.
+    #[serde(default)]
+    pub prune: bool,
+    #[serde(default)]
+    pub topics: Vec<TopicDecl>,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDecl {
+    pub name: String,
+}
+
+/// A configuration file refused, with the line at fault when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// A parsed file and where each declaration starts, to word later errors
+/// (the server's) by line too.
+#[derive(Clone, Debug, Default)]
+pub struct ParsedConfig {
+    pub desired: Desired,
+    /// Line of each subscription and topic declaration, by name.
+    pub subscription_lines: HashMap<String, usize>,
+    pub topic_lines: HashMap<String, usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    topics: Vec<toml::Spanned<TopicDecl>>,
+    #[serde(default)]
+    subscriptions: Vec<toml::Spanned<toml::Table>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Reads `redrive.toml`. `check` adds the checks only a server knows
+/// (endpoint URLs, timeout ranges); its message is reported at the
+/// subscription's line.
+pub fn parse_toml(
+    text: &str,
+    check: impl Fn(&SubscriptionSpec) -> Result<(), String>,
+) -> Result<ParsedConfig, ConfigError> {
+    let raw: RawFile = toml::from_str(text).map_err(|err| ConfigError {
+        line: err.span().map(|span| line_of(text, span.start)),
+        message: err.message().trim().to_owned(),
+    })?;
+    let mut parsed = ParsedConfig {
+        desired: Desired {
+            prune: raw.prune,
+            ..Desired::default()
+        },
+        ..ParsedConfig::default()
+    };
+    for topic in raw.topics {
+        let line = line_of(text, topic.span().start);
+        let fail = |message: String| ConfigError {
+            line: Some(line),
+            message,
+        };
+        let topic = topic.into_inner();
+        validate_name("topic", &topic.name).map_err(|err| fail(err.to_string()))?;
+        if topic.name == SYSTEM_TOPIC {
+            return Err(fail(format!(
+                "{SYSTEM_TOPIC} is built in; leave it out of the file"
+            )));
+        }
+        if let Some(first) = parsed.topic_lines.insert(topic.name.clone(), line) {
+            return Err(fail(format!(
+                "topic {:?} is declared twice (first at line {first})",
+                topic.name
+            )));
+        }
+        parsed.desired.topics.push(topic);
+    }
+    for table in raw.subscriptions {
+        let line = line_of(text, table.span().start);
+        let fail = |message: String| ConfigError {
+            line: Some(line),
+            message,
+        };
+        check_keys(text, table.span(), table.get_ref())?;
+        let mut value = serde_json::to_value(table.get_ref())
+            .map_err(|err| fail(format!("cannot read the subscription: {err}")))?;
+        crate::presets::expand_subscription(&mut value).map_err(|err| fail(err.to_string()))?;
+        let spec: SubscriptionSpec = serde_json::from_value(value)
+            .map_err(|err| fail(format!("invalid subscription: {err}")))?;
+        let named = |message: String| fail(format!("subscription {:?}: {message}", spec.name));
+        check_spec(&spec).map_err(named)?;
+        check(&spec).map_err(named)?;
+        if let Some(first) = parsed.subscription_lines.insert(spec.name.clone(), line) {
+            return Err(fail(format!(
+                "subscription {:?} is declared twice (first at line {first})",
+                spec.name
+            )));
+        }
+        parsed.desired.subscriptions.push(spec);
+    }
+    if parsed.desired.prune {
+        // Pruning deletes what the file leaves out: a subscription whose
+        // topic is left out would lose its topic.
+        for spec in &parsed.desired.subscriptions {
+            let line = parsed.subscription_lines.get(&spec.name).copied();
+            for (field, topic) in [
+                ("topic", Some(&spec.topic)),
+                ("dead_letter_topic", spec.dead_letter_topic.as_ref()),
+            ] {
+                if let Some(topic) = topic
+                    && topic != SYSTEM_TOPIC
+                    && !parsed.topic_lines.contains_key(topic)
+                {
+                    return Err(ConfigError {
+                        line,
+                        message: format!(
+                            "subscription {:?}: {field} {topic:?} is not declared in \
+                             [[topics]], and prune = true would delete it",
+                            spec.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// The property names of a type's API schema: every field the API accepts,
+/// whoever added it.
+fn schema_fields<T: utoipa::PartialSchema>() -> Vec<String> {
+    match T::schema() {
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object)) => {
+            object.properties.keys().cloned().collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Refuses a key no subscription or retry policy has: a typo would
+/// otherwise be ignored silently. The line is the key's own when found.
+fn check_keys(
+    text: &str,
+    span: std::ops::Range<usize>,
+    table: &toml::Table,
+) -> Result<(), ConfigError> {
+    let mut known = schema_fields::<SubscriptionSpec>();
+    known.push("max_concurrent_requests".into());
+    let mut policy_known = schema_fields::<crate::policy::RetryPolicy>();
+    policy_known.push("preset".into());
+    let mut unknown: Vec<(String, &[String])> = table
+        .keys()
+        .filter(|key| !known.contains(key))
+        .map(|key| (key.clone(), known.as_slice()))
+        .collect();
+    if let Some(toml::Value::Table(policy)) = table.get("retry_policy") {
+        unknown.extend(
+            policy
+                .keys()
+                .filter(|key| !policy_known.contains(key))
+                .map(|key| (key.clone(), policy_known.as_slice())),
+        );
+    }
+    let Some((key, choices)) = unknown.into_iter().next() else {
+        return Ok(());
+    };
+    // Known lists are empty only if the schema changed shape: then accept.
+    if choices.is_empty() {
+        return Ok(());
+    }
+    // The span may cover only the `[[subscriptions]]` header: the key's
+    // first line after it is this table's, since the table holds the key.
+    let start = span.start.min(text.len());
+    let end = text.len();
+    let mut offset = start;
+    let mut line = line_of(text, start);
+    for candidate in text[start..end].split_inclusive('\n') {
+        let trimmed = candidate.trim_start();
+        if trimmed
+            .strip_prefix(key.as_str())
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+            || trimmed.contains(&format!("{key} ="))
+        {
+            line = line_of(text, offset);
+            break;
+        }
+        offset += candidate.len();
+    }
+    let mut choices = choices.to_vec();
+    choices.sort();
+    Err(ConfigError {
+        line: Some(line),
+        message: format!("unknown key {key:?}; known keys: {}", choices.join(", ")),
+    })
+}
+
+/// The core's own checks of a subscription.
+fn check_spec(spec: &SubscriptionSpec) -> Result<(), String> {
+    validate_name("subscription", &spec.name).map_err(|err| err.to_string())?;
+    validate_name("topic", &spec.topic).map_err(|err| err.to_string())?;
+    spec.retry_policy
+        .validate()
+        .map_err(|err| err.to_string())?;
+    spec.validate_lifecycle().map_err(|err| err.to_string())?;
+    spec.validate_push().map_err(|err| err.to_string())?;
+    spec.filter.validate()
+}
+
+/// The declarations as `redrive.toml` text (what `redrive export` prints).
+pub fn to_toml(desired: &Desired) -> Result<String, ConfigError> {
+    toml::to_string_pretty(desired).map_err(|err| ConfigError {
+        line: None,
+        message: format!("cannot write the configuration as TOML: {err}"),
+    })
+}
+
+/// The top-level fields in which two subscriptions differ, for the
+/// `~ changed` line of a diff.
+pub fn changed_fields(current: &SubscriptionSpec, desired: &SubscriptionSpec) -> Vec<String> {
+    let (Ok(Value::Object(current)), Ok(Value::Object(desired))) =
+        (serde_json::to_value(current), serde_json::to_value(desired))
+    else {
+        return Vec::new();
+    };
+    let mut fields: Vec<String> = current
+        .keys()
+        .chain(desired.keys())
+        .filter(|key| current.get(*key) != desired.get(*key))
+        .cloned()
+        .collect();
+    fields.sort();
+    fields.dedup();
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ParsedConfig, ConfigError> {
+        parse_toml(text, |_| Ok(()))
+    }
+
+    const GOOD: &str = r#"
+prune = true
+
+[[topics]]
+name = "orders"
+
+[[topics]]
+name = "orders-dead"
+
+[[subscriptions]]
+name = "orders-hook"
+topic = "orders"
+endpoint = "http://127.0.0.1:9000/hook"
+rate = "20/s"
+bucket_size = 5
+dead_letter_topic = "orders-dead"
+retry_policy = { preset = "adobe-io" }
+"#;
+
+    #[test]
+    fn a_good_file_reads_with_presets_expanded() {
+        let parsed = parse(GOOD).unwrap();
+        let desired = &parsed.desired;
+        assert!(desired.prune);
+        assert_eq!(desired.topics.len(), 2);
+        let spec = &desired.subscriptions[0];
+        assert_eq!(spec.timeout.as_duration().as_secs(), 10);
+        assert_eq!(spec.retry_policy.preset.as_deref(), Some("adobe-io"));
+        assert_eq!(spec.effective_bucket_size(), 5);
+        assert_eq!(parsed.subscription_lines["orders-hook"], 10);
+    }
+
+    #[test]
+    fn export_reads_back_as_the_same_declarations() {
+        let desired = parse(GOOD).unwrap().desired;
+        let text = to_toml(&desired).unwrap();
+        assert_eq!(parse(&text).unwrap().desired, desired, "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_name_their_line() {
+        let err = parse("[[topics]]\nname = \"a\"\n\n[[subscriptions]\n").unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_refused() {
+        let err = parse("[[topics]]\nname = \"a\"\n[[subscription]]\nname = \"x\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(
+            err.message.contains("unknown field `subscription`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_subscriptions_name_their_line_and_reason() {
+        let text = GOOD.replace("bucket_size = 5", "bucket_size = 900");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(10));
+        assert!(
+            err.message
+                .contains("bucket_size: must be between 1 and 500"),
+            "{err}"
+        );
+        let text = GOOD.replace("\"20/s\"", "\"fast\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(10));
+        assert!(err.message.contains("invalid rate \"fast\""), "{err}");
+        let err = parse_toml(GOOD, |_| Err("endpoint: nope".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 10: subscription \"orders-hook\": endpoint: nope"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_their_line() {
+        let text = GOOD.replace("bucket_size = 5", "bucket_size = 5\nrate_limit = 3");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(16), "{err}");
+        assert!(err.message.contains("unknown key \"rate_limit\""), "{err}");
+        assert!(err.message.contains("bucket_size"), "{err}");
+        let text = GOOD.replace(
+            "preset = \"adobe-io\"",
+            "preset = \"adobe-io\", retry_limt = 3",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(17), "{err}");
+        assert!(err.message.contains("unknown key \"retry_limt\""), "{err}");
+        let alias = GOOD.replace(
+            "bucket_size = 5",
+            "bucket_size = 5\nmax_concurrent_requests = 3",
+        );
+        assert!(parse(&alias).is_ok());
+    }
+
+    #[test]
+    fn duplicates_and_undeclared_topics_under_prune_are_refused() {
+        let err = parse("[[topics]]\nname = \"a\"\n[[topics]]\nname = \"a\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3));
+        let text = GOOD.replace("name = \"orders-dead\"", "name = \"other\"");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("prune = true would delete it"),
+            "{err}"
+        );
+        let kept = text.replace("prune = true", "prune = false");
+        assert!(parse(&kept).is_ok());
+    }
+
+    #[test]
+    fn changed_fields_lists_what_differs() {
+        let desired = parse(GOOD).unwrap().desired;
+        let current = desired.subscriptions[0].clone();
+        let mut changed = current.clone();
+        changed.timeout = crate::HumanDuration::from_secs(3);
+        changed.rate = None;
+        changed.bucket_size = None;
+        assert_eq!(
+            changed_fields(&current, &changed),
+            ["bucket_size", "rate", "timeout"]
+        );
+        assert!(changed_fields(&current, &current).is_empty());
+    }
+}
