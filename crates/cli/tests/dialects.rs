@@ -19,11 +19,17 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
+const TOKEN: &str = "dialects-admin-token-0123456789";
+
 fn command(server: &str) -> Command {
     let mut command = Command::new(REDRIVE);
     command
         .env("RUST_LOG", "warn")
         .env("REDRIVE_SERVER", server)
+        // As users run it: a token, and the test endpoints on loopback allowed.
+        .env("REDRIVE_API_TOKEN", TOKEN)
+        .env("REDRIVE_TOKEN", TOKEN)
+        .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
         .stdin(Stdio::null());
     command
 }
