@@ -213,3 +213,64 @@ async fn redrive_failed_puts_failed_deliveries_back_on_their_way() {
         .expect("an answer");
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn pause_resume_and_enable_buttons_change_the_subscription() {
+    let endpoint = Endpoint::start(|_, _| Reply::ok()).await;
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription("hooks", "orders", &endpoint.url, json!({})))
+        .await;
+    let (_, _, body) = page(&server, "/console/subscriptions/hooks").await;
+    assert!(body.contains(r#"action="/console/subscriptions/hooks/pause""#));
+    assert!(!body.contains(r#"action="/console/subscriptions/hooks/resume""#));
+    assert!(!body.contains(r#"action="/console/subscriptions/hooks/enable""#));
+
+    let paused_flag = |server: &Server| {
+        let request = server.http.get(server.url("/v1/subscriptions/hooks"));
+        async move {
+            let body: serde_json::Value = request
+                .send()
+                .await
+                .expect("the API answers")
+                .json()
+                .await
+                .expect("JSON");
+            body["paused"].clone()
+        }
+    };
+    for (button, paused, shown) in [("pause", true, "resume"), ("resume", false, "pause")] {
+        let response = no_redirects()
+            .post(server.url(&format!("/console/subscriptions/hooks/{button}")))
+            .send()
+            .await
+            .expect("the button's route answers");
+        assert!(response.status().is_redirection(), "{}", response.status());
+        assert_eq!(
+            response.headers()["location"],
+            "/console/subscriptions/hooks"
+        );
+        assert_eq!(paused_flag(&server).await, paused, "after {button}");
+        let (_, _, body) = page(&server, "/console/subscriptions/hooks").await;
+        assert!(
+            body.contains(&format!(r#"action="/console/subscriptions/hooks/{shown}""#)),
+            "after {button} the page offers {shown}"
+        );
+    }
+
+    // Enabling a healthy subscription changes nothing and says so by
+    // leaving it healthy; an unknown one is a 404 page.
+    let response = no_redirects()
+        .post(server.url("/console/subscriptions/hooks/enable"))
+        .send()
+        .await
+        .expect("the button's route answers");
+    assert!(response.status().is_redirection(), "{}", response.status());
+    let response = no_redirects()
+        .post(server.url("/console/subscriptions/nope/pause"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 404);
+}

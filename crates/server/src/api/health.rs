@@ -6,7 +6,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use jiff::Timestamp;
 use redrive_core::{Health, Subscription};
-use redrive_store::HealthChange;
+use redrive_store::{HealthChange, StoreError};
 
 use super::{ApiError, AppState};
 
@@ -47,10 +47,19 @@ async fn set_paused(
     name: &str,
     paused: bool,
 ) -> Result<Json<Subscription>, ApiError> {
+    Ok(Json(set_paused_by_hand(&state, name, paused).await?))
+}
+
+/// Pauses or resumes pushes (the API and the console both do it).
+pub(crate) async fn set_paused_by_hand(
+    state: &AppState,
+    name: &str,
+    paused: bool,
+) -> Result<Subscription, StoreError> {
     let subscription = state.store.set_paused(name, paused).await?;
     tracing::info!(subscription = %name, paused, "pushes paused or resumed by hand");
     state.subscriptions_changed.notify_one();
-    Ok(Json(subscription))
+    Ok(subscription)
 }
 
 /// Makes the subscription healthy: a disabled one gets pushes again and
@@ -62,13 +71,21 @@ pub async fn enable(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Subscription>, ApiError> {
+    Ok(Json(enable_by_hand(&state, &name).await?))
+}
+
+/// Makes a disabled or unstable subscription healthy so its backlog flows.
+pub(crate) async fn enable_by_hand(
+    state: &AppState,
+    name: &str,
+) -> Result<Subscription, StoreError> {
     for _ in 0..ENABLE_TRIES {
-        let current = state.store.get_subscription(&name).await?;
+        let current = state.store.get_subscription(name).await?;
         if current.status.health == Health::Healthy {
-            return Ok(Json(current));
+            return Ok(current);
         }
         let change = HealthChange {
-            subscription: name.clone(),
+            subscription: name.to_owned(),
             from: current.status.health,
             to: Health::Healthy,
             reason: "enabled by hand".into(),
@@ -78,11 +95,10 @@ pub async fn enable(
             tracing::info!(subscription = %name, from = current.status.health.as_str(),
                 "subscription enabled by hand");
             state.subscriptions_changed.notify_one();
-            return Ok(Json(enabled));
+            return Ok(enabled);
         }
     }
-    Err(redrive_store::StoreError::Conflict(format!(
+    Err(StoreError::Conflict(format!(
         "the health of subscription {name:?} keeps changing; try again"
-    ))
-    .into())
+    )))
 }

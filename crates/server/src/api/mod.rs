@@ -24,6 +24,7 @@ use redrive_store::Store;
 use tokio::sync::Notify;
 
 pub use error::ApiError;
+pub(crate) use health::{enable_by_hand, set_paused_by_hand};
 pub(crate) use lifecycle::redrive_in_background;
 
 /// What every handler can reach.

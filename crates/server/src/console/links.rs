@@ -52,6 +52,11 @@ pub fn redrive(name: &str) -> String {
     format!("{}/redrive", subscription(name))
 }
 
+/// Where a subscription's pause, resume and enable buttons post.
+pub fn subscription_action(name: &str, action: &str) -> String {
+    format!("{}/{action}", subscription(name))
+}
+
 pub fn delivery(id: &str) -> String {
     format!("/console/deliveries/{}", encode(id))
 }

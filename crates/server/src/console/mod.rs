@@ -46,6 +46,9 @@ pub fn router() -> Router<AppState> {
             "/console/subscriptions/{name}/redrive",
             post(redrive_failed),
         )
+        .route("/console/subscriptions/{name}/pause", post(pause))
+        .route("/console/subscriptions/{name}/resume", post(resume))
+        .route("/console/subscriptions/{name}/enable", post(enable))
         .route("/console/deliveries/{id}", get(delivery))
         .route("/console/deliveries/{id}/live", get(delivery_live))
         .route("/console/deliveries/{id}/retry", post(retry_now))
@@ -420,6 +423,21 @@ async fn redrive_failed(State(state): State<AppState>, Path(name): Path<String>)
     let total = crate::api::redrive_in_background(&state, &name, filter).await?;
     tracing::info!(subscription = %name, total, "redrive of failed deliveries from the console");
     Ok(Redirect::to(&links::redriven(&name, total)).into_response())
+}
+
+async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
+    crate::api::set_paused_by_hand(&state, &name, true).await?;
+    Ok(Redirect::to(&links::subscription(&name)).into_response())
+}
+
+async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
+    crate::api::set_paused_by_hand(&state, &name, false).await?;
+    Ok(Redirect::to(&links::subscription(&name)).into_response())
+}
+
+async fn enable(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
+    crate::api::enable_by_hand(&state, &name).await?;
+    Ok(Redirect::to(&links::subscription(&name)).into_response())
 }
 
 // ---------------------------------------------------------------------------

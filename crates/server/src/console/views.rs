@@ -345,10 +345,26 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
     )
 }
 
-/// Pause/resume and enable are operations of endpoint health; their
-/// buttons render here once the subscription carries that state.
-fn subscription_controls(_page: &SubscriptionPage) -> Markup {
-    html! {}
+/// Pause or resume by hand; enable once health has disabled it.
+fn subscription_controls(page: &SubscriptionPage) -> Markup {
+    let csrf = page.rows.csrf.as_deref();
+    let (action, label) = if page.paused {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
+    html! {
+        form.inline method="post" action=(links::subscription_action(&page.name, action)) {
+            (csrf_input(csrf))
+            button type="submit" name=(action) { (label) }
+        }
+        @if page.health == "disabled" {
+            form.inline method="post" action=(links::subscription_action(&page.name, "enable")) {
+                (csrf_input(csrf))
+                button type="submit" name="enable" { "Enable" }
+            }
+        }
+    }
 }
 
 pub fn delivery_table(rows: &DeliveryRows) -> Markup {
