@@ -20,6 +20,8 @@ pub const RETRIES_SCHEDULED_TOTAL: &str = "redrive_retries_scheduled_total";
 pub const DELIVERIES_DUE: &str = "redrive_deliveries_due";
 pub const OLDEST_DUE_AGE: &str = "redrive_oldest_due_age_seconds";
 pub const RETRIES_SCHEDULED: &str = "redrive_retries_scheduled";
+pub const SUBSCRIPTION_HEALTH: &str = "redrive_subscription_health";
+pub const SUBSCRIPTION_PAUSED: &str = "redrive_subscription_paused";
 pub const DELIVERIES_IN_FLIGHT: &str = "redrive_deliveries_in_flight";
 pub const PUSHES_IN_FLIGHT: &str = "redrive_pushes_in_flight";
 pub const STORE_COMMIT: &str = "redrive_store_commit_seconds";
@@ -106,6 +108,14 @@ fn describe() {
         "Deliveries claimed and being pushed, by subscription (all processes)."
     );
     describe_gauge!(PUSHES_IN_FLIGHT, "Pushes this process has under way.");
+    describe_gauge!(
+        SUBSCRIPTION_HEALTH,
+        "Endpoint health by subscription: 0 healthy, 1 unstable, 2 disabled."
+    );
+    describe_gauge!(
+        SUBSCRIPTION_PAUSED,
+        "1 while a subscription's pushes are paused by hand, else 0."
+    );
     describe_histogram!(
         STORE_COMMIT,
         metrics::Unit::Seconds,
@@ -191,6 +201,14 @@ pub fn set_subscription_gauges(
             .set(found.map_or(0, |s| s.retries_scheduled) as f64);
         gauge!(DELIVERIES_IN_FLIGHT, "subscription" => name.clone())
             .set(found.map_or(0, |s| s.in_flight) as f64);
+        let health = match subscription.status.health {
+            redrive_core::Health::Healthy => 0.0,
+            redrive_core::Health::Unstable => 1.0,
+            redrive_core::Health::Disabled => 2.0,
+        };
+        gauge!(SUBSCRIPTION_HEALTH, "subscription" => name.clone()).set(health);
+        gauge!(SUBSCRIPTION_PAUSED, "subscription" => name.clone())
+            .set(if subscription.status.paused { 1.0 } else { 0.0 });
     }
 }
 

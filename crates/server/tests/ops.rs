@@ -202,6 +202,15 @@ async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
     assert!(sample(&after, "redrive_store_commit_seconds_count", &[]) > commits_before);
     assert!(sample(&after, "redrive_store_commit_batch_size_count", &[]) > 0.0);
     assert_eq!(sample(&after, "redrive_deliveries_due", &sub), 0.0);
+    assert_eq!(sample(&after, "redrive_subscription_health", &sub), 0.0);
+    assert_eq!(sample(&after, "redrive_subscription_paused", &sub), 0.0);
+    let (status, body) = server
+        .post("/v1/subscriptions/metered-hook/pause", json!({}))
+        .await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let (paused, _) = scrape(&server).await;
+    assert_eq!(sample(&paused, "redrive_subscription_paused", &sub), 1.0);
+    assert_eq!(sample(&paused, "redrive_subscription_health", &sub), 0.0);
     assert_eq!(sample(&after, "redrive_up", &[]), 1.0);
     for (name, kind) in [
         ("redrive_events_published_total", "counter"),
@@ -214,6 +223,8 @@ async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
         ("redrive_retries_scheduled", "gauge"),
         ("redrive_deliveries_in_flight", "gauge"),
         ("redrive_pushes_in_flight", "gauge"),
+        ("redrive_subscription_health", "gauge"),
+        ("redrive_subscription_paused", "gauge"),
         ("redrive_store_commit_seconds", "histogram"),
         ("redrive_store_commit_batch_size", "histogram"),
     ] {
