@@ -9,10 +9,12 @@ mod lifecycle;
 mod store;
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
 pub use lifecycle::*;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::*;
 

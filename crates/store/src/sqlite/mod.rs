@@ -5,7 +5,7 @@
 
 mod lifecycle;
 mod readers;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 mod writer;
 
