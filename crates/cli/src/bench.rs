@@ -293,6 +293,7 @@ impl Server {
         let options = redrive_server::ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
+            database_url: None,
             limits: redrive_server::api::Limits::default(),
             dispatcher: redrive_server::dispatcher::DispatcherConfig {
                 max_in_flight: args.max_in_flight,

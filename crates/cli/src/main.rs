@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server on the embedded store.
+    /// Run the server on the embedded store, or on a shared PostgreSQL.
     Serve(ServeArgs),
     /// Manage topics on a running server.
     #[command(subcommand)]
@@ -78,6 +78,15 @@ struct ServeArgs {
         default_value = "./redrive-data"
     )]
     data_dir: PathBuf,
+    /// Share a PostgreSQL database with other redrive nodes instead of the
+    /// embedded store, e.g. postgres://redrive@db.internal/redrive
+    /// (`pool_size=N` among the parameters sets the connections per node).
+    #[arg(long, env = "REDRIVE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// How long a claim outlives the push timeout before another node may
+    /// take the delivery over (the retry delay after a node dies), e.g. 30s.
+    #[arg(long, env = "REDRIVE_LEASE_MARGIN", default_value = "30s")]
+    lease_margin: redrive_core::HumanDuration,
     /// Largest publish body in bytes.
     #[arg(long, env = "REDRIVE_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
     max_publish_bytes: usize,
@@ -139,12 +148,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
+        database_url: args.database_url.filter(|url| !url.is_empty()),
         limits: redrive_server::api::Limits {
             max_publish_bytes: args.max_publish_bytes,
             ..Default::default()
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
             max_in_flight: args.max_in_flight,
+            lease_margin: args.lease_margin.as_duration(),
             ..Default::default()
         },
         sweeper: redrive_server::sweeper::SweeperConfig {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use jiff::Timestamp;
-use redrive_store::{SqliteStore, Store};
+use redrive_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -19,6 +19,9 @@ use crate::sweeper::{self, SweeperConfig};
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A `postgres://` URL: share that database with other nodes instead
+    /// of the embedded store in `data_dir`.
+    pub database_url: Option<String>,
     pub limits: Limits,
     pub dispatcher: DispatcherConfig,
     pub sweeper: SweeperConfig,
@@ -32,9 +35,7 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&options.data_dir, Timestamp::now())
-        .with_context(|| format!("cannot open the store in {}", options.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&options).await?;
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
@@ -64,7 +65,11 @@ pub async fn serve(
         limits: options.limits,
         jobs: Default::default(),
     });
-    tracing::info!(%address, data_dir = %options.data_dir.display(), "redrive is listening");
+    match &options.database_url {
+        Some(_) => tracing::info!(%address, store = "postgres", "redrive is listening"),
+        None => tracing::info!(%address, data_dir = %options.data_dir.display(),
+            "redrive is listening"),
+    }
     on_listening(address);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -78,4 +83,25 @@ pub async fn serve(
         tracing::error!(error = %err, "the sweeper stopped abnormally");
     }
     served
+}
+
+async fn open_store(options: &ServeOptions) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &options.database_url {
+        let store = PostgresStore::connect(url, Timestamp::now())
+            .await
+            // The URL may carry a password: name only where it points.
+            .with_context(|| format!("cannot open the PostgreSQL store at {}", redact(url)))?;
+        return Ok(Arc::new(store));
+    }
+    let store = SqliteStore::open(&options.data_dir, Timestamp::now())
+        .with_context(|| format!("cannot open the store in {}", options.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The URL without its user information.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…@{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
