@@ -87,6 +87,9 @@ struct ServeArgs {
     /// take the delivery over (the retry delay after a node dies), e.g. 30s.
     #[arg(long, env = "REDRIVE_LEASE_MARGIN", default_value = "30s")]
     lease_margin: redrive_core::HumanDuration,
+    /// Longest wait for due work without a wake-up, e.g. 1s.
+    #[arg(long, env = "REDRIVE_POLL_INTERVAL", default_value = "1s")]
+    poll_interval: redrive_core::HumanDuration,
     /// Largest publish body in bytes.
     #[arg(long, env = "REDRIVE_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
     max_publish_bytes: usize,
@@ -156,6 +159,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
             max_in_flight: args.max_in_flight,
             lease_margin: args.lease_margin.as_duration(),
+            poll_interval: args.poll_interval.as_duration(),
             ..Default::default()
         },
         sweeper: redrive_server::sweeper::SweeperConfig {
