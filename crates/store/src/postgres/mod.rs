@@ -13,7 +13,10 @@ mod lifecycle;
 mod listen;
 pub(crate) mod rows;
 mod schema;
+mod stats;
 pub mod testing;
+
+pub use stats::{DatabaseActivity, database_activity};
 
 use std::collections::HashMap;
 use std::str::FromStr;
