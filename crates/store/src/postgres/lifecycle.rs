@@ -211,9 +211,6 @@ pub(super) async fn expire(
         expired += moved;
         fanned_out |= fanned;
     }
-    if fanned_out {
-        super::notify(&tx).await?;
-    }
     tx.commit().await.map_err(pg_error)?;
     Ok((expired, fanned_out))
 }
@@ -232,9 +229,6 @@ pub(super) async fn cancel(
             "delivery {id:?} is {}; only a scheduled delivery can be cancelled",
             delivery.state.as_str()
         )));
-    }
-    if fanned_out {
-        super::notify(&tx).await?;
     }
     tx.commit().await.map_err(pg_error)?;
     Ok((delivery, fanned_out))

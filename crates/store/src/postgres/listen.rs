@@ -2,6 +2,12 @@
 //! channel and turns each notification into a local wake-up of the
 //! dispatcher. If the connection drops it is re-opened; meanwhile the
 //! dispatcher's polling keeps delivering, only a little later.
+//!
+//! NOTIFY is not sent by the writes themselves: a transaction that notifies
+//! holds a database-wide lock from its commit until its WAL is flushed, so
+//! notifying publishes would commit one at a time. Instead, writes that
+//! made work due ask the announcer, which sends one NOTIFY for however many
+//! asked meanwhile, on its own connection with asynchronous commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,4 +61,47 @@ async fn listen(config: &tokio_postgres::Config, wakeups: &Notify) -> Result<(),
             }
         }
     }
+}
+
+/// Sends a NOTIFY each time it is asked, coalescing requests that arrive
+/// while one is being sent. Runs until the store drops it.
+pub(super) async fn announce(config: tokio_postgres::Config, requests: Arc<Notify>) {
+    loop {
+        match announce_on(&config, &requests).await {
+            Ok(()) => tracing::warn!("the announcing connection closed; reopening it"),
+            Err(err) => {
+                tracing::warn!(error = %err, "the announcing connection failed; reopening it")
+            }
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn announce_on(config: &tokio_postgres::Config, requests: &Notify) -> Result<(), String> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let driver = tokio::spawn(connection);
+    // Nothing durable is written here: a lost notification only means
+    // another node finds the work by polling.
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let statement = client
+        .prepare("SELECT pg_notify($1, '')")
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let outcome = loop {
+        requests.notified().await;
+        if let Err(err) = client.execute(&statement, &[&WAKEUP_CHANNEL]).await {
+            break Err(super::pg_error(err).to_string());
+        }
+        if driver.is_finished() {
+            break Ok(());
+        }
+    };
+    driver.abort();
+    outcome
 }

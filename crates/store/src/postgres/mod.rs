@@ -72,12 +72,16 @@ fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
 pub struct PostgresStore {
     pool: Pool,
     wakeups: Arc<Notify>,
+    /// Asks the announcer to tell the other nodes there is work.
+    announce: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    announcer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.announcer.abort();
     }
 }
 
@@ -121,11 +125,15 @@ impl PostgresStore {
                 StoreError::Invalid(format!("cannot build the connection pool: {err}"))
             })?;
         let wakeups = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen::run(config, wakeups.clone()));
+        let listener = tokio::spawn(listen::run(config.clone(), wakeups.clone()));
+        let announce = Arc::new(Notify::new());
+        let announcer = tokio::spawn(listen::announce(config, announce.clone()));
         Ok(PostgresStore {
             pool,
             wakeups,
+            announce,
             listener,
+            announcer,
         })
     }
 
@@ -133,8 +141,11 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
+    /// Wakes this node's dispatcher now and the other nodes' shortly
+    /// (after the work is committed).
     fn wake(&self) {
         self.wakeups.notify_one();
+        self.announce.notify_one();
     }
 }
 
@@ -510,7 +521,6 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         if moved > 0 {
-            notify(&client).await?;
             self.wake();
         }
         Ok(moved)
@@ -595,7 +605,6 @@ impl Store for PostgresStore {
                 "delivery {id:?} is in flight; retry it once this attempt ends"
             )));
         }
-        notify(&client).await?;
         self.wake();
         Ok(delivery)
     }
@@ -627,7 +636,6 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let batch = lifecycle::redrive(&client, &request).await?;
         if batch.moved > 0 {
-            notify(&client).await?;
             self.wake();
         }
         Ok(batch)
@@ -646,16 +654,6 @@ impl Store for PostgresStore {
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
     }
-}
-
-/// Wakes every node's dispatcher (sent when the surrounding transaction
-/// commits).
-async fn notify(client: &impl GenericClient) -> Result<()> {
-    client
-        .execute("SELECT pg_notify($1, '')", &[&WAKEUP_CHANNEL])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
 }
 
 /// Stores events and fans them out in one statement. The fan-out is decided
@@ -740,7 +738,7 @@ pub(crate) async fn publish_in(
                JOIN stored ON stored.source = f.source AND stored.id = f.event_id
                RETURNING 1
              )
-             SELECT source, id, (SELECT pg_notify($12, '') FROM fanned LIMIT 1) FROM stored",
+             SELECT source, id FROM stored",
         )
         .await
         .map_err(pg_error)?;
@@ -759,7 +757,6 @@ pub(crate) async fn publish_in(
                 &delivery_subscriptions,
                 &delivery_sources,
                 &delivery_event_ids,
-                &WAKEUP_CHANNEL,
             ],
         )
         .await
