@@ -455,8 +455,10 @@ async fn measure(
         results.database = Some(after.since(&before));
     }
 
-    if external {
-        // Leave the external server as it was; a failure here is only noted.
+    if external || args.database_url.is_some() {
+        // Leave the external server or the shared database as it was (a
+        // leftover subscription would take dispatcher slots in later runs);
+        // a failure here is only noted.
         for path in [
             format!("/v1/subscriptions/{subscription}"),
             format!("/v1/topics/{topic}"),
