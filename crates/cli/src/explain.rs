@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use redrive_core::duration::{HumanDuration, format_duration, parse_duration};
+use redrive_core::explain::{Schedule, ScheduleEnd};
 use redrive_core::policy::{Backoff, LimitMode, RetryPolicy, ScheduledRetry};
 use serde::Serialize;
 
@@ -198,7 +199,7 @@ struct JsonRetry {
 /// The first `count` retries of `policy` as a table followed by a line
 /// saying why the list ends, or as a JSON array; no trailing newline.
 pub fn render(policy: &RetryPolicy, count: usize, json: bool) -> String {
-    let retries = policy.explain(count);
+    let Schedule { retries, end } = policy.schedule(count);
     if json {
         let rows: Vec<JsonRetry> = retries
             .iter()
@@ -212,7 +213,7 @@ pub fn render(policy: &RetryPolicy, count: usize, json: bool) -> String {
             .expect("integers and finite floats always serialize");
     }
     let mut out = table(&retries);
-    out.push_str(&ending(policy, count, &retries));
+    out.push_str(&ending(&end));
     out
 }
 
@@ -254,40 +255,13 @@ fn table(retries: &[ScheduledRetry]) -> String {
     out
 }
 
-/// Why the list stops where it does.
-fn ending(policy: &RetryPolicy, count: usize, retries: &[ScheduledRetry]) -> String {
-    let age = retries.last().map_or(Duration::ZERO, |r| r.at);
-    let next = u32::try_from(retries.len())
-        .ok()
-        .and_then(|shown| shown.checked_add(1));
-    let Some(next) = next.filter(|&n| !policy.may_retry(n, age)) else {
-        return if policy.retry_limit.is_none() && policy.age_limit.is_none() {
-            format!("showing the first {count} retries; the policy retries forever")
-        } else {
-            format!("showing the first {count} retries; more follow (raise --count to see them)")
-        };
-    };
-    let lead = if retries.is_empty() {
-        "no retries"
-    } else {
-        "no more retries"
-    };
-    // `may_retry` refused `next`, so at least one limit is set and passed.
-    let when = format!(
-        "attempt {next} fails {} after the first attempt",
-        format_duration(age)
-    );
-    match (policy.retry_limit, policy.age_limit) {
-        (Some(limit), Some(age_limit)) if policy.limit_mode == LimitMode::Both => format!(
-            "{lead}: retry limit {limit} and age limit {} both reached ({when})",
-            format_duration(age_limit.0)
-        ),
-        (Some(limit), _) if next > limit => format!("{lead}: retry limit {limit} reached"),
-        (_, Some(age_limit)) => format!(
-            "{lead}: age limit {} reached ({when})",
-            format_duration(age_limit.0)
-        ),
-        (_, None) => format!("{lead}: the policy allows no retry {next}"),
+/// Why the list stops where it does, worded for the command line.
+fn ending(end: &ScheduleEnd) -> String {
+    match end {
+        ScheduleEnd::MoreFollow { .. } => {
+            format!("{} (raise --count to see them)", end.describe())
+        }
+        _ => end.describe(),
     }
 }
 

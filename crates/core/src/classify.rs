@@ -24,6 +24,9 @@ pub enum ErrorClass {
     Interrupted,
     /// Anything else (a malformed answer, a protocol error).
     Other,
+    /// Refused before connecting: the endpoint resolved to an address the
+    /// server's network policy forbids. Never retried.
+    Blocked,
 }
 
 impl ErrorClass {
@@ -35,6 +38,7 @@ impl ErrorClass {
             ErrorClass::Tls => "tls",
             ErrorClass::Interrupted => "interrupted",
             ErrorClass::Other => "other",
+            ErrorClass::Blocked => "blocked",
         }
     }
 }
@@ -270,9 +274,11 @@ impl RetryPolicy {
     /// otherwise it is final when it matches `final_codes`, or when
     /// `retry_codes` is set and it matches none of them; anything else is
     /// retried. Every error without a response (timeouts, refused
-    /// connections, an interrupted attempt) is retried.
+    /// connections, an interrupted attempt) is retried, except one the
+    /// network policy blocked: asking again gets the same answer.
     pub fn classify(&self, outcome: &AttemptOutcome) -> Verdict {
         let status = match *outcome {
+            AttemptOutcome::Error(ErrorClass::Blocked) => return Verdict::Final,
             AttemptOutcome::Error(_) => return Verdict::Retryable,
             AttemptOutcome::Response { status, .. } => status,
         };
@@ -313,6 +319,16 @@ mod tests {
             parse_retry_after(" 0 "),
             Some(RetryAfter::Delay(Duration::ZERO))
         );
+    }
+
+    #[test]
+    fn a_blocked_attempt_is_final() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.classify(&AttemptOutcome::Error(ErrorClass::Blocked)),
+            Verdict::Final
+        );
+        assert_eq!(ErrorClass::Blocked.as_str(), "blocked");
     }
 
     #[test]

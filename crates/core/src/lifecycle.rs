@@ -229,6 +229,7 @@ mod tests {
             dead_letter_topic: None,
             max_delivery_attempts: None,
             message_retention: default_message_retention(),
+            health_policy: Default::default(),
         }
     }
 

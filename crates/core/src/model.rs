@@ -8,6 +8,7 @@ use crate::classify::ErrorClass;
 use crate::decision::{Decision, FailureReason};
 use crate::duration::HumanDuration;
 use crate::filter::Filter;
+use crate::health::{HealthPolicy, SubscriptionStatus};
 use crate::policy::RetryPolicy;
 
 /// Default time an endpoint has to answer one push.
@@ -52,6 +53,9 @@ pub struct SubscriptionSpec {
     /// (10m–31d, default 7d); then its delivery fails as `retention_expired`.
     #[serde(default = "crate::lifecycle::default_message_retention")]
     pub message_retention: HumanDuration,
+    /// When the endpoint counts as unstable or is disabled.
+    #[serde(default)]
+    pub health_policy: HealthPolicy,
 }
 
 fn default_timeout() -> HumanDuration {
@@ -66,6 +70,9 @@ fn default_max_concurrency() -> u32 {
 pub struct Subscription {
     #[serde(flatten)]
     pub spec: SubscriptionSpec,
+    /// Endpoint health and whether it is paused.
+    #[serde(flatten)]
+    pub status: SubscriptionStatus,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]

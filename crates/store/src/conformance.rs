@@ -15,8 +15,16 @@ use redrive_core::{
 
 use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreError};
 
+mod health;
 mod lifecycle;
+pub use health::*;
+mod console;
+pub use console::*;
+mod security;
 pub use lifecycle::*;
+pub use security::*;
+mod ops;
+pub use ops::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -44,6 +52,20 @@ macro_rules! conformance_tests {
             redrive_moves_matching_deliveries_with_a_fresh_budget,
             journal_pages_oldest_first_and_reports_purges,
             purge_removes_finished_history_and_unreferenced_events,
+            new_subscriptions_are_healthy_and_not_paused,
+            completions_count_attempts_by_outcome_per_minute,
+            health_changes_compare_and_set_and_announce_on_the_system_topic,
+            paused_and_disabled_subscriptions_get_no_claims,
+            old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
+            console_search_filters_newest_first,
+            console_search_pages_without_gaps_or_repeats,
+            console_counts_deliveries_by_state_since,
+            console_buckets_delivered_and_failed_by_end_time,
+            tokens_are_created_read_listed_and_deleted,
+            signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
+            released_claims_are_due_at_once_with_the_attempt_interrupted,
+            queue_stats_count_due_retries_and_in_flight,
+            readiness_reports_a_fully_migrated_schema,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -104,6 +126,7 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         dead_letter_topic: None,
         max_delivery_attempts: None,
         message_retention: redrive_core::lifecycle::default_message_retention(),
+        health_policy: Default::default(),
     }
 }
 

@@ -4,17 +4,25 @@
 //! The durability contract: when a write method returns `Ok`, its effect
 //! survives a crash of the process.
 
+mod console;
 mod error;
+mod health;
 mod lifecycle;
+mod ops;
+mod security;
 mod store;
 
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;
 
+pub use console::*;
 pub use error::StoreError;
+pub use health::*;
 pub use lifecycle::*;
+pub use ops::*;
 pub use postgres::PostgresStore;
+pub use security::*;
 pub use sqlite::SqliteStore;
 pub use store::*;
 

@@ -1,8 +1,10 @@
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use redrive_core::health::AttemptCounts;
 use redrive_core::{
     Attempt, CloudEvent, Delivery, DeliveryState, FailureReason, Subscription, SubscriptionSpec,
     Topic,
@@ -11,7 +13,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::Result;
+use crate::console::*;
+use crate::health::*;
 use crate::lifecycle::*;
+use crate::ops::*;
+use crate::security::*;
 
 /// The answer to one event of a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -165,4 +171,72 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.
     fn wakeups(&self) -> Arc<Notify>;
+
+    // --- endpoint health ---
+    /// Attempts of `subscription` that ended since its health last changed
+    /// and not before `since` (to the minute: counts are kept per minute,
+    /// bumped in the write that records each attempt).
+    async fn count_attempts(&self, subscription: &str, since: Timestamp) -> Result<AttemptCounts>;
+    /// Deletes at most `limit` per-minute attempt counts older than
+    /// `before`. Returns how many.
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Sets a subscription's health if it still is `change.from`, and in the
+    /// same write publishes `redrive.subscription.<health>` on the system
+    /// topic. `None` when its health was no longer `from` (nothing changed).
+    /// The attempt counts start over with the new health.
+    async fn change_health(&self, change: HealthChange) -> Result<Option<Subscription>>;
+    /// Pauses or resumes pushes to a subscription. A paused (or disabled)
+    /// subscription gets no claims; its deliveries keep their place.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription>;
+    // --- console ---
+    /// Deliveries matching every filter of `query`, newest first, keyset
+    /// paged: fast at any depth on large subscriptions.
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage>;
+    /// Deliveries of `subscription` created at or after `since`, counted by
+    /// their state now.
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts>;
+    /// Delivered and failed deliveries per time bucket, by when they ended.
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>>;
+    // --- security: API tokens and signing secrets ---
+    /// Stores a new token; refuses (conflict) an id already taken.
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+    async fn get_token(&self, id: &str) -> Result<TokenRecord>;
+    /// Every token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn delete_token(&self, id: &str) -> Result<()>;
+    /// The subscription's signing secrets, if it has any yet.
+    async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>>;
+    /// Stores `current` as the subscription's secret unless it already has
+    /// one; returns what is stored either way. Not found for an unknown
+    /// subscription. Deleting a subscription deletes its secrets.
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets>;
+    /// Makes `new` current and keeps the current one as `previous` (a
+    /// subscription without a secret just gets `new`).
+    async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets>;
+    // --- ops: metrics, readiness, graceful shutdown, backups ---
+    /// Makes these in-flight deliveries due at `now`, recording their
+    /// unfinished attempt as interrupted, so a restart (or another node)
+    /// retries them at once instead of waiting for their lease to end.
+    /// Deliveries no longer in flight are left alone. Returns how many moved.
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
+    /// The backlog of every subscription that has scheduled or in-flight
+    /// deliveries, by subscription name.
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
+    /// Reaches the database and reads its schema version.
+    async fn readiness(&self) -> Result<StoreReadiness>;
+    /// Writes a consistent copy of the whole store to `path` (which must not
+    /// exist), while the store keeps serving.
+    async fn backup_into(&self, path: &Path) -> Result<()>;
+    /// Makes everything written so far durable in the main database file,
+    /// so a copy of the file alone is complete after shutdown.
+    async fn flush(&self) -> Result<()>;
 }

@@ -193,9 +193,12 @@ async fn topic_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
 }
 
 fn subscription_from(spec: &str, created: i64, updated: i64) -> Result<Subscription> {
+    let created_at = timestamp(created)?;
     Ok(Subscription {
         spec: serde_json::from_str(spec)?,
-        created_at: timestamp(created)?,
+        // Endpoint health is not kept on PostgreSQL yet: always healthy.
+        status: redrive_core::SubscriptionStatus::new(created_at),
+        created_at,
         updated_at: timestamp(updated)?,
     })
 }
@@ -366,6 +369,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg_error)?;
         Ok(Subscription {
             spec,
+            status: redrive_core::SubscriptionStatus::new(now),
             created_at: now,
             updated_at: now,
         })
@@ -403,9 +407,11 @@ impl Store for PostgresStore {
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
+        let created_at = timestamp(created)?;
         Ok(Subscription {
             spec,
-            created_at: timestamp(created)?,
+            status: redrive_core::SubscriptionStatus::new(created_at),
+            created_at,
             updated_at: now,
         })
     }
@@ -654,6 +660,123 @@ impl Store for PostgresStore {
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
     }
+
+    // --- endpoint health ---
+    async fn count_attempts(
+        &self,
+        _subscription: &str,
+        _since: Timestamp,
+    ) -> Result<redrive_core::health::AttemptCounts> {
+        Err(not_yet("endpoint health"))
+    }
+
+    async fn prune_attempt_counts(&self, _before: Timestamp, _limit: u32) -> Result<u64> {
+        Err(not_yet("endpoint health"))
+    }
+
+    async fn change_health(&self, _change: crate::HealthChange) -> Result<Option<Subscription>> {
+        Err(not_yet("endpoint health"))
+    }
+
+    async fn set_paused(&self, _name: &str, _paused: bool) -> Result<Subscription> {
+        Err(not_yet("pausing subscriptions"))
+    }
+
+    // --- console ---
+    async fn search_deliveries(
+        &self,
+        _query: crate::DeliverySearch,
+    ) -> Result<crate::DeliverySearchPage> {
+        Err(not_yet("delivery search"))
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        _subscription: &str,
+        _since: Timestamp,
+    ) -> Result<crate::StateCounts> {
+        Err(not_yet("delivery counts"))
+    }
+
+    async fn outcome_buckets(
+        &self,
+        _query: crate::OutcomeBucketsQuery,
+    ) -> Result<Vec<crate::OutcomeBucket>> {
+        Err(not_yet("outcome buckets"))
+    }
+
+    // --- security ---
+    async fn create_token(&self, _token: crate::TokenRecord) -> Result<()> {
+        Err(not_yet("API tokens"))
+    }
+
+    async fn get_token(&self, _id: &str) -> Result<crate::TokenRecord> {
+        Err(not_yet("API tokens"))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>> {
+        Err(not_yet("API tokens"))
+    }
+
+    async fn delete_token(&self, _id: &str) -> Result<()> {
+        Err(not_yet("API tokens"))
+    }
+
+    async fn get_signing_secrets(
+        &self,
+        _subscription: &str,
+    ) -> Result<Option<crate::SigningSecrets>> {
+        Err(not_yet("signing secrets"))
+    }
+
+    async fn ensure_signing_secret(
+        &self,
+        _subscription: &str,
+        _current: String,
+        _now: Timestamp,
+    ) -> Result<crate::SigningSecrets> {
+        Err(not_yet("signing secrets"))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        _rotation: crate::SecretRotation,
+    ) -> Result<crate::SigningSecrets> {
+        Err(not_yet("signing secrets"))
+    }
+
+    // --- ops ---
+    async fn release_claims(&self, _delivery_ids: Vec<String>, _now: Timestamp) -> Result<u64> {
+        Err(not_yet("releasing claims"))
+    }
+
+    async fn queue_stats(&self, _now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        Err(not_yet("queue statistics"))
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        Err(not_yet("readiness"))
+    }
+
+    async fn backup_into(&self, _path: &std::path::Path) -> Result<()> {
+        Err(StoreError::Invalid(
+            "backups of a PostgreSQL store are taken with PostgreSQL's own tools (pg_dump, \
+             base backups)"
+                .into(),
+        ))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every write is committed (and so durable) when it returns.
+        Ok(())
+    }
+}
+
+/// The answer of operations the PostgreSQL store does not have yet.
+fn not_yet(feature: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "{feature} is not supported on the PostgreSQL store yet"
+    ))
 }
 
 /// Stores events and fans them out in one statement. The fan-out is decided

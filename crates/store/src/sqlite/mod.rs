@@ -3,10 +3,14 @@
 //! (synchronous = FULL, so a commit is on disk when it returns); reads use a
 //! small pool of connections on the blocking thread pool.
 
+mod console;
+mod health;
 mod lifecycle;
+mod ops;
 mod readers;
 pub(crate) mod rows;
 mod schema;
+mod security;
 mod writer;
 
 use std::fs::File;
@@ -21,7 +25,9 @@ use redrive_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
+use crate::console::*;
 use crate::lifecycle::*;
+use crate::security::*;
 use crate::store::*;
 use crate::{Result, StoreError};
 use readers::Readers;
@@ -139,16 +145,26 @@ fn topic_exists(conn: &Connection, name: &str) -> Result<bool> {
 }
 
 fn read_subscription(conn: &Connection, name: &str) -> Result<Subscription> {
-    conn.prepare_cached("SELECT spec, created_at, updated_at FROM subscriptions WHERE name = ?1")?
+    let sql = format!(
+        "SELECT spec, created_at, updated_at, {} FROM subscriptions WHERE name = ?1",
+        health::STATUS_COLUMNS
+    );
+    conn.prepare_cached(&sql)?
         .query_row([name], |row| {
             let spec: String = row.get(0)?;
-            Ok((spec, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            Ok((
+                spec,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                health::status(row, 3)?,
+            ))
         })
         .optional()?
         .ok_or_else(|| StoreError::not_found("subscription", name))
-        .and_then(|(spec, created, updated)| {
+        .and_then(|(spec, created, updated, status)| {
             Ok(Subscription {
                 spec: serde_json::from_str(&spec)?,
+                status,
                 created_at: timestamp(created)?,
                 updated_at: timestamp(updated)?,
             })
@@ -287,6 +303,7 @@ impl Store for SqliteStore {
                 }
                 Ok(Subscription {
                     spec,
+                    status: redrive_core::SubscriptionStatus::new(now),
                     created_at: now,
                     updated_at: now,
                 })
@@ -314,6 +331,7 @@ impl Store for SqliteStore {
                 )?;
                 Ok(Subscription {
                     spec,
+                    status: current.status,
                     created_at: current.created_at,
                     updated_at: now,
                 })
@@ -331,22 +349,26 @@ impl Store for SqliteStore {
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
         self.readers
             .read(|conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT spec, created_at, updated_at FROM subscriptions ORDER BY name",
-                )?;
+                let sql = format!(
+                    "SELECT spec, created_at, updated_at, {} FROM subscriptions ORDER BY name",
+                    health::STATUS_COLUMNS
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt
                     .query_map([], |row| {
                         Ok((
                             row.get::<_, String>(0)?,
                             row.get::<_, i64>(1)?,
                             row.get::<_, i64>(2)?,
+                            health::status(row, 3)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 rows.into_iter()
-                    .map(|(spec, created, updated)| {
+                    .map(|(spec, created, updated, status)| {
                         Ok(Subscription {
                             spec: serde_json::from_str(&spec)?,
+                            status,
                             created_at: timestamp(created)?,
                             updated_at: timestamp(updated)?,
                         })
@@ -370,6 +392,7 @@ impl Store for SqliteStore {
                     "DELETE FROM journal_floors WHERE subscription = ?1",
                     [&name],
                 )?;
+                health::forget_in(conn, &name)?;
                 if conn.execute("DELETE FROM subscriptions WHERE name = ?1", [&name])? == 0 {
                     return Err(StoreError::not_found("subscription", &name));
                 }
@@ -530,6 +553,153 @@ impl Store for SqliteStore {
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
     }
+
+    // --- endpoint health ---
+    async fn count_attempts(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<redrive_core::health::AttemptCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| health::count_in(conn, &subscription, since))
+            .await
+    }
+
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.writer
+            .write(move |conn| health::prune_in(conn, before, limit))
+            .await
+    }
+
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        let (changed, fanned_out) = self
+            .writer
+            .write(move |conn| health::change_in(conn, &change))
+            .await?;
+        // Also for a subscription made healthy again: its backlog is due.
+        if fanned_out || changed.is_some() {
+            self.wakeups.notify_one();
+        }
+        Ok(changed)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
+        let name = name.to_owned();
+        let subscription = self
+            .writer
+            .write(move |conn| health::set_paused_in(conn, &name, paused))
+            .await?;
+        self.wakeups.notify_one();
+        Ok(subscription)
+    }
+    // --- console ---
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
+        self.readers
+            .read(move |conn| console::search_in(conn, &query))
+            .await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| console::count_by_state_in(conn, &subscription, since))
+            .await
+    }
+
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
+        self.readers
+            .read(move |conn| console::outcome_buckets_in(conn, &query))
+            .await
+    }
+
+    // --- security ---
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.writer
+            .write(move |conn| security::create_token_in(conn, &token))
+            .await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| security::get_token_in(conn, &id))
+            .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.readers.read(security::list_tokens_in).await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| security::delete_token_in(conn, &id))
+            .await
+    }
+
+    async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| security::get_secrets_in(conn, &subscription))
+            .await
+    }
+
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets> {
+        let subscription = subscription.to_owned();
+        self.writer
+            .write(move |conn| security::ensure_secret_in(conn, &subscription, &current, now))
+            .await
+    }
+
+    async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets> {
+        self.writer
+            .write(move |conn| security::rotate_secret_in(conn, &rotation))
+            .await
+    }
+
+    // --- ops ---
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.writer
+            .write(move |conn| ops::release_in(conn, &delivery_ids, now))
+            .await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.readers
+            .read(move |conn| ops::queue_stats_in(conn, now))
+            .await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        self.readers.read(ops::readiness_in).await
+    }
+
+    async fn backup_into(&self, path: &Path) -> Result<()> {
+        let (database, target) = (self.path.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || ops::backup(&database, &target))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the backup task failed: {err}")))?
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // An empty write first: the checkpoint then covers every write
+        // queued before this call. It runs outside the writer's transaction.
+        self.writer.write(|_| Ok(())).await?;
+        let database = self.path.clone();
+        tokio::task::spawn_blocking(move || ops::checkpoint(&database))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the checkpoint task failed: {err}")))?
+    }
 }
 
 fn publish_in(
@@ -622,6 +792,9 @@ fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
     )?;
     let mut batch = ClaimBatch::default();
     for want in &request.wants {
+        if !health::accepts_pushes(conn, &want.subscription)? {
+            continue;
+        }
         if want.limit > 0 {
             let ids = claim
                 .query_map(
@@ -682,7 +855,7 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<bool> {
             error,
             ended_at,
         ])?;
-        record.execute(params![
+        let recorded = record.execute(params![
             completion.delivery_id,
             attempt.number,
             millis(attempt.started_at),
@@ -693,6 +866,9 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<bool> {
             attempt.response_snippet,
             serde_json::to_string(&attempt.decision)?,
         ])?;
+        if recorded > 0 {
+            health::count_attempt(conn, &completion.delivery_id, attempt, ended_at)?;
+        }
         if changed > 0 && matches!(attempt.decision, Decision::Failed { .. }) {
             let now = timestamp(ended_at)?;
             fanned_out |= lifecycle::dead_letter_in(conn, &completion.delivery_id, now)?;

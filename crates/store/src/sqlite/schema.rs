@@ -93,6 +93,9 @@ CREATE TABLE journal_floors (
     purged_through  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    super::health::MIGRATION,
+    super::console::CONSOLE_INDEXES,
+    super::security::MIGRATION,
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
@@ -117,4 +120,9 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+/// The schema version a fully migrated database has.
+pub(crate) fn latest_version() -> usize {
+    MIGRATIONS.len()
 }

@@ -117,7 +117,11 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let size = batch.len();
+        let started = std::time::Instant::now();
         commit_batch(&conn, batch);
+        metrics::histogram!("redrive_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("redrive_store_commit_batch_size").record(size as f64);
     }
     tracing::debug!("sqlite writer stopped");
 }

@@ -1,0 +1,207 @@
+//! Endpoint health on SQLite: per-minute attempt counts bumped in the write
+//! that records each attempt, health changes as compare-and-set with their
+//! operational event in the same transaction, and pause.
+//!
+//! Counts are keyed by the subscription's health epoch, which every change
+//! of health increments: "attempts since the health last changed" is then
+//! exact, not rounded to the minute of the change.
+
+use jiff::Timestamp;
+use redrive_core::health::{self, AttemptCounts, SubscriptionStatus};
+use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::{Attempt, Decision, Health, Subscription};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::rows::{millis, timestamp};
+use super::{publish_in, read_subscription, topic_exists};
+use crate::{HealthChange, Result, StoreError};
+
+pub(super) const MIGRATION: &str = r#"
+-- Endpoint health and pause, beside the spec.
+ALTER TABLE subscriptions ADD COLUMN health TEXT NOT NULL DEFAULT 'healthy';
+ALTER TABLE subscriptions ADD COLUMN health_reason TEXT;
+-- NULL until the first change: the subscription's creation counts.
+ALTER TABLE subscriptions ADD COLUMN health_changed_at INTEGER;
+ALTER TABLE subscriptions ADD COLUMN health_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE subscriptions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+-- Attempts that ended, per subscription, health epoch and minute.
+CREATE TABLE attempt_counts (
+    subscription  TEXT NOT NULL,
+    epoch         INTEGER NOT NULL,
+    bucket        INTEGER NOT NULL,
+    succeeded     INTEGER NOT NULL,
+    failed        INTEGER NOT NULL,
+    PRIMARY KEY (subscription, epoch, bucket)
+) WITHOUT ROWID;
+CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
+"#;
+
+/// Bucket width: one minute, in milliseconds.
+const BUCKET_MS: i64 = 60_000;
+
+/// The status columns of `subscriptions`, read by [`status`] at the end of
+/// a row.
+pub(super) const STATUS_COLUMNS: &str =
+    "health, health_reason, COALESCE(health_changed_at, created_at), paused";
+
+/// Reads [`STATUS_COLUMNS`] starting at column `first`.
+pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<SubscriptionStatus> {
+    let health: String = row.get(first)?;
+    let health = Health::parse(&health).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            first,
+            rusqlite::types::Type::Text,
+            format!("unknown health {health:?}").into(),
+        )
+    })?;
+    Ok(SubscriptionStatus {
+        health,
+        health_reason: row.get(first + 1)?,
+        health_changed_at: timestamp(row.get(first + 2)?)?,
+        paused: row.get(first + 3)?,
+    })
+}
+
+fn bucket_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(BUCKET_MS)
+}
+
+/// Counts one recorded attempt of `delivery_id` in its subscription's
+/// current health epoch, in the minute it ended.
+pub(super) fn count_attempt(
+    conn: &Connection,
+    delivery_id: &str,
+    attempt: &Attempt,
+    ended_at_ms: i64,
+) -> Result<()> {
+    let succeeded = matches!(attempt.decision, Decision::Delivered);
+    conn.prepare_cached(
+        "INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
+         SELECT d.subscription, s.health_epoch, ?2, ?3, ?4
+         FROM deliveries d JOIN subscriptions s ON s.name = d.subscription
+         WHERE d.id = ?1
+         ON CONFLICT (subscription, epoch, bucket) DO UPDATE
+            SET succeeded = succeeded + excluded.succeeded,
+                failed = failed + excluded.failed",
+    )?
+    .execute(params![
+        delivery_id,
+        bucket_of(ended_at_ms),
+        i64::from(succeeded),
+        i64::from(!succeeded),
+    ])?;
+    Ok(())
+}
+
+/// Whether claims may take deliveries of `subscription`: not paused, not
+/// disabled. A subscription that is gone takes none either.
+pub(super) fn accepts_pushes(conn: &Connection, subscription: &str) -> Result<bool> {
+    let blocked: Option<bool> = conn
+        .prepare_cached("SELECT paused OR health = 'disabled' FROM subscriptions WHERE name = ?1")?
+        .query_row([subscription], |row| row.get(0))
+        .optional()?;
+    Ok(blocked == Some(false))
+}
+
+pub(super) fn count_in(
+    conn: &Connection,
+    subscription: &str,
+    since: Timestamp,
+) -> Result<AttemptCounts> {
+    let (succeeded, failed): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(c.succeeded), 0), COALESCE(SUM(c.failed), 0)
+             FROM subscriptions s JOIN attempt_counts c
+               ON c.subscription = s.name AND c.epoch = s.health_epoch
+             WHERE s.name = ?1 AND c.bucket >= ?2",
+        )?
+        .query_row(params![subscription, bucket_of(millis(since))], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    if succeeded == 0 && failed == 0 && !subscription_exists(conn, subscription)? {
+        return Err(StoreError::not_found("subscription", subscription));
+    }
+    Ok(AttemptCounts {
+        succeeded: u64::try_from(succeeded).unwrap_or(0),
+        failed: u64::try_from(failed).unwrap_or(0),
+    })
+}
+
+fn subscription_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM subscriptions WHERE name = ?1")?
+        .exists([name])?)
+}
+
+pub(super) fn prune_in(conn: &Connection, before: Timestamp, limit: u32) -> Result<u64> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM attempt_counts WHERE (subscription, epoch, bucket) IN
+               (SELECT subscription, epoch, bucket FROM attempt_counts
+                WHERE bucket < ?1 LIMIT ?2)",
+        )?
+        .execute(params![millis(before), limit])?;
+    Ok(deleted as u64)
+}
+
+/// Returns the changed subscription (if it changed) and whether the
+/// operational event fanned out new deliveries.
+pub(super) fn change_in(
+    conn: &Connection,
+    change: &HealthChange,
+) -> Result<(Option<Subscription>, bool)> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE subscriptions SET health = ?3, health_reason = ?4, health_changed_at = ?5,
+                    health_epoch = health_epoch + 1
+             WHERE name = ?1 AND health = ?2",
+        )?
+        .execute(params![
+            change.subscription,
+            change.from.as_str(),
+            change.to.as_str(),
+            change.reason,
+            millis(change.now),
+        ])?;
+    if changed == 0 {
+        if !subscription_exists(conn, &change.subscription)? {
+            return Err(StoreError::not_found("subscription", &change.subscription));
+        }
+        return Ok((None, false));
+    }
+    let mut fanned_out = false;
+    if topic_exists(conn, SYSTEM_TOPIC)? {
+        let event = health::health_changed_event(
+            &change.subscription,
+            change.from,
+            change.to,
+            &change.reason,
+            uuid::Uuid::now_v7().to_string(),
+            change.now,
+        );
+        let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![event], change.now)?;
+        fanned_out = outcomes.iter().any(|o| o.deliveries > 0);
+    }
+    Ok((
+        Some(read_subscription(conn, &change.subscription)?),
+        fanned_out,
+    ))
+}
+
+pub(super) fn set_paused_in(conn: &Connection, name: &str, paused: bool) -> Result<Subscription> {
+    let changed = conn
+        .prepare_cached("UPDATE subscriptions SET paused = ?2 WHERE name = ?1")?
+        .execute(params![name, paused])?;
+    if changed == 0 {
+        return Err(StoreError::not_found("subscription", name));
+    }
+    read_subscription(conn, name)
+}
+
+/// Forgets a deleted subscription's counts, so a new one of the same name
+/// starts clean.
+pub(super) fn forget_in(conn: &Connection, name: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM attempt_counts WHERE subscription = ?1")?
+        .execute([name])?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Operational queries of the embedded store: releasing claims at shutdown,
+//! backlog statistics, readiness and online backups.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::rows::{millis, timestamp};
+use super::schema;
+use crate::ops::{QueueStats, StoreReadiness};
+use crate::{Result, StoreError};
+
+pub(super) fn release_in(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
+    let now_ms = millis(now);
+    let mut record = conn.prepare_cached(
+        "INSERT OR IGNORE INTO attempts
+           (delivery_id, number, started_at, duration_ms, error, error_message, decision)
+         SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
+                'interrupted', 'the attempt did not finish before shutdown',
+                json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
+         FROM deliveries WHERE id = ?3 AND state = 'in_flight'",
+    )?;
+    let mut release = conn.prepare_cached(
+        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
+                last_error = 'interrupted', last_status = NULL, updated_at = ?1
+         WHERE id = ?2 AND state = 'in_flight'",
+    )?;
+    let at = now.to_string();
+    let mut moved = 0;
+    for id in ids {
+        record.execute(params![now_ms, at, id])?;
+        moved += release.execute(params![now_ms, id])? as u64;
+    }
+    Ok(moved)
+}
+
+pub(super) fn queue_stats_in(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
+    let now_ms = millis(now);
+    let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
+    // Both queries stay on the partial indexes of scheduled and in-flight
+    // rows, so their cost follows the backlog, not the kept history.
+    let mut scheduled = conn.prepare_cached(
+        "SELECT subscription,
+                SUM(next_attempt_at <= ?1),
+                MIN(CASE WHEN next_attempt_at <= ?1 THEN next_attempt_at END),
+                SUM(attempts > 0)
+         FROM deliveries WHERE state = 'scheduled' GROUP BY subscription",
+    )?;
+    let rows = scheduled.query_map([now_ms], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, Option<i64>>(1)?.unwrap_or(0),
+            row.get::<_, Option<i64>>(2)?,
+            row.get::<_, Option<i64>>(3)?.unwrap_or(0),
+        ))
+    })?;
+    for row in rows {
+        let (subscription, due, oldest, retries) = row?;
+        let entry = stats
+            .entry(subscription.clone())
+            .or_insert_with(|| empty(subscription));
+        entry.due = u64::try_from(due).unwrap_or(0);
+        entry.oldest_due_at = oldest.map(timestamp).transpose()?;
+        entry.retries_scheduled = u64::try_from(retries).unwrap_or(0);
+    }
+    let mut in_flight = conn.prepare_cached(
+        "SELECT subscription, COUNT(*) FROM deliveries WHERE state = 'in_flight'
+         GROUP BY subscription",
+    )?;
+    let rows = in_flight.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (subscription, count) = row?;
+        stats
+            .entry(subscription.clone())
+            .or_insert_with(|| empty(subscription))
+            .in_flight = u64::try_from(count).unwrap_or(0);
+    }
+    Ok(stats.into_values().collect())
+}
+
+fn empty(subscription: String) -> QueueStats {
+    QueueStats {
+        subscription,
+        due: 0,
+        oldest_due_at: None,
+        retries_scheduled: 0,
+        in_flight: 0,
+    }
+}
+
+pub(super) fn readiness_in(conn: &Connection) -> Result<StoreReadiness> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    Ok(StoreReadiness {
+        schema_version: u64::try_from(version).unwrap_or(0),
+        latest_schema_version: schema::latest_version() as u64,
+    })
+}
+
+/// `VACUUM INTO` reads one snapshot of the database, so the copy is
+/// consistent while writers go on; it runs on its own connection so a long
+/// backup holds no pooled reader.
+pub(super) fn backup(database: &Path, target: &Path) -> Result<()> {
+    if target.exists() {
+        return Err(StoreError::Conflict(format!(
+            "backup target {} already exists",
+            target.display()
+        )));
+    }
+    let target_text = target.to_str().ok_or_else(|| {
+        StoreError::Invalid(format!("backup path {} is not UTF-8", target.display()))
+    })?;
+    let conn = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", database.display())))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+    conn.execute("VACUUM INTO ?1", [target_text])
+        .map_err(|err| StoreError::Backend(format!("cannot write the backup: {err}")))?;
+    // VACUUM INTO does not sync its output; a backup must be on disk.
+    std::fs::File::open(target)
+        .and_then(|file| file.sync_all())
+        .map_err(|err| {
+            StoreError::Backend(format!("cannot sync backup {}: {err}", target.display()))
+        })?;
+    Ok(())
+}
+
+pub(super) fn checkpoint(database: &Path) -> Result<()> {
+    let conn = Connection::open(database).map_err(|err| {
+        StoreError::Unavailable(format!("cannot open {}: {err}", database.display()))
+    })?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+    // TRUNCATE moves every committed page into the main file and empties
+    // the WAL, so the database file alone holds everything.
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+    if busy != 0 {
+        return Err(StoreError::Unavailable(
+            "the checkpoint could not complete: readers are still active".into(),
+        ));
+    }
+    Ok(())
+}

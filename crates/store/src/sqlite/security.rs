@@ -1,0 +1,163 @@
+//! API tokens and signing secrets on SQLite.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::rows::{millis, timestamp};
+use crate::security::*;
+use crate::{Result, StoreError};
+
+pub(super) const MIGRATION: &str = r#"
+-- API tokens: the secret part is kept only as its SHA-256.
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    secret_hash  BLOB NOT NULL,
+    created_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Signing secrets, encrypted by the server before they get here.
+CREATE TABLE signing_secrets (
+    subscription    TEXT PRIMARY KEY,
+    current         TEXT NOT NULL,
+    previous        TEXT,
+    previous_until  INTEGER,
+    rotated_at      INTEGER NOT NULL
+) WITHOUT ROWID;
+-- A subscription created again under a deleted one's name must not inherit
+-- its secret.
+CREATE TRIGGER signing_secrets_follow_subscriptions AFTER DELETE ON subscriptions
+BEGIN
+    DELETE FROM signing_secrets WHERE subscription = OLD.name;
+END;
+"#;
+
+const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
+
+fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scope: String = row.get(2)?;
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        scope: scope.parse().map_err(|err| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(err))
+        })?,
+        secret_hash: row.get(3)?,
+        created_at: timestamp(row.get(4)?)?,
+    })
+}
+
+pub(super) fn create_token_in(conn: &Connection, token: &TokenRecord) -> Result<()> {
+    let inserted = conn.execute(
+        "INSERT INTO api_tokens (id, name, scope, secret_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        params![
+            token.id,
+            token.name,
+            token.scope.to_string(),
+            token.secret_hash,
+            millis(token.created_at)
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!(
+            "token {:?} already exists",
+            token.id
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn get_token_in(conn: &Connection, id: &str) -> Result<TokenRecord> {
+    conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"
+    ))?
+    .query_row([id], token)
+    .optional()?
+    .ok_or_else(|| StoreError::not_found("token", id))
+}
+
+pub(super) fn list_tokens_in(conn: &Connection) -> Result<Vec<TokenRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))?
+        .query_map([], token)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn delete_token_in(conn: &Connection, id: &str) -> Result<()> {
+    if conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? == 0 {
+        return Err(StoreError::not_found("token", id));
+    }
+    Ok(())
+}
+
+pub(super) fn get_secrets_in(
+    conn: &Connection,
+    subscription: &str,
+) -> Result<Option<SigningSecrets>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT subscription, current, previous, previous_until, rotated_at
+             FROM signing_secrets WHERE subscription = ?1",
+        )?
+        .query_row([subscription], |row| {
+            Ok(SigningSecrets {
+                subscription: row.get(0)?,
+                current: row.get(1)?,
+                previous: row.get(2)?,
+                previous_until: row.get::<_, Option<i64>>(3)?.map(timestamp).transpose()?,
+                rotated_at: timestamp(row.get(4)?)?,
+            })
+        })
+        .optional()?)
+}
+
+fn require_subscription(conn: &Connection, subscription: &str) -> Result<()> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM subscriptions WHERE name = ?1")?
+        .exists([subscription])?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::not_found("subscription", subscription))
+    }
+}
+
+pub(super) fn ensure_secret_in(
+    conn: &Connection,
+    subscription: &str,
+    current: &str,
+    now: Timestamp,
+) -> Result<SigningSecrets> {
+    require_subscription(conn, subscription)?;
+    conn.execute(
+        "INSERT INTO signing_secrets (subscription, current, rotated_at)
+         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![subscription, current, millis(now)],
+    )?;
+    get_secrets_in(conn, subscription)?
+        .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
+}
+
+pub(super) fn rotate_secret_in(
+    conn: &Connection,
+    rotation: &SecretRotation,
+) -> Result<SigningSecrets> {
+    require_subscription(conn, &rotation.subscription)?;
+    conn.execute(
+        "INSERT INTO signing_secrets (subscription, current, rotated_at)
+         VALUES (?1, ?2, ?4)
+         ON CONFLICT (subscription) DO UPDATE SET
+             previous = current, previous_until = ?3, current = ?2, rotated_at = ?4",
+        params![
+            rotation.subscription,
+            rotation.new,
+            millis(rotation.previous_until),
+            millis(rotation.now)
+        ],
+    )?;
+    get_secrets_in(conn, &rotation.subscription)?
+        .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
+}
