@@ -147,7 +147,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     let external = server.local.is_none();
-    let outcome = measure(&args, &server.bases, external, sink_address, &sink).await;
+    let outcome = measure(
+        &args,
+        &server.bases,
+        server.token.as_deref(),
+        external,
+        sink_address,
+        &sink,
+    )
+    .await;
 
     let _ = stop_sink.send(());
     if tokio::time::timeout(Duration::from_secs(5), sink_task)
@@ -283,6 +291,22 @@ struct Server {
     /// Where each node listens.
     bases: Vec<String>,
     local: Option<Vec<LocalServer>>,
+    /// The bearer token for its API (an external server's from REDRIVE_TOKEN).
+    token: Option<String>,
+}
+
+/// The `Authorization` header every bench request carries.
+fn auth_headers(token: Option<&str>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .context("the token cannot be sent in a header")?,
+        );
+    }
+    Ok(headers)
 }
 
 struct LocalServer {
@@ -297,20 +321,27 @@ impl Server {
         Server {
             bases: vec![url.trim_end_matches('/').to_owned()],
             local: None,
+            token: std::env::var("REDRIVE_TOKEN").ok(),
         }
     }
 
     async fn start(args: &BenchOptions) -> anyhow::Result<Server> {
+        // One token for every node: the bench's clients talk to all of them.
+        let token: String = redrive_server::security::random_bytes::<16>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let mut bases = Vec::with_capacity(args.nodes);
         let mut local = Vec::with_capacity(args.nodes);
         for _ in 0..args.nodes {
-            let node = LocalServer::start(args).await?;
+            let node = LocalServer::start(args, &token).await?;
             bases.push(node.0);
             local.push(node.1);
         }
         Ok(Server {
             bases,
             local: Some(local),
+            token: Some(token),
         })
     }
 
@@ -322,7 +353,7 @@ impl Server {
 }
 
 impl LocalServer {
-    async fn start(args: &BenchOptions) -> anyhow::Result<(String, LocalServer)> {
+    async fn start(args: &BenchOptions, token: &str) -> anyhow::Result<(String, LocalServer)> {
         let data_dir = tempfile::Builder::new()
             .prefix("redrive-bench-")
             .tempdir()
@@ -337,6 +368,18 @@ impl LocalServer {
                 ..Default::default()
             },
             sweeper: Default::default(),
+            health: Default::default(),
+            security: redrive_server::security::SecurityOptions {
+                admin_token: redrive_server::security::AdminToken::Given(token.to_owned()),
+                // The sink listens on 127.0.0.1.
+                endpoint_policy: redrive_core::security::EndpointPolicy {
+                    allow: redrive_core::security::parse_networks("127.0.0.0/8")?,
+                    https_only: false,
+                },
+                // The bench measures the store and dispatcher, not the limiter.
+                publish_rate: redrive_core::security::Rate::UNLIMITED,
+                ..Default::default()
+            },
         };
         let (listening, address) = oneshot::channel::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -393,12 +436,14 @@ impl LocalServer {
 async fn measure(
     args: &BenchOptions,
     bases: &[String],
+    token: Option<&str>,
     external: bool,
     sink_address: SocketAddr,
     sink: &Arc<Sink>,
 ) -> anyhow::Result<Results> {
     let admin = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers(token)?)
         .build()
         .context("cannot build the HTTP client")?;
     let base = bases
@@ -445,7 +490,7 @@ async fn measure(
         ),
         None => None,
     };
-    let mut measured = publish_and_wait(args, bases, &topic, &run_id, sink).await;
+    let mut measured = publish_and_wait(args, bases, token, &topic, &run_id, sink).await;
     if let (Some(url), Some(before), Ok(results)) = (&args.database_url, before, &mut measured) {
         // Backends publish their counters about once a second.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -535,12 +580,14 @@ struct Plan {
 async fn publish_and_wait(
     args: &BenchOptions,
     bases: &[String],
+    token: Option<&str>,
     topic: &str,
     run_id: &str,
     sink: &Arc<Sink>,
 ) -> anyhow::Result<Results> {
     let client = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers(token)?)
         .tcp_nodelay(true)
         .pool_max_idle_per_host(args.publishers)
         .pool_idle_timeout(Duration::from_secs(60))

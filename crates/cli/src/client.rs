@@ -10,10 +10,19 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str) -> anyhow::Result<Client> {
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Client> {
         redrive_server::dispatcher::push::install_crypto_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value: reqwest::header::HeaderValue = format!("Bearer {}", token.trim())
+                .parse()
+                .context("the token holds characters a header can't carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Client {
@@ -95,7 +104,15 @@ impl Client {
         }
         let code = value["error"]["code"].as_str().unwrap_or("error");
         let message = value["error"]["message"].as_str().unwrap_or(&text);
-        Err(anyhow!("{message} ({code}, HTTP {})", status.as_u16()))
+        let hint = if status == StatusCode::UNAUTHORIZED {
+            "; pass --token or set REDRIVE_TOKEN"
+        } else {
+            ""
+        };
+        Err(anyhow!(
+            "{message} ({code}, HTTP {}){hint}",
+            status.as_u16()
+        ))
     }
 }
 

@@ -34,6 +34,16 @@ pub enum SubscriptionsCommand {
     Redrive(crate::lifecycle::RedriveArgs),
     /// Read the events that matched a subscription, oldest first.
     Journal(crate::lifecycle::JournalArgs),
+    /// Stop pushes to a subscription; its deliveries wait (retention applies).
+    Pause { name: String },
+    /// Resume pushes to a paused subscription.
+    Resume { name: String },
+    /// Make a disabled or unstable subscription healthy; its backlog flows.
+    Enable { name: String },
+    /// Print the subscription's signing secret (admin).
+    Secret { name: String },
+    /// Rotate the signing secret; the old one keeps signing for the grace period.
+    RotateSecret(crate::security::RotateSecretArgs),
 }
 
 #[derive(Args)]
@@ -73,6 +83,10 @@ pub struct CreateSubscription {
     /// How long an undelivered event is tried after publish, e.g. 7d.
     #[arg(long)]
     pub message_retention: Option<String>,
+    /// Endpoint health policy as JSON, or @FILE holding it, e.g.
+    /// '{"window": "1h", "min_attempts": 20, "auto_disable": false}'.
+    #[arg(long)]
+    pub health_policy: Option<String>,
 }
 
 #[derive(Args)]
@@ -159,6 +173,17 @@ pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> an
         SubscriptionsCommand::Journal(args) => {
             return crate::lifecycle::journal(client, args).await;
         }
+        SubscriptionsCommand::Pause { name } => {
+            return crate::health::run(client, crate::health::Action::Pause, &name).await;
+        }
+        SubscriptionsCommand::Resume { name } => {
+            return crate::health::run(client, crate::health::Action::Resume, &name).await;
+        }
+        SubscriptionsCommand::Enable { name } => {
+            return crate::health::run(client, crate::health::Action::Enable, &name).await;
+        }
+        SubscriptionsCommand::Secret { name } => crate::security::secret(client, &name).await?,
+        SubscriptionsCommand::RotateSecret(args) => crate::security::rotate(client, args).await?,
     };
     print_json(&answer)
 }
@@ -195,6 +220,9 @@ fn subscription_body(args: CreateSubscription) -> anyhow::Result<Value> {
     }
     if let Some(retention) = args.message_retention {
         body["message_retention"] = retention.into();
+    }
+    if let Some(policy) = args.health_policy {
+        body["health_policy"] = json_argument("--health-policy", &policy)?;
     }
     Ok(body)
 }
@@ -268,7 +296,7 @@ fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     }
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -5,7 +5,10 @@ mod bench_purge;
 mod client;
 mod commands;
 mod explain;
+mod health;
 mod lifecycle;
+mod ops;
+mod security;
 mod sink;
 
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "redrive",
-    version,
+    version = ops::VERSION,
     about = "Durable CloudEvents and webhook delivery with exact retry policies"
 )]
 struct Cli {
@@ -29,6 +32,11 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
+    /// Bearer token for the server's API (client commands).
+    #[arg(long, global = true, env = "REDRIVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    log: ops::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +66,13 @@ enum Command {
     BenchPurge(bench_purge::BenchPurgeArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
+    /// Manage API tokens on a running server (admin).
+    #[command(subcommand)]
+    Tokens(security::TokensCommand),
+    /// Copy a running server's database to a file (a consistent online copy).
+    Backup(ops::BackupArgs),
+    /// Print shell completions: bash, zsh, fish, elvish or powershell.
+    Completions(ops::CompletionsArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +115,15 @@ struct ServeArgs {
     /// are kept before they are purged, e.g. 7d.
     #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d")]
     history_retention: redrive_core::HumanDuration,
+    /// How often endpoint health is judged from recent attempts, e.g. 10s.
+    #[arg(long, env = "REDRIVE_HEALTH_INTERVAL", default_value = "10s")]
+    health_interval: redrive_core::HumanDuration,
+    #[command(flatten)]
+    security: security::SecurityArgs,
+    /// On SIGTERM/SIGINT, how long in-flight pushes may finish before their
+    /// deliveries are released to be retried at the next start.
+    #[arg(long, env = "REDRIVE_DRAIN_TIMEOUT", default_value = "30s")]
+    drain_timeout: redrive_core::HumanDuration,
 }
 
 fn main() -> ExitCode {
@@ -125,13 +149,25 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
-        Command::Topics(command) => commands::topics(&client(&cli.server)?, command).await,
-        Command::Subscriptions(command) => {
-            commands::subscriptions(&client(&cli.server)?, command).await
+        Command::Serve(args) => {
+            ops::init_logging(&cli.log)?;
+            serve(args).await
         }
-        Command::Publish(args) => commands::publish(&client(&cli.server)?, args).await,
-        Command::Deliveries(command) => commands::deliveries(&client(&cli.server)?, command).await,
+        Command::Topics(command) => {
+            commands::topics(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
+        Command::Subscriptions(command) => {
+            commands::subscriptions(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
+        Command::Publish(args) => {
+            commands::publish(&client(&cli.server, cli.token.as_deref())?, args).await
+        }
+        Command::Deliveries(command) => {
+            commands::deliveries(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
+        Command::Tokens(command) => {
+            security::tokens(&client(&cli.server, cli.token.as_deref())?, command).await
+        }
         Command::Policy(PolicyCommand::Explain(args)) => {
             println!("{}", explain::run(&args)?);
             Ok(())
@@ -139,50 +175,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPurge(args) => bench_purge::run(args).await,
         Command::Sink(args) => sink::run(args).await,
+        Command::Backup(args) => ops::backup(&cli.server, cli.token.as_deref(), args).await,
+        Command::Completions(args) => {
+            ops::completions(args, &mut <Cli as clap::CommandFactory>::command())
+        }
     }
 }
 
-fn client(server: &str) -> anyhow::Result<client::Client> {
-    client::Client::new(server)
+fn client(server: &str, token: Option<&str>) -> anyhow::Result<client::Client> {
+    client::Client::new(server, token)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    let (security, generated) = args.security.options(&args.data_dir)?;
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
         database_url: args.database_url.filter(|url| !url.is_empty()),
         limits: redrive_server::api::Limits {
             max_publish_bytes: args.max_publish_bytes,
+            max_batch_events: args.security.max_batch_events,
             ..Default::default()
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
             max_in_flight: args.max_in_flight,
             lease_margin: args.lease_margin.as_duration(),
             poll_interval: args.poll_interval.as_duration(),
+            drain_timeout: args.drain_timeout.as_duration(),
             ..Default::default()
         },
         sweeper: redrive_server::sweeper::SweeperConfig {
             history_retention: args.history_retention.as_duration(),
             ..Default::default()
         },
+        health: redrive_server::health::HealthConfig {
+            interval: args.health_interval.as_duration(),
+            ..Default::default()
+        },
+        security,
     };
     redrive_server::serve(
         options,
         // Printed on stdout so scripts (and tests) can read the bound port.
-        |address| println!("redrive listening on http://{address}"),
+        move |address| {
+            println!("redrive listening on http://{address}");
+            if let Some((token, path)) = generated {
+                println!(
+                    "admin API token (shown once; kept in {}): {token}",
+                    path.display()
+                );
+                println!("console: http://{address}/console");
+            }
+        },
         shutdown_signal(),
     )
     .await
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -21,9 +21,16 @@ fn command(args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("REDRIVE_SERVER")
+        // As users run it: the server with a token and the test endpoints
+        // on 127.0.0.1 allowed, client commands with the same token.
+        .env("REDRIVE_API_TOKEN", TOKEN)
+        .env("REDRIVE_TOKEN", TOKEN)
+        .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
         .stdin(Stdio::null());
     command
 }
+
+const TOKEN: &str = "cli-test-admin-token-0123456789";
 
 /// Runs `redrive ARGS` to completion.
 fn redrive(args: &[&str]) -> Output {
@@ -562,4 +569,61 @@ async fn subscriptions_redrive_moves_failed_deliveries_and_shows_progress() {
     let journal =
         json_output(&redrive_async(&["--server", url, "subscriptions", "journal", "hook"]).await);
     assert_eq!(journal["entries"].as_array().unwrap().len(), 2, "{journal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_pause_resume_and_enable_from_the_command_line() {
+    let server = tokio::task::spawn_blocking(RunningServer::start)
+        .await
+        .unwrap();
+    let (endpoint, pushes) = endpoint().await;
+    let url = server.url.as_str();
+    json_output(&redrive_async(&["--server", url, "topics", "create", "orders"]).await);
+    let created = json_output(
+        &redrive_async(&[
+            "--server",
+            url,
+            "subscriptions",
+            "create",
+            "hook",
+            "--topic",
+            "orders",
+            "--endpoint",
+            &endpoint,
+            "--health-policy",
+            r#"{"window": "1h", "auto_disable": false}"#,
+        ])
+        .await,
+    );
+    assert_eq!(created["health"], "healthy");
+    assert_eq!(created["health_policy"]["window"], "3600s");
+    assert_eq!(created["health_policy"]["auto_disable"], false);
+
+    let output = redrive_async(&["--server", url, "subscriptions", "pause", "hook"]).await;
+    assert_eq!(json_output(&output)["paused"], true);
+    assert!(
+        stderr(&output).contains("hook: healthy, paused"),
+        "{}",
+        stderr(&output)
+    );
+    json_output(
+        &redrive_async(&[
+            "--server", url, "publish", "orders", "--type", "t", "--source", "/s",
+        ])
+        .await,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pushes.lock().unwrap().is_empty(), "pushed while paused");
+
+    let resumed =
+        json_output(&redrive_async(&["--server", url, "subscriptions", "resume", "hook"]).await);
+    assert_eq!(resumed["paused"], false);
+    wait_all(url, "hook", 1, "delivered").await;
+
+    let enabled =
+        json_output(&redrive_async(&["--server", url, "subscriptions", "enable", "hook"]).await);
+    assert_eq!(enabled["health"], "healthy");
+    let line =
+        one_line_error(&redrive_async(&["--server", url, "subscriptions", "pause", "nope"]).await);
+    assert!(line.contains("not found"), "{line}");
 }

@@ -17,6 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+/// The admin token the server runs with, as users would run it.
+const TOKEN: &str = "durability-admin-token-0123456789";
 
 // ---------------------------------------------------------------------------
 // The redrive process
@@ -47,6 +49,8 @@ impl RunningServer {
             .env("RUST_LOG", "warn")
             .env_remove("REDRIVE_LISTEN")
             .env_remove("REDRIVE_DATA_DIR")
+            .env("REDRIVE_API_TOKEN", TOKEN)
+            .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -138,9 +142,18 @@ struct Api {
 impl Api {
     fn new(base: &str) -> Api {
         redrive_server::dispatcher::push::install_crypto_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().unwrap(),
+        );
         Api {
             base: base.to_owned(),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
         }
     }
 

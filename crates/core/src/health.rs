@@ -199,7 +199,8 @@ impl HealthPolicy {
 
     /// The change due for a subscription that is `health` since
     /// `changed_at`, given the attempts that ended since then within the
-    /// window. `None` when it stays as it is.
+    /// window (see [`HealthPolicy::window_start`]). `None` when it stays as
+    /// it is.
     ///
     /// - healthy → unstable: failures dominate (at least `min_attempts`,
     ///   `failure_percent` of them failed);
@@ -266,13 +267,11 @@ impl HealthPolicy {
         }
     }
 
-    /// Where the counts that [`HealthPolicy::evaluate`] reads start: the
-    /// later of the window's start and the last change of health.
-    pub fn counts_since(&self, changed_at: Timestamp, now: Timestamp) -> Timestamp {
-        let window_start = now
-            .checked_sub(self.window.as_duration())
-            .unwrap_or(Timestamp::MIN);
-        window_start.max(changed_at)
+    /// Where the window of counts that [`HealthPolicy::evaluate`] reads
+    /// starts at `now`.
+    pub fn window_start(&self, now: Timestamp) -> Timestamp {
+        now.checked_sub(self.window.as_duration())
+            .unwrap_or(Timestamp::MIN)
     }
 }
 
@@ -520,13 +519,9 @@ mod tests {
     }
 
     #[test]
-    fn counts_start_at_the_later_of_window_start_and_last_change() {
+    fn the_window_trails_now() {
         let policy = HealthPolicy::default();
-        assert_eq!(policy.counts_since(t(0), t(48 * HOUR)), t(24 * HOUR));
-        assert_eq!(
-            policy.counts_since(t(30 * HOUR), t(48 * HOUR)),
-            t(30 * HOUR)
-        );
+        assert_eq!(policy.window_start(t(48 * HOUR)), t(24 * HOUR));
     }
 
     #[test]

@@ -4,8 +4,13 @@
 
 pub mod api;
 pub mod clock;
+pub mod console;
 pub mod dispatcher;
+pub mod health;
 pub mod jobs;
+pub mod metrics;
+pub mod ops;
+pub mod security;
 mod serve;
 pub mod sweeper;
 mod validate;

@@ -61,6 +61,7 @@ pub async fn sweep(store: &dyn Store, config: &SweeperConfig, events_cursor: &mu
         {
             Ok(expired) => {
                 if expired > 0 {
+                    crate::metrics::delivery_finished("failed", "retention_expired", expired);
                     tracing::info!(expired, "deliveries outlived their retention");
                 }
                 if expired < u64::from(config.batch_size) {

@@ -34,6 +34,9 @@ pub(crate) fn subscription(spec: &SubscriptionSpec) -> Result<(), ApiError> {
     }
     spec.validate_lifecycle()
         .map_err(|err| ApiError::invalid(err.field, err.message))?;
+    spec.health_policy
+        .validate()
+        .map_err(|err| ApiError::invalid(err.field, err.message))?;
     spec.filter
         .validate()
         .map_err(|err| ApiError::invalid("filter", err))

@@ -1078,5 +1078,5 @@ async fn openapi_document_and_health_check_are_served() {
 
     let (status, body) = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"status": "ok"}));
+    assert_eq!(body["status"], "ok", "{body}");
 }

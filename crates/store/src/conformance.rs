@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             health_changes_compare_and_set_and_announce_on_the_system_topic,
             paused_and_disabled_subscriptions_get_no_claims,
             old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
+            retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
             console_search_filters_newest_first,
             console_search_pages_without_gaps_or_repeats,
             console_counts_deliveries_by_state_since,

@@ -43,6 +43,7 @@ pub async fn publish(
         .store
         .publish(&topic, events, Timestamp::now())
         .await?;
+    crate::metrics::published(&topic, &outcomes);
     Ok((
         StatusCode::ACCEPTED,
         Json(PublishResponse { events: outcomes }),

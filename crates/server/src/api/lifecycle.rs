@@ -333,7 +333,30 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(
-        state.store.cancel_delivery(&id, Timestamp::now()).await?,
-    ))
+    let delivery = state.store.cancel_delivery(&id, Timestamp::now()).await?;
+    crate::metrics::delivery_finished("failed", "cancelled", 1);
+    Ok(Json(delivery))
+}
+
+/// Redrives like `POST /v1/subscriptions/{name}/redrive` does, for other
+/// front ends (the console): small ones before returning, large ones as a
+/// background job. Returns how many deliveries matched.
+pub(crate) async fn redrive_in_background(
+    state: &AppState,
+    name: &str,
+    filter: RedriveFilter,
+) -> Result<u64, StoreError> {
+    let total = state.store.count_redrivable(filter.clone()).await?;
+    if total <= state.limits.redrive_inline_limit {
+        redrive_all(&*state.store, filter, |_| {}).await?;
+    } else {
+        let job = state.jobs.start("redrive", name, total);
+        tokio::spawn(run_redrive_job(
+            state.store.clone(),
+            state.jobs.clone(),
+            job.id,
+            filter,
+        ));
+    }
+    Ok(total)
 }

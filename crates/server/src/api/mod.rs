@@ -5,8 +5,12 @@ mod deliveries;
 mod error;
 mod events;
 mod extract;
+mod health;
 mod lifecycle;
 mod openapi;
+mod ops;
+mod request_logging;
+mod security;
 mod subscriptions;
 mod topics;
 
@@ -19,6 +23,7 @@ use redrive_store::Store;
 use tokio::sync::Notify;
 
 pub use error::ApiError;
+pub(crate) use lifecycle::redrive_in_background;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -29,6 +34,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Background jobs (large redrives).
     pub jobs: crate::jobs::Jobs,
+    /// Tokens, sessions, signing secrets, network policy and rate limits.
+    pub security: crate::security::Security,
+    /// Draining, dispatcher liveness, backup staging.
+    pub ops: Arc<crate::ops::OpsState>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +67,11 @@ const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     let publish = Router::new()
         .route("/v1/topics/{name}/events", post(events::publish))
-        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes));
+        .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::refuse_while_draining,
+        ));
     let admin = Router::new()
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route("/v1/topics/{name}", get(topics::get).delete(topics::delete))
@@ -79,19 +92,48 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{name}/redrive", post(lifecycle::redrive))
         .route("/v1/subscriptions/{name}/journal", get(lifecycle::journal))
         .route("/v1/jobs/{id}", get(lifecycle::job))
+        .merge(health::routes())
+        .route(
+            "/v1/tokens",
+            get(security::list_tokens).post(security::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(security::delete_token),
+        )
+        .route("/v1/subscriptions/{name}/secret", get(security::get_secret))
+        .route(
+            "/v1/subscriptions/{name}/secret/rotate",
+            post(security::rotate_secret),
+        )
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES));
-    Router::new()
+    let router = Router::new()
         .merge(publish)
         .merge(admin)
-        .route("/healthz", get(healthz))
+        .merge(crate::console::router())
+        .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/admin/backup", post(ops::backup))
+        .merge(crate::security::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-}
-
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+        // Outermost last: limits first, then who is asking.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::console::console_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::auth::api_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::limits::request_guard,
+        ))
+        .with_state(state);
+    request_logging::layer(router)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

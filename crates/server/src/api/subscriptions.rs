@@ -24,11 +24,22 @@ pub async fn create(
     ApiJson(spec): ApiJson<SubscriptionSpec>,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
     validate::subscription(&spec)?;
+    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
         .create_subscription(spec, Timestamp::now())
         .await?;
+    if let Err(err) = state
+        .security
+        .secrets
+        .create_for(&subscription.spec.name, subscription.created_at)
+        .await
+    {
+        // The dispatcher generates it before the first push instead.
+        tracing::warn!(subscription = %subscription.spec.name, error = %format!("{err:#}"),
+            "cannot store the new subscription's signing secret yet");
+    }
     state.subscriptions_changed.notify_one();
     Ok((StatusCode::CREATED, Json(subscription)))
 }
@@ -73,6 +84,7 @@ pub async fn update(
         return Err(ApiError::invalid("name", "a subscription can't be renamed"));
     }
     validate::subscription(&spec)?;
+    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store

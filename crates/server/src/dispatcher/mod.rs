@@ -1,19 +1,24 @@
 //! The dispatcher: claims due deliveries in batches, pushes them within the
 //! global and per-subscription concurrency limits, and records each attempt
-//! with the decision `redrive-core` takes for it.
+//! with the decision `redrive-core` takes for it. Each subscription's pushes
+//! also follow its flow control ([`flow`]), and a paused or disabled
+//! subscription gets none.
 
+pub mod flow;
 pub mod push;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redrive_core::{Attempt, AttemptContext, Subscription};
+use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
 use redrive_store::{ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use flow::{Flow, Signal, Ticket};
 
 #[derive(Clone, Debug)]
 pub struct DispatcherConfig {
@@ -53,6 +58,13 @@ pub struct Dispatcher {
     client: reqwest::Client,
     config: DispatcherConfig,
     subscriptions_changed: Arc<Notify>,
+    security: Option<crate::security::Security>,
+    /// True while the claim loop runs (readiness reads it).
+    running: Arc<AtomicBool>,
+    /// Pushes under way (the in-flight gauge reads it).
+    pushes: Arc<AtomicUsize>,
+    /// Deliveries claimed and not yet recorded: released at shutdown.
+    claimed: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The dispatcher loop's view of the world between rounds.
@@ -63,6 +75,15 @@ struct Round {
     in_flight: HashMap<String, u32>,
     total_in_flight: usize,
     rotation: usize,
+    /// Push backoff and flow control, per subscription.
+    flows: HashMap<String, Flow>,
+}
+
+/// A push that ended, for the dispatcher loop's bookkeeping.
+struct Finished {
+    subscription: String,
+    ticket: Ticket,
+    signal: Signal,
 }
 
 impl Dispatcher {
@@ -77,13 +98,31 @@ impl Dispatcher {
             client,
             config,
             subscriptions_changed,
+            security: None,
+            running: Arc::default(),
+            pushes: Arc::default(),
+            claimed: Arc::default(),
         }
     }
 
+    /// Signs pushes and enforces the network policy on literal addresses.
+    pub fn with_security(mut self, security: crate::security::Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// Reports liveness and in-flight pushes into `ops`.
+    pub fn reporting_to(mut self, ops: &crate::ops::OpsState) -> Self {
+        self.running = ops.dispatcher_running.clone();
+        self.pushes = ops.pushes_in_flight.clone();
+        self
+    }
+
     /// Runs until `shutdown` turns true, then lets in-flight pushes finish
-    /// for up to the drain timeout.
+    /// for up to the drain timeout and releases the claims of the rest.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let running = RunningFlag::raise(self.running.clone());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
         let mut round = Round {
@@ -93,12 +132,13 @@ impl Dispatcher {
             in_flight: HashMap::new(),
             total_in_flight: 0,
             rotation: 0,
+            flows: HashMap::new(),
         };
         let mut last_rescue = Instant::now();
         while !*shutdown.borrow() {
             while tasks.try_join_next().is_some() {}
-            while let Ok(name) = done_rx.try_recv() {
-                round.finished(&name);
+            while let Ok(finished) = done_rx.try_recv() {
+                round.finished(finished);
             }
             if round
                 .loaded_at
@@ -115,7 +155,7 @@ impl Dispatcher {
                 }
             }
 
-            let wants = round.wants(self.config.max_in_flight);
+            let wants = round.wants(self.config.max_in_flight, Instant::now());
             let mut next_due_at = None;
             let mut claimed_any = false;
             if !wants.is_empty() {
@@ -150,14 +190,18 @@ impl Dispatcher {
                 let until_due = Duration::try_from(due.duration_since(now)).unwrap_or_default();
                 wait = wait.min(until_due);
             }
+            if let Some(pause_ends) = round.next_pause_end(Instant::now()) {
+                wait = wait.min(pause_ends.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = wakeups.notified() => {}
                 _ = self.subscriptions_changed.notified() => round.loaded_at = None,
-                Some(name) = done_rx.recv() => round.finished(&name),
+                Some(finished) = done_rx.recv() => round.finished(finished),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
+        drop(running);
         self.drain(tasks).await;
     }
 
@@ -171,6 +215,7 @@ impl Dispatcher {
                     .map(|s| (s.spec.name.clone(), s.clone()))
                     .collect();
                 round.loaded_at = Some(Instant::now());
+                round.follow_subscriptions();
                 true
             }
             Err(err) => {
@@ -195,7 +240,7 @@ impl Dispatcher {
         &self,
         round: &mut Round,
         tasks: &mut JoinSet<()>,
-        done: &mpsc::UnboundedSender<String>,
+        done: &mpsc::UnboundedSender<Finished>,
         claimed: ClaimedDelivery,
     ) {
         let Some(subscription) = round.by_name.get(&claimed.delivery.subscription).cloned() else {
@@ -207,49 +252,163 @@ impl Dispatcher {
             .entry(subscription.spec.name.clone())
             .or_default() += 1;
         round.total_in_flight += 1;
+        let ticket = round
+            .flows
+            .entry(subscription.spec.name.clone())
+            .or_insert_with(|| Flow::new(subscription.spec.max_concurrency))
+            .ticket();
+        if let Ok(mut set) = self.claimed.lock() {
+            set.insert(claimed.delivery.id.clone());
+        }
+        self.pushes.fetch_add(1, Ordering::SeqCst);
         let store = self.store.clone();
         let client = self.client.clone();
         let clock = self.config.clock.clone();
         let done = done.clone();
+        let security = self.security.clone();
+        let claimed_set = self.claimed.clone();
+        let pushes = self.pushes.clone();
         tasks.spawn(async move {
-            let completion = attempt(&client, &subscription, &claimed, &clock).await;
-            if let Err(err) = store.complete_many(vec![completion]).await {
+            let (completion, signal) =
+                attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
+            let recorded = completion.attempt.clone();
+            match store.complete_many(vec![completion]).await {
+                Ok(()) => crate::metrics::attempt_recorded(&subscription.spec.name, &recorded),
                 // The lease runs out and the delivery is tried again.
-                tracing::error!(delivery = %claimed.delivery.id, error = %err,
-                    "cannot record an attempt");
+                Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
+                    "cannot record an attempt"),
             }
-            let _ = done.send(subscription.spec.name.clone());
+            if let Ok(mut set) = claimed_set.lock() {
+                set.remove(&claimed.delivery.id);
+            }
+            pushes.fetch_sub(1, Ordering::SeqCst);
+            let _ = done.send(Finished {
+                subscription: subscription.spec.name.clone(),
+                ticket,
+                signal,
+            });
         });
     }
 
     async fn drain(&self, mut tasks: JoinSet<()>) {
-        if tasks.is_empty() {
+        if !tasks.is_empty() {
+            tracing::info!(
+                in_flight = tasks.len(),
+                drain_timeout_seconds = self.config.drain_timeout.as_secs_f64(),
+                "waiting for in-flight pushes to finish"
+            );
+            let all_done = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(self.config.drain_timeout, all_done)
+                .await
+                .is_err()
+            {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                // Aborted tasks never got to count themselves out.
+                self.pushes.store(0, Ordering::SeqCst);
+            }
+        }
+        let unfinished: Vec<String> = match self.claimed.lock() {
+            Ok(mut set) => set.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        if unfinished.is_empty() {
             return;
         }
-        tracing::info!(
-            in_flight = tasks.len(),
-            "waiting for in-flight pushes to finish"
-        );
-        let all_done = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.config.drain_timeout, all_done)
+        // Aborted pushes may have reached their endpoint; releasing them
+        // makes them due at once on the next start instead of after their
+        // lease, and at-least-once covers the possible repeat.
+        match self
+            .store
+            .release_claims(unfinished.clone(), self.config.clock.now())
             .await
-            .is_err()
         {
-            tracing::warn!("drain timeout passed; unfinished pushes are retried at next start");
+            Ok(released) => tracing::warn!(
+                released,
+                "drain timeout passed; unfinished pushes are due again at once"
+            ),
+            Err(err) => tracing::error!(
+                error = %err,
+                unfinished = unfinished.len(),
+                "cannot release unfinished claims; they are retried when their lease ends"
+            ),
         }
     }
 }
 
-/// Pushes once and decides what follows.
+/// True while held; lowered on drop, so a panicking loop reads as stopped.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl RunningFlag {
+    fn raise(flag: Arc<AtomicBool>) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        RunningFlag(flag)
+    }
+}
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Pushes once and decides what follows; also says what the push tells
+/// the subscription's flow control.
 async fn attempt(
     client: &reqwest::Client,
     subscription: &Subscription,
     claimed: &ClaimedDelivery,
     clock: &Clock,
-) -> Completion {
+    security: Option<&crate::security::Security>,
+) -> (Completion, Signal) {
     let spec = &subscription.spec;
     let delivery = &claimed.delivery;
-    let result = push::push(client, &spec.endpoint, spec.timeout.as_duration(), claimed).await;
+    let result = match security {
+        None => {
+            let guard = push::Guard {
+                policy: &redrive_core::security::EndpointPolicy::default(),
+                secrets: &[],
+            };
+            push::push(
+                client,
+                &spec.endpoint,
+                spec.timeout.as_duration(),
+                claimed,
+                guard,
+            )
+            .await
+        }
+        Some(security) => match security.secrets.keys(&spec.name, clock.now()).await {
+            Ok(keys) => {
+                let secrets = keys.signing_at(clock.now());
+                let guard = push::Guard {
+                    policy: &security.endpoint_policy,
+                    secrets: &secrets,
+                };
+                push::push(
+                    client,
+                    &spec.endpoint,
+                    spec.timeout.as_duration(),
+                    claimed,
+                    guard,
+                )
+                .await
+            }
+            // An unsigned push would be refused by careful receivers and
+            // accepted by careless ones: neither is right, so none is sent.
+            Err(err) => {
+                tracing::error!(subscription = %spec.name, error = %format!("{err:#}"),
+                    "cannot read the signing secret; the attempt is not sent");
+                push::PushResult {
+                    started_at: clock.now(),
+                    duration: Duration::ZERO,
+                    outcome: redrive_core::AttemptOutcome::Error(redrive_core::ErrorClass::Other),
+                    error_message: Some(format!("cannot sign the push: {err:#}")),
+                    response_snippet: None,
+                }
+            }
+        },
+    };
     let context = AttemptContext {
         // The budget counts from the last redrive.
         attempt: delivery
@@ -260,13 +419,13 @@ async fn attempt(
         jitter_sample: rand::random::<f64>(),
     };
     let decision = spec.decide(&result.outcome, &context);
+    let signal = flow_signal(&result.outcome, &decision);
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
         redrive_core::AttemptOutcome::Error(class) => (None, Some(class)),
     };
-    tracing::debug!(delivery = %delivery.id, subscription = %spec.name, attempt = delivery.attempts,
-        status, error = error.map(|e| e.as_str()), ?decision, "attempt finished");
-    Completion {
+    log_attempt(delivery, &spec.name, status, error, &decision);
+    let completion = Completion {
         delivery_id: delivery.id.clone(),
         attempt: Attempt {
             number: delivery.attempts,
@@ -278,32 +437,122 @@ async fn attempt(
             response_snippet: result.response_snippet,
             decision,
         },
+    };
+    (completion, signal)
+}
+
+/// A push the endpoint acknowledged is a success; anything else a failure,
+/// carrying the wait a 429 or 503 asked for with `Retry-After`.
+fn flow_signal(outcome: &AttemptOutcome, decision: &Decision) -> Signal {
+    if matches!(decision, Decision::Delivered) {
+        return Signal::Success;
+    }
+    let retry_after = match outcome {
+        AttemptOutcome::Response {
+            status: 429 | 503,
+            retry_after: Some(retry_after),
+        } => Some(match retry_after {
+            RetryAfter::Delay(delay) => *delay,
+            // An HTTP date is wall-clock time.
+            RetryAfter::At(at) => {
+                Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or_default()
+            }
+        }),
+        _ => None,
+    };
+    Signal::Failure { retry_after }
+}
+
+/// One line per failed attempt at info, one more at warn when the delivery
+/// fails for good. Ids, status and error class only: never the payload, the
+/// endpoint URL (it may hold a token) or the response body.
+fn log_attempt(
+    delivery: &redrive_core::Delivery,
+    subscription: &str,
+    status: Option<u16>,
+    error: Option<redrive_core::ErrorClass>,
+    decision: &Decision,
+) {
+    let error = error.map(|e| e.as_str());
+    match decision {
+        Decision::Delivered => tracing::debug!(delivery = %delivery.id, subscription,
+            attempt = delivery.attempts, status, "delivered"),
+        Decision::Retry { at, retry } => tracing::info!(delivery = %delivery.id, subscription,
+            attempt = delivery.attempts, status, error, retry, retry_at = %at,
+            "attempt failed; retry scheduled"),
+        Decision::Failed { reason } => {
+            tracing::info!(delivery = %delivery.id, subscription, attempt = delivery.attempts,
+                status, error, "attempt failed");
+            tracing::warn!(delivery = %delivery.id, subscription, event = %delivery.event_id,
+                attempts = delivery.attempts, reason = reason.as_str(), "delivery failed");
+        }
     }
 }
 
 impl Round {
-    fn finished(&mut self, subscription: &str) {
-        if let Some(count) = self.in_flight.get_mut(subscription) {
+    fn finished(&mut self, finished: Finished) {
+        if let Some(count) = self.in_flight.get_mut(&finished.subscription) {
             *count = count.saturating_sub(1);
         }
         self.total_in_flight = self.total_in_flight.saturating_sub(1);
+        if let Some(flow) = self.flows.get_mut(&finished.subscription) {
+            flow.record(finished.ticket, finished.signal, Instant::now());
+            if let Signal::Failure { .. } = finished.signal
+                && let Some(until) = flow.paused_until(Instant::now())
+            {
+                tracing::debug!(subscription = %finished.subscription,
+                    pause_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                    "pushes paused after failures");
+            }
+        }
+    }
+
+    /// Keeps one flow per subscription, following their limits; flows of
+    /// subscriptions that are gone go too.
+    fn follow_subscriptions(&mut self) {
+        self.flows.retain(|name, _| self.by_name.contains_key(name));
+        for subscription in &self.subscriptions {
+            let max = subscription.spec.max_concurrency;
+            self.flows
+                .entry(subscription.spec.name.clone())
+                .and_modify(|flow| flow.set_max(max))
+                .or_insert_with(|| Flow::new(max));
+        }
+    }
+
+    /// When the earliest flow pause ends, to claim again then.
+    fn next_pause_end(&self, now: Instant) -> Option<Instant> {
+        self.flows
+            .values()
+            .filter_map(|flow| flow.paused_until(now))
+            .min()
     }
 
     /// What to claim this round: each subscription up to its free
-    /// concurrency, all within the global free slots. The starting point
+    /// concurrency (its flow window, none while paused, disabled or paused
+    /// by hand), all within the global free slots. The starting point
     /// rotates so no subscription always goes last.
-    fn wants(&mut self, max_in_flight: usize) -> Vec<ClaimWant> {
+    fn wants(&mut self, max_in_flight: usize, now: Instant) -> Vec<ClaimWant> {
         let mut free = max_in_flight.saturating_sub(self.total_in_flight);
         let count = self.subscriptions.len();
         let mut wants = Vec::with_capacity(count);
         for i in 0..count {
             let subscription = &self.subscriptions[(self.rotation + i) % count];
+            if !subscription.status.accepts_pushes() {
+                continue;
+            }
             let busy = self
                 .in_flight
                 .get(&subscription.spec.name)
                 .copied()
                 .unwrap_or(0);
-            let own_free = subscription.spec.max_concurrency.saturating_sub(busy);
+            let window = self
+                .flows
+                .get(&subscription.spec.name)
+                .map_or(subscription.spec.max_concurrency, |flow| flow.allowed(now));
+            let own_free = window
+                .min(subscription.spec.max_concurrency)
+                .saturating_sub(busy);
             let limit = own_free
                 .min(MAX_CLAIM_PER_SUBSCRIPTION)
                 .min(u32::try_from(free).unwrap_or(u32::MAX));

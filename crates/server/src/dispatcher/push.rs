@@ -1,10 +1,12 @@
 //! One push: the HTTP request an endpoint receives, and what came back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use redrive_core::binding::binary_headers;
 use redrive_core::classify::parse_retry_after;
+use redrive_core::security::{EndpointPolicy, SigningSecret};
 use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES};
 use redrive_store::ClaimedDelivery;
 use reqwest::header::RETRY_AFTER;
@@ -25,10 +27,12 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds the outbound HTTP client: pooled, no redirects, no proxies.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+/// Builds the outbound HTTP client: pooled, no redirects, no proxies, and
+/// a resolver that refuses the addresses `policy` forbids.
+pub fn client(policy: Arc<EndpointPolicy>) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto_provider();
     reqwest::Client::builder()
+        .dns_resolver(crate::security::ssrf::GuardedResolver::new(policy))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))
@@ -38,6 +42,14 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// How a push is secured: where it may go, and the secrets that sign it
+/// (newest first; none means unsigned).
+#[derive(Clone, Copy, Debug)]
+pub struct Guard<'a> {
+    pub policy: &'a EndpointPolicy,
+    pub secrets: &'a [SigningSecret],
+}
+
 /// Sends one attempt of `claimed` to `endpoint` and reads at most the
 /// response snippet, all within `timeout`.
 pub async fn push(
@@ -45,16 +57,42 @@ pub async fn push(
     endpoint: &str,
     timeout: Duration,
     claimed: &ClaimedDelivery,
+    guard: Guard<'_>,
 ) -> PushResult {
     let started_at = Timestamp::now();
     let clock = Instant::now();
     let delivery = &claimed.delivery;
+    // The client resolves host names through the guarded resolver, but a
+    // literal address never reaches a resolver: it is checked here.
+    let refused = match reqwest::Url::parse(endpoint) {
+        Ok(url) => crate::security::ssrf::check_url(guard.policy, &url).err(),
+        Err(_) => None,
+    };
+    if let Some(err) = refused {
+        return PushResult {
+            started_at,
+            duration: clock.elapsed(),
+            outcome: AttemptOutcome::Error(ErrorClass::Blocked),
+            error_message: Some(format!("blocked by the network policy: {err}")),
+            response_snippet: None,
+        };
+    }
+    let body = claimed.event.data.clone().unwrap_or_default();
     let mut request = client
         .post(endpoint)
         .header("webhook-id", &delivery.id)
         .header("webhook-timestamp", started_at.as_second().to_string())
-        .header("redrive-attempt", delivery.attempts.to_string())
-        .body(claimed.event.data.clone().unwrap_or_default());
+        .header("redrive-attempt", delivery.attempts.to_string());
+    if !guard.secrets.is_empty() {
+        let signature = redrive_core::security::sign(
+            guard.secrets,
+            &delivery.id,
+            started_at.as_second(),
+            &body,
+        );
+        request = request.header("webhook-signature", signature);
+    }
+    let mut request = request.body(body);
     for (name, value) in binary_headers(&claimed.event) {
         request = request.header(name, value);
     }
@@ -124,6 +162,9 @@ fn classify_error(err: &reqwest::Error) -> (ErrorClass, String) {
         chain.push_str(": ");
         chain.push_str(&cause.to_string());
         source = cause.source();
+    }
+    if let Some(blocked) = crate::security::ssrf::blocked_in(err) {
+        return (ErrorClass::Blocked, blocked);
     }
     let lower = chain.to_ascii_lowercase();
     let class = if err.is_timeout() {

@@ -20,6 +20,8 @@ use redrive_server::ServeOptions;
 use redrive_server::api::Limits;
 use redrive_server::clock::Clock;
 use redrive_server::dispatcher::DispatcherConfig;
+use redrive_server::health::HealthConfig;
+use redrive_server::security::{AdminToken, SecurityOptions};
 use redrive_server::sweeper::SweeperConfig;
 use redrive_store::postgres::testing::{TEST_DATABASE_URL, TestSchema};
 use reqwest::header::CONTENT_TYPE;
@@ -56,11 +58,33 @@ impl Server {
     }
 
     pub async fn start_configured(limits: Limits, sweeper: SweeperConfig) -> Server {
+        Server::start_tuned(limits, sweeper, |_| {}).await
+    }
+
+    pub async fn start_secured(
+        limits: Limits,
+        sweeper: SweeperConfig,
+        security: SecurityOptions,
+    ) -> Server {
+        Server::start_tuned(limits, sweeper, move |options| {
+            options.security = security;
+        })
+        .await
+    }
+
+    /// Starts a server as users run it — with an admin token (which `http`
+    /// sends) and endpoints on 127.0.0.0/8 allowed — whose options `tune`
+    /// adjusts last.
+    pub async fn start_tuned(
+        limits: Limits,
+        sweeper: SweeperConfig,
+        tune: impl FnOnce(&mut ServeOptions),
+    ) -> Server {
         redrive_server::dispatcher::push::install_crypto_provider();
         let clock = sweeper.clock.clone();
         let data = tempfile::tempdir().expect("a temporary data directory");
         let schema = postgres_schema().await;
-        let options = ServeOptions {
+        let mut options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data.path().join("data"),
             database_url: schema.as_ref().map(|s| format!("{}&pool_size=8", s.url)),
@@ -71,7 +95,13 @@ impl Server {
                 ..DispatcherConfig::default()
             },
             sweeper,
+            health: HealthConfig {
+                interval: Duration::from_millis(100),
+                clock: clock.clone(),
+            },
+            security: test_security(),
         };
+        tune(&mut options);
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -93,8 +123,14 @@ impl Server {
             .await
             .expect("the server starts listening in time")
             .expect("the server reports its address");
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().expect("a header value"),
+        );
         let http = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .build()
             .expect("a reqwest client");
         Server {
@@ -563,5 +599,25 @@ pub async fn postgres_schema() -> Option<TestSchema> {
         }
         Ok("sqlite") | Ok("") | Err(_) => None,
         Ok(other) => panic!("{TEST_BACKEND}={other}: expected sqlite or postgres"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Security defaults of the test server
+// ---------------------------------------------------------------------------
+
+/// The admin token of every test server; `Server::http` sends it.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A token and an allow-list for the test endpoints on 127.0.0.1, as a user
+/// running redrive next to their receivers would configure.
+pub fn test_security() -> SecurityOptions {
+    SecurityOptions {
+        admin_token: AdminToken::Given(TOKEN.into()),
+        endpoint_policy: redrive_core::security::EndpointPolicy {
+            allow: redrive_core::security::parse_networks("127.0.0.0/8").expect("a valid network"),
+            https_only: false,
+        },
+        ..SecurityOptions::default()
     }
 }

@@ -303,3 +303,41 @@ pub async fn old_attempt_counts_are_pruned_and_forgotten_with_their_subscription
         counts(0, 0)
     );
 }
+
+pub async fn retention_still_ends_deliveries_of_paused_and_disabled_subscriptions(
+    store: &dyn Store,
+) {
+    setup(store, &["s1", "s2"]).await;
+    store
+        .publish("orders", vec![event("e1", "t")], t0())
+        .await
+        .unwrap();
+    store.set_paused("s1", true).await.unwrap();
+    store
+        .change_health(change("s2", Health::Healthy, Health::Disabled, 1))
+        .await
+        .unwrap()
+        .expect("applies");
+    // The default retention is 7 days.
+    let expired = store
+        .expire_retention(at(7 * 24 * 3600 + 1), 100)
+        .await
+        .unwrap();
+    assert_eq!(expired, 2);
+    for name in ["s1", "s2"] {
+        let deliveries = store
+            .list_deliveries(DeliveryQuery {
+                subscription: name.into(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .deliveries;
+        assert_eq!(
+            deliveries[0].failure_reason,
+            Some(redrive_core::FailureReason::RetentionExpired),
+            "{name}"
+        );
+    }
+}

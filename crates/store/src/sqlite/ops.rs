@@ -119,15 +119,22 @@ pub(super) fn backup(database: &Path, target: &Path) -> Result<()> {
     )
     .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", database.display())))?;
     conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
-    conn.execute("VACUUM INTO ?1", [target_text])
-        .map_err(|err| StoreError::Backend(format!("cannot write the backup: {err}")))?;
-    // VACUUM INTO does not sync its output; a backup must be on disk.
-    std::fs::File::open(target)
-        .and_then(|file| file.sync_all())
-        .map_err(|err| {
-            StoreError::Backend(format!("cannot sync backup {}: {err}", target.display()))
-        })?;
-    Ok(())
+    let written = conn
+        .execute("VACUUM INTO ?1", [target_text])
+        .map_err(|err| StoreError::Backend(format!("cannot write the backup: {err}")))
+        .and_then(|_| {
+            // VACUUM INTO does not sync its output; a backup must be on disk.
+            std::fs::File::open(target)
+                .and_then(|file| file.sync_all())
+                .map_err(|err| {
+                    StoreError::Backend(format!("cannot sync backup {}: {err}", target.display()))
+                })
+        });
+    if written.is_err() {
+        // A partial copy must not pass for a backup.
+        let _ = std::fs::remove_file(target);
+    }
+    written
 }
 
 pub(super) fn checkpoint(database: &Path) -> Result<()> {

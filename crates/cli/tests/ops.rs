@@ -1,0 +1,699 @@
+//! Operating the real `redrive` binary: SIGTERM under load drains and
+//! leaves nothing waiting for a lease; an online backup of a running server
+//! restores with its deliveries still scheduled; version and completions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+/// The admin token the servers under test run with, as users would.
+const TOKEN: &str = "ops-admin-token-0123456789abcdef";
+
+// ---------------------------------------------------------------------------
+// The redrive process
+// ---------------------------------------------------------------------------
+
+/// A `redrive serve` child process; killed when dropped.
+struct RunningServer {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl RunningServer {
+    /// Starts `redrive serve` on `data` with a free port, logging to `log`,
+    /// and waits for its `redrive listening on http://ADDR` line.
+    async fn start(data: &Path, log: &Path, extra: &[&str]) -> RunningServer {
+        let (data, log) = (data.to_owned(), log.to_owned());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || RunningServer::start_blocking(&data, &log, &extra))
+            .await
+            .expect("the start task")
+    }
+
+    fn start_blocking(data: &Path, log: &Path, extra: &[String]) -> RunningServer {
+        let log_file = std::fs::File::create(log).expect("a log file");
+        let mut child = Command::new(REDRIVE)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("REDRIVE_API_TOKEN", TOKEN)
+            .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
+            .env_remove("REDRIVE_LISTEN")
+            .env_remove("REDRIVE_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("redrive starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (line_tx, line_rx) = mpsc::channel();
+        // Reads the first line, then keeps the pipe drained and open.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = line_tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = match line_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redrive did not say where it listens; log:\n{}", read(log));
+            }
+        };
+        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line {line:?}; log:\n{}", read(log));
+        };
+        RunningServer {
+            url: url.to_owned(),
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    fn send_sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit on its own.
+    fn wait_exit(&mut self, patience: Duration) -> ExitStatus {
+        wait_with_timeout(&mut self.child, patience)
+            .unwrap_or_else(|| panic!("redrive did not exit; log:\n{}", read(&self.log)))
+    }
+
+    fn log(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// The API and an endpoint, over real HTTP
+// ---------------------------------------------------------------------------
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> Api {
+        redrive_server::dispatcher::push::install_crypto_provider();
+        Api {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {TOKEN}").parse().unwrap(),
+                )]))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    /// Publishes a batch; `None` when the server no longer answers.
+    async fn try_publish(&self, events: &[Value]) -> Option<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/topics/orders/events", self.base))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::from(events.to_vec()).to_string())
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let text = response.text().await.ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    async fn setup(&self, endpoint: &str, retry_interval: &str) {
+        let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .post(
+                "/v1/subscriptions",
+                json!({
+                    "name": "orders-hook",
+                    "topic": "orders",
+                    "endpoint": endpoint,
+                    "retry_policy": {"backoff": {"kind": "fixed", "interval": retry_interval}},
+                    "timeout": "30s",
+                    "max_concurrency": 8,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    async fn deliveries(&self, state: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!(
+                "/v1/subscriptions/orders-hook/deliveries?state={state}&limit=1000"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["deliveries"].as_array().unwrap().clone()
+    }
+
+    async fn wait_delivered(&self, count: usize, patience: Duration) -> usize {
+        let deadline = Instant::now() + patience;
+        loop {
+            let delivered = self.deliveries("delivered").await.len();
+            if delivered >= count || Instant::now() > deadline {
+                return delivered;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn event(id: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/ops",
+        "type": "order.created",
+        "data": {"id": id},
+    })
+}
+
+const FIRST: u8 = 0;
+const BETWEEN: u8 = 1;
+const SECOND: u8 = 2;
+
+/// A real endpoint: ids starting with `slow` take 10s while the first
+/// process runs; `failing` makes every answer 503. An id is acknowledged
+/// when a 200 was answered within the phase it arrived in.
+#[derive(Clone)]
+struct Recorder {
+    url: String,
+    state: Arc<RecorderState>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    phase: AtomicU8,
+    failing: AtomicBool,
+    /// ce-id → (pushes, acknowledged)
+    seen: Mutex<BTreeMap<String, (usize, bool)>>,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let state = Arc::new(RecorderState::default());
+        let app = Router::new().fallback(record).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Recorder {
+            url: format!("http://{address}/hook"),
+            state,
+        }
+    }
+
+    fn seen(&self) -> BTreeMap<String, (usize, bool)> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    fn acknowledged(&self, prefix: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|(id, (_, ack))| *ack && id.starts_with(prefix))
+            .count()
+    }
+
+    fn received(&self, prefix: &str) -> usize {
+        self.seen()
+            .keys()
+            .filter(|id| id.starts_with(prefix))
+            .count()
+    }
+
+    async fn wait_until(&self, patience: Duration, done: impl Fn(&Recorder) -> bool) -> bool {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if done(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        done(self)
+    }
+}
+
+async fn record(State(state): State<Arc<RecorderState>>, headers: HeaderMap) -> StatusCode {
+    let arrived_in = state.phase.load(Ordering::SeqCst);
+    let id = headers
+        .get("ce-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    state.seen.lock().unwrap().entry(id.clone()).or_default().0 += 1;
+    if state.failing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let latency = if id.starts_with("slow") && arrived_in == FIRST {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_millis(20)
+    };
+    tokio::time::sleep(latency).await;
+    if state.phase.load(Ordering::SeqCst) == arrived_in
+        && arrived_in != BETWEEN
+        && let Some(entry) = state.seen.lock().unwrap().get_mut(&id)
+    {
+        entry.1 = true;
+    }
+    StatusCode::OK
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let endpoint = Recorder::start().await;
+    let mut first = RunningServer::start(
+        &data,
+        &dir.path().join("first.log"),
+        &["--drain-timeout", "1s"],
+    )
+    .await;
+    let api = Arc::new(Api::new(&first.url));
+    api.setup(&endpoint.url, "0.1s").await;
+
+    // Three pushes that cannot finish within the drain timeout.
+    let slow: Vec<Value> = (0..3).map(|i| event(&format!("slow-{i}"))).collect();
+    let (status, body) = api.try_publish(&slow).await.expect("publish");
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(10), |r| r.received("slow") == 3)
+            .await,
+        "slow pushes did not start; log:\n{}",
+        first.log()
+    );
+
+    // Steady publishing until the server stops answering 202.
+    let publisher = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut accepted = HashSet::new();
+            let mut refused = 0usize;
+            let mut other = Vec::new();
+            for batch in 0.. {
+                let events: Vec<Value> = (0..10)
+                    .map(|i| event(&format!("fast-{batch:05}-{i}")))
+                    .collect();
+                match api.try_publish(&events).await {
+                    Some((202, body)) => {
+                        for outcome in body["events"].as_array().unwrap() {
+                            accepted.insert(outcome["id"].as_str().unwrap().to_owned());
+                        }
+                    }
+                    Some((503, body)) => {
+                        assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+                        refused += 1;
+                    }
+                    Some((status, body)) => other.push(format!("{status} {body}")),
+                    None => break,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (accepted, refused, other)
+        })
+    };
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(20), |r| r.acknowledged("fast") >= 100)
+            .await,
+        "deliveries did not flow; log:\n{}",
+        first.log()
+    );
+
+    first.send_sigterm();
+    let stopping = Instant::now();
+    // While draining, readiness fails so load balancers move on.
+    let readiness = loop {
+        let (status, body) = api.get("/readyz").await;
+        if status == 503 || stopping.elapsed() > Duration::from_millis(800) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(readiness.0, 503, "{}", readiness.1);
+    assert_eq!(readiness.1["status"], "shutting_down");
+    assert_eq!(readiness.1["checks"]["shutting_down"], true);
+    let status = tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(20)));
+    let took = stopping.elapsed();
+    endpoint.state.phase.store(BETWEEN, Ordering::SeqCst);
+    let first_log = first.log();
+    assert!(
+        status.success(),
+        "SIGTERM should exit 0: {status}; log:\n{first_log}"
+    );
+    // Waited for the drain timeout, not for the 10s pushes.
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "shutdown took {took:?}; log:\n{first_log}"
+    );
+    assert!(
+        first_log.contains("drain timeout passed"),
+        "the unfinished pushes should be released; log:\n{first_log}"
+    );
+    let (accepted, refused, other) = publisher.await.unwrap();
+    assert!(other.is_empty(), "unexpected answers: {other:?}");
+    assert!(refused > 0, "no publish was refused while draining");
+
+    endpoint.state.phase.store(SECOND, Ordering::SeqCst);
+    let second = RunningServer::start(&data, &dir.path().join("second.log"), &[]).await;
+    let api = Api::new(&second.url);
+    let total = accepted.len() + slow.len();
+    let delivered = api.wait_delivered(total, Duration::from_secs(60)).await;
+    let second_log = second.log();
+    assert_eq!(delivered, total, "log:\n{second_log}");
+    // Nothing was left in flight for the new process to rescue.
+    assert!(
+        !second_log.contains("left in flight by a previous process"),
+        "a lease was left behind; log:\n{second_log}"
+    );
+    let seen = endpoint.seen();
+    for id in accepted
+        .iter()
+        .chain(["slow-0", "slow-1", "slow-2"].map(str::to_owned).iter())
+    {
+        assert!(
+            seen.get(id).is_some_and(|(_, ack)| *ack),
+            "{id} was accepted but never acknowledged"
+        );
+    }
+    // The released pushes show the interrupted attempt, then the success.
+    for delivery in api.deliveries("delivered").await {
+        if !delivery["event_id"].as_str().unwrap().starts_with("slow") {
+            continue;
+        }
+        let (_, detail) = api
+            .get(&format!(
+                "/v1/deliveries/{}",
+                delivery["id"].as_str().unwrap()
+            ))
+            .await;
+        let attempts = detail["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{detail}");
+        assert_eq!(attempts[0]["error"], "interrupted", "{detail}");
+        assert_eq!(attempts[1]["status"], 200, "{detail}");
+    }
+    eprintln!(
+        "SIGTERM under load: {} events accepted, {refused} publishes refused while draining, \
+         stopped in {took:?}, all delivered after restart",
+        accepted.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Recorder::start().await;
+    let live =
+        RunningServer::start(&dir.path().join("live"), &dir.path().join("live.log"), &[]).await;
+    let api = Api::new(&live.url);
+    api.setup(&endpoint.url, "3s").await;
+    let (status, body) = api
+        .try_publish(&[event("done-1"), event("done-2")])
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(api.wait_delivered(2, Duration::from_secs(10)).await, 2);
+    // These fail once and wait 3s for their retry when the copy is taken.
+    endpoint.state.failing.store(true, Ordering::SeqCst);
+    let waiting: Vec<Value> = (0..5).map(|i| event(&format!("wait-{i}"))).collect();
+    let (status, body) = api.try_publish(&waiting).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(10), |r| r.received("wait") == 5)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let copy = dir.path().join("copy.db");
+    let output = tokio::task::spawn_blocking({
+        let (url, copy) = (live.url.clone(), copy.clone());
+        move || {
+            Command::new(REDRIVE)
+                .args(["--server", &url, "--token", TOKEN, "backup", "--out"])
+                .arg(&copy)
+                .output()
+                .expect("redrive backup runs")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "backup failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("wrote"));
+    // Published after the copy: not in it.
+    let (status, _) = api.try_publish(&[event("after")]).await.unwrap();
+    assert_eq!(status, 202);
+    drop(live);
+
+    let restored_dir = dir.path().join("restored");
+    std::fs::create_dir_all(&restored_dir).unwrap();
+    std::fs::copy(&copy, restored_dir.join("redrive.db")).unwrap();
+    // The signing secrets in the copy are encrypted with this key.
+    std::fs::copy(
+        dir.path().join("live").join("secret.key"),
+        restored_dir.join("secret.key"),
+    )
+    .unwrap();
+    endpoint.state.failing.store(false, Ordering::SeqCst);
+    let restored = RunningServer::start(&restored_dir, &dir.path().join("restored.log"), &[]).await;
+    let api = Api::new(&restored.url);
+    let scheduled = api.deliveries("scheduled").await;
+    assert_eq!(
+        scheduled.len(),
+        5,
+        "the copy should hold the retries still scheduled: {scheduled:?}"
+    );
+    assert!(
+        scheduled.iter().all(|d| d["attempts"] == 1),
+        "{scheduled:?}"
+    );
+    assert_eq!(api.wait_delivered(7, Duration::from_secs(20)).await, 7);
+    let pushes = endpoint.seen();
+    assert_eq!(pushes["done-1"].0, 1, "a delivered event was pushed again");
+    assert!(!pushes.contains_key("after") || pushes["after"].0 == 1);
+    let (status, _) = api
+        .get("/v1/subscriptions/orders-hook/deliveries?limit=100")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        api.deliveries("delivered").await.len(),
+        7,
+        "the copy has 7 deliveries"
+    );
+}
+
+#[test]
+fn a_backup_refuses_to_overwrite_and_reports_an_unreachable_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("exists.db");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let output = Command::new(REDRIVE)
+        .args(["--server", "http://127.0.0.1:9", "backup", "--out"])
+        .arg(&existing)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+
+    let output = Command::new(REDRIVE)
+        .args(["--server", "http://127.0.0.1:9", "backup", "--out"])
+        .arg(dir.path().join("new.db"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach"));
+    assert!(!dir.path().join("new.db").exists());
+}
+
+#[test]
+fn version_names_the_commit_and_completions_cover_the_commands() {
+    let output = Command::new(REDRIVE).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        version.starts_with(&format!("redrive {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::new(REDRIVE)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            script.contains("backup") && script.contains("subscriptions"),
+            "{shell}"
+        );
+    }
+    let output = Command::new(REDRIVE)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Recorder::start().await;
+    endpoint.state.failing.store(true, Ordering::SeqCst);
+    let mut server = RunningServer::start(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,tower_http=debug",
+        ],
+    )
+    .await;
+    let api = Api::new(&server.url);
+    let (status, _) = api
+        .call(
+            api.http
+                .get(format!("{}/v1/topics", server.url))
+                .header("x-request-id", "log-test-42"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api.post("/v1/topics", json!({"name": "orders"})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .post(
+            "/v1/subscriptions",
+            json!({
+                "name": "orders-hook",
+                "topic": "orders",
+                "endpoint": format!("{}?token=endpoint-secret", endpoint.url),
+                "retry_policy": {"backoff": {"kind": "immediate"}, "retry_limit": 1},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut secret = event("logged-1");
+    secret["data"] = json!({"card": "payload-secret-4242"});
+    let (status, body) = api.try_publish(&[secret]).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.deliveries("failed").await.is_empty() {
+        assert!(Instant::now() < deadline, "log:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.send_sigterm();
+    let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(20)));
+    assert!(status.success());
+
+    let log = server.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
+        })
+        .collect();
+    let with_message = |message: &str| {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == "log-test-42"),
+        "no line carries the request id; log:\n{log}"
+    );
+    // Two attempts: one info per failed attempt, one warn for the failure.
+    let failed_attempts = with_message("attempt failed; retry scheduled").len()
+        + with_message("attempt failed").len();
+    assert_eq!(failed_attempts, 2, "log:\n{log}");
+    let failures = with_message("delivery failed");
+    assert_eq!(failures.len(), 1, "log:\n{log}");
+    assert_eq!(failures[0]["level"], "WARN");
+    assert_eq!(failures[0]["fields"]["reason"], "retries_exhausted");
+    assert!(!log.contains("payload-secret-4242"), "a payload was logged");
+    assert!(
+        !log.contains("endpoint-secret"),
+        "an endpoint URL was logged"
+    );
+}

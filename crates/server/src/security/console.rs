@@ -1,0 +1,481 @@
+//! Console sign-in and CSRF protection.
+//!
+//! A person signs in once with a token at `/console/login`; the server keeps
+//! a session and hands the browser an opaque `HttpOnly`, `Secure`,
+//! `SameSite=Strict` cookie scoped to `/console`. Every `/console` request
+//! passes [`console_guard`]: without a session a page redirects to the
+//! sign-in form; a `read` session may only view; any other method must
+//! carry the session's CSRF token, as the form field `csrf_token` or the
+//! header `x-csrf-token`.
+//!
+//! Console handlers take a [`ConsoleSession`] and put
+//! [`ConsoleSession::csrf_field`] inside every `<form method="post">`:
+//!
+//! ```ignore
+//! async fn page(session: ConsoleSession) -> Html<String> {
+//!     Html(format!(r#"<form method="post" action="/console/x">{}<button>Go</button></form>"#,
+//!         session.csrf_field()))
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redrive_core::security::Scope;
+use subtle::ConstantTimeEq;
+
+use super::auth::{self, Principal};
+use crate::api::{ApiError, AppState};
+
+pub const COOKIE: &str = "redrive_session";
+pub const CSRF_FIELD: &str = "csrf_token";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Largest console form read for its CSRF field.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The signed-in person of a console request.
+#[derive(Clone, Debug)]
+pub struct ConsoleSession {
+    scope: Scope,
+    csrf_token: String,
+}
+
+impl ConsoleSession {
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Whether this session may change things (show write buttons).
+    pub fn can_write(&self) -> bool {
+        self.scope == Scope::Admin
+    }
+
+    pub fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+
+    /// The hidden input every console form must carry.
+    pub fn csrf_field(&self) -> String {
+        format!(
+            r#"<input type="hidden" name="{CSRF_FIELD}" value="{}">"#,
+            self.csrf_token
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ConsoleSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ConsoleSession>()
+            .cloned()
+            .ok_or_else(|| auth::unauthenticated("sign in at /console/login"))
+    }
+}
+
+struct Session {
+    principal: Principal,
+    csrf_token: String,
+    expires: Instant,
+}
+
+/// Console sessions, in memory: a restart signs everyone out.
+pub struct Sessions {
+    sessions: Mutex<HashMap<String, Session>>,
+    /// The CSRF token of console pages when authentication is off.
+    anonymous_csrf: String,
+}
+
+impl Sessions {
+    pub fn new() -> anyhow::Result<Sessions> {
+        Ok(Sessions {
+            sessions: Mutex::default(),
+            anonymous_csrf: URL_SAFE_NO_PAD.encode(super::random_bytes::<32>()?),
+        })
+    }
+
+    fn create(&self, principal: Principal) -> anyhow::Result<String> {
+        let id = URL_SAFE_NO_PAD.encode(super::random_bytes::<32>()?);
+        let csrf_token = URL_SAFE_NO_PAD.encode(super::random_bytes::<32>()?);
+        if let Ok(mut sessions) = self.sessions.lock() {
+            let now = Instant::now();
+            sessions.retain(|_, s| s.expires > now);
+            sessions.insert(
+                id.clone(),
+                Session {
+                    principal,
+                    csrf_token,
+                    expires: now + SESSION_LIFETIME,
+                },
+            );
+        }
+        Ok(id)
+    }
+
+    fn get(&self, id: &str) -> Option<(Principal, String)> {
+        let sessions = self.sessions.lock().ok()?;
+        let session = sessions.get(id)?;
+        (session.expires > Instant::now())
+            .then(|| (session.principal.clone(), session.csrf_token.clone()))
+    }
+
+    fn end(&self, id: &str) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.remove(id);
+        }
+    }
+
+    /// Signs out every session opened with the token `key` (it was deleted).
+    pub fn revoke(&self, key: &str) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.retain(|_, s| s.principal.key != key);
+        }
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Sign-in and sign-out routes (everything else under `/console` belongs
+/// to the console itself).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console/login", get(login_form).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/session", get(session_info))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
+}
+
+/// The signed-in session, for pages that send changes with `fetch` and the
+/// `x-csrf-token` header. Same-origin only: the cookie is `SameSite=Strict`
+/// and no CORS headers are ever sent.
+async fn session_info(session: ConsoleSession) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "scope": session.scope.to_string(),
+        "csrf_token": session.csrf_token,
+    }))
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only console paths are valid targets after sign-in (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with("/console")
+                && !path.starts_with("/console/login")
+                && !path.contains("//")
+                && !path.contains('\\') =>
+        {
+            path.to_owned()
+        }
+        _ => "/console".to_owned(),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn login_page(next: &str, error: Option<&str>) -> Html<String> {
+    let error = error
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>redrive · sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>redrive</h1>
+<form method="post" action="/console/login">
+<label for="token">API token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<input type="hidden" name="next" value="{}">
+<button type="submit">Sign in</button>
+</form>{error}
+<p>The admin token is in the data directory's <code>api-token</code> file, or was given with <code>--api-token</code>.</p>
+</main></body></html>"#,
+        escape(next)
+    ))
+}
+
+async fn login_form(query: axum::extract::Query<LoginQuery>) -> Html<String> {
+    login_page(&safe_next(query.next.as_deref()), None)
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref());
+    if let Err(err) = same_origin(&headers) {
+        return err.into_response();
+    }
+    let principal = match state.security.auth.authenticate(form.token.trim()).await {
+        Ok(principal) => principal,
+        Err(err) => {
+            tracing::info!("console sign-in refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                login_page(&next, Some(&err.message)),
+            )
+                .into_response();
+        }
+    };
+    if !principal
+        .scope
+        .allows(&redrive_core::security::Permission::Read)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            login_page(
+                &next,
+                Some("this token may only publish; the console needs a read or admin token"),
+            ),
+        )
+            .into_response();
+    }
+    let id = match state.security.sessions.create(principal) {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot open a console session");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot open a session",
+            )
+            .into_response();
+        }
+    };
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        state.security.sessions.end(&id);
+    }
+    let mut response = Redirect::to("/console/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "redrive_session=; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
+}
+
+/// A browser's cross-site request carries a foreign `Origin`; refuse it.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
+    else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+    if origin_host.as_bytes() == host.as_bytes() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!("a request from {origin:?} may not change this console"),
+        ))
+    }
+}
+
+fn csrf_refused() -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_token_invalid",
+        "the form's CSRF token is missing or stale; reload the page and try again",
+    )
+    .into_response()
+}
+
+/// Guards `/console` (see the module documentation).
+pub async fn console_guard(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if !(path == "/console" || path.starts_with("/console/")) || path.starts_with("/console/login")
+    {
+        return next.run(request).await;
+    }
+    let security = &state.security;
+    let unsafe_method = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+
+    // A bearer header (scripts, tests) needs no CSRF token: browsers never
+    // add it to a cross-site request.
+    let (principal, csrf_token, needs_csrf) = if !security.auth.enabled() {
+        (
+            Principal {
+                key: "anonymous".into(),
+                scope: Scope::Admin,
+            },
+            security.sessions.anonymous_csrf.clone(),
+            unsafe_method,
+        )
+    } else if request.headers().contains_key(header::AUTHORIZATION) {
+        match security.auth.authenticate_request(request.headers()).await {
+            Ok(principal) => (principal, String::new(), false),
+            Err(err) => return err.into_response(),
+        }
+    } else {
+        match session_cookie(request.headers()).and_then(|id| security.sessions.get(&id)) {
+            Some((principal, csrf)) => (principal, csrf, unsafe_method),
+            None if unsafe_method => {
+                return auth::unauthenticated(
+                    "the console session ended; sign in again at /console/login",
+                )
+                .into_response();
+            }
+            None => {
+                let target = request
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                let mut login = String::from("/console/login?next=");
+                login.extend(form_urlencoded::byte_serialize(target.as_bytes()));
+                return Redirect::to(&login).into_response();
+            }
+        }
+    };
+    let needed = auth::permission_for(request.method(), request.uri().path());
+    if !principal.scope.allows(&needed) {
+        return auth::forbidden(&principal, &needed).into_response();
+    }
+    let mut request = request;
+    if needs_csrf {
+        if let Err(err) = same_origin(request.headers()) {
+            return err.into_response();
+        }
+        let (given, rebuilt) = match csrf_of(request).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+        request = rebuilt;
+        let valid =
+            given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(csrf_token.as_bytes())));
+        if !valid {
+            return csrf_refused();
+        }
+    }
+    request.extensions_mut().insert(ConsoleSession {
+        scope: principal.scope.clone(),
+        csrf_token,
+    });
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// The CSRF token of a request (header, or form field of a urlencoded
+/// body), with the request rebuilt around the body it had to read.
+async fn csrf_of(request: Request) -> Result<(Option<String>, Request), Response> {
+    if let Some(value) = request.headers().get(CSRF_HEADER) {
+        let token = value.to_str().ok().map(str::to_owned);
+        return Ok((token, request));
+    }
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Ok((None, request));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the form is larger than the console accepts",
+        )
+        .into_response()
+    })?;
+    let token = form_urlencoded::parse(&bytes)
+        .find(|(name, _)| name == CSRF_FIELD)
+        .map(|(_, value)| value.into_owned());
+    Ok((token, Request::from_parts(parts, Body::from(bytes))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_console_paths_are_redirect_targets() {
+        assert_eq!(
+            safe_next(Some("/console/deliveries?x=1")),
+            "/console/deliveries?x=1"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/v1/tokens",
+            "/console//evil",
+            "/console/login",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/console", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/console");
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; redrive_session=abc; b=2"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The trust boundary: who may call the API (tokens, console sessions,
+//! CSRF), where pushes may go (network policy at connect time), how
+//! endpoints recognise genuine pushes (signatures with encrypted secrets),
+//! and how much a client may send (limits, slow-client timeouts, rates).
+
+pub mod auth;
+pub mod console;
+pub mod files;
+pub mod limits;
+pub mod secrets;
+pub mod ssrf;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redrive_core::security::{EndpointPolicy, Rate};
+use redrive_store::Store;
+
+pub use auth::{Auth, Principal};
+pub use console::{ConsoleSession, Sessions};
+pub use secrets::{SecretBook, SecretCipher};
+
+/// How the API's admin token is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminToken {
+    /// Read from `DATA/api-token`, generated there at first start.
+    Generated,
+    /// Given by the operator (`--api-token`, `REDRIVE_API_TOKEN`).
+    Given(String),
+    /// No authentication at all (`--insecure-no-auth`), for experiments.
+    InsecureNoAuth,
+}
+
+#[derive(Clone, Debug)]
+pub struct SecurityOptions {
+    pub admin_token: AdminToken,
+    pub endpoint_policy: EndpointPolicy,
+    /// Base64 of 32 bytes (`REDRIVE_SECRET_KEY`); else `DATA/secret.key`.
+    pub secret_key: Option<String>,
+    /// How long a rotated-out signing secret keeps signing.
+    pub rotation_grace: Duration,
+    /// Publish requests per token.
+    pub publish_rate: Rate,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// A request (its body included) must arrive and be answered within this time.
+    pub request_timeout: Duration,
+}
+
+impl Default for SecurityOptions {
+    fn default() -> Self {
+        SecurityOptions {
+            admin_token: AdminToken::Generated,
+            endpoint_policy: EndpointPolicy::default(),
+            secret_key: None,
+            rotation_grace: Duration::from_secs(24 * 3600),
+            publish_rate: Rate {
+                count: 1000,
+                per: Duration::from_secs(1),
+            },
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the API and the dispatcher share of the trust boundary.
+#[derive(Clone)]
+pub struct Security {
+    pub auth: Arc<Auth>,
+    pub sessions: Arc<Sessions>,
+    pub secrets: Arc<SecretBook>,
+    pub endpoint_policy: Arc<EndpointPolicy>,
+    pub rotation_grace: Duration,
+    pub publish_limiter: Arc<limits::RateLimiter>,
+    pub request_timeout: Duration,
+}
+
+/// What `serve` tells the operator once at start.
+pub struct Startup {
+    pub security: Security,
+    /// A freshly generated admin token, to print once.
+    pub generated_token: Option<String>,
+}
+
+impl Security {
+    /// Reads or creates the admin token and the secret key in `data_dir`.
+    pub fn start(
+        options: &SecurityOptions,
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Startup> {
+        let (auth, generated_token) = match &options.admin_token {
+            AdminToken::InsecureNoAuth => {
+                tracing::warn!(
+                    "authentication is OFF (--insecure-no-auth): anyone who reaches this \
+                     port can publish, read and change everything"
+                );
+                (Auth::disabled(store.clone()), None)
+            }
+            AdminToken::Given(token) => {
+                auth::check_admin_token(token)?;
+                (Auth::with_admin(token, store.clone()), None)
+            }
+            AdminToken::Generated => {
+                let (token, generated) = files::admin_token(data_dir)?;
+                (
+                    Auth::with_admin(&token, store.clone()),
+                    generated.then_some(token),
+                )
+            }
+        };
+        let key = match &options.secret_key {
+            Some(encoded) => files::decode_key(encoded).context(
+                "REDRIVE_SECRET_KEY must be the base64 of 32 bytes (openssl rand -base64 32)",
+            )?,
+            None => files::secret_key(data_dir)?,
+        };
+        let cipher = SecretCipher::new(&key)?;
+        Ok(Startup {
+            security: Security {
+                auth: Arc::new(auth),
+                sessions: Arc::new(Sessions::new()?),
+                secrets: Arc::new(SecretBook::new(store, cipher)),
+                endpoint_policy: Arc::new(options.endpoint_policy.clone()),
+                rotation_grace: options.rotation_grace,
+                publish_limiter: Arc::new(limits::RateLimiter::new(options.publish_rate)),
+                request_timeout: options.request_timeout,
+            },
+            generated_token,
+        })
+    }
+}
+
+/// Fresh random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the operating system's random source failed"))?;
+    Ok(bytes)
+}
