@@ -3,9 +3,9 @@
 //! skipped and passes.
 //!
 //! Only the checks of what the PostgreSQL store implements are listed:
-//! endpoint health, the console's queries, API tokens and signing secrets,
-//! and the ops operations are not on PostgreSQL yet (they answer
-//! "unavailable"), so their checks are not run here.
+//! endpoint health, the console's queries and the ops operations are not on
+//! PostgreSQL yet (they answer "unavailable"), so their checks are not run
+//! here.
 
 use redrive_store::PostgresStore;
 use redrive_store::conformance::t0;
@@ -44,4 +44,6 @@ redrive_store::conformance_tests!(@tests postgres();
     redrive_moves_matching_deliveries_with_a_fresh_budget,
     journal_pages_oldest_first_and_reports_purges,
     purge_removes_finished_history_and_unreferenced_events,
+    tokens_are_created_read_listed_and_deleted,
+    signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
 );

@@ -13,6 +13,7 @@ mod lifecycle;
 mod listen;
 pub(crate) mod rows;
 mod schema;
+mod security;
 mod stats;
 pub mod testing;
 
@@ -706,43 +707,44 @@ impl Store for PostgresStore {
     }
 
     // --- security ---
-    async fn create_token(&self, _token: crate::TokenRecord) -> Result<()> {
-        Err(not_yet("API tokens"))
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
+        self.create_token_pg(token).await
     }
 
-    async fn get_token(&self, _id: &str) -> Result<crate::TokenRecord> {
-        Err(not_yet("API tokens"))
+    async fn get_token(&self, id: &str) -> Result<crate::TokenRecord> {
+        self.get_token_pg(id).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>> {
-        Err(not_yet("API tokens"))
+        self.list_tokens_pg().await
     }
 
-    async fn delete_token(&self, _id: &str) -> Result<()> {
-        Err(not_yet("API tokens"))
+    async fn delete_token(&self, id: &str) -> Result<()> {
+        self.delete_token_pg(id).await
     }
 
     async fn get_signing_secrets(
         &self,
-        _subscription: &str,
+        subscription: &str,
     ) -> Result<Option<crate::SigningSecrets>> {
-        Err(not_yet("signing secrets"))
+        self.get_signing_secrets_pg(subscription).await
     }
 
     async fn ensure_signing_secret(
         &self,
-        _subscription: &str,
-        _current: String,
-        _now: Timestamp,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
     ) -> Result<crate::SigningSecrets> {
-        Err(not_yet("signing secrets"))
+        self.ensure_signing_secret_pg(subscription, current, now)
+            .await
     }
 
     async fn rotate_signing_secret(
         &self,
-        _rotation: crate::SecretRotation,
+        rotation: crate::SecretRotation,
     ) -> Result<crate::SigningSecrets> {
-        Err(not_yet("signing secrets"))
+        self.rotate_signing_secret_pg(rotation).await
     }
 
     // --- ops ---

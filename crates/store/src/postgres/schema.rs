@@ -8,7 +8,8 @@ use super::pg_error;
 use crate::{Result, StoreError};
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE topics (
     name        text PRIMARY KEY,
     created_at  bigint NOT NULL
@@ -102,7 +103,9 @@ CREATE TABLE journal_floors (
     subscription    text PRIMARY KEY,
     purged_through  bigint NOT NULL
 );
-"#];
+"#,
+    super::security::MIGRATION,
+];
 
 /// The advisory lock key of migrations, per schema so that databases
 /// holding several redrive schemas migrate them independently.
