@@ -3,7 +3,7 @@
 //! skipped and passes.
 //!
 //! Only the checks of what the PostgreSQL store implements are listed:
-//! endpoint health, the console's queries and the ops operations are not on
+//! the console's queries and the ops operations are not on
 //! PostgreSQL yet (they answer "unavailable"), so their checks are not run
 //! here.
 
@@ -46,4 +46,10 @@ redrive_store::conformance_tests!(@tests postgres();
     purge_removes_finished_history_and_unreferenced_events,
     tokens_are_created_read_listed_and_deleted,
     signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
+    new_subscriptions_are_healthy_and_not_paused,
+    completions_count_attempts_by_outcome_per_minute,
+    health_changes_compare_and_set_and_announce_on_the_system_topic,
+    paused_and_disabled_subscriptions_get_no_claims,
+    old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
+    retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
 );

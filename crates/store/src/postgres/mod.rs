@@ -9,6 +9,7 @@
 //! runs under a transaction-scoped advisory lock; a node that can't take it
 //! skips its turn.
 
+mod health;
 mod lifecycle;
 mod listen;
 pub(crate) mod rows;
@@ -193,20 +194,24 @@ async fn topic_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
         .is_some())
 }
 
-fn subscription_from(spec: &str, created: i64, updated: i64) -> Result<Subscription> {
-    let created_at = timestamp(created)?;
+/// A subscription from `spec, created_at, updated_at` and
+/// [`health::STATUS_COLUMNS`].
+fn subscription_from(row: &tokio_postgres::Row) -> Result<Subscription> {
+    let spec: &str = get(row, 0)?;
     Ok(Subscription {
         spec: serde_json::from_str(spec)?,
-        // Endpoint health is not kept on PostgreSQL yet: always healthy.
-        status: redrive_core::SubscriptionStatus::new(created_at),
-        created_at,
-        updated_at: timestamp(updated)?,
+        status: health::status(row, 3)?,
+        created_at: timestamp(get(row, 1)?)?,
+        updated_at: timestamp(get(row, 2)?)?,
     })
 }
 
 async fn read_subscription(client: &impl GenericClient, name: &str) -> Result<Subscription> {
     let stmt = client
-        .prepare_cached("SELECT spec, created_at, updated_at FROM subscriptions WHERE name = $1")
+        .prepare_cached(&format!(
+            "SELECT spec, created_at, updated_at, {} FROM subscriptions WHERE name = $1",
+            health::STATUS_COLUMNS
+        ))
         .await
         .map_err(pg_error)?;
     let row = client
@@ -214,7 +219,7 @@ async fn read_subscription(client: &impl GenericClient, name: &str) -> Result<Su
         .await
         .map_err(pg_error)?
         .ok_or_else(|| StoreError::not_found("subscription", name))?;
-    subscription_from(get(&row, 0)?, get(&row, 1)?, get(&row, 2)?)
+    subscription_from(&row)
 }
 
 async fn read_delivery(client: &impl GenericClient, id: &str) -> Result<(Delivery, CloudEvent)> {
@@ -385,14 +390,13 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let row = tx
             .query_opt(
-                "SELECT topic, created_at FROM subscriptions WHERE name = $1 FOR UPDATE",
+                "SELECT topic FROM subscriptions WHERE name = $1 FOR UPDATE",
                 &[&spec.name],
             )
             .await
             .map_err(pg_error)?
             .ok_or_else(|| StoreError::not_found("subscription", &spec.name))?;
         let topic: String = get(&row, 0)?;
-        let created: i64 = get(&row, 1)?;
         if topic != spec.topic {
             return Err(StoreError::Invalid(format!(
                 "the topic of subscription {:?} can't change (it is {topic:?})",
@@ -407,14 +411,9 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(pg_error)?;
+        let subscription = read_subscription(&tx, &spec.name).await?;
         tx.commit().await.map_err(pg_error)?;
-        let created_at = timestamp(created)?;
-        Ok(Subscription {
-            spec,
-            status: redrive_core::SubscriptionStatus::new(created_at),
-            created_at,
-            updated_at: now,
-        })
+        Ok(subscription)
     }
 
     async fn get_subscription(&self, name: &str) -> Result<Subscription> {
@@ -425,7 +424,10 @@ impl Store for PostgresStore {
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT spec, created_at, updated_at FROM subscriptions ORDER BY name")
+            .prepare_cached(&format!(
+                "SELECT spec, created_at, updated_at, {} FROM subscriptions ORDER BY name",
+                health::STATUS_COLUMNS
+            ))
             .await
             .map_err(pg_error)?;
         client
@@ -433,7 +435,7 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?
             .iter()
-            .map(|row| subscription_from(get(row, 0)?, get(row, 1)?, get(row, 2)?))
+            .map(subscription_from)
             .collect()
     }
 
@@ -459,6 +461,13 @@ impl Store for PostgresStore {
             .map_err(pg_error)?;
         tx.execute(
             "DELETE FROM journal_floors WHERE subscription = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pg_error)?;
+        // A new subscription of the same name starts with clean counts.
+        tx.execute(
+            "DELETE FROM attempt_counts WHERE subscription = $1",
             &[&name],
         )
         .await
@@ -665,22 +674,22 @@ impl Store for PostgresStore {
     // --- endpoint health ---
     async fn count_attempts(
         &self,
-        _subscription: &str,
-        _since: Timestamp,
+        subscription: &str,
+        since: Timestamp,
     ) -> Result<redrive_core::health::AttemptCounts> {
-        Err(not_yet("endpoint health"))
+        self.count_attempts_pg(subscription, since).await
     }
 
-    async fn prune_attempt_counts(&self, _before: Timestamp, _limit: u32) -> Result<u64> {
-        Err(not_yet("endpoint health"))
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.prune_attempt_counts_pg(before, limit).await
     }
 
-    async fn change_health(&self, _change: crate::HealthChange) -> Result<Option<Subscription>> {
-        Err(not_yet("endpoint health"))
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        self.change_health_pg(&change).await
     }
 
-    async fn set_paused(&self, _name: &str, _paused: bool) -> Result<Subscription> {
-        Err(not_yet("pausing subscriptions"))
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
+        self.set_paused_pg(name, paused).await
     }
 
     // --- console ---
@@ -929,6 +938,9 @@ async fn claim_in(
         let sql = format!(
             "WITH due AS (
                SELECT picked.id FROM unnest($1::text[], $2::bigint[]) AS w(subscription, lim)
+               -- Paused and disabled subscriptions get no claims.
+               JOIN subscriptions s ON s.name = w.subscription
+                 AND NOT s.paused AND s.health <> 'disabled'
                CROSS JOIN LATERAL (
                  SELECT id FROM deliveries
                  WHERE subscription = w.subscription AND state = 'scheduled'
@@ -965,6 +977,8 @@ async fn claim_in(
     let stmt = client
         .prepare_cached(
             "SELECT min(first_due.at) FROM unnest($1::text[]) AS w(subscription)
+             JOIN subscriptions s ON s.name = w.subscription
+               AND NOT s.paused AND s.health <> 'disabled'
              CROSS JOIN LATERAL (
                SELECT next_attempt_at AS at FROM deliveries
                WHERE subscription = w.subscription AND state = 'scheduled'
@@ -1028,7 +1042,8 @@ async fn complete_in(
         snippets.push(attempt.response_snippet.as_deref());
         decisions.push(serde_json::to_string(&attempt.decision)?);
     }
-    const SQL: &str = "WITH input AS (
+    let sql = format!(
+        "WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[],
                                 $6::int[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
                                 $11::text[], $12::text[], $13::text[])
@@ -1048,20 +1063,23 @@ async fn complete_in(
                   i.error_message, i.snippet, i.decision
            FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.id)
            ON CONFLICT DO NOTHING
-         )
-         SELECT id FROM updated WHERE state = 'failed'";
+           RETURNING delivery_id, number
+         ), {}
+         SELECT id FROM updated WHERE state = 'failed'",
+        health::COUNT_RECORDED
+    );
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
         &ids, &numbers, &states, &next_at, &reasons, &statuses, &errors, &ended, &started,
         &durations, &messages, &snippets, &decisions,
     ];
     if !any_failed {
         // The hot path: one statement, atomic on its own.
-        let stmt = client.prepare_cached(SQL).await.map_err(pg_error)?;
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
         client.query(&stmt, &params).await.map_err(pg_error)?;
         return Ok(false);
     }
     let tx = client.transaction().await.map_err(pg_error)?;
-    let stmt = tx.prepare_cached(SQL).await.map_err(pg_error)?;
+    let stmt = tx.prepare_cached(&sql).await.map_err(pg_error)?;
     let failed = tx.query(&stmt, &params).await.map_err(pg_error)?;
     let mut fanned_out = false;
     for row in &failed {

@@ -105,6 +105,7 @@ CREATE TABLE journal_floors (
 );
 "#,
     super::security::MIGRATION,
+    super::health::MIGRATION,
 ];
 
 /// The advisory lock key of migrations, per schema so that databases
