@@ -3,9 +3,8 @@
 //! skipped and passes.
 //!
 //! Only the checks of what the PostgreSQL store implements are listed:
-//! the console's queries and the ops operations are not on
-//! PostgreSQL yet (they answer "unavailable"), so their checks are not run
-//! here.
+//! the console's queries are not on PostgreSQL yet (they answer
+//! "unavailable"), so their checks are not run here.
 
 use redrive_store::PostgresStore;
 use redrive_store::conformance::t0;
@@ -52,4 +51,7 @@ redrive_store::conformance_tests!(@tests postgres();
     paused_and_disabled_subscriptions_get_no_claims,
     old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
     retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
+    released_claims_are_due_at_once_with_the_attempt_interrupted,
+    queue_stats_count_due_retries_and_in_flight,
+    readiness_reports_a_fully_migrated_schema,
 );

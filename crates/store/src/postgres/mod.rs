@@ -12,6 +12,7 @@
 mod health;
 mod lifecycle;
 mod listen;
+mod ops;
 pub(crate) mod rows;
 mod schema;
 mod security;
@@ -757,16 +758,16 @@ impl Store for PostgresStore {
     }
 
     // --- ops ---
-    async fn release_claims(&self, _delivery_ids: Vec<String>, _now: Timestamp) -> Result<u64> {
-        Err(not_yet("releasing claims"))
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.release_claims_pg(&delivery_ids, now).await
     }
 
-    async fn queue_stats(&self, _now: Timestamp) -> Result<Vec<crate::QueueStats>> {
-        Err(not_yet("queue statistics"))
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.queue_stats_pg(now).await
     }
 
     async fn readiness(&self) -> Result<crate::StoreReadiness> {
-        Err(not_yet("readiness"))
+        self.readiness_pg().await
     }
 
     async fn backup_into(&self, _path: &std::path::Path) -> Result<()> {

@@ -112,6 +112,11 @@ CREATE TABLE journal_floors (
 /// holding several redrive schemas migrate them independently.
 const LOCK_KEY: &str = "hashtext(current_schema() || '.redrive.migrate')";
 
+/// The schema version this build migrates to.
+pub(super) fn latest_version() -> usize {
+    MIGRATIONS.len()
+}
+
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute(&format!("SELECT pg_advisory_xact_lock({LOCK_KEY})"), &[])
