@@ -9,6 +9,7 @@
 //! runs under a transaction-scoped advisory lock; a node that can't take it
 //! skips its turn.
 
+mod console;
 mod health;
 mod lifecycle;
 mod listen;
@@ -696,24 +697,27 @@ impl Store for PostgresStore {
     // --- console ---
     async fn search_deliveries(
         &self,
-        _query: crate::DeliverySearch,
+        query: crate::DeliverySearch,
     ) -> Result<crate::DeliverySearchPage> {
-        Err(not_yet("delivery search"))
+        let client = self.client().await?;
+        console::search(&client, &query).await
     }
 
     async fn count_deliveries_by_state(
         &self,
-        _subscription: &str,
-        _since: Timestamp,
+        subscription: &str,
+        since: Timestamp,
     ) -> Result<crate::StateCounts> {
-        Err(not_yet("delivery counts"))
+        let client = self.client().await?;
+        console::count_by_state(&client, subscription, since).await
     }
 
     async fn outcome_buckets(
         &self,
-        _query: crate::OutcomeBucketsQuery,
+        query: crate::OutcomeBucketsQuery,
     ) -> Result<Vec<crate::OutcomeBucket>> {
-        Err(not_yet("outcome buckets"))
+        let client = self.client().await?;
+        console::outcome_buckets(&client, &query).await
     }
 
     // --- security ---
@@ -782,13 +786,6 @@ impl Store for PostgresStore {
         // Every write is committed (and so durable) when it returns.
         Ok(())
     }
-}
-
-/// The answer of operations the PostgreSQL store does not have yet.
-fn not_yet(feature: &str) -> StoreError {
-    StoreError::Unavailable(format!(
-        "{feature} is not supported on the PostgreSQL store yet"
-    ))
 }
 
 /// Stores events and fans them out in one statement. The fan-out is decided

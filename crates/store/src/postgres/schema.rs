@@ -106,6 +106,7 @@ CREATE TABLE journal_floors (
 "#,
     super::security::MIGRATION,
     super::health::MIGRATION,
+    super::console::CONSOLE_INDEXES,
 ];
 
 /// The advisory lock key of migrations, per schema so that databases
