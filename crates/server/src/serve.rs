@@ -142,6 +142,13 @@ pub async fn serve(
 
 async fn open_store(options: &ServeOptions) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &options.database_url {
+        // The data directory still holds this node's key and admin token.
+        std::fs::create_dir_all(&options.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                options.data_dir.display()
+            )
+        })?;
         let store = PostgresStore::connect(url, Timestamp::now())
             .await
             // The URL may carry a password: name only where it points.
