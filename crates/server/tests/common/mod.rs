@@ -589,6 +589,11 @@ pub fn tally<'a>(values: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, 
 /// default) or `postgres`, on REDRIVE_TEST_DATABASE_URL.
 pub const TEST_BACKEND: &str = "REDRIVE_TEST_BACKEND";
 
+/// Whether the servers of this run use PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(TEST_BACKEND).as_deref() == Ok("postgres")
+}
+
 /// A schema of its own for a server on PostgreSQL, or `None` on SQLite.
 pub async fn postgres_schema() -> Option<TestSchema> {
     match std::env::var(TEST_BACKEND).as_deref() {
