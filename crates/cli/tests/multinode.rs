@@ -53,11 +53,17 @@ impl Node {
             .args(["--database-url", database_url])
             // A dead node's deliveries come back after timeout + margin.
             .args(["--lease-margin", "1s"])
+            // Every node shares one admin token and one secret key, as a
+            // deployment on one database must; the receivers are local.
+            .args(["--api-token", TOKEN, "--secret-key", SECRET_KEY])
+            .args(["--allow-endpoint-networks", "127.0.0.0/8"])
+            .args(["--publish-rate-limit", "unlimited"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .env_remove("REDRIVE_LISTEN")
             .env_remove("REDRIVE_DATA_DIR")
             .env_remove("REDRIVE_DATABASE_URL")
+            .env_remove("REDRIVE_INSECURE_NO_AUTH")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -127,6 +133,11 @@ impl Drop for Node {
 // The API
 // ---------------------------------------------------------------------------
 
+/// The admin token of every node.
+const TOKEN: &str = "multinode-admin-token-0123456789";
+/// Base64 of 32 bytes: the key of every node's signing secrets.
+const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 struct Api {
     base: String,
     http: reqwest::Client,
@@ -139,6 +150,10 @@ impl Api {
             base: base.to_owned(),
             http: reqwest::Client::builder()
                 .no_proxy()
+                .default_headers(HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {TOKEN}").parse().expect("a header value"),
+                )]))
                 .build()
                 .expect("a client"),
         }
