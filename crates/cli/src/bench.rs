@@ -63,6 +63,14 @@ struct BenchOptions {
     /// and reports what is missing.
     #[arg(long, default_value = "120s")]
     timeout: HumanDuration,
+    /// Run the in-process servers on this PostgreSQL database instead of
+    /// a temporary embedded store, and report its work per event.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// In-process servers sharing --database-url; publishes go to them in
+    /// turn and each delivers.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -130,18 +138,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     progress(format_args!(
         "bench: server {} ({}), sink http://{sink_address}",
-        server.base,
-        if server.local.is_some() {
-            "in process, fresh data directory"
-        } else {
-            "external"
+        server.bases.join(", "),
+        match (&server.local, &args.database_url) {
+            (None, _) => "external".to_owned(),
+            (Some(_), None) => "in process, fresh data directory".to_owned(),
+            (Some(_), Some(_)) => format!("{} in process on PostgreSQL", server.bases.len()),
         }
     ));
 
     let external = server.local.is_none();
     let outcome = measure(
         &args,
-        &server.base,
+        &server.bases,
         server.token.as_deref(),
         external,
         sink_address,
@@ -184,6 +192,12 @@ fn check(args: &BenchOptions) -> anyhow::Result<()> {
     }
     if args.timeout.as_duration().is_zero() {
         bail!("--timeout must be more than 0s");
+    }
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.nodes > 1 && args.database_url.is_none() {
+        bail!("--nodes above 1 needs --database-url: nodes share a PostgreSQL database");
     }
     Ok(())
 }
@@ -274,8 +288,9 @@ async fn receive(State(sink): State<Arc<Sink>>, headers: HeaderMap, _body: Bytes
 // The server under test
 
 struct Server {
-    base: String,
-    local: Option<LocalServer>,
+    /// Where each node listens.
+    bases: Vec<String>,
+    local: Option<Vec<LocalServer>>,
     /// The bearer token for its API (an external server's from REDRIVE_TOKEN).
     token: Option<String>,
 }
@@ -304,24 +319,49 @@ struct LocalServer {
 impl Server {
     fn external(url: &str) -> Server {
         Server {
-            base: url.trim_end_matches('/').to_owned(),
+            bases: vec![url.trim_end_matches('/').to_owned()],
             local: None,
             token: std::env::var("REDRIVE_TOKEN").ok(),
         }
     }
 
     async fn start(args: &BenchOptions) -> anyhow::Result<Server> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("redrive-bench-")
-            .tempdir()
-            .context("cannot create a temporary data directory")?;
+        // One token for every node: the bench's clients talk to all of them.
         let token: String = redrive_server::security::random_bytes::<16>()?
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let mut bases = Vec::with_capacity(args.nodes);
+        let mut local = Vec::with_capacity(args.nodes);
+        for _ in 0..args.nodes {
+            let node = LocalServer::start(args, &token).await?;
+            bases.push(node.0);
+            local.push(node.1);
+        }
+        Ok(Server {
+            bases,
+            local: Some(local),
+            token: Some(token),
+        })
+    }
+
+    async fn stop(self) {
+        for local in self.local.into_iter().flatten() {
+            local.stop().await;
+        }
+    }
+}
+
+impl LocalServer {
+    async fn start(args: &BenchOptions, token: &str) -> anyhow::Result<(String, LocalServer)> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("redrive-bench-")
+            .tempdir()
+            .context("cannot create a temporary data directory")?;
         let options = redrive_server::ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
+            database_url: args.database_url.clone(),
             limits: redrive_server::api::Limits::default(),
             dispatcher: redrive_server::dispatcher::DispatcherConfig {
                 max_in_flight: args.max_in_flight,
@@ -330,7 +370,7 @@ impl Server {
             sweeper: Default::default(),
             health: Default::default(),
             security: redrive_server::security::SecurityOptions {
-                admin_token: redrive_server::security::AdminToken::Given(token.clone()),
+                admin_token: redrive_server::security::AdminToken::Given(token.to_owned()),
                 // The sink listens on 127.0.0.1.
                 endpoint_policy: redrive_core::security::EndpointPolicy {
                     allow: redrive_core::security::parse_networks("127.0.0.0/8")?,
@@ -364,21 +404,18 @@ impl Server {
                 });
             }
         };
-        Ok(Server {
-            base: format!("http://{address}"),
-            local: Some(LocalServer {
+        Ok((
+            format!("http://{address}"),
+            LocalServer {
                 stop,
                 task,
                 data_dir,
-            }),
-            token: Some(token),
-        })
+            },
+        ))
     }
 
     async fn stop(self) {
-        let Some(local) = self.local else {
-            return;
-        };
+        let local = self;
         let _ = local.stop.send(());
         match tokio::time::timeout(Duration::from_secs(40), local.task).await {
             Ok(Ok(Ok(()))) => {}
@@ -399,7 +436,7 @@ impl Server {
 
 async fn measure(
     args: &BenchOptions,
-    base: &str,
+    bases: &[String],
     token: Option<&str>,
     external: bool,
     sink_address: SocketAddr,
@@ -410,6 +447,9 @@ async fn measure(
         .default_headers(auth_headers(token)?)
         .build()
         .context("cannot build the HTTP client")?;
+    let base = bases
+        .first()
+        .ok_or_else(|| anyhow!("the bench has no server"))?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let topic = format!("bench-{run_id}");
     let subscription = format!("bench-{run_id}");
@@ -435,10 +475,36 @@ async fn measure(
     .await
     .context("cannot create the bench subscription")?;
 
-    let measured = publish_and_wait(args, base, token, &topic, &run_id, sink).await;
+    if bases.len() > 1 {
+        // The other nodes learn of the new subscription when they next
+        // re-read subscriptions (every 5 s); until then only one delivers.
+        progress(format_args!(
+            "bench: waiting for every node to load the subscription"
+        ));
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+    }
+    let before = match &args.database_url {
+        Some(url) => Some(
+            redrive_store::postgres::database_activity(url)
+                .await
+                .context("cannot read PostgreSQL's activity counters")?,
+        ),
+        None => None,
+    };
+    let mut measured = publish_and_wait(args, bases, token, &topic, &run_id, sink).await;
+    if let (Some(url), Some(before), Ok(results)) = (&args.database_url, before, &mut measured) {
+        // Backends publish their counters about once a second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = redrive_store::postgres::database_activity(url)
+            .await
+            .context("cannot read PostgreSQL's activity counters")?;
+        results.database = Some(after.since(&before));
+    }
 
-    if external {
-        // Leave the external server as it was; a failure here is only noted.
+    if external || args.database_url.is_some() {
+        // Leave the external server or the shared database as it was (a
+        // leftover subscription would take dispatcher slots in later runs);
+        // a failure here is only noted.
         for path in [
             format!("/v1/subscriptions/{subscription}"),
             format!("/v1/topics/{topic}"),
@@ -498,7 +564,8 @@ struct PublisherLog {
 /// What publishers share.
 struct Plan {
     client: reqwest::Client,
-    url: String,
+    /// One per node; requests go to them in turn.
+    urls: Vec<String>,
     content_type: &'static str,
     run_id: String,
     events: usize,
@@ -513,7 +580,7 @@ struct Plan {
 
 async fn publish_and_wait(
     args: &BenchOptions,
-    base: &str,
+    bases: &[String],
     token: Option<&str>,
     topic: &str,
     run_id: &str,
@@ -531,7 +598,10 @@ async fn publish_and_wait(
     let deadline = start + args.timeout.as_duration();
     let plan = Arc::new(Plan {
         client,
-        url: format!("{base}/v1/topics/{topic}/events"),
+        urls: bases
+            .iter()
+            .map(|base| format!("{base}/v1/topics/{topic}/events"))
+            .collect(),
         content_type: if args.batch > 1 {
             "application/cloudevents-batch+json"
         } else {
@@ -647,7 +717,7 @@ async fn publisher(plan: Arc<Plan>) -> PublisherLog {
         log.requests += 1;
         let sent = plan
             .client
-            .post(&plan.url)
+            .post(&plan.urls[request % plan.urls.len()])
             .header(reqwest::header::CONTENT_TYPE, plan.content_type)
             .body(body)
             .send()
@@ -734,6 +804,9 @@ struct Results {
     pushes: u64,
     duplicates: u64,
     foreign: u64,
+    nodes: usize,
+    /// PostgreSQL's work during the run, when on PostgreSQL.
+    database: Option<redrive_store::postgres::DatabaseActivity>,
 }
 
 #[derive(Default)]
@@ -840,6 +913,16 @@ impl Results {
             pushes,
             duplicates: pushes.saturating_sub(unique + foreign),
             foreign,
+            nodes: args.nodes,
+            database: None,
+        }
+    }
+
+    fn per_delivered(&self, count: i64) -> f64 {
+        if self.delivered == 0 {
+            0.0
+        } else {
+            count as f64 / self.delivered as f64
         }
     }
 
@@ -870,6 +953,13 @@ impl Results {
                 "duplicates": self.duplicates,
                 "foreign": self.foreign,
             },
+            "nodes": self.nodes,
+            "postgres": self.database.map(|db| json!({
+                "transactions": db.commits + db.rollbacks,
+                "transactions_per_event": self.per_delivered(db.commits + db.rollbacks),
+                "rows_written_per_event":
+                    self.per_delivered(db.rows_inserted + db.rows_updated + db.rows_deleted),
+            })),
         })
     }
 
@@ -946,6 +1036,18 @@ impl Results {
             }
             let pad = width - name.chars().count();
             let _ = writeln!(out, "{name}{}  {value}", " ".repeat(pad));
+        }
+        if let Some(db) = self.database {
+            let transactions = db.commits + db.rollbacks;
+            let written = db.rows_inserted + db.rows_updated + db.rows_deleted;
+            let _ = writeln!(
+                out,
+                "postgres ({} nodes): {transactions} transactions ({:.2} per delivered event), \
+                 {written} rows written ({:.2} per event)",
+                self.nodes,
+                self.per_delivered(transactions),
+                self.per_delivered(written)
+            );
         }
         if self.foreign > 0 {
             let _ = writeln!(out, "(also {} pushes of other events)", self.foreign);

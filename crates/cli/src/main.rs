@@ -44,8 +44,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server on the embedded store.
-    Serve(ServeArgs),
+    /// Run the server on the embedded store, or on a shared PostgreSQL.
+    Serve(Box<ServeArgs>),
     /// Manage topics on a running server.
     #[command(subcommand)]
     Topics(commands::TopicsCommand),
@@ -103,6 +103,18 @@ struct ServeArgs {
         default_value = "./redrive-data"
     )]
     data_dir: PathBuf,
+    /// Share a PostgreSQL database with other redrive nodes instead of the
+    /// embedded store, e.g. postgres://redrive@db.internal/redrive
+    /// (`pool_size=N` among the parameters sets the connections per node).
+    #[arg(long, env = "REDRIVE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// How long a claim outlives the push timeout before another node may
+    /// take the delivery over (the retry delay after a node dies), e.g. 30s.
+    #[arg(long, env = "REDRIVE_LEASE_MARGIN", default_value = "30s")]
+    lease_margin: redrive_core::HumanDuration,
+    /// Longest wait for due work without a wake-up, e.g. 1s.
+    #[arg(long, env = "REDRIVE_POLL_INTERVAL", default_value = "1s")]
+    poll_interval: redrive_core::HumanDuration,
     /// Largest publish body in bytes.
     #[arg(long, env = "REDRIVE_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
     max_publish_bytes: usize,
@@ -199,7 +211,7 @@ fn client(server: &str, token: Option<&str>) -> anyhow::Result<client::Client> {
     client::Client::new(server, token)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
     let (security, generated) = args.security.options(&args.data_dir)?;
     let config = match &args.config {
         Some(path) => Some(dialects::read_config(path)?.desired),
@@ -208,6 +220,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = redrive_server::ServeOptions {
         listen: args.listen,
         data_dir: args.data_dir,
+        database_url: args.database_url.filter(|url| !url.is_empty()),
         limits: redrive_server::api::Limits {
             max_publish_bytes: args.max_publish_bytes,
             max_batch_events: args.security.max_batch_events,
@@ -215,6 +228,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {
             max_in_flight: args.max_in_flight,
+            lease_margin: args.lease_margin.as_duration(),
+            poll_interval: args.poll_interval.as_duration(),
             drain_timeout: args.drain_timeout.as_duration(),
             ..Default::default()
         },

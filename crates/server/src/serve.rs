@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use jiff::Timestamp;
-use redrive_store::{SqliteStore, Store};
+use redrive_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -22,6 +22,9 @@ use crate::sweeper::{self, SweeperConfig};
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A `postgres://` URL: share that database with other nodes instead
+    /// of the embedded store in `data_dir`.
+    pub database_url: Option<String>,
     pub limits: Limits,
     pub dispatcher: DispatcherConfig,
     pub sweeper: SweeperConfig,
@@ -41,9 +44,7 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&options.data_dir, Timestamp::now())
-        .with_context(|| format!("cannot open the store in {}", options.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&options).await?;
     if let Some(desired) = &options.config {
         let changes = crate::config::apply(&*store, desired, false, Timestamp::now())
             .await
@@ -103,7 +104,11 @@ pub async fn serve(
         security,
         ops: ops.clone(),
     });
-    tracing::info!(%address, data_dir = %options.data_dir.display(), "redrive is listening");
+    match &options.database_url {
+        Some(_) => tracing::info!(%address, store = "postgres", "redrive is listening"),
+        None => tracing::info!(%address, data_dir = %options.data_dir.display(),
+            "redrive is listening"),
+    }
     on_listening(address);
     let (close_http, http_closed) = oneshot::channel::<()>();
     let mut http = tokio::spawn(serve_http(
@@ -144,6 +149,34 @@ pub async fn serve(
         Err(err) => tracing::error!(error = %err, "cannot flush the store"),
     }
     served
+}
+
+async fn open_store(options: &ServeOptions) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &options.database_url {
+        // The data directory still holds this node's key and admin token.
+        std::fs::create_dir_all(&options.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                options.data_dir.display()
+            )
+        })?;
+        let store = PostgresStore::connect(url, Timestamp::now())
+            .await
+            // The URL may carry a password: name only where it points.
+            .with_context(|| format!("cannot open the PostgreSQL store at {}", redact(url)))?;
+        return Ok(Arc::new(store));
+    }
+    let store = SqliteStore::open(&options.data_dir, Timestamp::now())
+        .with_context(|| format!("cannot open the store in {}", options.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The URL without its user information.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…@{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// Accepts connections until `shutdown`, then lets open requests finish for

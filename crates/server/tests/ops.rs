@@ -199,8 +199,11 @@ async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
             &[("state", "delivered"), ("reason", "none")]
         ) >= delivered_before + 3.0
     );
-    assert!(sample(&after, "redrive_store_commit_seconds_count", &[]) > commits_before);
-    assert!(sample(&after, "redrive_store_commit_batch_size_count", &[]) > 0.0);
+    if !on_postgres() {
+        // The embedded store's group commits; PostgreSQL commits each write.
+        assert!(sample(&after, "redrive_store_commit_seconds_count", &[]) > commits_before);
+        assert!(sample(&after, "redrive_store_commit_batch_size_count", &[]) > 0.0);
+    }
     assert_eq!(sample(&after, "redrive_deliveries_due", &sub), 0.0);
     assert_eq!(sample(&after, "redrive_subscription_health", &sub), 0.0);
     assert_eq!(sample(&after, "redrive_subscription_paused", &sub), 0.0);
@@ -228,6 +231,9 @@ async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
         ("redrive_store_commit_seconds", "histogram"),
         ("redrive_store_commit_batch_size", "histogram"),
     ] {
+        if on_postgres() && name.starts_with("redrive_store_commit") {
+            continue;
+        }
         assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
     }
     // No label carries an event id, a delivery id or a URL.
@@ -379,6 +385,24 @@ async fn requests_carry_an_id_echoed_in_the_response() {
 async fn the_backup_route_streams_a_sqlite_database() {
     let server = Server::start().await;
     server.create_topic("kept").await;
+    if on_postgres() {
+        // PostgreSQL is backed up with its own tools: a JSON refusal.
+        let response = server
+            .http
+            .post(server.url("/v1/admin/backup"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("pg_dump")),
+            "{body}"
+        );
+        return;
+    }
     let response = server
         .http
         .post(server.url("/v1/admin/backup"))

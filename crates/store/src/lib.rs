@@ -13,6 +13,7 @@ mod security;
 mod store;
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 pub use console::*;
@@ -20,6 +21,7 @@ pub use error::StoreError;
 pub use health::*;
 pub use lifecycle::*;
 pub use ops::*;
+pub use postgres::PostgresStore;
 pub use security::*;
 pub use sqlite::SqliteStore;
 pub use store::*;

@@ -23,6 +23,7 @@ use redrive_server::dispatcher::DispatcherConfig;
 use redrive_server::health::HealthConfig;
 use redrive_server::security::{AdminToken, SecurityOptions};
 use redrive_server::sweeper::SweeperConfig;
+use redrive_store::postgres::testing::{TEST_DATABASE_URL, TestSchema};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -44,6 +45,7 @@ pub struct Server {
     pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     _data: TempDir,
+    _schema: Option<TestSchema>,
 }
 
 impl Server {
@@ -81,9 +83,11 @@ impl Server {
         redrive_server::dispatcher::push::install_crypto_provider();
         let clock = sweeper.clock.clone();
         let data = tempfile::tempdir().expect("a temporary data directory");
+        let schema = postgres_schema().await;
         let mut options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data.path().join("data"),
+            database_url: schema.as_ref().map(|s| format!("{}&pool_size=8", s.url)),
             limits,
             dispatcher: DispatcherConfig {
                 drain_timeout: Duration::from_secs(1),
@@ -136,6 +140,7 @@ impl Server {
             clock,
             shutdown: Some(shutdown_tx),
             _data: data,
+            _schema: schema,
         }
     }
 
@@ -575,6 +580,32 @@ pub fn tally<'a>(values: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, 
         *counts.entry(value).or_default() += 1;
     }
     counts
+}
+
+// ---------------------------------------------------------------------------
+// The backend under test
+// ---------------------------------------------------------------------------
+
+/// The variable choosing the store the servers run on: `sqlite` (the
+/// default) or `postgres`, on REDRIVE_TEST_DATABASE_URL.
+pub const TEST_BACKEND: &str = "REDRIVE_TEST_BACKEND";
+
+/// Whether the servers of this run use PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(TEST_BACKEND).as_deref() == Ok("postgres")
+}
+
+/// A schema of its own for a server on PostgreSQL, or `None` on SQLite.
+pub async fn postgres_schema() -> Option<TestSchema> {
+    match std::env::var(TEST_BACKEND).as_deref() {
+        Ok("postgres") => {
+            let url = std::env::var(TEST_DATABASE_URL)
+                .unwrap_or_else(|_| panic!("{TEST_BACKEND}=postgres needs {TEST_DATABASE_URL}"));
+            Some(TestSchema::create(&url).await.expect("a test schema"))
+        }
+        Ok("sqlite") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("{TEST_BACKEND}={other}: expected sqlite or postgres"),
+    }
 }
 
 // ---------------------------------------------------------------------------

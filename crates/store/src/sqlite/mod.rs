@@ -8,7 +8,7 @@ mod health;
 mod lifecycle;
 mod ops;
 mod readers;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 mod security;
 mod writer;

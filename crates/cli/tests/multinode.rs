@@ -1,0 +1,533 @@
+//! Several real `redrive serve` processes on one PostgreSQL database: any
+//! node accepts publishes, any node delivers, a node killed with SIGKILL
+//! loses nothing, and a node that publishes wakes the others at once.
+//! Reads REDRIVE_TEST_DATABASE_URL; without it the tests say they are
+//! skipped and pass.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use redrive_store::postgres::testing::TestSchema;
+use serde_json::{Value, json};
+
+const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+
+// ---------------------------------------------------------------------------
+// A node
+// ---------------------------------------------------------------------------
+
+/// A `redrive serve` child process on the shared database; killed when
+/// dropped.
+struct Node {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Node {
+    async fn start(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> Node {
+        let database_url = database_url.to_owned();
+        let dir = dir.to_owned();
+        let name = name.to_owned();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            Node::start_blocking(&database_url, &dir, &name, &extra)
+        })
+        .await
+        .expect("the start task")
+    }
+
+    fn start_blocking(database_url: &str, dir: &Path, name: &str, extra: &[String]) -> Node {
+        let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).expect("a log file");
+        let mut child = Command::new(REDRIVE)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.join(format!("{name}-data")))
+            .args(["--database-url", database_url])
+            // A dead node's deliveries come back after timeout + margin.
+            .args(["--lease-margin", "1s"])
+            // Every node shares one admin token and one secret key, as a
+            // deployment on one database must; the receivers are local.
+            .args(["--api-token", TOKEN, "--secret-key", SECRET_KEY])
+            .args(["--allow-endpoint-networks", "127.0.0.0/8"])
+            .args(["--publish-rate-limit", "unlimited"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("REDRIVE_LISTEN")
+            .env_remove("REDRIVE_DATA_DIR")
+            .env_remove("REDRIVE_DATABASE_URL")
+            .env_remove("REDRIVE_INSECURE_NO_AUTH")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("redrive starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = line_tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = line_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "node {name} did not start ({line:?}); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Node {
+            url: url.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
+    fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redrive ignored SIGTERM; log:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The API
+// ---------------------------------------------------------------------------
+
+/// The admin token of every node.
+const TOKEN: &str = "multinode-admin-token-0123456789";
+/// Base64 of 32 bytes: the key of every node's signing secrets.
+const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> Api {
+        redrive_server::dispatcher::push::install_crypto_provider();
+        Api {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .default_headers(HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {TOKEN}").parse().expect("a header value"),
+                )]))
+                .build()
+                .expect("a client"),
+        }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer: {text}"))
+        };
+        (status, body)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    async fn publish_batch(&self, topic: &str, events: &[Value]) -> (u16, Value) {
+        let request = self
+            .http
+            .post(format!("{}/v1/topics/{topic}/events", self.base))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::from(events.to_vec()).to_string());
+        self.call(request).await
+    }
+
+    async fn setup(&self, endpoint: &str) {
+        let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .post(
+                "/v1/subscriptions",
+                json!({
+                    "name": "orders-hook",
+                    "topic": "orders",
+                    "endpoint": endpoint,
+                    "retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}},
+                    "timeout": "2s",
+                    "max_concurrency": 8,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// How many deliveries of `orders-hook` are in `state` (pages through).
+    async fn count(&self, state: &str) -> usize {
+        let mut total = 0;
+        let mut before: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "{}/v1/subscriptions/orders-hook/deliveries?state={state}&limit=500",
+                self.base
+            );
+            if let Some(cursor) = &before {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let (status, body) = self.call(self.http.get(path)).await;
+            assert_eq!(status, 200, "{body}");
+            total += body["deliveries"].as_array().map_or(0, Vec::len);
+            match body["next_cursor"].as_str() {
+                Some(cursor) => before = Some(cursor.to_owned()),
+                None => return total,
+            }
+        }
+    }
+}
+
+fn event(id: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/multinode",
+        "type": "order.created",
+        "datacontenttype": "application/json",
+        "data": {"id": id},
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The endpoint
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Seen {
+    /// ce-id → pushes received.
+    pushes: BTreeMap<String, usize>,
+    /// ce-id → pushes being answered right now.
+    open: BTreeMap<String, usize>,
+    /// ce-id → when its last push was answered.
+    answered: BTreeMap<String, Instant>,
+    /// When each ce-id was first received.
+    first_seen: BTreeMap<String, Instant>,
+}
+
+/// A real endpoint answering 200 after `latency`, recording every push.
+#[derive(Clone)]
+struct Recorder {
+    url: String,
+    seen: Arc<Mutex<Seen>>,
+    latency: Duration,
+}
+
+impl Recorder {
+    async fn start(latency: Duration) -> Recorder {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let recorder = Recorder {
+            url: String::new(),
+            seen,
+            latency,
+        };
+        let app = Router::new().fallback(record).with_state(recorder.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("an address");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("the endpoint runs") });
+        Recorder {
+            url: format!("http://{address}/hook"),
+            ..recorder
+        }
+    }
+
+    fn unique(&self) -> usize {
+        self.seen.lock().expect("the lock").pushes.len()
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.lock().expect("the lock").pushes.values().sum()
+    }
+
+    /// ce-ids whose push was still open, or answered so recently that the
+    /// node may not have recorded it yet: the attempts in flight at a kill.
+    fn in_flight(&self, recent: Duration) -> BTreeSet<String> {
+        let seen = self.seen.lock().expect("the lock");
+        let mut ids: BTreeSet<String> = seen
+            .open
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.extend(
+            seen.answered
+                .iter()
+                .filter(|(_, at)| at.elapsed() <= recent)
+                .map(|(id, _)| id.clone()),
+        );
+        ids
+    }
+
+    async fn wait_for_unique(&self, count: usize, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if self.unique() >= count {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.unique() >= count
+    }
+}
+
+async fn record(State(recorder): State<Recorder>, headers: HeaderMap) -> StatusCode {
+    let id = headers
+        .get("ce-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    {
+        let mut seen = recorder.seen.lock().expect("the lock");
+        *seen.pushes.entry(id.clone()).or_default() += 1;
+        *seen.open.entry(id.clone()).or_default() += 1;
+        seen.first_seen
+            .entry(id.clone())
+            .or_insert_with(Instant::now);
+    }
+    tokio::time::sleep(recorder.latency).await;
+    let mut seen = recorder.seen.lock().expect("the lock");
+    if let Some(open) = seen.open.get_mut(&id) {
+        *open = open.saturating_sub(1);
+    }
+    seen.answered.insert(id, Instant::now());
+    StatusCode::OK
+}
+
+/// Publishes `ids` in batches of `batch`, round-robin over `apis`, and
+/// returns the ids the nodes accepted.
+async fn publish_spread(apis: &[&Api], ids: &[String], batch: usize) -> HashSet<String> {
+    let mut accepted = HashSet::new();
+    for (n, chunk) in ids.chunks(batch).enumerate() {
+        let api = apis[n % apis.len()];
+        let events: Vec<Value> = chunk.iter().map(|id| event(id)).collect();
+        let (status, body) = api.publish_batch("orders", &events).await;
+        assert_eq!(status, 202, "{body}");
+        for outcome in body["events"].as_array().expect("outcomes") {
+            assert_eq!(outcome["duplicate"], false, "{outcome}");
+            accepted.insert(outcome["id"].as_str().expect("an id").to_owned());
+        }
+    }
+    accepted
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
+    let Some(base) = TestSchema::database_url("multinode") else {
+        return;
+    };
+    let schema = TestSchema::create(&base).await.expect("a test schema");
+    let database_url = format!("{}&pool_size=6", schema.url);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoint = Recorder::start(Duration::from_millis(100)).await;
+
+    let a = Node::start(&database_url, dir.path(), "a", &[]).await;
+    let b = Node::start(&database_url, dir.path(), "b", &[]).await;
+    let c = Node::start(&database_url, dir.path(), "c", &[]).await;
+    let (api_a, api_b, api_c) = (Api::new(&a.url), Api::new(&b.url), Api::new(&c.url));
+    api_a.setup(&endpoint.url).await;
+
+    let first: Vec<String> = (0..450).map(|i| format!("e-{i:04}")).collect();
+    let mut accepted = publish_spread(&[&api_a, &api_b, &api_c], &first, 15).await;
+    assert_eq!(accepted.len(), first.len());
+
+    // Mid-run: some delivered, some in flight on every node, most waiting.
+    assert!(
+        endpoint.wait_for_unique(150, Duration::from_secs(30)).await,
+        "deliveries did not start; log of a:\n{}",
+        a.log()
+    );
+    a.kill_9();
+    // Anything a's process had pushed but not recorded is in flight now or
+    // was answered moments ago; after this, nothing of a's reaches the
+    // endpoint any more.
+    let in_flight_at_kill = endpoint.in_flight(Duration::from_millis(100));
+    let at_kill = endpoint.unique();
+    assert!(
+        at_kill < accepted.len(),
+        "everything was delivered before the kill"
+    );
+
+    // b restarts gracefully while c keeps delivering; then both take more.
+    assert!(b.terminate().success(), "b should stop cleanly");
+    let b = Node::start(&database_url, dir.path(), "b2", &[]).await;
+    let api_b = Api::new(&b.url);
+    let second: Vec<String> = (450..600).map(|i| format!("e-{i:04}")).collect();
+    accepted.extend(publish_spread(&[&api_b, &api_c], &second, 10).await);
+    assert_eq!(accepted.len(), 600);
+
+    // Every accepted event arrives, the killed node's included once its
+    // leases (2s timeout + 1s margin) run out and another node rescues them.
+    let arrived = endpoint
+        .wait_for_unique(accepted.len(), Duration::from_secs(60))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut delivered = api_c.count("delivered").await;
+    while delivered < accepted.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered = api_c.count("delivered").await;
+    }
+    assert!(
+        arrived && delivered == accepted.len(),
+        "{} of {} events arrived, {delivered} recorded delivered; log of c:\n{}",
+        endpoint.unique(),
+        accepted.len(),
+        c.log()
+    );
+    assert_eq!(api_b.count("failed").await, 0);
+
+    // Duplicates only for attempts that were in flight on the killed node.
+    let seen = endpoint.seen.lock().expect("the lock");
+    let duplicated: BTreeSet<&String> = seen
+        .pushes
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    let unexplained: Vec<&&String> = duplicated
+        .iter()
+        .filter(|id| !in_flight_at_kill.contains(**id))
+        .collect();
+    assert!(
+        !duplicated.is_empty(),
+        "the killed node had nothing in flight: nothing was rescued"
+    );
+    assert!(
+        unexplained.is_empty(),
+        "pushed twice without being in flight at the kill: {unexplained:?}"
+    );
+    let unknown: Vec<&String> = seen
+        .pushes
+        .keys()
+        .filter(|id| !accepted.contains(*id))
+        .collect();
+    assert!(unknown.is_empty(), "pushes of unknown events: {unknown:?}");
+    eprintln!(
+        "3 nodes, kill -9 after {at_kill}/{} events and a restart: none lost; \
+         {} duplicate pushes over {} events, all in flight at the kill ({} were)",
+        accepted.len(),
+        endpoint_requests(&seen) - accepted.len(),
+        duplicated.len(),
+        in_flight_at_kill.len()
+    );
+    drop(seen);
+    drop((b, c));
+    drop(schema);
+}
+
+fn endpoint_requests(seen: &Seen) -> usize {
+    seen.pushes.values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay() {
+    let Some(base) = TestSchema::database_url("multinode wake-up") else {
+        return;
+    };
+    let schema = TestSchema::create(&base).await.expect("a test schema");
+    let database_url = format!("{}&pool_size=4", schema.url);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoint = Recorder::start(Duration::ZERO).await;
+
+    // The publishing node pushes nothing itself; the other one polls only
+    // every 10 s, so a quick push can only come from the wake-up.
+    let publisher = Node::start(
+        &database_url,
+        dir.path(),
+        "publisher",
+        &["--max-in-flight", "0"],
+    )
+    .await;
+    let pusher = Node::start(
+        &database_url,
+        dir.path(),
+        "pusher",
+        &["--poll-interval", "10s"],
+    )
+    .await;
+    let api = Api::new(&publisher.url);
+    api.setup(&endpoint.url).await;
+    // Let the pusher see the new subscription (it re-reads every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let id = format!("w-{i}");
+        let sent = Instant::now();
+        let (status, body) = api.publish_batch("orders", &[event(&id)]).await;
+        assert_eq!(status, 202, "{body}");
+        assert!(
+            endpoint
+                .wait_for_unique(i + 1, Duration::from_secs(20))
+                .await,
+            "not pushed; log:\n{}",
+            pusher.log()
+        );
+        let first_seen = endpoint.seen.lock().expect("the lock").first_seen[&id];
+        latencies.push(first_seen.duration_since(sent));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < Duration::from_millis(500),
+        "a publish on another node took {latencies:?} to be pushed"
+    );
+    assert_eq!(endpoint.requests(), 5);
+    drop((publisher, pusher));
+    drop(schema);
+}

@@ -1,0 +1,202 @@
+//! The console's reads on PostgreSQL, each served by an index of the
+//! migration below (the same shapes as on SQLite).
+
+use deadpool_postgres::GenericClient;
+use redrive_core::DeliveryState;
+use tokio_postgres::types::ToSql;
+
+use super::pg_error;
+use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum, timestamp};
+use crate::console::*;
+use crate::{Result, StoreError};
+
+/// Lists order by `(created_at, id)` descending within a subscription;
+/// each filter has an index with that suffix, so a page is a range scan.
+pub(super) const CONSOLE_INDEXES: &str = r#"
+CREATE INDEX deliveries_recent
+    ON deliveries (subscription, created_at, id) INCLUDE (state);
+CREATE INDEX deliveries_recent_by_state
+    ON deliveries (subscription, state, created_at, id);
+CREATE INDEX deliveries_recent_by_status
+    ON deliveries (subscription, last_status, created_at, id)
+    WHERE last_status IS NOT NULL;
+CREATE INDEX deliveries_ended
+    ON deliveries (subscription, updated_at) INCLUDE (state)
+    WHERE state IN ('delivered', 'failed');
+"#;
+
+fn cursor_text(created_at: jiff::Timestamp, id: &str) -> String {
+    format!("{}~{id}", millis(created_at))
+}
+
+fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
+    cursor
+        .split_once('~')
+        .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("cursor {cursor:?} is not one this server gave"))
+        })
+}
+
+pub(super) async fn search(
+    client: &impl GenericClient,
+    query: &DeliverySearch,
+) -> Result<DeliverySearchPage> {
+    if let (Some(asked), Some(_)) = (query.state, query.reason)
+        && asked != DeliveryState::Failed
+    {
+        // Only failed deliveries carry a reason: nothing can match.
+        return Ok(DeliverySearchPage::default());
+    }
+    let state = match (query.state, query.reason) {
+        (_, Some(_)) => Some(DeliveryState::Failed),
+        (state, None) => state,
+    };
+    let mut sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.subscription = $1"
+    );
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(query.subscription.clone())];
+    let mut push = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(state) = state {
+        push(&mut sql, " AND d.state = ?", Box::new(state.as_str()));
+    }
+    if let Some(reason) = query.reason {
+        push(
+            &mut sql,
+            " AND d.failure_reason = ?",
+            Box::new(reason.as_str()),
+        );
+    }
+    if let Some(status) = query.status {
+        push(
+            &mut sql,
+            " AND d.last_status = ?",
+            Box::new(i32::from(status)),
+        );
+    }
+    if let Some(ty) = &query.event_type {
+        push(&mut sql, " AND e.type = ?", Box::new(ty.clone()));
+    }
+    if let Some(since) = query.since {
+        push(&mut sql, " AND d.created_at >= ?", Box::new(millis(since)));
+    }
+    if let Some(until) = query.until {
+        push(&mut sql, " AND d.created_at < ?", Box::new(millis(until)));
+    }
+    if let Some(cursor) = &query.cursor {
+        let (ms, id) = parse_cursor(cursor)?;
+        args.push(Box::new(ms));
+        args.push(Box::new(id));
+        let n = args.len();
+        sql.push_str(&format!(" AND (d.created_at, d.id) < (${}, ${n})", n - 1));
+    }
+    let limit = query.limit.max(1);
+    args.push(Box::new(big(limit + 1)));
+    sql.push_str(&format!(
+        " ORDER BY d.created_at DESC, d.id DESC LIMIT ${}",
+        args.len()
+    ));
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|arg| arg.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
+    let found = client.query(&stmt, &params).await.map_err(pg_error)?;
+    let mut deliveries = found
+        .iter()
+        .map(rows::delivery)
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = if deliveries.len() > limit as usize {
+        deliveries.truncate(limit as usize);
+        deliveries.last().map(|d| cursor_text(d.created_at, &d.id))
+    } else {
+        None
+    };
+    Ok(DeliverySearchPage {
+        deliveries,
+        next_cursor,
+    })
+}
+
+pub(super) async fn count_by_state(
+    client: &impl GenericClient,
+    subscription: &str,
+    since: jiff::Timestamp,
+) -> Result<StateCounts> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM deliveries
+             WHERE subscription = $1 AND created_at >= $2 GROUP BY state",
+        )
+        .await
+        .map_err(pg_error)?;
+    let found = client
+        .query(&stmt, &[&subscription, &millis(since)])
+        .await
+        .map_err(pg_error)?;
+    let mut counts = StateCounts::default();
+    for row in &found {
+        let state: String = get(row, 0)?;
+        let count: i64 = get(row, 1)?;
+        counts.add(parse_enum(&state)?, u64::try_from(count).unwrap_or(0));
+    }
+    Ok(counts)
+}
+
+pub(super) async fn outcome_buckets(
+    client: &impl GenericClient,
+    query: &OutcomeBucketsQuery,
+) -> Result<Vec<OutcomeBucket>> {
+    let width = i64::try_from(query.width.as_millis()).unwrap_or(i64::MAX);
+    let from = millis(query.from);
+    let until = millis(query.until);
+    if width <= 0 || until <= from {
+        return Err(StoreError::Invalid(
+            "buckets need a positive width and a range that ends after it starts".into(),
+        ));
+    }
+    let count = until.abs_diff(from).div_ceil(width.unsigned_abs());
+    if count > MAX_OUTCOME_BUCKETS {
+        return Err(StoreError::Invalid(format!(
+            "{count} buckets asked for; at most {MAX_OUTCOME_BUCKETS}"
+        )));
+    }
+    let mut buckets = (0..count as i64)
+        .map(|i| {
+            Ok(OutcomeBucket {
+                start: timestamp(from + i * width)?,
+                delivered: 0,
+                failed: 0,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT (updated_at - $2) / $4, state, COUNT(*) FROM deliveries
+             WHERE subscription = $1 AND state IN ('delivered', 'failed')
+               AND updated_at >= $2 AND updated_at < $3
+             GROUP BY 1, 2",
+        )
+        .await
+        .map_err(pg_error)?;
+    let found = client
+        .query(&stmt, &[&query.subscription, &from, &until, &width])
+        .await
+        .map_err(pg_error)?;
+    for row in &found {
+        let index: i64 = get(row, 0)?;
+        let state: String = get(row, 1)?;
+        let count = u64::try_from(get::<i64>(row, 2)?).unwrap_or(0);
+        if let Some(bucket) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) {
+            match state.as_str() {
+                "delivered" => bucket.delivered += count,
+                _ => bucket.failed += count,
+            }
+        }
+    }
+    Ok(buckets)
+}

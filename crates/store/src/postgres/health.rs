@@ -1,0 +1,197 @@
+//! Endpoint health on PostgreSQL, as on SQLite: per-minute attempt counts
+//! keyed by the subscription's health epoch and bumped in the statement
+//! that records each attempt, health changes as compare-and-set with their
+//! operational event in the same transaction, and pause.
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use redrive_core::health::{self, AttemptCounts, SubscriptionStatus};
+use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::{Health, Subscription};
+use tokio_postgres::Row;
+
+use super::rows::{get, millis, timestamp};
+use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
+use crate::{HealthChange, Result, StoreError};
+
+pub(super) const MIGRATION: &str = r#"
+-- Endpoint health and pause, beside the spec.
+ALTER TABLE subscriptions ADD COLUMN health text NOT NULL DEFAULT 'healthy';
+ALTER TABLE subscriptions ADD COLUMN health_reason text;
+-- NULL until the first change: the subscription's creation counts.
+ALTER TABLE subscriptions ADD COLUMN health_changed_at bigint;
+ALTER TABLE subscriptions ADD COLUMN health_epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE subscriptions ADD COLUMN paused boolean NOT NULL DEFAULT false;
+-- Attempts that ended, per subscription, health epoch and minute.
+CREATE TABLE attempt_counts (
+    subscription  text NOT NULL,
+    epoch         bigint NOT NULL,
+    bucket        bigint NOT NULL,
+    succeeded     bigint NOT NULL,
+    failed        bigint NOT NULL,
+    PRIMARY KEY (subscription, epoch, bucket)
+);
+CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
+"#;
+
+/// Bucket width: one minute, in milliseconds.
+const BUCKET_MS: i64 = 60_000;
+
+/// The status columns of `subscriptions`, read by [`status`] at the end of
+/// a row.
+pub(super) const STATUS_COLUMNS: &str =
+    "health, health_reason, COALESCE(health_changed_at, created_at), paused";
+
+/// Reads [`STATUS_COLUMNS`] starting at column `first`.
+pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
+    let health: String = get(row, first)?;
+    let health = Health::parse(&health)
+        .ok_or_else(|| StoreError::Backend(format!("stored health {health:?} is unknown")))?;
+    Ok(SubscriptionStatus {
+        health,
+        health_reason: get(row, first + 1)?,
+        health_changed_at: timestamp(get(row, first + 2)?)?,
+        paused: get(row, first + 3)?,
+    })
+}
+
+/// The part of a completion statement that counts the attempts it
+/// recorded: `recorded` holds `(delivery_id, number)` of the new attempt
+/// rows and `input` their outcome (`state`) and end (`ended_at`). Grouped
+/// and ordered so one statement updates each counter once, and concurrent
+/// statements lock counters in the same order.
+pub(super) const COUNT_RECORDED: &str = "counted AS (
+           INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
+           SELECT d.subscription, s.health_epoch,
+                  i.ended_at - (((i.ended_at % 60000) + 60000) % 60000) AS bucket,
+                  count(*) FILTER (WHERE i.state = 'delivered'),
+                  count(*) FILTER (WHERE i.state <> 'delivered')
+           FROM recorded r
+           JOIN input i ON i.id = r.delivery_id AND i.number = r.number
+           JOIN deliveries d ON d.id = r.delivery_id
+           JOIN subscriptions s ON s.name = d.subscription
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+           ON CONFLICT (subscription, epoch, bucket) DO UPDATE
+              SET succeeded = attempt_counts.succeeded + EXCLUDED.succeeded,
+                  failed = attempt_counts.failed + EXCLUDED.failed
+         )";
+
+fn bucket_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(BUCKET_MS)
+}
+
+async fn subscription_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
+    Ok(client
+        .query_opt("SELECT 1 FROM subscriptions WHERE name = $1", &[&name])
+        .await
+        .map_err(pg_error)?
+        .is_some())
+}
+
+impl PostgresStore {
+    pub(super) async fn count_attempts_pg(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<AttemptCounts> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(SUM(c.succeeded), 0)::bigint, COALESCE(SUM(c.failed), 0)::bigint
+                 FROM subscriptions s JOIN attempt_counts c
+                   ON c.subscription = s.name AND c.epoch = s.health_epoch
+                 WHERE s.name = $1 AND c.bucket >= $2",
+                &[&subscription, &bucket_of(millis(since))],
+            )
+            .await
+            .map_err(pg_error)?;
+        let succeeded: i64 = get(&row, 0)?;
+        let failed: i64 = get(&row, 1)?;
+        if succeeded == 0 && failed == 0 && !subscription_exists(&client, subscription).await? {
+            return Err(StoreError::not_found("subscription", subscription));
+        }
+        Ok(AttemptCounts {
+            succeeded: u64::try_from(succeeded).unwrap_or(0),
+            failed: u64::try_from(failed).unwrap_or(0),
+        })
+    }
+
+    pub(super) async fn prune_attempt_counts_pg(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM attempt_counts WHERE (subscription, epoch, bucket) IN
+                   (SELECT subscription, epoch, bucket FROM attempt_counts
+                    WHERE bucket < $1 LIMIT $2)",
+                &[&millis(before), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_error)
+    }
+
+    pub(super) async fn change_health_pg(
+        &self,
+        change: &HealthChange,
+    ) -> Result<Option<Subscription>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let changed = tx
+            .execute(
+                "UPDATE subscriptions SET health = $3, health_reason = $4, health_changed_at = $5,
+                        health_epoch = health_epoch + 1
+                 WHERE name = $1 AND health = $2",
+                &[
+                    &change.subscription,
+                    &change.from.as_str(),
+                    &change.to.as_str(),
+                    &change.reason,
+                    &millis(change.now),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if changed == 0 {
+            if !subscription_exists(&tx, &change.subscription).await? {
+                return Err(StoreError::not_found("subscription", &change.subscription));
+            }
+            return Ok(None);
+        }
+        if topic_exists(&tx, SYSTEM_TOPIC).await? {
+            let event = health::health_changed_event(
+                &change.subscription,
+                change.from,
+                change.to,
+                &change.reason,
+                uuid::Uuid::now_v7().to_string(),
+                change.now,
+            );
+            publish_in(&tx, SYSTEM_TOPIC, vec![event], change.now).await?;
+        }
+        let subscription = read_subscription(&tx, &change.subscription).await?;
+        tx.commit().await.map_err(pg_error)?;
+        // Also for a subscription made healthy again: its backlog is due.
+        self.wake();
+        Ok(Some(subscription))
+    }
+
+    pub(super) async fn set_paused_pg(&self, name: &str, paused: bool) -> Result<Subscription> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE subscriptions SET paused = $2 WHERE name = $1",
+                &[&name, &paused],
+            )
+            .await
+            .map_err(pg_error)?;
+        if changed == 0 {
+            return Err(StoreError::not_found("subscription", name));
+        }
+        let subscription = read_subscription(&client, name).await?;
+        self.wake();
+        Ok(subscription)
+    }
+}

@@ -1,0 +1,494 @@
+//! The failure lifecycle on PostgreSQL: dead-lettering in the transaction
+//! that fails a delivery, retention expiry, redrive, the journal and the
+//! incremental history purge. The sweeper's work (expiry, purge) takes a
+//! transaction-scoped advisory lock: with several nodes, one sweeps at a
+//! time and the others skip their turn instead of contending for rows.
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
+use redrive_core::{Delivery, FailureReason};
+
+use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
+use super::{pg_error, publish_in, read_delivery, read_subscription, topic_exists};
+use crate::lifecycle::*;
+use crate::{Result, StoreError};
+
+/// Advisory lock keys of the sweeper's two jobs, per schema.
+const EXPIRE_LOCK: &str = "hashtext(current_schema() || '.redrive.expire')";
+const PURGE_LOCK: &str = "hashtext(current_schema() || '.redrive.purge')";
+
+/// Creates the built-in operational topic if it is missing.
+pub(super) async fn ensure_system_topic(
+    client: &tokio_postgres::Client,
+    now: Timestamp,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO topics (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&SYSTEM_TOPIC, &millis(now)],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Why a topic can't be deleted, if it is built in or a dead-letter topic.
+pub(super) async fn topic_in_use(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<String>> {
+    if name == SYSTEM_TOPIC {
+        return Ok(Some(format!("topic {name:?} is built in")));
+    }
+    let users: Vec<String> = client
+        .query(
+            "SELECT name FROM subscriptions WHERE dead_letter_topic = $1 ORDER BY name",
+            &[&name],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<Result<_>>()?;
+    if users.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "topic {name:?} is the dead-letter topic of {}; change them first",
+        users.join(", ")
+    )))
+}
+
+/// Runs after a delivery was marked failed, in the same transaction:
+/// publishes its event to the subscription's dead-letter topic (linking the
+/// copy) and a `redrive.delivery.failed` event on the system topic.
+/// Returns whether new deliveries were fanned out.
+pub(super) async fn dead_letter_in(
+    client: &impl GenericClient,
+    delivery_id: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    let (delivery, event) = read_delivery(client, delivery_id).await?;
+    let subscription = read_subscription(client, &delivery.subscription).await?;
+    let Some(reason) = delivery.failure_reason else {
+        return Ok(false);
+    };
+    let failure = Failure {
+        subscription: delivery.subscription.clone(),
+        delivery_id: delivery.id.clone(),
+        reason,
+        attempts: delivery.attempts,
+        last_status: delivery.last_status,
+        last_error: delivery.last_error,
+        first_attempt_at: delivery.first_attempt_at,
+        last_attempt_at: delivery.last_attempt_at,
+    };
+    let mut fanned_out = false;
+    let mut copy_id = None;
+    if let Some(topic) = &subscription.spec.dead_letter_topic {
+        if topic_exists(client, topic).await? {
+            let copy =
+                lifecycle::dead_letter_copy(&event, &failure, uuid::Uuid::now_v7().to_string());
+            let id = copy.id.clone();
+            let outcomes = publish_in(client, topic, vec![copy], now).await?;
+            fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+            client
+                .execute(
+                    "UPDATE deliveries SET dead_letter_event = $2 WHERE id = $1",
+                    &[&delivery.id, &id],
+                )
+                .await
+                .map_err(pg_error)?;
+            copy_id = Some(id);
+        } else {
+            // Deleting a dead-letter topic is refused, so only a race gets here.
+            tracing::warn!(delivery = %delivery.id, topic = %topic,
+                "the dead-letter topic is gone; the failed delivery stays without a copy");
+        }
+    }
+    // Failures of the system topic's own subscriptions are not announced
+    // there: a failing operator endpoint would feed itself forever.
+    if subscription.spec.topic != SYSTEM_TOPIC && topic_exists(client, SYSTEM_TOPIC).await? {
+        let notice = lifecycle::delivery_failed_event(
+            &event,
+            &failure,
+            copy_id.as_deref(),
+            uuid::Uuid::now_v7().to_string(),
+            now,
+        );
+        let outcomes = publish_in(client, SYSTEM_TOPIC, vec![notice], now).await?;
+        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+    }
+    Ok(fanned_out)
+}
+
+/// Fails scheduled deliveries among `ids`, then dead-letters each.
+/// Returns how many moved and whether anything was fanned out.
+async fn fail_scheduled(
+    client: &impl GenericClient,
+    ids: &[String],
+    reason: FailureReason,
+    now: Timestamp,
+) -> Result<(u64, bool)> {
+    let moved = client
+        .query(
+            "UPDATE deliveries SET state = 'failed', failure_reason = $2, next_attempt_at = NULL,
+                    lease_until = NULL, updated_at = $3
+             WHERE id = ANY($1) AND state = 'scheduled'
+             RETURNING id",
+            &[&ids, &reason.as_str(), &millis(now)],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut fanned_out = false;
+    for row in &moved {
+        let id: String = get(row, 0)?;
+        fanned_out |= dead_letter_in(client, &id, now).await?;
+    }
+    Ok((moved.len() as u64, fanned_out))
+}
+
+/// Returns how many expired and whether anything was fanned out.
+pub(super) async fn expire(
+    client: &mut deadpool_postgres::Object,
+    now: Timestamp,
+    limit: u32,
+) -> Result<(u64, bool)> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let locked: bool = tx
+        .query_one(
+            &format!("SELECT pg_try_advisory_xact_lock({EXPIRE_LOCK})"),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !locked {
+        tracing::debug!("another node is expiring deliveries; skipping this turn");
+        return Ok((0, false));
+    }
+    let subscriptions: Vec<(String, String)> = tx
+        .query("SELECT name, spec FROM subscriptions ORDER BY name", &[])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .collect::<Result<_>>()?;
+    let find = tx
+        .prepare_cached(
+            "SELECT id FROM deliveries
+             WHERE subscription = $1 AND state = 'scheduled'
+               AND COALESCE(retention_from, created_at) <= $2
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED",
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut expired = 0u64;
+    let mut fanned_out = false;
+    for (name, spec) in subscriptions {
+        let remaining = u64::from(limit).saturating_sub(expired);
+        if remaining == 0 {
+            break;
+        }
+        let spec: redrive_core::SubscriptionSpec = serde_json::from_str(&spec)?;
+        let Ok(cutoff) = now.checked_sub(spec.message_retention.as_duration()) else {
+            continue;
+        };
+        let ids: Vec<String> = tx
+            .query(&find, &[&name, &millis(cutoff), &big(remaining)])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| get(row, 0))
+            .collect::<Result<_>>()?;
+        if ids.is_empty() {
+            continue;
+        }
+        let (moved, fanned) =
+            fail_scheduled(&tx, &ids, FailureReason::RetentionExpired, now).await?;
+        expired += moved;
+        fanned_out |= fanned;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok((expired, fanned_out))
+}
+
+pub(super) async fn cancel(
+    client: &mut deadpool_postgres::Object,
+    id: &str,
+    now: Timestamp,
+) -> Result<(Delivery, bool)> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let (moved, fanned_out) =
+        fail_scheduled(&tx, &[id.to_owned()], FailureReason::Cancelled, now).await?;
+    let (delivery, _) = read_delivery(&tx, id).await?;
+    if moved == 0 {
+        return Err(StoreError::Conflict(format!(
+            "delivery {id:?} is {}; only a scheduled delivery can be cancelled",
+            delivery.state.as_str()
+        )));
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok((delivery, fanned_out))
+}
+
+/// The WHERE clause of a redrive filter over `deliveries d JOIN events e`,
+/// as parameters `$1`..`$7`.
+const REDRIVE_WHERE: &str = "d.subscription = $1 AND d.state = ANY($2::text[])
+       AND (cardinality($3::text[]) = 0 OR d.failure_reason = ANY($3::text[]))
+       AND ($4::bigint IS NULL OR d.created_at >= $4)
+       AND ($5::bigint IS NULL OR d.created_at < $5)
+       AND ($6::text IS NULL OR e.type = $6)";
+
+struct RedriveArgs {
+    states: Vec<&'static str>,
+    reasons: Vec<&'static str>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+fn redrive_args(filter: &RedriveFilter) -> Result<RedriveArgs> {
+    if filter.states.is_empty() {
+        return Err(StoreError::Invalid(
+            "states: name at least one state".into(),
+        ));
+    }
+    if let Some(state) = filter
+        .states
+        .iter()
+        .find(|s| !RedriveFilter::REDRIVABLE.contains(s))
+    {
+        return Err(StoreError::Invalid(format!(
+            "states: {} deliveries can't be redriven (only failed and scheduled)",
+            state.as_str()
+        )));
+    }
+    Ok(RedriveArgs {
+        states: filter.states.iter().map(|s| s.as_str()).collect(),
+        reasons: filter.reasons.iter().map(|r| r.as_str()).collect(),
+        since: filter.since.map(millis),
+        until: filter.until.map(millis),
+    })
+}
+
+pub(super) async fn count_redrivable(
+    client: &impl GenericClient,
+    filter: &RedriveFilter,
+) -> Result<u64> {
+    read_subscription(client, &filter.subscription).await?;
+    let args = redrive_args(filter)?;
+    let sql = format!(
+        "SELECT count(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE {REDRIVE_WHERE}"
+    );
+    let row = client
+        .query_one(
+            &sql,
+            &[
+                &filter.subscription,
+                &args.states,
+                &args.reasons,
+                &args.since,
+                &args.until,
+                &filter.event_type,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+}
+
+pub(super) async fn redrive(
+    client: &impl GenericClient,
+    request: &RedriveBatchRequest,
+) -> Result<RedriveBatch> {
+    let filter = &request.filter;
+    read_subscription(client, &filter.subscription).await?;
+    let args = redrive_args(filter)?;
+    // Rows being claimed or completed right now are skipped, not waited
+    // for: they are in flight, which a redrive never moves anyway.
+    let sql = format!(
+        "WITH picked AS (
+           SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+           WHERE {REDRIVE_WHERE} AND ($8::text IS NULL OR d.id > $8)
+           ORDER BY d.id LIMIT $9
+           FOR UPDATE OF d SKIP LOCKED
+         )
+         UPDATE deliveries d SET state = 'scheduled', next_attempt_at = $7,
+                failure_reason = NULL, lease_until = NULL, first_attempt_at = NULL,
+                attempts_before_redrive = d.attempts, retention_from = $7, updated_at = $7
+         FROM picked WHERE d.id = picked.id
+         RETURNING d.id"
+    );
+    let ids: Vec<String> = client
+        .query(
+            &sql,
+            &[
+                &filter.subscription,
+                &args.states,
+                &args.reasons,
+                &args.since,
+                &args.until,
+                &filter.event_type,
+                &millis(request.now),
+                &request.after,
+                &big(request.limit.max(1)),
+            ],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<Result<_>>()?;
+    Ok(RedriveBatch {
+        moved: ids.len() as u64,
+        last_id: ids.into_iter().max(),
+    })
+}
+
+pub(super) async fn journal(
+    client: &impl GenericClient,
+    query: &JournalQuery,
+) -> Result<JournalPage> {
+    read_subscription(client, &query.subscription).await?;
+    let purged_through: i64 = client
+        .query_opt(
+            "SELECT purged_through FROM journal_floors WHERE subscription = $1",
+            &[&query.subscription],
+        )
+        .await
+        .map_err(pg_error)?
+        .map(|row| get(&row, 0))
+        .transpose()?
+        .unwrap_or(0);
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, e.seq FROM deliveries d
+         JOIN events e ON e.seq = d.event_seq
+         WHERE d.subscription = $1 AND d.event_seq > $2
+         ORDER BY d.event_seq LIMIT $3"
+    );
+    let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
+    let entries = client
+        .query(
+            &stmt,
+            &[
+                &query.subscription,
+                &query.since.unwrap_or(0),
+                &big(query.limit.max(1)),
+            ],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| {
+            Ok(JournalEntry {
+                delivery: rows::delivery(row)?,
+                event: rows::event(row, DELIVERY_COLUMN_COUNT)?,
+                position: get(row, DELIVERY_COLUMN_COUNT + 2)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(JournalPage {
+        entries,
+        purged_through,
+    })
+}
+
+pub(super) async fn purge(
+    client: &mut deadpool_postgres::Object,
+    request: &PurgeRequest,
+) -> Result<PurgeOutcome> {
+    let before = millis(request.before);
+    let limit = i64::from(request.limit.max(1));
+    let mut outcome = PurgeOutcome {
+        events_cursor: request.events_after,
+        ..PurgeOutcome::default()
+    };
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let locked: bool = tx
+        .query_one(
+            &format!("SELECT pg_try_advisory_xact_lock({PURGE_LOCK})"),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !locked {
+        tracing::debug!("another node is purging history; skipping this turn");
+        return Ok(outcome);
+    }
+    // One batch of finished deliveries with their attempts, raising each
+    // subscription's journal floor to what went.
+    let row = tx
+        .query_one(
+            "WITH finished AS (
+               SELECT id FROM deliveries
+               WHERE state IN ('delivered', 'failed') AND updated_at < $1
+               ORDER BY updated_at LIMIT $2
+               FOR UPDATE SKIP LOCKED
+             ), gone_attempts AS (
+               DELETE FROM attempts a USING finished f WHERE a.delivery_id = f.id
+               RETURNING 1
+             ), gone AS (
+               DELETE FROM deliveries d USING finished f WHERE d.id = f.id
+               RETURNING d.subscription, d.event_seq
+             ), floors AS (
+               INSERT INTO journal_floors (subscription, purged_through)
+               SELECT subscription, max(event_seq) FROM gone GROUP BY subscription
+               ON CONFLICT (subscription) DO UPDATE
+                 SET purged_through = GREATEST(journal_floors.purged_through,
+                                               excluded.purged_through)
+             )
+             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
+                    COALESCE((SELECT array_agg(DISTINCT event_seq) FROM gone), '{}')",
+            &[&before, &limit],
+        )
+        .await
+        .map_err(pg_error)?;
+    outcome.deliveries = u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0);
+    outcome.attempts = u64::try_from(get::<i64>(&row, 1)?).unwrap_or(0);
+    let seqs: Vec<i64> = get(&row, 2)?;
+    outcome.more = outcome.deliveries >= u64::try_from(limit).unwrap_or(u64::MAX);
+    let delete_unreferenced = tx
+        .prepare_cached(
+            "DELETE FROM events e WHERE e.seq = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
+        )
+        .await
+        .map_err(pg_error)?;
+    if !seqs.is_empty() {
+        outcome.events += tx
+            .execute(&delete_unreferenced, &[&seqs])
+            .await
+            .map_err(pg_error)?;
+    }
+    // Events no delivery ever read (no subscription matched, or copies on a
+    // topic nobody subscribes to), walked once in publish order.
+    let candidates: Vec<(i64, i64)> = tx
+        .query(
+            "SELECT seq, published_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&request.events_after, &limit],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .collect::<Result<_>>()?;
+    let examined: Vec<i64> = candidates
+        .iter()
+        .take_while(|(_, published_at)| *published_at < before)
+        .map(|(seq, _)| *seq)
+        .collect();
+    if let Some(last) = examined.last() {
+        outcome.events_cursor = *last;
+        outcome.events += tx
+            .execute(&delete_unreferenced, &[&examined])
+            .await
+            .map_err(pg_error)?;
+    }
+    outcome.more |= examined.len() as i64 >= limit;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(outcome)
+}

@@ -1,0 +1,107 @@
+//! Wake-ups across nodes: a dedicated connection LISTENs on the wake-up
+//! channel and turns each notification into a local wake-up of the
+//! dispatcher. If the connection drops it is re-opened; meanwhile the
+//! dispatcher's polling keeps delivering, only a little later.
+//!
+//! NOTIFY is not sent by the writes themselves: a transaction that notifies
+//! holds a database-wide lock from its commit until its WAL is flushed, so
+//! notifying publishes would commit one at a time. Instead, writes that
+//! made work due ask the announcer, which sends one NOTIFY for however many
+//! asked meanwhile, on its own connection with asynchronous commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::WAKEUP_CHANNEL;
+
+/// Pause before re-opening a lost listening connection.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs until the store drops it (the task is aborted).
+pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Notify>) {
+    loop {
+        match listen(&config, &wakeups).await {
+            Ok(()) => tracing::warn!("the wake-up connection closed; reopening it"),
+            Err(err) => tracing::warn!(error = %err, "the wake-up connection failed; reopening it"),
+        }
+        // Anything published while we were away is found by this wake-up.
+        wakeups.notify_one();
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn listen(config: &tokio_postgres::Config, wakeups: &Notify) -> Result<(), String> {
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    // The connection is only driven by polling `messages`, so the LISTEN
+    // runs concurrently with it.
+    let sql = format!("LISTEN {WAKEUP_CHANNEL}");
+    let listen = client.batch_execute(&sql);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            done = &mut listen, if !listening => {
+                done.map_err(|err| super::pg_error(err).to_string())?;
+                listening = true;
+                tracing::debug!(channel = WAKEUP_CHANNEL, "listening for wake-ups");
+            }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(_))) => wakeups.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(super::pg_error(err).to_string()),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Sends a NOTIFY each time it is asked, coalescing requests that arrive
+/// while one is being sent. Runs until the store drops it.
+pub(super) async fn announce(config: tokio_postgres::Config, requests: Arc<Notify>) {
+    loop {
+        match announce_on(&config, &requests).await {
+            Ok(()) => tracing::warn!("the announcing connection closed; reopening it"),
+            Err(err) => {
+                tracing::warn!(error = %err, "the announcing connection failed; reopening it")
+            }
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn announce_on(config: &tokio_postgres::Config, requests: &Notify) -> Result<(), String> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let driver = tokio::spawn(connection);
+    // Nothing durable is written here: a lost notification only means
+    // another node finds the work by polling.
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let statement = client
+        .prepare("SELECT pg_notify($1, '')")
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?;
+    let outcome = loop {
+        requests.notified().await;
+        if let Err(err) = client.execute(&statement, &[&WAKEUP_CHANNEL]).await {
+            break Err(super::pg_error(err).to_string());
+        }
+        if driver.is_finished() {
+            break Ok(());
+        }
+    };
+    driver.abort();
+    outcome
+}

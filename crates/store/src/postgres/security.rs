@@ -1,0 +1,204 @@
+//! API tokens and signing secrets on PostgreSQL.
+
+use jiff::Timestamp;
+use tokio_postgres::Row;
+
+use super::rows::{get, millis, timestamp};
+use super::{PostgresStore, pg_error};
+use crate::security::*;
+use crate::{Result, StoreError};
+
+pub(super) const MIGRATION: &str = r#"
+-- API tokens: the secret part is kept only as its SHA-256.
+CREATE TABLE api_tokens (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    scope        text NOT NULL,
+    secret_hash  bytea NOT NULL,
+    created_at   bigint NOT NULL
+);
+-- Signing secrets, encrypted by the server before they get here; they go
+-- with their subscription.
+CREATE TABLE signing_secrets (
+    subscription    text PRIMARY KEY REFERENCES subscriptions (name) ON DELETE CASCADE,
+    current         text NOT NULL,
+    previous        text,
+    previous_until  bigint,
+    rotated_at      bigint NOT NULL
+);
+"#;
+
+const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
+const SECRET_COLUMNS: &str = "subscription, current, previous, previous_until, rotated_at";
+
+fn token(row: &Row) -> Result<TokenRecord> {
+    let scope: String = get(row, 2)?;
+    Ok(TokenRecord {
+        id: get(row, 0)?,
+        name: get(row, 1)?,
+        scope: scope
+            .parse()
+            .map_err(|err| StoreError::Backend(format!("stored token scope: {err}")))?,
+        secret_hash: get(row, 3)?,
+        created_at: timestamp(get(row, 4)?)?,
+    })
+}
+
+fn secrets(row: &Row) -> Result<SigningSecrets> {
+    Ok(SigningSecrets {
+        subscription: get(row, 0)?,
+        current: get(row, 1)?,
+        previous: get(row, 2)?,
+        previous_until: get::<Option<i64>>(row, 3)?.map(timestamp).transpose()?,
+        rotated_at: timestamp(get(row, 4)?)?,
+    })
+}
+
+impl PostgresStore {
+    pub(super) async fn create_token_pg(&self, token: TokenRecord) -> Result<()> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO api_tokens (id, name, scope, secret_hash, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &token.id,
+                    &token.name,
+                    &token.scope.to_string(),
+                    &token.secret_hash,
+                    &millis(token.created_at),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "token {:?} already exists",
+                token.id
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn get_token_pg(&self, id: &str) -> Result<TokenRecord> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or_else(|| StoreError::not_found("token", id))?;
+        token(&row)
+    }
+
+    pub(super) async fn list_tokens_pg(&self) -> Result<Vec<TokenRecord>> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(token)
+            .collect()
+    }
+
+    pub(super) async fn delete_token_pg(&self, id: &str) -> Result<()> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
+            .await
+            .map_err(pg_error)?;
+        if deleted == 0 {
+            return Err(StoreError::not_found("token", id));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn get_signing_secrets_pg(
+        &self,
+        subscription: &str,
+    ) -> Result<Option<SigningSecrets>> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                &format!("SELECT {SECRET_COLUMNS} FROM signing_secrets WHERE subscription = $1"),
+                &[&subscription],
+            )
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(secrets)
+            .transpose()
+    }
+
+    async fn require_subscription(&self, subscription: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                "SELECT 1 FROM subscriptions WHERE name = $1",
+                &[&subscription],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|_| ())
+            .ok_or_else(|| StoreError::not_found("subscription", subscription))
+    }
+
+    pub(super) async fn ensure_signing_secret_pg(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets> {
+        self.require_subscription(subscription).await?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO signing_secrets (subscription, current, rotated_at)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&subscription, &current, &millis(now)],
+            )
+            .await
+            .map_err(|err| match pg_error(err) {
+                // The subscription went away in between.
+                StoreError::Backend(_) => StoreError::not_found("subscription", subscription),
+                other => other,
+            })?;
+        self.get_signing_secrets_pg(subscription)
+            .await?
+            .ok_or_else(|| StoreError::not_found("subscription", subscription))
+    }
+
+    pub(super) async fn rotate_signing_secret_pg(
+        &self,
+        rotation: SecretRotation,
+    ) -> Result<SigningSecrets> {
+        self.require_subscription(&rotation.subscription).await?;
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO signing_secrets (subscription, current, rotated_at)
+                     VALUES ($1, $2, $4)
+                     ON CONFLICT (subscription) DO UPDATE SET
+                         previous = signing_secrets.current, previous_until = $3,
+                         current = EXCLUDED.current, rotated_at = EXCLUDED.rotated_at
+                     RETURNING {SECRET_COLUMNS}"
+                ),
+                &[
+                    &rotation.subscription,
+                    &rotation.new,
+                    &millis(rotation.previous_until),
+                    &millis(rotation.now),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        secrets(&row)
+    }
+}
