@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use redrive_core::rate::TokenBucket;
 use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
 use redrive_store::{ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
@@ -148,6 +149,16 @@ impl Dispatcher {
             while let Ok(finished) = done_rx.try_recv() {
                 round.finished(finished);
             }
+            // A change announced while the loop was busy elsewhere: reload
+            // before claiming, so no push goes out on a stale endpoint.
+            if self
+                .subscriptions_changed
+                .notified()
+                .now_or_never()
+                .is_some()
+            {
+                round.loaded_at = None;
+            }
             if round
                 .loaded_at
                 .is_none_or(|at| at.elapsed() >= SUBSCRIPTION_REFRESH)
@@ -206,8 +217,10 @@ impl Dispatcher {
                 wait = wait.min(pause_ends.saturating_duration_since(Instant::now()));
             }
             tokio::select! {
-                _ = wakeups.notified() => {}
+                // Changes first: a publish right after a change must see it.
+                biased;
                 _ = self.subscriptions_changed.notified() => round.loaded_at = None,
+                _ = wakeups.notified() => {}
                 Some(finished) = done_rx.recv() => round.finished(finished),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
