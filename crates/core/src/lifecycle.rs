@@ -11,7 +11,7 @@ use crate::classify::{AttemptOutcome, ErrorClass};
 use crate::decision::{AttemptContext, Decision, FailureReason};
 use crate::duration::HumanDuration;
 use crate::event::CloudEvent;
-use crate::model::SubscriptionSpec;
+use crate::model::{Delivery, SubscriptionSpec};
 
 /// The built-in topic of operational events (`redrive.delivery.failed`,
 /// `redrive.subscription.*`). Exists in every store.
@@ -132,6 +132,21 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// What a failed delivery records of its failure; `None` while it has
+    /// not failed.
+    pub fn of(delivery: &Delivery) -> Option<Failure> {
+        Some(Failure {
+            subscription: delivery.subscription.clone(),
+            delivery_id: delivery.id.clone(),
+            reason: delivery.failure_reason?,
+            attempts: delivery.attempts,
+            last_status: delivery.last_status,
+            last_error: delivery.last_error,
+            first_attempt_at: delivery.first_attempt_at,
+            last_attempt_at: delivery.last_attempt_at,
+        })
+    }
+
     /// The last status code, or the error class when no answer came.
     fn last_status_value(&self) -> Option<Value> {
         match (self.last_status, self.last_error) {

@@ -71,18 +71,8 @@ pub(super) async fn dead_letter_in(
 ) -> Result<bool> {
     let (delivery, event) = read_delivery(client, delivery_id).await?;
     let subscription = read_subscription(client, &delivery.subscription).await?;
-    let Some(reason) = delivery.failure_reason else {
+    let Some(failure) = Failure::of(&delivery) else {
         return Ok(false);
-    };
-    let failure = Failure {
-        subscription: delivery.subscription.clone(),
-        delivery_id: delivery.id.clone(),
-        reason,
-        attempts: delivery.attempts,
-        last_status: delivery.last_status,
-        last_error: delivery.last_error,
-        first_attempt_at: delivery.first_attempt_at,
-        last_attempt_at: delivery.last_attempt_at,
     };
     let mut fanned_out = false;
     let mut copy_id = None;

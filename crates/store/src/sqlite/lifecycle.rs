@@ -51,18 +51,8 @@ pub(super) fn topic_in_use(conn: &Connection, name: &str) -> Result<Option<Strin
 pub(super) fn dead_letter_in(conn: &Connection, delivery_id: &str, now: Timestamp) -> Result<bool> {
     let (delivery, event) = read_delivery(conn, delivery_id)?;
     let subscription = read_subscription(conn, &delivery.subscription)?;
-    let Some(reason) = delivery.failure_reason else {
+    let Some(failure) = Failure::of(&delivery) else {
         return Ok(false);
-    };
-    let failure = Failure {
-        subscription: delivery.subscription.clone(),
-        delivery_id: delivery.id.clone(),
-        reason,
-        attempts: delivery.attempts,
-        last_status: delivery.last_status,
-        last_error: delivery.last_error,
-        first_attempt_at: delivery.first_attempt_at,
-        last_attempt_at: delivery.last_attempt_at,
     };
     let mut fanned_out = false;
     let mut copy_id = None;
