@@ -95,6 +95,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
                 .claim_due(ClaimRequest {
                     now: clock.now(),
                     lease: Duration::from_secs(60),
+                    limit_total: u32::MAX,
                     wants: vec![ClaimWant {
                         subscription: "bench-sub".into(),
                         limit: 1000,

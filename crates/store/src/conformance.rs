@@ -25,6 +25,8 @@ pub use lifecycle::*;
 pub use security::*;
 mod ops;
 pub use ops::*;
+mod claims;
+pub use claims::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             released_claims_are_due_at_once_with_the_attempt_interrupted,
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,
+            claims_stop_at_the_total_and_idle_subscriptions_take_none,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -162,6 +165,7 @@ fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
         now,
         lease: Duration::from_secs(60),
         wants,
+        limit_total: u32::MAX,
     }
 }
 

@@ -31,13 +31,17 @@ pub struct PublishOutcome {
     pub deliveries: usize,
 }
 
-/// Ask for due deliveries, per subscription, at most `limit` of each.
+/// Ask for due deliveries, per subscription, at most `limit` of each and
+/// `limit_total` in all. Subscriptions are served in the order given; one
+/// with nothing due takes nothing from the total, so idle subscriptions
+/// never crowd out busy ones.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub now: Timestamp,
     /// How long the claim holds before another claimer may take it over.
     pub lease: Duration,
     pub wants: Vec<ClaimWant>,
+    pub limit_total: u32,
 }
 
 #[derive(Clone, Debug)]

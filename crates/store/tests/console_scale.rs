@@ -54,6 +54,7 @@ async fn seed(store: &SqliteStore) {
             .claim_due(ClaimRequest {
                 now: end,
                 lease: Duration::from_secs(60),
+                limit_total: u32::MAX,
                 wants: vec![ClaimWant {
                     subscription: "s1".into(),
                     limit: 5000,

@@ -6,6 +6,7 @@
 
 pub mod flow;
 pub mod push;
+mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -132,6 +133,7 @@ impl Dispatcher {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
+        let (recorder, recording) = record::Recorder::start(self.store.clone());
         let mut round = Round {
             subscriptions: Vec::new(),
             by_name: HashMap::new(),
@@ -174,7 +176,11 @@ impl Dispatcher {
                 }
             }
 
-            let wants = round.wants(self.config.max_in_flight, Instant::now());
+            let free = self
+                .config
+                .max_in_flight
+                .saturating_sub(round.total_in_flight);
+            let wants = round.wants(free, Instant::now());
             let mut next_due_at = None;
             let mut claimed_any = false;
             if !wants.is_empty() {
@@ -182,6 +188,7 @@ impl Dispatcher {
                     now: self.config.clock.now(),
                     lease: self.lease(&round),
                     wants,
+                    limit_total: u32::try_from(free).unwrap_or(u32::MAX),
                 };
                 match self.store.claim_due(request).await {
                     Ok(batch) => {
@@ -189,7 +196,7 @@ impl Dispatcher {
                         claimed_any = !batch.claimed.is_empty();
                         round.spend_tokens(&batch.claimed);
                         for claimed in batch.claimed {
-                            self.start_push(&mut round, &mut tasks, &done_tx, claimed);
+                            self.start_push(&mut round, &mut tasks, &done_tx, &recorder, claimed);
                         }
                     }
                     Err(err) => {
@@ -228,6 +235,8 @@ impl Dispatcher {
         }
         drop(running);
         self.drain(tasks).await;
+        drop(recorder);
+        let _ = recording.await;
     }
 
     async fn reload(&self, round: &mut Round) -> bool {
@@ -267,6 +276,7 @@ impl Dispatcher {
         round: &mut Round,
         tasks: &mut JoinSet<()>,
         done: &mpsc::UnboundedSender<Finished>,
+        recorder: &record::Recorder,
         claimed: ClaimedDelivery,
     ) {
         let Some(subscription) = round.by_name.get(&claimed.delivery.subscription).cloned() else {
@@ -287,18 +297,18 @@ impl Dispatcher {
             set.insert(claimed.delivery.id.clone());
         }
         self.pushes.fetch_add(1, Ordering::SeqCst);
-        let store = self.store.clone();
         let client = self.client.clone();
         let clock = self.config.clock.clone();
         let done = done.clone();
         let security = self.security.clone();
         let claimed_set = self.claimed.clone();
         let pushes = self.pushes.clone();
+        let recorder = recorder.clone();
         tasks.spawn(async move {
             let (completion, signal) =
                 attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
             let recorded = completion.attempt.clone();
-            match store.complete_many(vec![completion]).await {
+            match recorder.record(completion).await {
                 Ok(()) => crate::metrics::attempt_recorded(&subscription.spec.name, &recorded),
                 // The lease runs out and the delivery is tried again.
                 Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
@@ -587,10 +597,11 @@ impl Round {
 
     /// What to claim this round: each subscription up to its free
     /// concurrency (its flow window, none while paused, disabled or paused
-    /// by hand), all within the global free slots. The starting point
-    /// rotates so no subscription always goes last.
-    fn wants(&mut self, max_in_flight: usize, now: Instant) -> Vec<ClaimWant> {
-        let mut free = max_in_flight.saturating_sub(self.total_in_flight);
+    /// by hand) and the `free` global slots. The claim caps the total at
+    /// `free`, so a subscription with nothing due costs the others
+    /// nothing. The starting point rotates so no subscription always goes
+    /// first.
+    fn wants(&mut self, free: usize, now: Instant) -> Vec<ClaimWant> {
         let count = self.subscriptions.len();
         let mut wants = Vec::with_capacity(count);
         for i in 0..count {
@@ -619,7 +630,6 @@ impl Round {
                 .min(tokens)
                 .min(MAX_CLAIM_PER_SUBSCRIPTION)
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
-            free -= limit as usize;
             wants.push(ClaimWant {
                 subscription: subscription.spec.name.clone(),
                 limit,

@@ -930,12 +930,15 @@ async fn claim_in(
         .collect();
     let limits: Vec<i64> = request.wants.iter().map(|w| i64::from(w.limit)).collect();
     let mut batch = ClaimBatch::default();
-    if limits.iter().any(|l| *l > 0) {
+    if request.limit_total > 0 && limits.iter().any(|l| *l > 0) {
         // Each subscription's due rows, oldest first, skipping rows another
-        // node is claiming: nodes never queue behind each other.
+        // node is claiming: nodes never queue behind each other. The
+        // subscriptions are walked in order and the walk stops at the
+        // total, so rows past it are never locked.
         let sql = format!(
             "WITH due AS (
-               SELECT picked.id FROM unnest($1::text[], $2::bigint[]) AS w(subscription, lim)
+               SELECT picked.id
+               FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(subscription, lim, ord)
                -- Paused and disabled subscriptions get no claims.
                JOIN subscriptions s ON s.name = w.subscription
                  AND NOT s.paused AND s.health <> 'disabled'
@@ -947,6 +950,7 @@ async fn claim_in(
                  FOR UPDATE SKIP LOCKED
                ) picked
                WHERE w.lim > 0
+               LIMIT $5
              ), claimed AS (
                UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1,
                       lease_until = $4, last_attempt_at = $3,
@@ -961,7 +965,16 @@ async fn claim_in(
         );
         let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
         let rows = client
-            .query(&stmt, &[&names, &limits, &now_ms, &millis(lease_until)])
+            .query(
+                &stmt,
+                &[
+                    &names,
+                    &limits,
+                    &now_ms,
+                    &millis(lease_until),
+                    &i64::from(request.limit_total),
+                ],
+            )
             .await
             .map_err(pg_error)?;
         for row in &rows {

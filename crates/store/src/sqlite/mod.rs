@@ -791,17 +791,20 @@ fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
          WHERE subscription = ?1 AND state = 'scheduled'",
     )?;
     let mut batch = ClaimBatch::default();
+    let mut left = request.limit_total;
     for want in &request.wants {
         if !health::accepts_pushes(conn, &want.subscription)? {
             continue;
         }
-        if want.limit > 0 {
+        let limit = want.limit.min(left);
+        if limit > 0 {
             let ids = claim
                 .query_map(
-                    params![millis(lease_until), now_ms, want.subscription, want.limit],
+                    params![millis(lease_until), now_ms, want.subscription, limit],
                     |row| row.get::<_, String>(0),
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            left -= u32::try_from(ids.len()).unwrap_or(limit).min(limit);
             for id in ids {
                 let (delivery, event) = read_delivery(conn, &id)?;
                 batch.claimed.push(ClaimedDelivery {

@@ -1,0 +1,146 @@
+//! Records finished pushes in batches. Every push that ends hands its
+//! completion to one recorder task, which writes whatever has queued up
+//! while the previous write was under way in a single `complete_many`
+//! call: under load the store commits many attempts per transaction
+//! (group commit) instead of one each, and when idle a completion is
+//! written at once, alone.
+
+use std::sync::Arc;
+
+use redrive_store::{Completion, Store};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most completions written in one call; bounds the statement's size.
+const MAX_BATCH: usize = 512;
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+/// Hands completions to the recorder task; cheap to clone, one per push.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::UnboundedSender<(Completion, Ack)>,
+}
+
+impl Recorder {
+    /// Starts the recorder task; it ends once every `Recorder` is dropped
+    /// and what they queued is written.
+    pub fn start(store: Arc<dyn Store>) -> (Recorder, tokio::task::JoinHandle<()>) {
+        let (queue, pending) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(store, pending));
+        (Recorder { queue }, task)
+    }
+
+    /// Writes `completion` (with whatever else is waiting) and returns once
+    /// it is durable, or with what went wrong.
+    pub async fn record(&self, completion: Completion) -> Result<(), String> {
+        let (ack, written) = oneshot::channel();
+        self.queue
+            .send((completion, ack))
+            .map_err(|_| "the attempt recorder has stopped".to_owned())?;
+        written
+            .await
+            .map_err(|_| "the attempt recorder stopped before writing".to_owned())?
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut pending: mpsc::UnboundedReceiver<(Completion, Ack)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (completions, acks): (Vec<Completion>, Vec<Ack>) = batch.drain(..).unzip();
+        let written = completions.len();
+        let result = store
+            .complete_many(completions)
+            .await
+            .map_err(|err| err.to_string());
+        if let Err(err) = &result {
+            // Each push logs its own delivery; this says the batch went.
+            tracing::debug!(error = %err, completions = written, "a batch of attempts was not recorded");
+        }
+        for ack in acks {
+            // The push may have been aborted meanwhile: nobody to tell.
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+    use redrive_core::{Attempt, Decision};
+    use redrive_store::{ClaimRequest, ClaimWant, SqliteStore};
+    use std::time::Duration;
+
+    async fn store_with_claimed(
+        count: usize,
+    ) -> (tempfile::TempDir, Arc<SqliteStore>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let store = Arc::new(SqliteStore::open(dir.path(), now).unwrap());
+        store.create_topic("t", now).await.unwrap();
+        store
+            .create_subscription(redrive_store::conformance::spec("s", "t"), now)
+            .await
+            .unwrap();
+        let events = (0..count)
+            .map(|i| redrive_store::conformance::event(&format!("e{i}"), "t"))
+            .collect();
+        store.publish("t", events, now).await.unwrap();
+        let claimed = store
+            .claim_due(ClaimRequest {
+                now,
+                lease: Duration::from_secs(60),
+                limit_total: u32::MAX,
+                wants: vec![ClaimWant {
+                    subscription: "s".into(),
+                    limit: u32::try_from(count).unwrap(),
+                }],
+            })
+            .await
+            .unwrap()
+            .claimed;
+        let ids = claimed.into_iter().map(|c| c.delivery.id).collect();
+        (dir, store, ids)
+    }
+
+    fn delivered(id: &str) -> Completion {
+        Completion {
+            delivery_id: id.to_owned(),
+            attempt: Attempt {
+                number: 1,
+                started_at: Timestamp::now(),
+                duration_ms: 1,
+                status: Some(200),
+                error: None,
+                error_message: None,
+                response_snippet: None,
+                decision: Decision::Delivered,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_completions_are_all_written_and_acknowledged() {
+        let (_dir, store, ids) = store_with_claimed(300).await;
+        let (recorder, task) = Recorder::start(store.clone());
+        let mut writes = tokio::task::JoinSet::new();
+        for id in &ids {
+            let recorder = recorder.clone();
+            let completion = delivered(id);
+            writes.spawn(async move { recorder.record(completion).await });
+        }
+        while let Some(written) = writes.join_next().await {
+            assert_eq!(written.unwrap(), Ok(()));
+        }
+        for id in &ids {
+            let detail = store.get_delivery(id).await.unwrap();
+            assert_eq!(
+                detail.delivery.state,
+                redrive_core::DeliveryState::Delivered
+            );
+            assert_eq!(detail.attempts.len(), 1);
+        }
+        drop(recorder);
+        task.await.unwrap();
+    }
+}
