@@ -7,9 +7,12 @@
 //! holds a database-wide lock from its commit until its WAL is flushed, so
 //! notifying publishes would commit one at a time. Instead, writes that
 //! made work due ask the announcer, which sends one NOTIFY for however many
-//! asked meanwhile, on its own connection with asynchronous commit.
+//! asked meanwhile, on its own connection with asynchronous commit. The
+//! listener skips the node's own notifications: the node woke its
+//! dispatcher itself when it asked.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,10 +24,23 @@ use super::WAKEUP_CHANNEL;
 /// Pause before re-opening a lost listening connection.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
+/// The server process of this node's announcing connection, so the
+/// listener can tell its own notifications from other nodes'. 0 while
+/// unknown.
+#[derive(Clone, Default)]
+pub(super) struct Announcer(Arc<AtomicI32>);
+
+impl Announcer {
+    fn is(&self, process_id: i32) -> bool {
+        let own = self.0.load(Ordering::Relaxed);
+        own != 0 && own == process_id
+    }
+}
+
 /// Runs until the store drops it (the task is aborted).
-pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Notify>) {
+pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Notify>, own: Announcer) {
     loop {
-        match listen(&config, &wakeups).await {
+        match listen(&config, &wakeups, &own).await {
             Ok(()) => tracing::warn!("the wake-up connection closed; reopening it"),
             Err(err) => tracing::warn!(error = %err, "the wake-up connection failed; reopening it"),
         }
@@ -34,7 +50,11 @@ pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Notify>) {
     }
 }
 
-async fn listen(config: &tokio_postgres::Config, wakeups: &Notify) -> Result<(), String> {
+async fn listen(
+    config: &tokio_postgres::Config,
+    wakeups: &Notify,
+    own: &Announcer,
+) -> Result<(), String> {
     let (client, mut connection) = config
         .connect(NoTls)
         .await
@@ -54,7 +74,11 @@ async fn listen(config: &tokio_postgres::Config, wakeups: &Notify) -> Result<(),
                 tracing::debug!(channel = WAKEUP_CHANNEL, "listening for wake-ups");
             }
             message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(_))) => wakeups.notify_one(),
+                Some(Ok(AsyncMessage::Notification(notification))) => {
+                    if !own.is(notification.process_id()) {
+                        wakeups.notify_one();
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => return Err(super::pg_error(err).to_string()),
                 None => return Ok(()),
@@ -65,9 +89,14 @@ async fn listen(config: &tokio_postgres::Config, wakeups: &Notify) -> Result<(),
 
 /// Sends a NOTIFY each time it is asked, coalescing requests that arrive
 /// while one is being sent. Runs until the store drops it.
-pub(super) async fn announce(config: tokio_postgres::Config, requests: Arc<Notify>) {
+pub(super) async fn announce(
+    config: tokio_postgres::Config,
+    requests: Arc<Notify>,
+    own: Announcer,
+) {
     loop {
-        match announce_on(&config, &requests).await {
+        own.0.store(0, Ordering::Relaxed);
+        match announce_on(&config, &requests, &own).await {
             Ok(()) => tracing::warn!("the announcing connection closed; reopening it"),
             Err(err) => {
                 tracing::warn!(error = %err, "the announcing connection failed; reopening it")
@@ -77,7 +106,11 @@ pub(super) async fn announce(config: tokio_postgres::Config, requests: Arc<Notif
     }
 }
 
-async fn announce_on(config: &tokio_postgres::Config, requests: &Notify) -> Result<(), String> {
+async fn announce_on(
+    config: &tokio_postgres::Config,
+    requests: &Notify,
+    own: &Announcer,
+) -> Result<(), String> {
     let (client, connection) = config
         .connect(NoTls)
         .await
@@ -89,6 +122,12 @@ async fn announce_on(config: &tokio_postgres::Config, requests: &Notify) -> Resu
         .batch_execute("SET synchronous_commit = off")
         .await
         .map_err(|err| super::pg_error(err).to_string())?;
+    let process_id: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(|err| super::pg_error(err).to_string())?
+        .get(0);
+    own.0.store(process_id, Ordering::Relaxed);
     let statement = client
         .prepare("SELECT pg_notify($1, '')")
         .await

@@ -129,9 +129,10 @@ impl PostgresStore {
                 StoreError::Invalid(format!("cannot build the connection pool: {err}"))
             })?;
         let wakeups = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen::run(config.clone(), wakeups.clone()));
+        let own = listen::Announcer::default();
+        let listener = tokio::spawn(listen::run(config.clone(), wakeups.clone(), own.clone()));
         let announce = Arc::new(Notify::new());
-        let announcer = tokio::spawn(listen::announce(config, announce.clone()));
+        let announcer = tokio::spawn(listen::announce(config, announce.clone(), own));
         Ok(PostgresStore {
             pool,
             wakeups,
@@ -930,11 +931,27 @@ async fn claim_in(
         .collect();
     let limits: Vec<i64> = request.wants.iter().map(|w| i64::from(w.limit)).collect();
     let mut batch = ClaimBatch::default();
-    if request.limit_total > 0 && limits.iter().any(|l| *l > 0) {
+    // The earliest due delivery of the wanted subscriptions, besides those
+    // this statement claims; `{claimed}` names what to leave out.
+    let next_due = |claimed: &str| {
+        format!(
+            "SELECT min(first_due.at) AS at FROM unnest($1::text[]) AS w(subscription)
+             JOIN subscriptions s ON s.name = w.subscription
+               AND NOT s.paused AND s.health <> 'disabled'
+             CROSS JOIN LATERAL (
+               SELECT next_attempt_at AS at FROM deliveries
+               WHERE subscription = w.subscription AND state = 'scheduled' {claimed}
+               ORDER BY next_attempt_at LIMIT 1
+             ) first_due"
+        )
+    };
+    let due: Option<i64> = if request.limit_total > 0 && limits.iter().any(|l| *l > 0) {
         // Each subscription's due rows, oldest first, skipping rows another
         // node is claiming: nodes never queue behind each other. The
         // subscriptions are walked in order and the walk stops at the
-        // total, so rows past it are never locked.
+        // total, so rows past it are never locked. What is due next comes
+        // back in the same statement (a row with no delivery when nothing
+        // was claimed).
         let sql = format!(
             "WITH due AS (
                SELECT picked.id
@@ -958,10 +975,11 @@ async fn claim_in(
                       next_attempt_at = NULL, updated_at = $3
                FROM due WHERE d.id = due.id
                RETURNING d.*
-             )
-             SELECT {DELIVERY_COLUMNS}, e.attributes, e.data
-             FROM claimed d JOIN events e ON e.seq = d.event_seq
-             ORDER BY d.next_attempt_at, d.id"
+             ), next AS ({next})
+             SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, next.at
+             FROM next LEFT JOIN (claimed d JOIN events e ON e.seq = d.event_seq) ON true
+             ORDER BY d.next_attempt_at, d.id",
+            next = next_due("AND id NOT IN (SELECT id FROM due)"),
         );
         let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
         let rows = client
@@ -977,29 +995,27 @@ async fn claim_in(
             )
             .await
             .map_err(pg_error)?;
+        let mut due = None;
         for row in &rows {
+            due = get(row, DELIVERY_COLUMN_COUNT + 2)?;
+            if get::<Option<&str>>(row, 0)?.is_none() {
+                continue;
+            }
             batch.claimed.push(ClaimedDelivery {
                 delivery: rows::delivery(row)?,
                 event: rows::event(row, DELIVERY_COLUMN_COUNT)?,
                 lease_until,
             });
         }
-    }
-    let stmt = client
-        .prepare_cached(
-            "SELECT min(first_due.at) FROM unnest($1::text[]) AS w(subscription)
-             JOIN subscriptions s ON s.name = w.subscription
-               AND NOT s.paused AND s.health <> 'disabled'
-             CROSS JOIN LATERAL (
-               SELECT next_attempt_at AS at FROM deliveries
-               WHERE subscription = w.subscription AND state = 'scheduled'
-               ORDER BY next_attempt_at LIMIT 1
-             ) first_due",
-        )
-        .await
-        .map_err(pg_error)?;
-    let row = client.query_one(&stmt, &[&names]).await.map_err(pg_error)?;
-    let due: Option<i64> = get(&row, 0)?;
+        due
+    } else {
+        let stmt = client
+            .prepare_cached(&next_due(""))
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[&names]).await.map_err(pg_error)?;
+        get(&row, 0)?
+    };
     batch.next_due_at = due.map(timestamp).transpose()?;
     Ok(batch)
 }
