@@ -405,8 +405,12 @@ async fn client_commands_create_publish_and_list_against_a_running_server() {
     assert_eq!(delivery["event_id"], "o-1");
     let id = delivery["id"].as_str().unwrap();
     let detail = json_output(&redrive_async(&["--server", url, "deliveries", "get", id]).await);
-    assert_eq!(detail["attempts"].as_array().unwrap().len(), 1, "{detail}");
-    assert_eq!(detail["attempts"][0]["status"], 200);
+    assert_eq!(
+        detail["attempt_log"].as_array().unwrap().len(),
+        1,
+        "{detail}"
+    );
+    assert_eq!(detail["attempt_log"][0]["status"], 200);
     assert_eq!(headers["webhook-id"], id);
 
     let topics = json_output(&redrive_async(&["--server", url, "topics", "list"]).await);

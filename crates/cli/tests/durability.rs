@@ -546,8 +546,12 @@ async fn data_survives_a_clean_restart() {
                 delivery["id"].as_str().unwrap()
             ))
             .await;
-        assert_eq!(detail["attempts"].as_array().unwrap().len(), 1, "{detail}");
-        assert_eq!(detail["attempts"][0]["status"], 200);
+        assert_eq!(
+            detail["attempt_log"].as_array().unwrap().len(),
+            1,
+            "{detail}"
+        );
+        assert_eq!(detail["attempt_log"][0]["status"], 200);
     }
 
     // Nothing is pushed again, duplicates are still known, and new events flow.

@@ -460,7 +460,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
                 delivery["id"].as_str().unwrap()
             ))
             .await;
-        let attempts = detail["attempts"].as_array().unwrap();
+        let attempts = detail["attempt_log"].as_array().unwrap();
         assert_eq!(attempts.len(), 2, "{detail}");
         assert_eq!(attempts[0]["error"], "interrupted", "{detail}");
         assert_eq!(attempts[1]["status"], 200, "{detail}");
