@@ -25,6 +25,8 @@ pub use lifecycle::*;
 pub use security::*;
 mod ops;
 pub use ops::*;
+mod retry;
+pub use retry::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             released_claims_are_due_at_once_with_the_attempt_interrupted,
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,
+            retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
