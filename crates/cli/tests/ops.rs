@@ -583,6 +583,26 @@ fn a_backup_refuses_to_overwrite_and_reports_an_unreachable_server() {
     assert!(!dir.path().join("new.db").exists());
 }
 
+#[tokio::test]
+async fn a_start_removes_staged_backups_an_interrupted_backup_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let leftover = data.join(".backup-0193a1b2c3d4e5f6.db");
+    std::fs::write(&leftover, b"half a database").unwrap();
+    let unrelated = data.join("backup-by-hand.db");
+    std::fs::write(&unrelated, b"keep me").unwrap();
+
+    let server = RunningServer::start(&data, &dir.path().join("redrive.log"), &[]).await;
+    assert!(!leftover.exists(), "the staged backup is still there");
+    assert_eq!(std::fs::read(&unrelated).unwrap(), b"keep me");
+    let log = server.log();
+    let named = log.lines().any(|line| {
+        line.contains("removed a staged backup") && line.contains(&leftover.display().to_string())
+    });
+    assert!(named, "no info line names the removed file; log:\n{log}");
+}
+
 #[test]
 fn version_names_the_commit_and_completions_cover_the_commands() {
     let output = Command::new(REDRIVE).arg("--version").output().unwrap();
