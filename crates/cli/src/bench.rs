@@ -377,7 +377,7 @@ impl LocalServer {
                     https_only: false,
                 },
                 // The bench measures the store and dispatcher, not the limiter.
-                publish_rate: redrive_core::security::Rate::UNLIMITED,
+                publish_rate: redrive_core::security::RequestRate::UNLIMITED,
                 ..Default::default()
             },
             config: None,

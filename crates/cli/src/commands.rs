@@ -137,7 +137,7 @@ pub enum DeliveriesCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show a delivery with its event and attempts.
+    /// Show a delivery with its event and every attempt (`attempt_log`).
     Get { id: String },
     /// Attempt a delivery now, also when it has failed.
     Retry { id: String },

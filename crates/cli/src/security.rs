@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use redrive_core::HumanDuration;
-use redrive_core::security::{EndpointPolicy, IpNetwork, Rate, parse_networks};
+use redrive_core::security::{EndpointPolicy, IpNetwork, RequestRate, parse_networks};
 use redrive_server::security::{AdminToken, SecurityOptions};
 use serde_json::json;
 
@@ -38,7 +38,7 @@ pub struct SecurityArgs {
     secret_rotation_grace: HumanDuration,
     /// Publish requests each token may make, e.g. 1000/s, 6000/m, or unlimited.
     #[arg(long, env = "REDRIVE_PUBLISH_RATE_LIMIT", default_value = "1000/s")]
-    publish_rate_limit: Rate,
+    publish_rate_limit: RequestRate,
     /// Most events in one batch publish.
     #[arg(long, env = "REDRIVE_MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,

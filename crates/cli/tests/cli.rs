@@ -1,10 +1,8 @@
 //! The `redrive` command line, run as a real process: offline policy
 //! explanations, help, and the client commands against a running server.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,24 +11,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+mod common;
 
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(REDRIVE);
-    command
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("REDRIVE_SERVER")
-        // As users run it: the server with a token and the test endpoints
-        // on 127.0.0.1 allowed, client commands with the same token.
-        .env("REDRIVE_API_TOKEN", TOKEN)
-        .env("REDRIVE_TOKEN", TOKEN)
-        .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
-        .stdin(Stdio::null());
-    command
-}
+use common::RunningServer;
 
 const TOKEN: &str = "cli-test-admin-token-0123456789";
+
+/// `redrive ARGS` as users run it: the server with a token and the test
+/// endpoints on 127.0.0.1 allowed, client commands with the same token.
+fn command(args: &[&str]) -> Command {
+    let mut command = common::command(TOKEN);
+    command.args(args);
+    command
+}
 
 /// Runs `redrive ARGS` to completion.
 fn redrive(args: &[&str]) -> Output {
@@ -239,60 +232,10 @@ fn help_is_available_for_the_command_and_serve() {
 // Client commands against a running server
 // ---------------------------------------------------------------------------
 
-/// A `redrive serve` child process on a temporary data directory.
-struct RunningServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RunningServer {
-    fn start() -> RunningServer {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("redrive.log")).unwrap();
-        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("redrive starts");
-        let stdout = child.stdout.take().unwrap();
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = line_tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = line_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_default();
-        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "unexpected first line {line:?}; log:\n{}",
-                read(&dir.path().join("redrive.log"))
-            );
-        };
-        RunningServer {
-            url: url.to_owned(),
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// A `redrive serve` on a temporary data directory.
+fn start_server() -> RunningServer {
+    RunningServer::try_start_in_temp_dir(TOKEN, &[])
+        .unwrap_or_else(|problem| panic!("redrive serve did not start: {problem}"))
 }
 
 type Pushes = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
@@ -313,9 +256,7 @@ async fn endpoint() -> (String, Pushes) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_create_publish_and_list_against_a_running_server() {
-    let server = tokio::task::spawn_blocking(RunningServer::start)
-        .await
-        .unwrap();
+    let server = tokio::task::spawn_blocking(start_server).await.unwrap();
     let (endpoint, pushes) = endpoint().await;
     let url = server.url.as_str();
 
@@ -405,8 +346,12 @@ async fn client_commands_create_publish_and_list_against_a_running_server() {
     assert_eq!(delivery["event_id"], "o-1");
     let id = delivery["id"].as_str().unwrap();
     let detail = json_output(&redrive_async(&["--server", url, "deliveries", "get", id]).await);
-    assert_eq!(detail["attempts"].as_array().unwrap().len(), 1, "{detail}");
-    assert_eq!(detail["attempts"][0]["status"], 200);
+    assert_eq!(
+        detail["attempt_log"].as_array().unwrap().len(),
+        1,
+        "{detail}"
+    );
+    assert_eq!(detail["attempt_log"][0]["status"], 200);
     assert_eq!(headers["webhook-id"], id);
 
     let topics = json_output(&redrive_async(&["--server", url, "topics", "list"]).await);
@@ -478,9 +423,7 @@ async fn wait_all(url: &str, subscription: &str, count: usize, state: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_redrive_moves_failed_deliveries_and_shows_progress() {
-    let server = tokio::task::spawn_blocking(RunningServer::start)
-        .await
-        .unwrap();
+    let server = tokio::task::spawn_blocking(start_server).await.unwrap();
     let (endpoint, down) = switchable_endpoint().await;
     let url = server.url.as_str();
     json_output(&redrive_async(&["--server", url, "topics", "create", "orders"]).await);
@@ -573,9 +516,7 @@ async fn subscriptions_redrive_moves_failed_deliveries_and_shows_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_pause_resume_and_enable_from_the_command_line() {
-    let server = tokio::task::spawn_blocking(RunningServer::start)
-        .await
-        .unwrap();
+    let server = tokio::task::spawn_blocking(start_server).await.unwrap();
     let (endpoint, pushes) = endpoint().await;
     let url = server.url.as_str();
     json_output(&redrive_async(&["--server", url, "topics", "create", "orders"]).await);

@@ -3,15 +3,14 @@
 //! `export`, `import appengine` and `import pubsub`, with the sample files
 //! in tests/data (valid and invalid).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+mod common;
+
+use common::RunningServer;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,16 +20,10 @@ fn data(name: &str) -> PathBuf {
 
 const TOKEN: &str = "dialects-admin-token-0123456789";
 
+/// A client command against `server`, as a user with the token runs it.
 fn command(server: &str) -> Command {
-    let mut command = Command::new(REDRIVE);
-    command
-        .env("RUST_LOG", "warn")
-        .env("REDRIVE_SERVER", server)
-        // As users run it: a token, and the test endpoints on loopback allowed.
-        .env("REDRIVE_API_TOKEN", TOKEN)
-        .env("REDRIVE_TOKEN", TOKEN)
-        .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
-        .stdin(Stdio::null());
+    let mut command = common::command(TOKEN);
+    command.env("REDRIVE_SERVER", server);
     command
 }
 
@@ -61,57 +54,18 @@ fn failed(output: Output) -> String {
     stderr(&output)
 }
 
-/// A `redrive serve` child process on a temporary data directory.
-struct RunningServer {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
+/// A `redrive serve` on a temporary data directory.
+fn start_server(extra: &[&str]) -> RunningServer {
+    try_start_server(extra).unwrap_or_else(|log| panic!("the server did not start:\n{log}"))
 }
 
+/// The server, or what it said when it stopped before listening.
+fn try_start_server(extra: &[&str]) -> Result<RunningServer, String> {
+    RunningServer::try_start_in_temp_dir(TOKEN, extra)
+}
+
+/// This file's client commands, against the server.
 impl RunningServer {
-    fn start(extra: &[&str]) -> RunningServer {
-        Self::try_start(extra).unwrap_or_else(|log| panic!("the server did not start:\n{log}"))
-    }
-
-    /// The server, or its log when it stopped before listening.
-    fn try_start(extra: &[&str]) -> Result<RunningServer, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("redrive.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = command("http://127.0.0.1:9")
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("redrive starts");
-        let stdout = child.stdout.take().unwrap();
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = line_tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = line_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_default();
-        match line.trim().strip_prefix("redrive listening on ") {
-            Some(url) => Ok(RunningServer {
-                url: url.to_owned(),
-                child,
-                dir,
-            }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(std::fs::read_to_string(&log_path).unwrap_or_default())
-            }
-        }
-    }
-
     fn run(&self, args: &[&str]) -> Output {
         command(&self.url)
             .args(args)
@@ -139,16 +93,9 @@ impl RunningServer {
 
     /// A file in the server's temporary directory.
     fn write(&self, name: &str, content: &str) -> String {
-        let path = self.dir.path().join(name);
+        let path = self.dir().join(name);
         std::fs::write(&path, content).unwrap();
         path.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -159,7 +106,7 @@ fn path(name: &str) -> String {
 #[test]
 fn serve_applies_the_config_and_apply_is_idempotent() {
     let config = path("redrive.toml");
-    let server = RunningServer::start(&["--config", &config]);
+    let server = start_server(&["--config", &config]);
     assert_eq!(server.names("topics"), ["orders", "orders-dead"]);
     assert_eq!(
         server.names("subscriptions"),
@@ -201,7 +148,7 @@ fn serve_applies_the_config_and_apply_is_idempotent() {
 
 #[test]
 fn apply_creates_what_is_missing_and_prune_deletes_what_is_not_listed() {
-    let server = RunningServer::start(&[]);
+    let server = start_server(&[]);
     let config = path("redrive.toml");
     let dry = ok(server.run(&["apply", "-f", &config, "--dry-run"]));
     assert!(dry.contains("4 created"), "{dry}");
@@ -255,7 +202,7 @@ endpoint = "http://127.0.0.1:9/hook"
 #[test]
 fn export_prints_a_file_that_applies_without_changes() {
     let config = path("redrive.toml");
-    let server = RunningServer::start(&["--config", &config]);
+    let server = start_server(&["--config", &config]);
     let exported = ok(server.run(&["export"]));
     assert!(exported.contains("[[subscriptions]]"), "{exported}");
     let file = server.write("exported.toml", &exported);
@@ -265,7 +212,7 @@ fn export_prints_a_file_that_applies_without_changes() {
 
 #[test]
 fn invalid_files_are_rejected_with_the_line_and_nothing_is_applied() {
-    let server = RunningServer::start(&[]);
+    let server = start_server(&[]);
     for (file, needle) in [
         ("invalid-syntax.toml", "line 4: unclosed array table"),
         (
@@ -300,7 +247,7 @@ fn invalid_files_are_rejected_with_the_line_and_nothing_is_applied() {
 
 #[test]
 fn serve_refuses_to_start_on_an_invalid_config() {
-    let Err(log) = RunningServer::try_start(&["--config", &path("invalid-preset.toml")]) else {
+    let Err(log) = try_start_server(&["--config", &path("invalid-preset.toml")]) else {
         panic!("the server started on an invalid file");
     };
     assert!(log.contains("line 9: unknown preset \"sqs\""), "{log}");
@@ -309,7 +256,7 @@ fn serve_refuses_to_start_on_an_invalid_config() {
 #[test]
 fn import_appengine_queue_xml_and_yaml_create_topics_and_subscriptions() {
     for file in ["queue.xml", "queue.yaml"] {
-        let server = RunningServer::start(&[]);
+        let server = start_server(&[]);
         let dry = ok(server.run(&[
             "import",
             "appengine",
@@ -370,7 +317,7 @@ fn import_appengine_queue_xml_and_yaml_create_topics_and_subscriptions() {
 
 #[test]
 fn invalid_app_engine_files_are_refused_and_nothing_is_created() {
-    let server = RunningServer::start(&[]);
+    let server = start_server(&[]);
     for (file, needle) in [
         (
             "queue-invalid-backoff.yaml",
@@ -400,7 +347,7 @@ fn invalid_app_engine_files_are_refused_and_nothing_is_created() {
 
 #[test]
 fn import_pubsub_creates_a_push_envelope_subscription_and_its_topics() {
-    let server = RunningServer::start(&[]);
+    let server = start_server(&[]);
     let message = failed(server.run(&["import", "pubsub", &path("pubsub-invalid-attempts.json")]));
     assert!(
         message.contains("maxDeliveryAttempts must be between 5 and 100, got 200"),
@@ -456,7 +403,7 @@ fn policy_presets_lists_every_preset_and_explain_uses_one() {
 fn the_example_config_applies_and_is_then_unchanged() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/redrive.toml");
     let example = example.to_string_lossy().into_owned();
-    let server = RunningServer::start(&["--config", &example]);
+    let server = start_server(&["--config", &example]);
     assert_eq!(server.names("topics"), ["emails", "orders", "orders-dead"]);
     let webhook = server.json(&["subscriptions", "get", "orders-webhook"]);
     assert_eq!(webhook["max_concurrency"], 8);
@@ -468,7 +415,7 @@ fn the_example_config_applies_and_is_then_unchanged() {
 
 #[test]
 fn subscriptions_create_takes_a_preset_a_rate_and_the_wire_format() {
-    let server = RunningServer::start(&[]);
+    let server = start_server(&[]);
     ok(server.run(&["topics", "create", "orders"]));
     let created = server.json(&[
         "subscriptions",

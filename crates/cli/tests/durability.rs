@@ -4,11 +4,11 @@
 //! server in this test process.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -16,178 +16,26 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+mod common;
+
+use common::{Api, RunningServer};
+
 /// The admin token the server runs with, as users would run it.
 const TOKEN: &str = "durability-admin-token-0123456789";
 
-// ---------------------------------------------------------------------------
-// The redrive process
-// ---------------------------------------------------------------------------
-
-/// A `redrive serve` child process; killed when dropped.
-struct RunningServer {
-    child: Child,
-    url: String,
-    log: PathBuf,
+/// `redrive serve` on `data`, logging to `log`.
+async fn start_server(data: &Path, log: &Path) -> RunningServer {
+    RunningServer::start_async(common::serve(TOKEN, data), log).await
 }
 
-impl RunningServer {
-    /// Starts `redrive serve` on `data` with a free port, logging to `log`,
-    /// and waits for its `redrive listening on http://ADDR` line.
-    async fn start(data: &Path, log: &Path) -> RunningServer {
-        let (data, log) = (data.to_owned(), log.to_owned());
-        tokio::task::spawn_blocking(move || RunningServer::start_blocking(&data, &log))
-            .await
-            .expect("the start task")
-    }
-
-    fn start_blocking(data: &Path, log: &Path) -> RunningServer {
-        let log_file = std::fs::File::create(log).expect("a log file");
-        let mut child = Command::new(REDRIVE)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .env_remove("REDRIVE_LISTEN")
-            .env_remove("REDRIVE_DATA_DIR")
-            .env("REDRIVE_API_TOKEN", TOKEN)
-            .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("redrive starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (line_tx, line_rx) = mpsc::channel();
-        // Reads the first line, then keeps the pipe drained and open.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = line_tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = match line_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redrive did not say where it listens; log:\n{}", read(log));
-            }
-        };
-        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected first line {line:?}; log:\n{}", read(log));
-        };
-        RunningServer {
-            url: url.to_owned(),
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("the killed process is reaped");
-    }
-
-    /// SIGTERM, then waits for a graceful exit.
-    fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(status.success(), "kill -TERM failed");
-        wait_with_timeout(&mut self.child, Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("redrive ignored SIGTERM; log:\n{}", read(&self.log)))
-    }
-
-    fn log(&self) -> String {
-        read(&self.log)
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+/// How long a graceful stop may take.
+const STOP_PATIENCE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
-// The API, over real HTTP
+// This file's use of the API, over real HTTP
 // ---------------------------------------------------------------------------
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
 
 impl Api {
-    fn new(base: &str) -> Api {
-        redrive_server::dispatcher::push::install_crypto_provider();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {TOKEN}").parse().unwrap(),
-        );
-        Api {
-            base: base.to_owned(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .default_headers(headers)
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("the API answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer: {text}"))
-        };
-        (status, body)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    async fn publish_batch(&self, topic: &str, events: &[Value]) -> (u16, Value) {
-        let request = self
-            .http
-            .post(format!("{}/v1/topics/{topic}/events", self.base))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::from(events.to_vec()).to_string());
-        self.call(request).await
-    }
-
     async fn setup(&self, endpoint: &str, max_concurrency: u32) {
         let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
         assert_eq!(status, 201, "{body}");
@@ -205,17 +53,6 @@ impl Api {
             )
             .await;
         assert_eq!(status, 201, "{body}");
-    }
-
-    /// How many deliveries of `orders-hook` are in `state`.
-    async fn count(&self, state: &str) -> usize {
-        let (status, body) = self
-            .get(&format!(
-                "/v1/subscriptions/orders-hook/deliveries?state={state}&limit=1000"
-            ))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["deliveries"].as_array().unwrap().len()
     }
 }
 
@@ -364,8 +201,8 @@ async fn kill_9_mid_delivery_loses_no_accepted_event() {
     let data = dir.path().join("data");
     let endpoint = Recorder::start(Duration::from_millis(40)).await;
 
-    let first = RunningServer::start(&data, &dir.path().join("first.log")).await;
-    let api = Api::new(&first.url);
+    let first = start_server(&data, &dir.path().join("first.log")).await;
+    let api = Api::new(&first.url, TOKEN);
     api.setup(&endpoint.url, 4).await;
     let mut accepted = HashSet::new();
     for batch in 0..EVENTS / 50 {
@@ -396,8 +233,8 @@ async fn kill_9_mid_delivery_loses_no_accepted_event() {
     );
 
     endpoint.set_phase(SECOND_PROCESS);
-    let second = RunningServer::start(&data, &dir.path().join("second.log")).await;
-    let api = Api::new(&second.url);
+    let second = start_server(&data, &dir.path().join("second.log")).await;
+    let api = Api::new(&second.url, TOKEN);
     endpoint
         .wait_until(Duration::from_secs(60), |r| r.acknowledged() >= EVENTS)
         .await;
@@ -416,10 +253,10 @@ async fn kill_9_mid_delivery_loses_no_accepted_event() {
 
     // The store agrees: every delivery ends delivered.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut delivered = api.count("delivered").await;
+    let mut delivered = api.count("orders-hook", "delivered").await;
     while delivered < EVENTS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        delivered = api.count("delivered").await;
+        delivered = api.count("orders-hook", "delivered").await;
     }
     let duplicates = endpoint.requests() - EVENTS;
     let repeated = seen.values().filter(|s| s.pushes > 1).count();
@@ -430,7 +267,7 @@ async fn kill_9_mid_delivery_loses_no_accepted_event() {
         delivered, EVENTS,
         "deliveries recorded as delivered ({duplicates} duplicate pushes)"
     );
-    assert_eq!(api.count("failed").await, 0);
+    assert_eq!(api.count("orders-hook", "failed").await, 0);
     // The deliveries in flight at the kill came back as later attempts.
     assert!(
         interrupted >= 1,
@@ -446,20 +283,16 @@ async fn kill_9_mid_delivery_loses_no_accepted_event() {
 async fn second_server_on_a_data_dir_in_use_exits_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let first = RunningServer::start(&data, &dir.path().join("first.log")).await;
+    let first = start_server(&data, &dir.path().join("first.log")).await;
 
     let data_arg = data.clone();
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let mut second = Command::new(REDRIVE)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data_arg)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+        let mut second = common::serve(TOKEN, &data_arg)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("redrive starts");
-        let status = wait_with_timeout(&mut second, Duration::from_secs(20));
+        let status = common::wait_with_timeout(&mut second, Duration::from_secs(20));
         if status.is_none() {
             let _ = second.kill();
             let _ = second.wait();
@@ -492,7 +325,7 @@ async fn second_server_on_a_data_dir_in_use_exits_with_an_error() {
     assert!(!stdout.contains("listening"), "stdout: {stdout}");
 
     // The first one is unharmed.
-    let (status, body) = Api::new(&first.url).get("/healthz").await;
+    let (status, body) = Api::new(&first.url, TOKEN).get("/healthz").await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -502,8 +335,8 @@ async fn data_survives_a_clean_restart() {
     let data = dir.path().join("data");
     let endpoint = Recorder::start(Duration::ZERO).await;
 
-    let first = RunningServer::start(&data, &dir.path().join("first.log")).await;
-    let api = Api::new(&first.url);
+    let first = start_server(&data, &dir.path().join("first.log")).await;
+    let api = Api::new(&first.url, TOKEN);
     api.setup(&endpoint.url, 4).await;
     let events: Vec<Value> = ["a", "b", "c"].iter().map(|id| event(id)).collect();
     let (status, body) = api.publish_batch("orders", &events).await;
@@ -514,18 +347,18 @@ async fn data_survives_a_clean_restart() {
         first.log()
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api.count("delivered").await < 3 {
+    while api.count("orders-hook", "delivered").await < 3 {
         assert!(Instant::now() < deadline, "not delivered before the stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = first.terminate();
+    let status = first.terminate(STOP_PATIENCE);
     assert!(
         status.success(),
         "SIGTERM should end redrive cleanly: {status}"
     );
 
-    let second = RunningServer::start(&data, &dir.path().join("second.log")).await;
-    let api = Api::new(&second.url);
+    let second = start_server(&data, &dir.path().join("second.log")).await;
+    let api = Api::new(&second.url, TOKEN);
     let (status, body) = api.get("/v1/topics/orders").await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = api.get("/v1/subscriptions/orders-hook").await;
@@ -546,8 +379,12 @@ async fn data_survives_a_clean_restart() {
                 delivery["id"].as_str().unwrap()
             ))
             .await;
-        assert_eq!(detail["attempts"].as_array().unwrap().len(), 1, "{detail}");
-        assert_eq!(detail["attempts"][0]["status"], 200);
+        assert_eq!(
+            detail["attempt_log"].as_array().unwrap().len(),
+            1,
+            "{detail}"
+        );
+        assert_eq!(detail["attempt_log"][0]["status"], 200);
     }
 
     // Nothing is pushed again, duplicates are still known, and new events flow.

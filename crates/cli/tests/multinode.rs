@@ -5,10 +5,8 @@
 //! skipped and pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,116 +15,41 @@ use axum::http::{HeaderMap, StatusCode};
 use redrive_store::postgres::testing::TestSchema;
 use serde_json::{Value, json};
 
-const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+mod common;
+
+use common::{Api, RunningServer};
 
 // ---------------------------------------------------------------------------
 // A node
 // ---------------------------------------------------------------------------
 
-/// A `redrive serve` child process on the shared database; killed when
-/// dropped.
-struct Node {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
+/// How long a node may take to stop gracefully.
+const STOP_PATIENCE: Duration = Duration::from_secs(40);
 
-impl Node {
-    async fn start(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> Node {
-        let database_url = database_url.to_owned();
-        let dir = dir.to_owned();
-        let name = name.to_owned();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            Node::start_blocking(&database_url, &dir, &name, &extra)
-        })
-        .await
-        .expect("the start task")
-    }
-
-    fn start_blocking(database_url: &str, dir: &Path, name: &str, extra: &[String]) -> Node {
-        let log = dir.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).expect("a log file");
-        let mut child = Command::new(REDRIVE)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.join(format!("{name}-data")))
-            .args(["--database-url", database_url])
-            // A dead node's deliveries come back after timeout + margin.
-            .args(["--lease-margin", "1s"])
-            // Every node shares one admin token and one secret key, as a
-            // deployment on one database must; the receivers are local.
-            .args(["--api-token", TOKEN, "--secret-key", SECRET_KEY])
-            .args(["--allow-endpoint-networks", "127.0.0.0/8"])
-            .args(["--publish-rate-limit", "unlimited"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("REDRIVE_LISTEN")
-            .env_remove("REDRIVE_DATA_DIR")
-            .env_remove("REDRIVE_DATABASE_URL")
-            .env_remove("REDRIVE_INSECURE_NO_AUTH")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("redrive starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = line_tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = line_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_default();
-        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "node {name} did not start ({line:?}); log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        Node {
-            url: url.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("the killed process is reaped");
-    }
-
-    fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redrive ignored SIGTERM; log:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `redrive serve` node on the shared database, its data in
+/// `dir/NAME-data` and its log in `dir/NAME.log`.
+async fn start_node(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> RunningServer {
+    let mut command = common::bare_command();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join(format!("{name}-data")))
+        .args(["--database-url", database_url])
+        // A dead node's deliveries come back after timeout + margin.
+        .args(["--lease-margin", "1s"])
+        // Every node shares one admin token and one secret key, as a
+        // deployment on one database must; the receivers are local.
+        .args(["--api-token", TOKEN, "--secret-key", SECRET_KEY])
+        .args(["--allow-endpoint-networks", "127.0.0.0/8"])
+        .args(["--publish-rate-limit", "unlimited"])
+        .args(extra);
+    let log = dir.join(format!("{name}.log"));
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        RunningServer::try_start(command, &log)
+            .unwrap_or_else(|problem| panic!("node {name} did not start: {problem}"))
+    })
+    .await
+    .expect("the start task")
 }
 
 // ---------------------------------------------------------------------------
@@ -138,53 +61,7 @@ const TOKEN: &str = "multinode-admin-token-0123456789";
 /// Base64 of 32 bytes: the key of every node's signing secrets.
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
 impl Api {
-    fn new(base: &str) -> Api {
-        redrive_server::dispatcher::push::install_crypto_provider();
-        Api {
-            base: base.to_owned(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .default_headers(HeaderMap::from_iter([(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Bearer {TOKEN}").parse().expect("a header value"),
-                )]))
-                .build()
-                .expect("a client"),
-        }
-    }
-
-    async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("the API answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("a body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer: {text}"))
-        };
-        (status, body)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    async fn publish_batch(&self, topic: &str, events: &[Value]) -> (u16, Value) {
-        let request = self
-            .http
-            .post(format!("{}/v1/topics/{topic}/events", self.base))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::from(events.to_vec()).to_string());
-        self.call(request).await
-    }
-
     async fn setup(&self, endpoint: &str) {
         let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
         assert_eq!(status, 201, "{body}");
@@ -202,28 +79,6 @@ impl Api {
             )
             .await;
         assert_eq!(status, 201, "{body}");
-    }
-
-    /// How many deliveries of `orders-hook` are in `state` (pages through).
-    async fn count(&self, state: &str) -> usize {
-        let mut total = 0;
-        let mut before: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "{}/v1/subscriptions/orders-hook/deliveries?state={state}&limit=500",
-                self.base
-            );
-            if let Some(cursor) = &before {
-                path.push_str(&format!("&cursor={cursor}"));
-            }
-            let (status, body) = self.call(self.http.get(path)).await;
-            assert_eq!(status, 200, "{body}");
-            total += body["deliveries"].as_array().map_or(0, Vec::len);
-            match body["next_cursor"].as_str() {
-                Some(cursor) => before = Some(cursor.to_owned()),
-                None => return total,
-            }
-        }
     }
 }
 
@@ -375,10 +230,14 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let endpoint = Recorder::start(Duration::from_millis(100)).await;
 
-    let a = Node::start(&database_url, dir.path(), "a", &[]).await;
-    let b = Node::start(&database_url, dir.path(), "b", &[]).await;
-    let c = Node::start(&database_url, dir.path(), "c", &[]).await;
-    let (api_a, api_b, api_c) = (Api::new(&a.url), Api::new(&b.url), Api::new(&c.url));
+    let a = start_node(&database_url, dir.path(), "a", &[]).await;
+    let b = start_node(&database_url, dir.path(), "b", &[]).await;
+    let c = start_node(&database_url, dir.path(), "c", &[]).await;
+    let (api_a, api_b, api_c) = (
+        Api::new(&a.url, TOKEN),
+        Api::new(&b.url, TOKEN),
+        Api::new(&c.url, TOKEN),
+    );
     api_a.setup(&endpoint.url).await;
 
     let first: Vec<String> = (0..450).map(|i| format!("e-{i:04}")).collect();
@@ -403,9 +262,12 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
     );
 
     // b restarts gracefully while c keeps delivering; then both take more.
-    assert!(b.terminate().success(), "b should stop cleanly");
-    let b = Node::start(&database_url, dir.path(), "b2", &[]).await;
-    let api_b = Api::new(&b.url);
+    assert!(
+        b.terminate(STOP_PATIENCE).success(),
+        "b should stop cleanly"
+    );
+    let b = start_node(&database_url, dir.path(), "b2", &[]).await;
+    let api_b = Api::new(&b.url, TOKEN);
     let second: Vec<String> = (450..600).map(|i| format!("e-{i:04}")).collect();
     accepted.extend(publish_spread(&[&api_b, &api_c], &second, 10).await);
     assert_eq!(accepted.len(), 600);
@@ -416,10 +278,10 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
         .wait_for_unique(accepted.len(), Duration::from_secs(60))
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut delivered = api_c.count("delivered").await;
+    let mut delivered = api_c.count("orders-hook", "delivered").await;
     while delivered < accepted.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        delivered = api_c.count("delivered").await;
+        delivered = api_c.count("orders-hook", "delivered").await;
     }
     assert!(
         arrived && delivered == accepted.len(),
@@ -428,7 +290,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
         accepted.len(),
         c.log()
     );
-    assert_eq!(api_b.count("failed").await, 0);
+    assert_eq!(api_b.count("orders-hook", "failed").await, 0);
 
     // Duplicates only for attempts that were in flight on the killed node.
     let seen = endpoint.seen.lock().expect("the lock");
@@ -485,21 +347,21 @@ async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay() {
 
     // The publishing node pushes nothing itself; the other one polls only
     // every 10 s, so a quick push can only come from the wake-up.
-    let publisher = Node::start(
+    let publisher = start_node(
         &database_url,
         dir.path(),
         "publisher",
         &["--max-in-flight", "0"],
     )
     .await;
-    let pusher = Node::start(
+    let pusher = start_node(
         &database_url,
         dir.path(),
         "pusher",
         &["--poll-interval", "10s"],
     )
     .await;
-    let api = Api::new(&publisher.url);
+    let api = Api::new(&publisher.url, TOKEN);
     api.setup(&endpoint.url).await;
     // Let the pusher see the new subscription (it re-reads every 5 s).
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -3,11 +3,10 @@
 //! restores with its deliveries still scheduled; version and completions.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,161 +14,25 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+mod common;
+
+use common::{Api, REDRIVE, RunningServer};
+
 /// The admin token the servers under test run with, as users would.
 const TOKEN: &str = "ops-admin-token-0123456789abcdef";
 
-// ---------------------------------------------------------------------------
-// The redrive process
-// ---------------------------------------------------------------------------
-
-/// A `redrive serve` child process; killed when dropped.
-struct RunningServer {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl RunningServer {
-    /// Starts `redrive serve` on `data` with a free port, logging to `log`,
-    /// and waits for its `redrive listening on http://ADDR` line.
-    async fn start(data: &Path, log: &Path, extra: &[&str]) -> RunningServer {
-        let (data, log) = (data.to_owned(), log.to_owned());
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || RunningServer::start_blocking(&data, &log, &extra))
-            .await
-            .expect("the start task")
-    }
-
-    fn start_blocking(data: &Path, log: &Path, extra: &[String]) -> RunningServer {
-        let log_file = std::fs::File::create(log).expect("a log file");
-        let mut child = Command::new(REDRIVE)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("REDRIVE_API_TOKEN", TOKEN)
-            .env("REDRIVE_ALLOW_ENDPOINT_NETWORKS", "127.0.0.0/8")
-            .env_remove("REDRIVE_LISTEN")
-            .env_remove("REDRIVE_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("redrive starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (line_tx, line_rx) = mpsc::channel();
-        // Reads the first line, then keeps the pipe drained and open.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = line_tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = match line_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redrive did not say where it listens; log:\n{}", read(log));
-            }
-        };
-        let Some(url) = line.trim().strip_prefix("redrive listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected first line {line:?}; log:\n{}", read(log));
-        };
-        RunningServer {
-            url: url.to_owned(),
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    fn send_sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits for the process to exit on its own.
-    fn wait_exit(&mut self, patience: Duration) -> ExitStatus {
-        wait_with_timeout(&mut self.child, patience)
-            .unwrap_or_else(|| panic!("redrive did not exit; log:\n{}", read(&self.log)))
-    }
-
-    fn log(&self) -> String {
-        read(&self.log)
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+/// `redrive serve` on `data`, logging at info to `log`.
+async fn start_server(data: &Path, log: &Path, extra: &[&str]) -> RunningServer {
+    let mut command = common::serve(TOKEN, data);
+    command.env("RUST_LOG", "info").args(extra);
+    RunningServer::start_async(command, log).await
 }
 
 // ---------------------------------------------------------------------------
-// The API and an endpoint, over real HTTP
+// This file's use of the API, over real HTTP
 // ---------------------------------------------------------------------------
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
 
 impl Api {
-    fn new(base: &str) -> Api {
-        redrive_server::dispatcher::push::install_crypto_provider();
-        Api {
-            base: base.to_owned(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .default_headers(reqwest::header::HeaderMap::from_iter([(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Bearer {TOKEN}").parse().unwrap(),
-                )]))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("the API answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
     /// Publishes a batch; `None` when the server no longer answers.
     async fn try_publish(&self, events: &[Value]) -> Option<(u16, Value)> {
         let response = self
@@ -204,20 +67,10 @@ impl Api {
         assert_eq!(status, 201, "{body}");
     }
 
-    async fn deliveries(&self, state: &str) -> Vec<Value> {
-        let (status, body) = self
-            .get(&format!(
-                "/v1/subscriptions/orders-hook/deliveries?state={state}&limit=1000"
-            ))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["deliveries"].as_array().unwrap().clone()
-    }
-
     async fn wait_delivered(&self, count: usize, patience: Duration) -> usize {
         let deadline = Instant::now() + patience;
         loop {
-            let delivered = self.deliveries("delivered").await.len();
+            let delivered = self.deliveries("orders-hook", "delivered").await.len();
             if delivered >= count || Instant::now() > deadline {
                 return delivered;
             }
@@ -335,13 +188,13 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let endpoint = Recorder::start().await;
-    let mut first = RunningServer::start(
+    let mut first = start_server(
         &data,
         &dir.path().join("first.log"),
         &["--drain-timeout", "1s"],
     )
     .await;
-    let api = Arc::new(Api::new(&first.url));
+    let api = Arc::new(Api::new(&first.url, TOKEN));
     api.setup(&endpoint.url, "0.1s").await;
 
     // Three pushes that cannot finish within the drain timeout.
@@ -428,8 +281,8 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
     assert!(refused > 0, "no publish was refused while draining");
 
     endpoint.state.phase.store(SECOND, Ordering::SeqCst);
-    let second = RunningServer::start(&data, &dir.path().join("second.log"), &[]).await;
-    let api = Api::new(&second.url);
+    let second = start_server(&data, &dir.path().join("second.log"), &[]).await;
+    let api = Api::new(&second.url, TOKEN);
     let total = accepted.len() + slow.len();
     let delivered = api.wait_delivered(total, Duration::from_secs(60)).await;
     let second_log = second.log();
@@ -450,7 +303,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
         );
     }
     // The released pushes show the interrupted attempt, then the success.
-    for delivery in api.deliveries("delivered").await {
+    for delivery in api.deliveries("orders-hook", "delivered").await {
         if !delivery["event_id"].as_str().unwrap().starts_with("slow") {
             continue;
         }
@@ -460,7 +313,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
                 delivery["id"].as_str().unwrap()
             ))
             .await;
-        let attempts = detail["attempts"].as_array().unwrap();
+        let attempts = detail["attempt_log"].as_array().unwrap();
         assert_eq!(attempts.len(), 2, "{detail}");
         assert_eq!(attempts[0]["error"], "interrupted", "{detail}");
         assert_eq!(attempts[1]["status"], 200, "{detail}");
@@ -476,9 +329,8 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
 async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Recorder::start().await;
-    let live =
-        RunningServer::start(&dir.path().join("live"), &dir.path().join("live.log"), &[]).await;
-    let api = Api::new(&live.url);
+    let live = start_server(&dir.path().join("live"), &dir.path().join("live.log"), &[]).await;
+    let api = Api::new(&live.url, TOKEN);
     api.setup(&endpoint.url, "3s").await;
     let (status, body) = api
         .try_publish(&[event("done-1"), event("done-2")])
@@ -532,9 +384,9 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
     )
     .unwrap();
     endpoint.state.failing.store(false, Ordering::SeqCst);
-    let restored = RunningServer::start(&restored_dir, &dir.path().join("restored.log"), &[]).await;
-    let api = Api::new(&restored.url);
-    let scheduled = api.deliveries("scheduled").await;
+    let restored = start_server(&restored_dir, &dir.path().join("restored.log"), &[]).await;
+    let api = Api::new(&restored.url, TOKEN);
+    let scheduled = api.deliveries("orders-hook", "scheduled").await;
     assert_eq!(
         scheduled.len(),
         5,
@@ -553,7 +405,7 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        api.deliveries("delivered").await.len(),
+        api.deliveries("orders-hook", "delivered").await.len(),
         7,
         "the copy has 7 deliveries"
     );
@@ -581,6 +433,26 @@ fn a_backup_refuses_to_overwrite_and_reports_an_unreachable_server() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach"));
     assert!(!dir.path().join("new.db").exists());
+}
+
+#[tokio::test]
+async fn a_start_removes_staged_backups_an_interrupted_backup_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let leftover = data.join(".backup-0193a1b2c3d4e5f6.db");
+    std::fs::write(&leftover, b"half a database").unwrap();
+    let unrelated = data.join("backup-by-hand.db");
+    std::fs::write(&unrelated, b"keep me").unwrap();
+
+    let server = start_server(&data, &dir.path().join("redrive.log"), &[]).await;
+    assert!(!leftover.exists(), "the staged backup is still there");
+    assert_eq!(std::fs::read(&unrelated).unwrap(), b"keep me");
+    let log = server.log();
+    let named = log.lines().any(|line| {
+        line.contains("removed a staged backup") && line.contains(&leftover.display().to_string())
+    });
+    assert!(named, "no info line names the removed file; log:\n{log}");
 }
 
 #[test]
@@ -616,7 +488,7 @@ async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Recorder::start().await;
     endpoint.state.failing.store(true, Ordering::SeqCst);
-    let mut server = RunningServer::start(
+    let mut server = start_server(
         &dir.path().join("data"),
         &dir.path().join("server.log"),
         &[
@@ -627,7 +499,7 @@ async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
         ],
     )
     .await;
-    let api = Api::new(&server.url);
+    let api = Api::new(&server.url, TOKEN);
     let (status, _) = api
         .call(
             api.http
@@ -655,7 +527,7 @@ async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
     let (status, body) = api.try_publish(&[secret]).await.unwrap();
     assert_eq!(status, 202, "{body}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api.deliveries("failed").await.is_empty() {
+    while api.deliveries("orders-hook", "failed").await.is_empty() {
         assert!(Instant::now() < deadline, "log:\n{}", server.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -2,103 +2,29 @@
 //! admin token printed once and kept private, `--insecure-no-auth`, and the
 //! token and signing-secret commands.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Output;
 
 use serde_json::Value;
 
-const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
+mod common;
 
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(REDRIVE);
+use common::RunningServer;
+
+/// `redrive serve` on `data` as a user who set nothing starts it, with
+/// `extra` arguments.
+fn start_server(data: &Path, log: &Path, extra: &[&str]) -> RunningServer {
+    let mut command = common::bare_command();
     command
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    for var in [
-        "REDRIVE_SERVER",
-        "REDRIVE_TOKEN",
-        "REDRIVE_API_TOKEN",
-        "REDRIVE_INSECURE_NO_AUTH",
-        "REDRIVE_ALLOW_ENDPOINT_NETWORKS",
-        "REDRIVE_SECRET_KEY",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// `redrive serve` with its first `lines` of stdout.
-struct RunningServer {
-    child: Child,
-    url: String,
-    lines: Vec<String>,
-}
-
-impl RunningServer {
-    fn start(data: &Path, log: &Path, extra: &[&str], lines: usize) -> RunningServer {
-        let log_file = std::fs::File::create(log).expect("a log file");
-        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("redrive starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            loop {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if line_tx.send(line.trim().to_owned()).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        let mut got = Vec::new();
-        while got.len() < lines {
-            match line_rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => got.push(line),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "redrive printed {got:?}; log:\n{}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    );
-                }
-            }
-        }
-        let url = got[0]
-            .strip_prefix("redrive listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {:?}", got[0]))
-            .to_owned();
-        RunningServer {
-            child,
-            url,
-            lines: got,
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra);
+    RunningServer::start(command, log)
 }
 
 fn client(url: &str, token: Option<&str>, args: &[&str]) -> Output {
-    let mut command = command(&["--server", url]);
-    command.args(args);
+    let mut command = common::bare_command();
+    command.args(["--server", url]).args(args);
     if let Some(token) = token {
         command.env("REDRIVE_TOKEN", token);
     }
@@ -129,19 +55,19 @@ fn first_start_generates_a_private_admin_token_and_prints_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log");
-    let server = RunningServer::start(&data, &log, &[], 3);
-    let token = server.lines[1]
+    let server = start_server(&data, &log, &[]);
+    // What it printed after saying where it listens.
+    let lines: Vec<String> = (0..2)
+        .map(|_| server.next_line().expect("another line"))
+        .collect();
+    let token = lines[0]
         .rsplit(": ")
         .next()
         .expect("the token line")
         .to_owned();
-    assert!(
-        server.lines[1].starts_with("admin API token"),
-        "{:?}",
-        server.lines
-    );
+    assert!(lines[0].starts_with("admin API token"), "{:?}", lines);
     assert!(token.starts_with("rdv_admin_"), "{token}");
-    assert_eq!(server.lines[2], format!("console: {}/console", server.url));
+    assert_eq!(lines[1], format!("console: {}/console", server.url));
     let file = data.join("api-token");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
     #[cfg(unix)]
@@ -189,7 +115,7 @@ fn first_start_generates_a_private_admin_token_and_prints_it_once() {
     drop(server);
 
     // The second start reuses the token and prints no secret.
-    let again = RunningServer::start(&data, &log, &[], 1);
+    let again = start_server(&data, &log, &[]);
     json(&client(&again.url, Some(&token), &["topics", "list"]));
 }
 
@@ -198,7 +124,7 @@ fn insecure_no_auth_serves_without_a_token_and_warns() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log");
-    let server = RunningServer::start(&data, &log, &["--insecure-no-auth"], 1);
+    let server = start_server(&data, &log, &["--insecure-no-auth"]);
     json(&client(&server.url, None, &["topics", "create", "orders"]));
     assert!(!data.join("api-token").exists());
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
@@ -211,7 +137,7 @@ fn subscription_secrets_are_read_and_rotated_from_the_command_line() {
     let data = dir.path().join("data");
     let log = dir.path().join("log");
     let token = "cli-security-admin-token-0123";
-    let server = RunningServer::start(
+    let server = start_server(
         &data,
         &log,
         &[
@@ -220,7 +146,6 @@ fn subscription_secrets_are_read_and_rotated_from_the_command_line() {
             "--allow-endpoint-networks",
             "127.0.0.0/8",
         ],
-        1,
     );
     let run = |args: &[&str]| json(&client(&server.url, Some(token), args));
     run(&["topics", "create", "orders"]);

@@ -44,7 +44,8 @@ impl RateUnit {
     }
 }
 
-/// Pushes allowed per unit of time; a count of 0 pauses the subscription.
+/// Pushes allowed per unit of time; a count of 0 pauses the subscription
+/// (unlike [`crate::security::RequestRate`], where 0 means no limit).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
     pub count: f64,

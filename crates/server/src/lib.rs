@@ -3,6 +3,7 @@
 //! decisions of `redrive-core`.
 
 pub mod api;
+mod backup_staging;
 pub mod clock;
 pub mod config;
 pub mod console;

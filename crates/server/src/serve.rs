@@ -45,6 +45,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&options).await?;
+    // Only once the store is open: the embedded store then holds the data
+    // directory, so no other process is staging a backup there (and a
+    // PostgreSQL node never stages one).
+    crate::backup_staging::remove_leftovers(&options.data_dir);
     if let Some(desired) = &options.config {
         let changes = crate::config::apply(&*store, desired, false, Timestamp::now())
             .await

@@ -274,3 +274,129 @@ async fn pause_resume_and_enable_buttons_change_the_subscription() {
         .expect("an answer");
     assert_eq!(response.status().as_u16(), 404);
 }
+
+/// Signs in at `/console/login` with `token`; the session cookie
+/// (`name=value`) and its CSRF token.
+async fn sign_in(server: &Server, token: &str) -> (String, String) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", token)
+        .finish();
+    let signed_in = http
+        .post(server.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .expect("the sign-in answers");
+    assert!(
+        signed_in.status().is_redirection(),
+        "{}",
+        signed_in.status()
+    );
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let session: serde_json::Value = http
+        .get(server.url("/console/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("the session answers")
+        .json()
+        .await
+        .expect("JSON");
+    let csrf = session["csrf_token"].as_str().expect("a CSRF token");
+    (cookie, csrf.to_owned())
+}
+
+#[tokio::test]
+async fn a_read_only_session_sees_no_write_buttons_and_cannot_post_them() {
+    let endpoint = Endpoint::start(|_, _| Reply::status(500)).await;
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription(
+            "hooks",
+            "orders",
+            &endpoint.url,
+            json!({"retry_policy": {"backoff": {"kind": "immediate"}, "retry_limit": 0}}),
+        ))
+        .await;
+    server.publish_ok("orders", &event("e1", "t")).await;
+    let failed = server.wait_all_ended("hooks", 1).await;
+    let id = failed[0]["id"].as_str().expect("an id").to_owned();
+    let (status, created) = server
+        .post("/v1/tokens", json!({"scope": "read", "name": "viewer"}))
+        .await;
+    assert_eq!(status.as_u16(), 201, "{created}");
+    let read_token = created["token"].as_str().expect("the token");
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    let pages = [
+        "/console/subscriptions/hooks".to_owned(),
+        "/console/subscriptions/hooks/rows".to_owned(),
+        format!("/console/deliveries/{id}"),
+        format!("/console/deliveries/{id}/live"),
+    ];
+    let forms = |body: &str| body.matches(r#"method="post""#).count();
+    for (token, writes) in [(common::TOKEN, true), (read_token, false)] {
+        let (cookie, _) = sign_in(&server, token).await;
+        for path in &pages {
+            let response = http
+                .get(server.url(path))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .expect("the page answers");
+            assert_eq!(response.status().as_u16(), 200, "{path}");
+            let body = response.text().await.expect("a body");
+            assert_eq!(forms(&body) > 0, writes, "{token:.8}… {path}: {body}");
+            assert_eq!(body.contains("Retry now"), writes, "{path}");
+        }
+    }
+
+    // The buttons' routes refuse the read-only session even with its CSRF
+    // token; it may still sign out.
+    let (cookie, csrf) = sign_in(&server, read_token).await;
+    for route in [
+        "/console/subscriptions/hooks/redrive".to_owned(),
+        "/console/subscriptions/hooks/pause".to_owned(),
+        "/console/subscriptions/hooks/resume".to_owned(),
+        "/console/subscriptions/hooks/enable".to_owned(),
+        format!("/console/deliveries/{id}/retry"),
+    ] {
+        let response = http
+            .post(server.url(&route))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .send()
+            .await
+            .expect("the route answers");
+        assert_eq!(response.status().as_u16(), 403, "{route}");
+    }
+    let (_, body) = server.get("/v1/subscriptions/hooks").await;
+    assert_eq!(body["paused"], false, "{body}");
+    let (_, detail) = server.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(detail["state"], "failed", "{detail}");
+    let out = http
+        .post(server.url("/console/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .expect("the sign-out answers");
+    assert_eq!(out.status().as_u16(), 303);
+}

@@ -183,7 +183,7 @@ async fn the_pubsub_preset_retries_a_2xx_outside_its_success_codes() {
     let delivery = server
         .wait_for_state(delivery["id"].as_str().unwrap(), "delivered")
         .await;
-    assert_eq!(delivery["attempts"].as_array().map(Vec::len), Some(2));
+    assert_eq!(delivery["attempt_log"].as_array().map(Vec::len), Some(2));
 }
 
 #[tokio::test]

@@ -98,12 +98,24 @@ async fn event_delivered_on_first_try_reaches_endpoint_once_in_binary_mode() {
 
     assert_eq!(detail["subscription"], "orders-hook");
     assert_eq!(detail["event_id"], "order-1");
+    // The count and the list each under its own key, never one key twice.
+    assert_eq!(detail["attempts"], 1, "{detail:#}");
+    let raw = server
+        .http
+        .get(server.url(&format!("/v1/deliveries/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(raw.matches("\"attempts\":").count(), 1, "{raw}");
     assert_eq!(
-        detail["attempts"].as_array().unwrap().len(),
+        detail["attempt_log"].as_array().unwrap().len(),
         1,
         "{detail:#}"
     );
-    let attempt = &detail["attempts"][0];
+    let attempt = &detail["attempt_log"][0];
     assert_eq!(attempt["number"], 1);
     assert_eq!(attempt["status"], 200);
     assert_eq!(attempt["error"], Value::Null);
@@ -170,7 +182,7 @@ async fn endpoint_failing_twice_gets_three_attempts_on_policy_delays() {
         );
     }
 
-    let attempts = detail["attempts"].as_array().unwrap();
+    let attempts = detail["attempt_log"].as_array().unwrap();
     assert_eq!(attempts.len(), 3, "{detail:#}");
     let decisions: Vec<(&str, Option<u64>)> = attempts
         .iter()
@@ -250,7 +262,7 @@ async fn endpoint_slower_than_the_timeout_fails_with_timeout_until_retries_run_o
 
     assert_eq!(detail["failure_reason"], "retries_exhausted", "{detail:#}");
     assert_eq!(detail["last_error"], "timeout");
-    let attempts = detail["attempts"].as_array().unwrap();
+    let attempts = detail["attempt_log"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{detail:#}");
     for attempt in attempts {
         assert_eq!(attempt["error"], "timeout", "{attempt:#}");
@@ -306,7 +318,7 @@ async fn final_status_codes_fail_the_delivery_without_a_retry() {
             .to_owned();
         let detail = server.wait_for_state(&id, "failed").await;
         assert_eq!(detail["failure_reason"], "non_retryable", "{detail:#}");
-        let attempts = detail["attempts"].as_array().unwrap();
+        let attempts = detail["attempt_log"].as_array().unwrap();
         assert_eq!(attempts.len(), 1, "{detail:#}");
         assert_eq!(attempts[0]["status"], status);
         assert_eq!(
@@ -321,7 +333,10 @@ async fn final_status_codes_fail_the_delivery_without_a_retry() {
                 .unwrap(),
         )
         .await;
-    assert_eq!(detail["attempts"][0]["response_snippet"], "gone for good");
+    assert_eq!(
+        detail["attempt_log"][0]["response_snippet"],
+        "gone for good"
+    );
     // A retry would come 0.1s later; none does.
     endpoint.assert_settles_at(2).await;
 }
@@ -350,7 +365,7 @@ async fn endpoint_refusing_connections_records_a_connect_error() {
     let detail = server.wait_for_state(&id, "failed").await;
     assert_eq!(detail["failure_reason"], "retries_exhausted", "{detail:#}");
     assert_eq!(detail["last_error"], "connect");
-    let attempts = detail["attempts"].as_array().unwrap();
+    let attempts = detail["attempt_log"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{detail:#}");
     for attempt in attempts {
         assert_eq!(attempt["error"], "connect", "{attempt:#}");
@@ -404,7 +419,7 @@ async fn retry_now_on_a_failed_delivery_makes_another_attempt() {
     let received = endpoint.assert_settles_at(2).await;
     assert_eq!(received[1].attempt(), 2);
     assert_eq!(received[1].header("webhook-id"), Some(id.as_str()));
-    let attempts = detail["attempts"].as_array().unwrap();
+    let attempts = detail["attempt_log"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{detail:#}");
     assert_eq!(attempts[0]["decision"]["kind"], "failed");
     assert_eq!(attempts[1]["number"], 2);
@@ -1075,6 +1090,8 @@ async fn openapi_document_and_health_check_are_served() {
     ] {
         assert!(document["paths"].get(path).is_some(), "{path} is missing");
     }
+    let detail = document["components"]["schemas"]["DeliveryDetail"].to_string();
+    assert!(detail.contains("\"attempt_log\""), "{detail}");
 
     let (status, body) = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);

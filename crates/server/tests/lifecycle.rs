@@ -68,7 +68,7 @@ async fn retry_limit_dead_letters_to_a_topic_another_subscription_receives() {
     let failed = rig.server.wait_for_state(&id, "failed").await;
     assert_eq!(failed["failure_reason"], "retries_exhausted");
     // (A delivery's detail lists its attempts under `attempts`.)
-    assert_eq!(failed["attempts"].as_array().unwrap().len(), 4);
+    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), 4);
     rig.failing.assert_settles_at(4).await;
     let copy_id = failed["dead_letter_event"]
         .as_str()
@@ -135,7 +135,7 @@ async fn max_delivery_attempts_defaults_to_five_with_a_dead_letter_topic() {
         .unwrap()
         .to_owned();
     let failed = rig.server.wait_for_state(&id, "failed").await;
-    assert_eq!(failed["attempts"].as_array().unwrap().len(), 5);
+    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), 5);
     assert_eq!(failed["failure_reason"], "retries_exhausted");
     rig.failing.assert_settles_at(5).await;
     rig.dead.wait_for(1).await;
@@ -210,7 +210,7 @@ async fn age_limit_fails_with_age_exhausted() {
     assert_eq!(failed["failure_reason"], "age_exhausted");
     // Retries at ~0.2s and ~0.4s are young enough; the one ending past 0.5s
     // is the last. Generous bounds: timing on a busy machine varies.
-    let attempts = failed["attempts"].as_array().unwrap().len();
+    let attempts = failed["attempt_log"].as_array().unwrap().len();
     assert!((3..=5).contains(&attempts), "{failed:#}");
     let first = timestamp(&failed["first_attempt_at"]);
     let last = timestamp(&failed["last_attempt_at"]);
@@ -237,7 +237,7 @@ async fn a_non_retryable_code_fails_at_once() {
         .to_owned();
     let failed = rig.server.wait_for_state(&id, "failed").await;
     assert_eq!(failed["failure_reason"], "non_retryable");
-    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), 1);
     gone.assert_settles_at(1).await;
     let copy = rig.dead.wait_for(1).await;
     assert_eq!(copy[0].header("ce-deadletterreason"), Some("non_retryable"));

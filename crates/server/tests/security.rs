@@ -662,7 +662,7 @@ async fn a_name_resolving_to_loopback_is_blocked_at_connect_time_and_not_retried
     let detail = server
         .wait_for_state(delivery["id"].as_str().unwrap(), "failed")
         .await;
-    let attempts = detail["attempts"].as_array().unwrap();
+    let attempts = detail["attempt_log"].as_array().unwrap();
     assert_eq!(
         attempts.len(),
         1,

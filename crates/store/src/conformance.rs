@@ -27,6 +27,8 @@ mod ops;
 pub use ops::*;
 mod claims;
 pub use claims::*;
+mod retry;
+pub use retry::*;
 
 /// Expands to one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -70,6 +72,7 @@ macro_rules! conformance_tests {
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,
             claims_stop_at_the_total_and_idle_subscriptions_take_none,
+            retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

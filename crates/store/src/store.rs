@@ -150,7 +150,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail>;
     async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage>;
     /// Schedules a delivery for now, also from `failed` or `delivered`;
-    /// refuses (conflict) while it is in flight.
+    /// refuses (conflict) while it is in flight. An ended delivery gets a
+    /// fresh attempt budget, age and retention, as a redrive gives it; a
+    /// scheduled one keeps its own and only becomes due sooner.
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery>;
 
     /// Fails (`retention_expired`) scheduled deliveries whose event is older

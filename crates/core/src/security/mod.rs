@@ -3,11 +3,11 @@
 //! server feeds these with requests, resolved addresses and clock readings.
 
 pub mod network;
-pub mod rate;
+pub mod request_rate;
 pub mod scope;
 pub mod signature;
 
 pub use network::{EndpointPolicy, IpNetwork, NetworkError, parse_networks};
-pub use rate::Rate;
+pub use request_rate::RequestRate;
 pub use scope::{Permission, Scope};
 pub use signature::{SigningSecret, sign, verify};

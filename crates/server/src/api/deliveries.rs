@@ -38,7 +38,9 @@ pub struct DeliveryDetail {
     /// The event in CloudEvents JSON format.
     #[schema(value_type = Object)]
     pub event: serde_json::Value,
-    pub attempts: Vec<Attempt>,
+    /// Every attempt, oldest first. Not named `attempts`: that key is the
+    /// delivery's attempt count, as in lists.
+    pub attempt_log: Vec<Attempt>,
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{name}/deliveries", params(ListParams),
@@ -108,7 +110,7 @@ pub async fn get(
     Ok(Json(DeliveryDetail {
         delivery: detail.delivery,
         event: detail.event.to_structured_json(),
-        attempts: detail.attempts,
+        attempt_log: detail.attempts,
     }))
 }
 

@@ -103,15 +103,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// A consistent copy of the embedded store, streamed as a SQLite file. The
 /// copy is staged next to the database and unlinked once opened, so nothing
-/// is left behind even if the client goes away mid-download.
+/// is left behind even if the client goes away mid-download (a crash before
+/// then is cleaned up at the next start).
 #[utoipa::path(post, path = "/v1/admin/backup",
     responses((status = 200, description = "the SQLite database file", content_type = "application/vnd.sqlite3"),
         (status = 503)))]
 pub async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let staged = state
-        .ops
-        .staging_dir
-        .join(format!(".backup-{}.db", uuid::Uuid::now_v7().simple()));
+    let staged = crate::backup_staging::staged_path(&state.ops.staging_dir);
     let started = std::time::Instant::now();
     state.store.backup_into(&staged).await?;
     let opened = tokio::fs::File::open(&staged).await;

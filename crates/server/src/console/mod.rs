@@ -348,7 +348,7 @@ async fn load_rows(
         filters,
         next_cursor: None,
         paged: !params.cursor.is_empty(),
-        csrf: Some(session.csrf_token().to_owned()),
+        csrf: session.write_csrf().map(str::to_owned),
     };
     let search = match search_from(name, params, Timestamp::now()) {
         Ok(search) => search,
@@ -461,7 +461,7 @@ async fn delivery(
         &detail.delivery,
         &detail.event,
         &detail.attempts,
-        Some(session.csrf_token()),
+        session.write_csrf(),
     )))
 }
 
@@ -474,7 +474,7 @@ async fn delivery_live(
     Ok(html(views::delivery_live(
         &detail.delivery,
         &detail.attempts,
-        Some(session.csrf_token()),
+        session.write_csrf(),
     )))
 }
 

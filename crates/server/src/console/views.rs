@@ -282,7 +282,8 @@ pub struct DeliveryRows {
     pub next_cursor: Option<String>,
     /// This is a later page: it is not refreshed (rows would shift).
     pub paged: bool,
-    /// The token every posted form carries, when the server asks for one.
+    /// The token every posted form carries; `None` for a session that may
+    /// only read, which is shown no button that changes anything.
     pub csrf: Option<String>,
 }
 
@@ -298,11 +299,13 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
                     dt { "Endpoint" } dd { (page.endpoint) }
                 }
                 div.actions {
-                    form.inline method="post" action=(links::redrive(&page.name)) {
-                        (csrf_input(page.rows.csrf.as_deref()))
-                        button type="submit" name="redrive" { "Redrive failed" }
+                    @if let Some(csrf) = page.rows.csrf.as_deref() {
+                        form.inline method="post" action=(links::redrive(&page.name)) {
+                            (csrf_input(csrf))
+                            button type="submit" name="redrive" { "Redrive failed" }
+                        }
+                        (subscription_controls(page, csrf))
                     }
-                    (subscription_controls(page))
                     a href=(links::policy_of(&page.name)) { "Its retry schedule" }
                 }
             }
@@ -346,8 +349,7 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
 }
 
 /// Pause or resume by hand; enable once health has disabled it.
-fn subscription_controls(page: &SubscriptionPage) -> Markup {
-    let csrf = page.rows.csrf.as_deref();
+fn subscription_controls(page: &SubscriptionPage, csrf: &str) -> Markup {
     let (action, label) = if page.paused {
         ("resume", "Resume")
     } else {
@@ -424,13 +426,17 @@ pub fn delivery_rows(rows: &DeliveryRows) -> Markup {
 }
 
 /// The hidden field that proves a form came from a console page.
-fn csrf_input(csrf: Option<&str>) -> Markup {
+fn csrf_input(csrf: &str) -> Markup {
     html! {
-        @if let Some(token) = csrf { input type="hidden" name="csrf_token" value=(token); }
+        input type="hidden" name="csrf_token" value=(csrf);
     }
 }
 
+/// Nothing for a session that may only read (no `csrf`).
 fn retry_button(delivery: &Delivery, csrf: Option<&str>) -> Markup {
+    let Some(csrf) = csrf else {
+        return html! {};
+    };
     let in_flight = delivery.state == DeliveryState::InFlight;
     html! {
         form.inline method="post" action=(links::retry(&delivery.id)) {

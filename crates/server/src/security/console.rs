@@ -66,6 +66,13 @@ impl ConsoleSession {
         &self.csrf_token
     }
 
+    /// The CSRF token for forms that change things, or `None` for a
+    /// session that may only read: its pages offer no such form, since
+    /// the guard would refuse it anyway.
+    pub fn write_csrf(&self) -> Option<&str> {
+        self.can_write().then_some(self.csrf_token.as_str())
+    }
+
     /// The hidden input every console form must carry.
     pub fn csrf_field(&self) -> String {
         format!(
@@ -389,7 +396,13 @@ pub async fn console_guard(
             }
         }
     };
-    let needed = auth::permission_for(request.method(), request.uri().path());
+    // Signing out changes nothing but the session itself: a read-only
+    // session may do it too.
+    let needed = if request.uri().path() == "/console/logout" {
+        redrive_core::security::Permission::Read
+    } else {
+        auth::permission_for(request.method(), request.uri().path())
+    };
     if !principal.scope.allows(&needed) {
         return auth::forbidden(&principal, &needed).into_response();
     }

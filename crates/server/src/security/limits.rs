@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use redrive_core::security::Rate;
+use redrive_core::security::RequestRate;
 
 use crate::api::{ApiError, AppState};
 
@@ -21,7 +21,7 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Token buckets per key: `count` requests of burst, refilled at the rate.
 pub struct RateLimiter {
-    rate: Rate,
+    rate: RequestRate,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -34,7 +34,7 @@ struct Bucket {
 const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
-    pub fn new(rate: Rate) -> RateLimiter {
+    pub fn new(rate: RequestRate) -> RateLimiter {
         RateLimiter {
             rate,
             buckets: Mutex::default(),
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn unlimited_never_refuses() {
-        let limiter = RateLimiter::new(Rate::UNLIMITED);
+        let limiter = RateLimiter::new(RequestRate::UNLIMITED);
         for _ in 0..10_000 {
             assert_eq!(limiter.check("a"), Ok(()));
         }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use redrive_core::security::{EndpointPolicy, Rate};
+use redrive_core::security::{EndpointPolicy, RequestRate};
 use redrive_store::Store;
 
 pub use auth::{Auth, Principal};
@@ -42,7 +42,7 @@ pub struct SecurityOptions {
     /// How long a rotated-out signing secret keeps signing.
     pub rotation_grace: Duration,
     /// Publish requests per token.
-    pub publish_rate: Rate,
+    pub publish_rate: RequestRate,
     /// A client must send its request headers within this time.
     pub header_read_timeout: Duration,
     /// A request (its body included) must arrive and be answered within this time.
@@ -56,7 +56,7 @@ impl Default for SecurityOptions {
             endpoint_policy: EndpointPolicy::default(),
             secret_key: None,
             rotation_grace: Duration::from_secs(24 * 3600),
-            publish_rate: Rate {
+            publish_rate: RequestRate {
                 count: 1000,
                 per: Duration::from_secs(1),
             },

@@ -612,7 +612,15 @@ impl Store for PostgresStore {
         let changed = client
             .execute(
                 "UPDATE deliveries SET state = 'scheduled', next_attempt_at = $2,
-                        failure_reason = NULL, updated_at = $2
+                        failure_reason = NULL, updated_at = $2,
+                        -- Ended: a fresh budget, age and retention, as a
+                        -- redrive gives. Scheduled: only due sooner.
+                        attempts_before_redrive = CASE WHEN state IN ('failed', 'delivered')
+                            THEN attempts ELSE attempts_before_redrive END,
+                        first_attempt_at = CASE WHEN state IN ('failed', 'delivered')
+                            THEN NULL ELSE first_attempt_at END,
+                        retention_from = CASE WHEN state IN ('failed', 'delivered')
+                            THEN $2 ELSE retention_from END
                  WHERE id = $1 AND state <> 'in_flight'",
                 &[&id, &millis(now)],
             )

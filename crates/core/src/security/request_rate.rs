@@ -1,4 +1,7 @@
-//! Rates written `100/s`, `6000/m`, `50000/h` or `10/5s`.
+//! Request rates written `100/s`, `6000/m`, `50000/h` or `10/5s`: how
+//! fast a token may call the API. Not [`crate::rate::Rate`], a
+//! subscription's delivery rate, where 0 means paused: here 0 (or
+//! `unlimited`) means no limit.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,22 +9,22 @@ use std::time::Duration;
 
 use crate::duration::HumanDuration;
 
-/// `count` per `per`; a count of 0 means no limit.
+/// At most `count` requests per `per`; a count of 0 means no limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
+pub struct RequestRate {
     pub count: u32,
     pub per: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid rate {input:?}: {reason}")]
-pub struct RateError {
+pub struct RequestRateError {
     pub input: String,
     pub reason: String,
 }
 
-impl Rate {
-    pub const UNLIMITED: Rate = Rate {
+impl RequestRate {
+    pub const UNLIMITED: RequestRate = RequestRate {
         count: 0,
         per: Duration::from_secs(1),
     };
@@ -36,16 +39,16 @@ impl Rate {
     }
 }
 
-impl FromStr for Rate {
-    type Err = RateError;
+impl FromStr for RequestRate {
+    type Err = RequestRateError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let error = |reason: String| RateError {
+        let error = |reason: String| RequestRateError {
             input: input.to_owned(),
             reason,
         };
         if input.trim() == "unlimited" {
-            return Ok(Rate::UNLIMITED);
+            return Ok(RequestRate::UNLIMITED);
         }
         let (count, per) = input
             .trim()
@@ -67,11 +70,11 @@ impl FromStr for Rate {
         if per < Duration::from_millis(1) {
             return Err(error("the period must be at least 1ms".into()));
         }
-        Ok(Rate { count, per })
+        Ok(RequestRate { count, per })
     }
 }
 
-impl fmt::Display for Rate {
+impl fmt::Display for RequestRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_unlimited() {
             return f.write_str("unlimited");
@@ -87,17 +90,17 @@ mod tests {
 
     #[test]
     fn rates_parse_with_or_without_a_period_number() {
-        assert_eq!("100/s".parse::<Rate>().unwrap().per_second(), 100.0);
-        assert_eq!("6000/m".parse::<Rate>().unwrap().per_second(), 100.0);
-        assert_eq!("10/5s".parse::<Rate>().unwrap().per_second(), 2.0);
-        assert!("unlimited".parse::<Rate>().unwrap().is_unlimited());
-        assert!("0/s".parse::<Rate>().unwrap().is_unlimited());
+        assert_eq!("100/s".parse::<RequestRate>().unwrap().per_second(), 100.0);
+        assert_eq!("6000/m".parse::<RequestRate>().unwrap().per_second(), 100.0);
+        assert_eq!("10/5s".parse::<RequestRate>().unwrap().per_second(), 2.0);
+        assert!("unlimited".parse::<RequestRate>().unwrap().is_unlimited());
+        assert!("0/s".parse::<RequestRate>().unwrap().is_unlimited());
     }
 
     #[test]
     fn bad_rates_are_refused() {
         for bad in ["", "100", "x/s", "-1/s", "100/", "100/0s", "100/parsec"] {
-            assert!(bad.parse::<Rate>().is_err(), "{bad:?}");
+            assert!(bad.parse::<RequestRate>().is_err(), "{bad:?}");
         }
     }
 
@@ -106,7 +109,7 @@ mod tests {
 
         #[test]
         fn rate_parser_never_panics(input in "\\PC{0,30}") {
-            if let Ok(rate) = input.parse::<Rate>() {
+            if let Ok(rate) = input.parse::<RequestRate>() {
                 prop_assert!(rate.is_unlimited() || rate.per_second() > 0.0);
             }
         }
