@@ -62,6 +62,11 @@ impl TestSchema {
     }
 }
 
+/// The schema version this build migrates to.
+pub fn latest_version() -> usize {
+    super::schema::latest_version()
+}
+
 /// The schema version just before the history tables were partitioned.
 pub fn version_before_partitions() -> usize {
     super::schema::version_of(super::partitions::MIGRATION).map_or(0, |version| version - 1)
