@@ -580,3 +580,58 @@ async fn partitioning_a_schema_keeps_every_row() {
     assert_eq!((outcome.deliveries, outcome.attempts), (4, 4));
     assert!(!exists(&client, "deliveries_legacy").await);
 }
+
+#[tokio::test]
+async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn() {
+    let Some((schema, client)) = partitioned_yesterday("partition lock timeout").await else {
+        return;
+    };
+    let store = open(&schema).await;
+    let now = Timestamp::now();
+    let today_table = format!("deliveries_{}", suffix(today_start()));
+    store.create_topic("orders", now).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), now)
+        .await
+        .unwrap();
+    store
+        .publish("orders", vec![event("e1", "t")], now)
+        .await
+        .unwrap();
+    let claimed = store.claim_due(claim(now)).await.unwrap().claimed;
+    let id = claimed[0].delivery.id.clone();
+    store
+        .complete_many(vec![Completion {
+            delivery_id: id.clone(),
+            attempt: attempt(1, now, Decision::Delivered),
+        }])
+        .await
+        .unwrap();
+    let before = today_start() + DAY_MS + 3_600_000;
+
+    // A long reader holds the tables: the purge gives up waiting and
+    // leaves everything as it was.
+    let mut reader = raw(&schema).await;
+    let reading = reader.transaction().await.unwrap();
+    reading
+        .batch_execute("LOCK TABLE deliveries IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let waited = store.purge_history(purge(before, 0)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!((waited.deliveries, waited.attempts), (0, 0));
+    assert!(!waited.more);
+    assert!(exists(&client, &today_table).await);
+    assert!(exists(&client, "deliveries_legacy").await);
+    assert!(store.get_delivery(&id).await.is_ok());
+    reading.commit().await.unwrap();
+
+    let purged = store.purge_history(purge(before, 0)).await.unwrap();
+    assert_eq!((purged.deliveries, purged.attempts), (1, 1));
+    assert!(!exists(&client, &today_table).await);
+    assert!(matches!(
+        store.get_delivery(&id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}

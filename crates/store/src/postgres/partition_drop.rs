@@ -7,7 +7,8 @@
 use tokio_postgres::Client;
 
 use super::partitions::{
-    ATTEMPT_TABLE_COLUMNS, DELIVERY_TABLE_COLUMNS, LOCK_TIMEOUT, bound_millis, lock_timed_out,
+    ATTEMPT_TABLE_COLUMNS, DELIVERY_TABLE_COLUMNS, LOCK_TIMEOUT, PARTITION_LOCK, bound_millis,
+    lock_timed_out,
 };
 use super::pg_error;
 use crate::{Result, StoreError};
@@ -62,16 +63,19 @@ pub(super) async fn drop_expired(
             dropped.more = true;
             break;
         }
-        let outcome = drop_one(client, &partition, before_ms, purge_lock)
-            .await
-            .map_err(|err| {
-                StoreError::Backend(format!(
+        // A lock wait past the timeout rolls the whole drop back.
+        let outcome = match drop_one(client, &partition, before_ms, purge_lock).await {
+            Err(err) if lock_timed_out(&err) => Outcome::LockTimeout,
+            Err(err) => {
+                return Err(StoreError::Backend(format!(
                     "cannot drop history partition {}: {}",
                     partition.deliveries,
                     pg_error(err)
-                ))
-            });
-        match outcome? {
+                )));
+            }
+            Ok(outcome) => outcome,
+        };
+        match outcome {
             Outcome::Dropped {
                 deliveries,
                 attempts,
@@ -220,6 +224,11 @@ async fn drop_one(
         return Ok(Outcome::OtherNode);
     }
     tx.batch_execute(LOCK_TIMEOUT).await?;
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK})"),
+        &[],
+    )
+    .await?;
     // Counted before the exclusive lock, to keep it short: no new rows
     // arrive in a past day's range, so the totals hold (an attempt recorded
     // meanwhile for a row that stays only makes the count one low).
@@ -232,16 +241,11 @@ async fn drop_one(
         .await?
         .get(0);
     // From here the parents are locked exclusively until commit.
-    let detached = tx
-        .batch_execute(&format!(
-            "ALTER TABLE deliveries DETACH PARTITION {deliveries};
-             ALTER TABLE attempts DETACH PARTITION {attempts};"
-        ))
-        .await;
-    match detached {
-        Err(err) if lock_timed_out(&err) => return Ok(Outcome::LockTimeout),
-        other => other?,
-    }
+    tx.batch_execute(&format!(
+        "ALTER TABLE deliveries DETACH PARTITION {deliveries};
+         ALTER TABLE attempts DETACH PARTITION {attempts};"
+    ))
+    .await?;
     // The range is no longer covered: what stays goes to the default
     // partitions through the parents.
     let kept_deliveries = tx

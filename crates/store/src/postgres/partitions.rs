@@ -192,8 +192,10 @@ const DAY_MS: i64 = 86_400_000;
 /// day's traffic to the default partition.
 const DAYS_AHEAD: i64 = 2;
 
-/// The advisory lock key of partition creation, per schema.
-const CREATE_LOCK: &str = "hashtext(current_schema() || '.redrive.partitions')";
+/// The advisory lock key of changes to the set of partitions, per schema:
+/// creating days and dropping them take it, so a day being dropped is
+/// never created again by a node that read the floor a moment before.
+pub(super) const PARTITION_LOCK: &str = "hashtext(current_schema() || '.redrive.partitions')";
 
 /// How long partition changes wait for the tables' locks before giving up
 /// for this turn: long enough to get between claims, short enough that
@@ -310,8 +312,11 @@ async fn create(
     tx.batch_execute(LOCK_TIMEOUT).await?;
     // Nodes starting together queue here, and the later ones find the
     // partitions made.
-    tx.execute(&format!("SELECT pg_advisory_xact_lock({CREATE_LOCK})"), &[])
-        .await?;
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK})"),
+        &[],
+    )
+    .await?;
     let floor: String = tx
         .query_one("SELECT bound FROM partition_floor", &[])
         .await?
