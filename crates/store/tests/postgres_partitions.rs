@@ -635,3 +635,46 @@ async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn() {
         Err(StoreError::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working() {
+    let Some((schema, client)) = partitioned_yesterday("partition drop failure").await else {
+        return;
+    };
+    let store = open(&schema).await;
+    let now = Timestamp::now();
+    let today_table = format!("deliveries_{}", suffix(today_start()));
+    store.create_topic("orders", now).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), now)
+        .await
+        .unwrap();
+    // Earlier today, whatever the time of day.
+    let old = today_start() + (now.as_millisecond() - today_start()) / 2;
+    insert_finished(&client, &id_at(old, 1), "in-today", old).await;
+    // An id no clock made lives in the default partition.
+    insert_finished(&client, "zz-odd", "odd", old).await;
+    assert_eq!(home(&client, "zz-odd").await, "deliveries_default");
+    // Something of the operator's depends on today's partition.
+    client
+        .batch_execute(&format!(
+            "CREATE VIEW pinned AS SELECT id FROM {today_table}"
+        ))
+        .await
+        .unwrap();
+
+    let before = today_start() + DAY_MS + 3_600_000;
+    let outcome = store.purge_history(purge(before, 0)).await.unwrap();
+    assert_eq!((outcome.deliveries, outcome.attempts), (1, 1));
+    assert!(matches!(
+        store.get_delivery("zz-odd").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(exists(&client, &today_table).await);
+    assert!(store.get_delivery(&id_at(old, 1)).await.is_ok());
+
+    client.batch_execute("DROP VIEW pinned").await.unwrap();
+    let outcome = store.purge_history(purge(before, 0)).await.unwrap();
+    assert_eq!((outcome.deliveries, outcome.attempts), (1, 1));
+    assert!(!exists(&client, &today_table).await);
+}

@@ -402,7 +402,15 @@ pub(super) async fn purge(
     if let Err(err) = partitions::ensure_ahead(raw, Timestamp::now()).await {
         tracing::warn!(error = %err, "cannot create the coming days' history partitions");
     }
-    let dropped = partition_drop::drop_expired(raw, before, PURGE_LOCK).await?;
+    // A partition that can't go (say, an operator's view depends on it)
+    // must not stop the rest of the purge: it is logged every turn instead.
+    let dropped = match partition_drop::drop_expired(raw, before, PURGE_LOCK).await {
+        Ok(dropped) => dropped,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot drop expired history partitions");
+            partition_drop::Dropped::default()
+        }
+    };
     if dropped.other_node {
         tracing::debug!("another node is purging history; skipping this turn");
         return Ok(outcome);
