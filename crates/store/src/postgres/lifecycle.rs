@@ -10,6 +10,7 @@ use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
 use redrive_core::{Delivery, FailureReason};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
+use super::{partition_drop, partitions};
 use super::{pg_error, publish_in, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
 use crate::{Result, StoreError};
@@ -396,6 +397,29 @@ pub(super) async fn purge(
         events_cursor: request.events_after,
         ..PurgeOutcome::default()
     };
+    let raw: &mut tokio_postgres::Client = client;
+    // Partitions follow the ids, which follow the real clock.
+    if let Err(err) = partitions::ensure_ahead(raw, Timestamp::now()).await {
+        tracing::warn!(error = %err, "cannot create the coming days' history partitions");
+    }
+    // A partition that can't go (say, an operator's view depends on it)
+    // must not stop the rest of the purge: it is logged every turn instead.
+    let dropped = match partition_drop::drop_expired(raw, before, PURGE_LOCK).await {
+        Ok(dropped) => dropped,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot drop expired history partitions");
+            partition_drop::Dropped::default()
+        }
+    };
+    if dropped.other_node {
+        tracing::debug!("another node is purging history; skipping this turn");
+        return Ok(outcome);
+    }
+    if let Some(first) = dropped.first_seq {
+        // The walk over unreferenced events goes back to the first event
+        // of the dropped deliveries and deletes their events on its way.
+        outcome.events_cursor = outcome.events_cursor.min(first.saturating_sub(1));
+    }
     let tx = client.transaction().await.map_err(pg_error)?;
     let locked: bool = tx
         .query_one(
@@ -410,19 +434,21 @@ pub(super) async fn purge(
         return Ok(outcome);
     }
     // One batch of finished deliveries with their attempts, raising each
-    // subscription's journal floor to what went.
+    // subscription's journal floor to what went. Only the default partition
+    // is purged row by row: day partitions go whole once their day passed
+    // the cutoff.
     let row = tx
         .query_one(
             "WITH finished AS (
-               SELECT id FROM deliveries
+               SELECT id FROM deliveries_default
                WHERE state IN ('delivered', 'failed') AND updated_at < $1
                ORDER BY updated_at LIMIT $2
                FOR UPDATE SKIP LOCKED
              ), gone_attempts AS (
-               DELETE FROM attempts a USING finished f WHERE a.delivery_id = f.id
+               DELETE FROM attempts_default a USING finished f WHERE a.delivery_id = f.id
                RETURNING 1
              ), gone AS (
-               DELETE FROM deliveries d USING finished f WHERE d.id = f.id
+               DELETE FROM deliveries_default d USING finished f WHERE d.id = f.id
                RETURNING d.subscription, d.event_seq
              ), floors AS (
                INSERT INTO journal_floors (subscription, purged_through)
@@ -437,10 +463,11 @@ pub(super) async fn purge(
         )
         .await
         .map_err(pg_error)?;
-    outcome.deliveries = u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0);
-    outcome.attempts = u64::try_from(get::<i64>(&row, 1)?).unwrap_or(0);
+    let deleted = u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0);
+    outcome.deliveries = dropped.deliveries + deleted;
+    outcome.attempts = dropped.attempts + u64::try_from(get::<i64>(&row, 1)?).unwrap_or(0);
     let seqs: Vec<i64> = get(&row, 2)?;
-    outcome.more = outcome.deliveries >= u64::try_from(limit).unwrap_or(u64::MAX);
+    outcome.more = dropped.more || deleted >= u64::try_from(limit).unwrap_or(u64::MAX);
     let delete_unreferenced = tx
         .prepare_cached(
             "DELETE FROM events e WHERE e.seq = ANY($1)
@@ -459,7 +486,7 @@ pub(super) async fn purge(
     let candidates: Vec<(i64, i64)> = tx
         .query(
             "SELECT seq, published_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&request.events_after, &limit],
+            &[&outcome.events_cursor, &limit],
         )
         .await
         .map_err(pg_error)?

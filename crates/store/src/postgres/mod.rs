@@ -14,6 +14,8 @@ mod health;
 mod lifecycle;
 mod listen;
 mod ops;
+mod partition_drop;
+mod partitions;
 pub(crate) mod rows;
 mod schema;
 mod security;
@@ -111,6 +113,16 @@ impl PostgresStore {
             }
         });
         schema::migrate(&mut client).await?;
+        // Partitions follow the ids, which follow the real clock, not `now`.
+        if partitions::ensure(&mut client, Timestamp::now())
+            .await?
+            .is_none()
+        {
+            tracing::warn!(
+                "the history tables stayed locked: the coming days' partitions are created \
+                 by the next purge"
+            );
+        }
         lifecycle::ensure_system_topic(&client, now).await?;
         drop(client);
         let _ = driver.await;

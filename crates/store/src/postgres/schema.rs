@@ -107,6 +107,7 @@ CREATE TABLE journal_floors (
     super::security::MIGRATION,
     super::health::MIGRATION,
     super::console::CONSOLE_INDEXES,
+    super::partitions::MIGRATION,
 ];
 
 /// The advisory lock key of migrations, per schema so that databases
@@ -118,7 +119,21 @@ pub(super) fn latest_version() -> usize {
     MIGRATIONS.len()
 }
 
+/// The version a migration brings the schema to.
+pub(super) fn version_of(migration: &str) -> Option<usize> {
+    MIGRATIONS
+        .iter()
+        .position(|m| *m == migration)
+        .map(|index| index + 1)
+}
+
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
+    migrate_to(client, latest_version()).await
+}
+
+/// Migrates forward to `target` (at most the latest version); tests use it
+/// to build a schema as an older redrive left it.
+pub(super) async fn migrate_to(client: &mut Client, target: usize) -> Result<()> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute(&format!("SELECT pg_advisory_xact_lock({LOCK_KEY})"), &[])
         .await
@@ -145,7 +160,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let version = index + 1;
         tx.batch_execute(sql).await.map_err(|err| {
             StoreError::Backend(format!(

@@ -62,6 +62,34 @@ impl TestSchema {
     }
 }
 
+/// The schema version this build migrates to.
+pub fn latest_version() -> usize {
+    super::schema::latest_version()
+}
+
+/// The schema version just before the history tables were partitioned.
+pub fn version_before_partitions() -> usize {
+    super::schema::version_of(super::partitions::MIGRATION).map_or(0, |version| version - 1)
+}
+
+/// Migrates the schema at `url` to `version` only, as an older redrive
+/// would have left it.
+pub async fn migrate_to(url: &str, version: usize) -> Result<(), String> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|err| format!("invalid database URL: {err}"))?;
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|err| format!("cannot connect to {url}: {err}"))?;
+    let driver = tokio::spawn(connection);
+    let migrated = super::schema::migrate_to(&mut client, version)
+        .await
+        .map_err(|err| err.to_string());
+    drop(client);
+    let _ = driver.await;
+    migrated
+}
+
 impl Drop for TestSchema {
     fn drop(&mut self) {
         let base_url = self.base_url.clone();

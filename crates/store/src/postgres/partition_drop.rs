@@ -1,0 +1,332 @@
+//! The purge's first step on PostgreSQL: whole days of history dropped as
+//! partitions. A range partition can go once every id in it was made before
+//! the purge's cutoff; its finished rows are then exactly what a row-by-row
+//! purge would delete, and the few others (still scheduled or in flight,
+//! finished after the cutoff) move to the default partition first.
+
+use tokio_postgres::Client;
+
+use super::partitions::{
+    ATTEMPT_TABLE_COLUMNS, DELIVERY_TABLE_COLUMNS, LOCK_TIMEOUT, PARTITION_LOCK, bound_millis,
+    lock_timed_out,
+};
+use super::pg_error;
+use crate::{Result, StoreError};
+
+/// What dropping partitions did in one purge turn.
+#[derive(Debug, Default)]
+pub(super) struct Dropped {
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// The lowest event position among purged deliveries: their events are
+    /// deleted by the purge's walk over unreferenced events from there.
+    pub first_seq: Option<i64>,
+    /// Another partition with rows can go: call again soon.
+    pub more: bool,
+    /// Another node holds the purge lock: this node skips its turn.
+    pub other_node: bool,
+}
+
+/// A range partition pair of the history tables.
+#[derive(Debug)]
+struct RangePartition {
+    deliveries: String,
+    attempts: String,
+    /// The lowest id it holds ("" for the legacy partition, from MINVALUE).
+    lower: String,
+    upper: String,
+}
+
+enum Outcome {
+    Dropped {
+        deliveries: u64,
+        attempts: u64,
+        first_seq: Option<i64>,
+    },
+    LockTimeout,
+    OtherNode,
+}
+
+/// Drops the partitions whose every id was made before `before_ms`,
+/// oldest first. Empty ones go freely; of those holding rows, one per call,
+/// so each exclusive lock on the tables stays short.
+pub(super) async fn drop_expired(
+    client: &mut Client,
+    before_ms: i64,
+    purge_lock: &str,
+) -> Result<Dropped> {
+    let mut dropped = Dropped::default();
+    let expired = expired_partitions(client, before_ms).await?;
+    let mut dropped_rows = false;
+    for partition in expired {
+        if dropped_rows && !is_empty(client, &partition).await? {
+            dropped.more = true;
+            break;
+        }
+        // A lock wait past the timeout rolls the whole drop back.
+        let outcome = match drop_one(client, &partition, before_ms, purge_lock).await {
+            Err(err) if lock_timed_out(&err) => Outcome::LockTimeout,
+            Err(err) => {
+                return Err(StoreError::Backend(format!(
+                    "cannot drop history partition {}: {}",
+                    partition.deliveries,
+                    pg_error(err)
+                )));
+            }
+            Ok(outcome) => outcome,
+        };
+        match outcome {
+            Outcome::Dropped {
+                deliveries,
+                attempts,
+                first_seq,
+            } => {
+                tracing::info!(partition = %partition.deliveries, deliveries, attempts,
+                    "dropped a history partition");
+                dropped_rows |= deliveries > 0;
+                dropped.deliveries += deliveries;
+                dropped.attempts += attempts;
+                dropped.first_seq = match (dropped.first_seq, first_seq) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Outcome::LockTimeout => {
+                tracing::debug!(partition = %partition.deliveries,
+                    "the history tables stayed locked; the partition goes another turn");
+                break;
+            }
+            Outcome::OtherNode => {
+                dropped.other_node = true;
+                break;
+            }
+        }
+    }
+    Ok(dropped)
+}
+
+/// The range partitions of `deliveries` whose upper bound, read as a time,
+/// is at or before `before_ms`, oldest first, with their `attempts` twins.
+async fn expired_partitions(client: &Client, before_ms: i64) -> Result<Vec<RangePartition>> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid),
+                    to_regclass('attempts' || substr(c.relname, length('deliveries') + 1))
+                      IS NOT NULL
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'deliveries'::regclass",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut expired = Vec::new();
+    for row in &rows {
+        let name: String = row.try_get(0).map_err(pg_error)?;
+        let spec: String = row.try_get(1).map_err(pg_error)?;
+        let twin: bool = row.try_get(2).map_err(pg_error)?;
+        let Some((lower, upper)) = range_of(&spec) else {
+            continue;
+        };
+        let Some(upper_ms) = bound_millis(&upper) else {
+            continue;
+        };
+        if upper_ms > before_ms {
+            continue;
+        }
+        let Some(suffix) = name.strip_prefix("deliveries") else {
+            continue;
+        };
+        if !twin {
+            tracing::warn!(partition = %name,
+                "a history partition has no attempts partition beside it; it is kept");
+            continue;
+        }
+        expired.push((
+            upper_ms,
+            RangePartition {
+                attempts: format!("attempts{suffix}"),
+                deliveries: name,
+                lower,
+                upper,
+            },
+        ));
+    }
+    expired.sort_by_key(|(upper_ms, _)| *upper_ms);
+    Ok(expired.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The bounds of `FOR VALUES FROM ('…') TO ('…')` as PostgreSQL prints
+/// them; MINVALUE reads as "". `None` for the default partition and
+/// anything not made here.
+fn range_of(spec: &str) -> Option<(String, String)> {
+    let rest = spec.strip_prefix("FOR VALUES FROM (")?;
+    let (lower, upper) = rest.split_once(") TO (")?;
+    let upper = upper.strip_suffix(')')?;
+    let unquote = |text: &str| -> Option<String> {
+        let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
+        (!inner.contains('\'')).then(|| inner.to_owned())
+    };
+    let lower = if lower == "MINVALUE" {
+        String::new()
+    } else {
+        unquote(lower)?
+    };
+    Some((lower, unquote(upper)?))
+}
+
+async fn is_empty(client: &Client, partition: &RangePartition) -> Result<bool> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM {})",
+                quoted(&partition.deliveries)
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    row.try_get(0).map_err(pg_error)
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The rows of a partition that the purge keeps: unfinished, or finished
+/// at or after the cutoff. Three parts so each reads a partial index
+/// instead of the whole partition.
+fn stragglers(deliveries: &str, columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM {deliveries} WHERE state = 'scheduled'
+         UNION ALL SELECT {columns} FROM {deliveries} WHERE state = 'in_flight'
+         UNION ALL SELECT {columns} FROM {deliveries}
+           WHERE state IN ('delivered', 'failed') AND updated_at >= $1"
+    )
+}
+
+async fn drop_one(
+    client: &mut Client,
+    partition: &RangePartition,
+    before_ms: i64,
+    purge_lock: &str,
+) -> std::result::Result<Outcome, tokio_postgres::Error> {
+    let deliveries = quoted(&partition.deliveries);
+    let attempts = quoted(&partition.attempts);
+    let tx = client.transaction().await?;
+    let locked: bool = tx
+        .query_one(
+            &format!("SELECT pg_try_advisory_xact_lock({purge_lock})"),
+            &[],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(Outcome::OtherNode);
+    }
+    tx.batch_execute(LOCK_TIMEOUT).await?;
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK})"),
+        &[],
+    )
+    .await?;
+    // Counted before the exclusive lock, to keep it short: no new rows
+    // arrive in a past day's range, so the totals hold (an attempt recorded
+    // meanwhile for a row that stays only makes the count one low).
+    let total_deliveries: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {deliveries}"), &[])
+        .await?
+        .get(0);
+    let total_attempts: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {attempts}"), &[])
+        .await?
+        .get(0);
+    // From here the parents are locked exclusively until commit.
+    tx.batch_execute(&format!(
+        "ALTER TABLE deliveries DETACH PARTITION {deliveries};
+         ALTER TABLE attempts DETACH PARTITION {attempts};"
+    ))
+    .await?;
+    // The range is no longer covered: what stays goes to the default
+    // partitions through the parents.
+    let kept_deliveries = tx
+        .execute(
+            &format!(
+                "INSERT INTO deliveries ({DELIVERY_TABLE_COLUMNS}) {}",
+                stragglers(&deliveries, DELIVERY_TABLE_COLUMNS)
+            ),
+            &[&before_ms],
+        )
+        .await?;
+    let kept_attempts = tx
+        .execute(
+            &format!(
+                "INSERT INTO attempts ({ATTEMPT_TABLE_COLUMNS})
+                 SELECT {ATTEMPT_TABLE_COLUMNS} FROM {attempts}
+                 WHERE delivery_id IN (SELECT id FROM deliveries_default
+                                       WHERE id >= $1 AND id < $2)"
+            ),
+            &[&partition.lower, &partition.upper],
+        )
+        .await?;
+    // Each subscription's journal floor, from its own index range.
+    tx.execute(
+        &format!(
+            "INSERT INTO journal_floors (subscription, purged_through)
+             SELECT s.name, m.seq FROM subscriptions s
+             CROSS JOIN LATERAL (
+               SELECT max(event_seq) AS seq FROM {deliveries}
+               WHERE subscription = s.name AND state IN ('delivered', 'failed')
+                 AND updated_at < $1
+             ) m
+             WHERE m.seq IS NOT NULL
+             ON CONFLICT (subscription) DO UPDATE
+               SET purged_through = GREATEST(journal_floors.purged_through,
+                                             excluded.purged_through)"
+        ),
+        &[&before_ms],
+    )
+    .await?;
+    let first_seq: Option<i64> = tx
+        .query_one(
+            &format!(
+                "SELECT min(event_seq) FROM {deliveries}
+                 WHERE state IN ('delivered', 'failed') AND updated_at < $1"
+            ),
+            &[&before_ms],
+        )
+        .await?
+        .get(0);
+    tx.batch_execute(&format!("DROP TABLE {deliveries}, {attempts}"))
+        .await?;
+    tx.execute(
+        "UPDATE partition_floor SET bound = GREATEST(bound, $1)",
+        &[&partition.upper],
+    )
+    .await?;
+    tx.commit().await?;
+    let purged = |total: i64, kept: u64| u64::try_from(total).unwrap_or(0).saturating_sub(kept);
+    Ok(Outcome::Dropped {
+        deliveries: purged(total_deliveries, kept_deliveries),
+        attempts: purged(total_attempts, kept_attempts),
+        first_seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_range_bounds_as_postgresql_prints_them() {
+        assert_eq!(
+            range_of("FOR VALUES FROM (MINVALUE) TO ('01a20ada-2c00')"),
+            Some((String::new(), "01a20ada-2c00".to_owned()))
+        );
+        assert_eq!(
+            range_of("FOR VALUES FROM ('01a20ada-2c00') TO ('01a2101f-8800')"),
+            Some(("01a20ada-2c00".to_owned(), "01a2101f-8800".to_owned()))
+        );
+        assert_eq!(range_of("DEFAULT"), None);
+        assert_eq!(range_of("FOR VALUES FROM ('a') TO (MAXVALUE)"), None);
+    }
+}
