@@ -35,7 +35,7 @@ async fn start_node(database_url: &str, dir: &Path, name: &str, extra: &[&str]) 
         .arg(dir.join(format!("{name}-data")))
         .args(["--database-url", database_url])
         // A dead node's deliveries come back after timeout + margin.
-        .args(["--lease-margin", "1s"])
+        .args(["--lease-margin", "5s"])
         // Every node shares one admin token and one secret key, as a
         // deployment on one database must; the receivers are local.
         .args(["--api-token", TOKEN, "--secret-key", SECRET_KEY])
@@ -273,7 +273,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
     assert_eq!(accepted.len(), 600);
 
     // Every accepted event arrives, the killed node's included once its
-    // leases (2s timeout + 1s margin) run out and another node rescues them.
+    // leases (2s timeout + 5s margin) run out and another node rescues them.
     let arrived = endpoint
         .wait_for_unique(accepted.len(), Duration::from_secs(60))
         .await;

@@ -137,6 +137,7 @@ fn claim(now: Timestamp) -> ClaimRequest {
     ClaimRequest {
         now,
         lease: Duration::from_secs(60),
+        limit_total: u32::MAX,
         wants: vec![ClaimWant {
             subscription: "s1".into(),
             limit: 10,
