@@ -183,7 +183,10 @@ impl Dispatcher {
             let wants = round.wants(free, Instant::now());
             let mut next_due_at = None;
             let mut claimed_any = false;
-            if !wants.is_empty() {
+            // With no free slot anywhere there is nothing to ask the store:
+            // a push that ends, a pause that ends or a token that refills
+            // wakes the loop.
+            if wants.iter().any(|want| want.limit > 0) {
                 let request = ClaimRequest {
                     now: self.config.clock.now(),
                     lease: self.lease(&round),
