@@ -187,7 +187,9 @@ async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
 }
 
 /// Sorts a transport error into timeout, dns, tls, connect or other, from
-/// the chain of causes hyper and rustls give.
+/// the chain of causes hyper and rustls give. The message names the
+/// endpoint without its query, user info or fragment: those often carry a
+/// token, and the message is stored and shown to every reader.
 fn classify_error(err: &reqwest::Error) -> (ErrorClass, String) {
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(err);
@@ -195,6 +197,9 @@ fn classify_error(err: &reqwest::Error) -> (ErrorClass, String) {
         chain.push_str(": ");
         chain.push_str(&cause.to_string());
         source = cause.source();
+    }
+    if let Some(url) = err.url() {
+        chain = chain.replace(url.as_str(), &shown_url(url));
     }
     if let Some(blocked) = crate::security::ssrf::blocked_in(err) {
         return (ErrorClass::Blocked, blocked);
@@ -216,4 +221,37 @@ fn classify_error(err: &reqwest::Error) -> (ErrorClass, String) {
         ErrorClass::Other
     };
     (class, chain)
+}
+
+/// Scheme, host, port and path of `url`: what identifies an endpoint
+/// without what may authenticate to it.
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_do_not_repeat_the_endpoints_credentials() {
+        // Nothing listens on port 1: the connection is refused.
+        let url = "http://user:pass-secret@127.0.0.1:1/hook?token=query-secret#frag-secret";
+        let client = client(Arc::new(EndpointPolicy {
+            allow: redrive_core::security::parse_networks("127.0.0.0/8").unwrap(),
+            https_only: false,
+        }))
+        .unwrap();
+        let err = client.post(url).send().await.unwrap_err();
+        assert!(err.to_string().contains("query-secret"), "{err}");
+        let (class, message) = classify_error(&err);
+        assert_eq!(class, ErrorClass::Connect);
+        assert!(message.contains("http://127.0.0.1:1/hook"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
 }
