@@ -181,3 +181,49 @@ fn subscription_secrets_are_read_and_rotated_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+#[test]
+fn a_start_with_another_secret_key_than_the_stored_secrets_says_so() {
+    const TOKEN: &str = "secret-key-check-admin-token-0123";
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const OTHER_KEY: &str = "HxAREhMUFRYXGBkaGxwdHh8AAQIDBAUGBwgJCgsMDQ4=";
+    const WARNING: &str = "the secret key does not open the stored signing secrets";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("log");
+    let start = |key: &str| start_server(&data, &log, &["--api-token", TOKEN, "--secret-key", key]);
+
+    let server = start(KEY);
+    json(&client(
+        &server.url,
+        Some(TOKEN),
+        &["topics", "create", "orders"],
+    ));
+    json(&client(
+        &server.url,
+        Some(TOKEN),
+        &[
+            "subscriptions",
+            "create",
+            "hook",
+            "--topic",
+            "orders",
+            "--endpoint",
+            "https://hooks.example.com/orders",
+        ],
+    ));
+    assert!(!server.log().contains(WARNING), "{}", server.log());
+    drop(server);
+
+    // A node given another key: it starts, and says at once why it will
+    // not push.
+    let other = start(OTHER_KEY);
+    let logged = other.log();
+    assert!(logged.contains(WARNING), "{logged}");
+    assert!(logged.contains("hook"), "{logged}");
+    drop(other);
+
+    // The right key again: nothing to say.
+    let again = start(KEY);
+    assert!(!again.log().contains(WARNING), "{}", again.log());
+}

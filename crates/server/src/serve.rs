@@ -75,6 +75,15 @@ pub async fn serve(
             "generated the admin API token; it is in this file");
     }
     let security = startup.security;
+    match security.secrets.first_unreadable().await {
+        Ok(None) => {}
+        Ok(Some(subscription)) => tracing::error!(%subscription,
+            "the secret key does not open the stored signing secrets, so no push can be signed \
+             or sent: start every node with the same --secret-key (REDRIVE_SECRET_KEY), or \
+             restore DATA/secret.key with the data"),
+        Err(err) => tracing::warn!(error = %format!("{err:#}"),
+            "cannot check the secret key against the stored signing secrets"),
+    }
     let subscriptions_changed = Arc::new(Notify::new());
     let client =
         push::client(security.endpoint_policy.clone()).context("cannot build the HTTP client")?;

@@ -192,6 +192,22 @@ impl SecretBook {
         self.decrypt(&stored)
     }
 
+    /// Whether this server's secret key opens the signing secrets already
+    /// stored: a node started with another key than its peers (or a data
+    /// directory restored without its `secret.key`) signs nothing, so it
+    /// should say so at start rather than at each push. Returns the first
+    /// subscription whose secret it cannot open.
+    pub async fn first_unreadable(&self) -> anyhow::Result<Option<String>> {
+        for subscription in self.store.list_subscriptions().await? {
+            let name = &subscription.spec.name;
+            if let Some(stored) = self.store.get_signing_secrets(name).await? {
+                // One secret tells: every secret is sealed with the same key.
+                return Ok(self.decrypt(&stored).is_err().then(|| name.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn forget(&self, subscription: &str) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.remove(subscription);
