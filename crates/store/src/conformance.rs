@@ -160,6 +160,7 @@ fn want(subscription: &str, limit: u32) -> ClaimWant {
     ClaimWant {
         subscription: subscription.into(),
         limit,
+        rate: None,
     }
 }
 

@@ -48,6 +48,22 @@ pub struct ClaimRequest {
 pub struct ClaimWant {
     pub subscription: String,
     pub limit: u32,
+    /// The subscription's rate limit, when it has one. A backend shared by
+    /// several processes enforces it across all of them: in any window, the
+    /// claims of this subscription from every process together never exceed
+    /// `burst + per_second * elapsed`, with time counted from each claim's
+    /// `now`. A single-process backend may leave it to the caller, which
+    /// keeps a bucket of its own anyway (the dispatcher does).
+    pub rate: Option<ClaimRate>,
+}
+
+/// A token bucket shared by every claimer of one subscription: it holds up
+/// to `burst` claims and gains `per_second` claims a second. A new bucket
+/// starts full; a `per_second` of 0 (a paused rate) claims nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClaimRate {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 /// A delivery handed to the dispatcher, with everything a push needs.
