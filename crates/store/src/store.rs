@@ -81,6 +81,11 @@ pub struct ClaimBatch {
     /// The earliest `next_attempt_at` still scheduled among the wanted
     /// subscriptions after this claim (may be ≤ now when limits cut it short).
     pub next_due_at: Option<Timestamp>,
+    /// When a rate limit shared with other processes cut this claim short
+    /// (see [`ClaimWant::rate`]): the earliest time one of those buckets
+    /// holds a whole token again, for the caller to come back then rather
+    /// than at once. Backends that leave rates to the caller say `None`.
+    pub rate_refill_at: Option<Timestamp>,
 }
 
 /// The end of one attempt, to record.

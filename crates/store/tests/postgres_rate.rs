@@ -95,7 +95,18 @@ async fn two_nodes_take_from_one_bucket() {
     // The bucket starts full: the burst, whichever node asks.
     let first = claim(&a, "limited", t0()).await + claim(&b, "limited", t0()).await;
     assert_eq!(first, 5, "claims at one instant from two nodes");
-    assert_eq!(claim(&a, "limited", t0()).await, 0);
+    // The bucket is empty: the claim says when its next token comes.
+    let empty = a
+        .claim_due(ClaimRequest {
+            now: at_ms(30),
+            lease: Duration::from_secs(3600),
+            wants: vec![want("limited", 100, Some(RATE))],
+            limit_total: 1000,
+        })
+        .await
+        .unwrap();
+    assert!(empty.claimed.is_empty());
+    assert_eq!(empty.rate_refill_at, Some(at_ms(100)));
 
     // Over the next second, claiming every 100 ms from either node: the rate.
     let mut next_second = 0;

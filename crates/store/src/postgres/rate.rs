@@ -119,13 +119,14 @@ pub(super) async fn claim_rated(
                 }
             })
             .collect();
-        let batch = super::claim_with(&tx, request, &limits).await?;
+        let mut batch = super::claim_with(&tx, request, &limits).await?;
         let mut claimed: HashMap<&str, f64> = HashMap::new();
         for delivery in &batch.claimed {
             *claimed
                 .entry(delivery.delivery.subscription.as_str())
                 .or_default() += 1.0;
         }
+        batch.rate_refill_at = refill_at(request, &limits, &buckets, &claimed, now_ms)?;
         let mut names = Vec::with_capacity(buckets.len());
         let mut tokens = Vec::with_capacity(buckets.len());
         let mut refilled_at = Vec::with_capacity(buckets.len());
@@ -155,6 +156,37 @@ pub(super) async fn claim_rated(
     Err(StoreError::Backend(
         "the rate buckets of a claim could not be created".into(),
     ))
+}
+
+/// The earliest next whole token of a bucket that cut its want short and
+/// was emptied: a want that took every token it was given and wanted more.
+fn refill_at(
+    request: &ClaimRequest,
+    limits: &[i64],
+    buckets: &HashMap<&str, (ClaimRate, Bucket)>,
+    claimed: &HashMap<&str, f64>,
+    now_ms: i64,
+) -> Result<Option<jiff::Timestamp>> {
+    let mut earliest: Option<i64> = None;
+    for (want, limit) in request.wants.iter().zip(limits) {
+        let Some((rate, bucket)) = buckets.get(want.subscription.as_str()) else {
+            continue;
+        };
+        let spent = claimed
+            .get(want.subscription.as_str())
+            .copied()
+            .unwrap_or_default();
+        let cut_short = *limit < i64::from(want.limit) && spent >= *limit as f64;
+        if !cut_short {
+            continue;
+        }
+        let missing = (1.0 - (bucket.tokens - spent)).max(0.0);
+        // Whole milliseconds, rounded up, so the token is there on time.
+        let wait_ms = (missing / rate.per_second * 1000.0).ceil() as i64;
+        let at = now_ms.saturating_add(wait_ms.max(1));
+        earliest = Some(earliest.map_or(at, |known| known.min(at)));
+    }
+    earliest.map(super::rows::timestamp).transpose()
 }
 
 /// Locks the buckets of `metered` (sorted by name) and reads them; buckets
