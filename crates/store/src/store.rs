@@ -157,6 +157,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<PublishOutcome>>;
 
     /// Moves due deliveries to `in_flight` under a lease and counts the attempt.
+    /// A backend several processes share enforces the wants' rates across
+    /// all of them ([`ClaimWant::rate`]); one process's backend may leave
+    /// them to the caller.
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch>;
     /// Records attempts and applies their decisions. A completion whose
     /// delivery is no longer in flight under that attempt keeps the attempt

@@ -105,6 +105,11 @@ pub(super) async fn claim_rated(
                 Some((*name, (*rate, bucket)))
             })
             .collect();
+        // A subscription wanted twice shares its tokens between the wants.
+        let mut left: HashMap<&str, i64> = buckets
+            .iter()
+            .map(|(name, (_, bucket))| (*name, bucket.whole()))
+            .collect();
         let limits: Vec<i64> = request
             .wants
             .iter()
@@ -113,9 +118,14 @@ pub(super) async fn claim_rated(
                 match want.rate {
                     None => limit,
                     Some(rate) if rate.per_second <= 0.0 => 0,
-                    Some(_) => buckets
-                        .get(want.subscription.as_str())
-                        .map_or(0, |(_, bucket)| limit.min(bucket.whole())),
+                    Some(_) => match left.get_mut(want.subscription.as_str()) {
+                        Some(tokens) => {
+                            let granted = limit.min(*tokens);
+                            *tokens -= granted;
+                            granted
+                        }
+                        None => 0,
+                    },
                 }
             })
             .collect();
