@@ -193,6 +193,8 @@ async fn only_rated_subscriptions_are_limited() {
     assert_eq!(count("free"), 30);
     assert_eq!(count("limited"), 5);
     assert_eq!(count("paused"), 0, "a rate of 0 claims nothing");
+    let alone = claim_many(&store, t0(), vec![want("paused", 30, Some(paused))]).await;
+    assert!(alone.is_empty(), "a rate of 0 claims nothing, alone too");
 
     // A claim without any rate leaves the buckets alone.
     let client = raw(&schema).await;

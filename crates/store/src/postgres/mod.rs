@@ -5,9 +5,11 @@
 //! and a node that dies leaves leases any other node rescues. A publish
 //! sends a `NOTIFY` in its own transaction; every node listens on a
 //! dedicated connection and wakes its dispatcher, with polling as the
-//! fallback. Work that must happen once (retention expiry, history purge)
-//! runs under a transaction-scoped advisory lock; a node that can't take it
-//! skips its turn.
+//! fallback. A subscription's rate limit is one token bucket row that
+//! every node's claims of it lock in turn (`rate.rs`). Work that must
+//! happen once (retention expiry, history purge) runs under a
+//! transaction-scoped advisory lock; a node that can't take it skips its
+//! turn.
 
 mod console;
 mod health;

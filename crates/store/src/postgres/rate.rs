@@ -81,6 +81,19 @@ pub(super) async fn claim_rated(
 ) -> Result<ClaimBatch> {
     let now_ms = super::rows::millis(request.now);
     let metered = metered(request);
+    if metered.is_empty() {
+        // No bucket to take from (rated wants that ask for nothing, or are
+        // paused): the claim stays the single statement it is without rates.
+        let limits: Vec<i64> = request
+            .wants
+            .iter()
+            .map(|want| match want.rate {
+                Some(rate) if rate.per_second <= 0.0 => 0,
+                _ => i64::from(want.limit),
+            })
+            .collect();
+        return super::claim_with(&*client, request, &limits).await;
+    }
     // A subscription's first rated claim creates its bucket, full; the
     // claim then starts over so that every row is locked in order.
     for attempt in 0..2 {
