@@ -99,6 +99,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
                     wants: vec![ClaimWant {
                         subscription: "bench-sub".into(),
                         limit: 1000,
+                        rate: None,
                     }],
                 })
                 .await?

@@ -393,3 +393,90 @@ async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay() {
     drop((publisher, pusher));
     drop(schema);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_for_two_nodes_together() {
+    let Some(base) = TestSchema::database_url("multinode rate") else {
+        return;
+    };
+    let schema = TestSchema::create(&base).await.expect("a test schema");
+    let database_url = format!("{}&pool_size=4", schema.url);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoint = Recorder::start(Duration::ZERO).await;
+
+    let a = start_node(&database_url, dir.path(), "a", &[]).await;
+    let api_a = Api::new(&a.url, TOKEN);
+    let (status, body) = api_a.post("/v1/topics", json!({"name": "orders"})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api_a
+        .post(
+            "/v1/subscriptions",
+            json!({
+                "name": "orders-hook",
+                "topic": "orders",
+                "endpoint": endpoint.url,
+                "timeout": "2s",
+                "max_concurrency": 50,
+                "rate": "20/s",
+                "bucket_size": 5,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Started after the subscription exists, so it knows it at once.
+    let b = start_node(&database_url, dir.path(), "b", &[]).await;
+    let api_b = Api::new(&b.url, TOKEN);
+
+    let ids: Vec<String> = (0..200).map(|i| format!("r-{i:04}")).collect();
+    let accepted = publish_spread(&[&api_a, &api_b], &ids, 50).await;
+    assert_eq!(accepted.len(), ids.len());
+
+    assert!(
+        endpoint.wait_for_unique(1, Duration::from_secs(10)).await,
+        "nothing was pushed; log of a:\n{}",
+        a.log()
+    );
+    let window = Duration::from_secs(3);
+    let first = endpoint
+        .seen
+        .lock()
+        .expect("the lock")
+        .first_seen
+        .values()
+        .min()
+        .copied()
+        .expect("a first push");
+    tokio::time::sleep(
+        (first + window + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let in_window = endpoint
+        .seen
+        .lock()
+        .expect("the lock")
+        .first_seen
+        .values()
+        .filter(|at| at.duration_since(first) <= window)
+        .count();
+    // One bucket for the cluster: the burst and 3 s at the rate, with a
+    // little slack for when claims and pushes land; two buckets would let
+    // 2 x 65 through.
+    let allowed = 5 + 20 * 3;
+    eprintln!(
+        "2 nodes, rate 20/s, bucket 5: {in_window} pushes in the first 3 s \
+         (at most {allowed} allowed by one bucket)"
+    );
+    assert!(
+        in_window > 0 && in_window <= allowed + 10,
+        "{in_window} pushes in the first 3 s; log of b:\n{}",
+        b.log()
+    );
+    // The cluster keeps to the rate but also uses it.
+    assert!(
+        in_window >= allowed / 2,
+        "only {in_window} pushes in the first 3 s"
+    );
+    assert_eq!(endpoint.requests(), endpoint.unique(), "no push twice");
+    drop((a, b));
+    drop(schema);
+}

@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             readiness_reports_a_fully_migrated_schema,
             claims_stop_at_the_total_and_idle_subscriptions_take_none,
             retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
+            a_rated_want_within_its_burst_is_served_whole,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -160,6 +161,7 @@ fn want(subscription: &str, limit: u32) -> ClaimWant {
     ClaimWant {
         subscription: subscription.into(),
         limit,
+        rate: None,
     }
 }
 

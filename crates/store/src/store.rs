@@ -48,6 +48,22 @@ pub struct ClaimRequest {
 pub struct ClaimWant {
     pub subscription: String,
     pub limit: u32,
+    /// The subscription's rate limit, when it has one. A backend shared by
+    /// several processes enforces it across all of them: in any window, the
+    /// claims of this subscription from every process together never exceed
+    /// `burst + per_second * elapsed`, with time counted from each claim's
+    /// `now`. A single-process backend may leave it to the caller, which
+    /// keeps a bucket of its own anyway (the dispatcher does).
+    pub rate: Option<ClaimRate>,
+}
+
+/// A token bucket shared by every claimer of one subscription: it holds up
+/// to `burst` claims and gains `per_second` claims a second. A new bucket
+/// starts full; a `per_second` of 0 (a paused rate) claims nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClaimRate {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 /// A delivery handed to the dispatcher, with everything a push needs.
@@ -65,6 +81,11 @@ pub struct ClaimBatch {
     /// The earliest `next_attempt_at` still scheduled among the wanted
     /// subscriptions after this claim (may be ≤ now when limits cut it short).
     pub next_due_at: Option<Timestamp>,
+    /// When a rate limit shared with other processes cut this claim short
+    /// (see [`ClaimWant::rate`]): the earliest time one of those buckets
+    /// holds a whole token again, for the caller to come back then rather
+    /// than at once. Backends that leave rates to the caller say `None`.
+    pub rate_refill_at: Option<Timestamp>,
 }
 
 /// The end of one attempt, to record.
@@ -136,6 +157,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<PublishOutcome>>;
 
     /// Moves due deliveries to `in_flight` under a lease and counts the attempt.
+    /// A backend several processes share enforces the wants' rates across
+    /// all of them ([`ClaimWant::rate`]); one process's backend may leave
+    /// them to the caller.
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch>;
     /// Records attempts and applies their decisions. A completion whose
     /// delivery is no longer in flight under that attempt keeps the attempt

@@ -58,6 +58,7 @@ async fn seed(store: &SqliteStore) {
                 wants: vec![ClaimWant {
                     subscription: "s1".into(),
                     limit: 5000,
+                    rate: None,
                 }],
             })
             .await

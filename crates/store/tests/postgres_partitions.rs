@@ -141,6 +141,7 @@ fn claim(now: Timestamp) -> ClaimRequest {
         wants: vec![ClaimWant {
             subscription: "s1".into(),
             limit: 10,
+            rate: None,
         }],
     }
 }

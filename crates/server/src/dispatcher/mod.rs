@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use redrive_core::rate::TokenBucket;
 use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
-use redrive_store::{ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
+use redrive_store::{ClaimRate, ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -55,6 +55,9 @@ const MAX_CLAIM_PER_SUBSCRIPTION: u32 = 256;
 const RESCUE_INTERVAL: Duration = Duration::from_secs(5);
 /// Subscriptions are re-read at least this often (other nodes may change them).
 const SUBSCRIPTION_REFRESH: Duration = Duration::from_secs(5);
+/// The shortest wait for a shared rate bucket to refill, so a very fast
+/// rate contended by several nodes can't turn the loop into a spin.
+const MIN_RATE_WAIT: Duration = Duration::from_millis(1);
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -182,6 +185,7 @@ impl Dispatcher {
                 .saturating_sub(round.total_in_flight);
             let wants = round.wants(free, Instant::now());
             let mut next_due_at = None;
+            let mut rate_refill_at = None;
             let mut claimed_any = false;
             // With no free slot anywhere there is nothing to ask the store:
             // a push that ends, a pause that ends or a token that refills
@@ -196,6 +200,7 @@ impl Dispatcher {
                 match self.store.claim_due(request).await {
                     Ok(batch) => {
                         next_due_at = batch.next_due_at;
+                        rate_refill_at = batch.rate_refill_at;
                         claimed_any = !batch.claimed.is_empty();
                         round.spend_tokens(&batch.claimed);
                         for claimed in batch.claimed {
@@ -218,6 +223,13 @@ impl Dispatcher {
             let mut wait = self.config.poll_interval;
             if let Some(refill) = round.next_refill() {
                 wait = wait.min(refill);
+            }
+            // Other nodes emptied the shared bucket while this node's own
+            // still holds tokens: come back for the shared bucket's next
+            // token, neither at once (a spin) nor only at the next poll.
+            if let Some(refill) = rate_refill_at {
+                let until = Duration::try_from(refill.duration_since(now)).unwrap_or_default();
+                wait = wait.min(until.max(MIN_RATE_WAIT));
             }
             if let Some(due) = next_due_at.filter(|due| *due > now) {
                 let until_due = Duration::try_from(due.duration_since(now)).unwrap_or_default();
@@ -633,9 +645,17 @@ impl Round {
                 .min(tokens)
                 .min(MAX_CLAIM_PER_SUBSCRIPTION)
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
+            // The store enforces the rate across every node sharing it;
+            // the local bucket above keeps this node from asking for more
+            // than the rate alone, and tells it when to wake up.
+            let rate = subscription.spec.rate.map(|rate| ClaimRate {
+                per_second: rate.per_second(),
+                burst: subscription.spec.effective_bucket_size(),
+            });
             wants.push(ClaimWant {
                 subscription: subscription.spec.name.clone(),
                 limit,
+                rate,
             });
         }
         self.rotation = self.rotation.wrapping_add(1);

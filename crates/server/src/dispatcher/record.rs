@@ -94,6 +94,7 @@ mod tests {
                 wants: vec![ClaimWant {
                     subscription: "s".into(),
                     limit: u32::try_from(count).unwrap(),
+                    rate: None,
                 }],
             })
             .await

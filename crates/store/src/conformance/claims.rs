@@ -1,7 +1,7 @@
 //! Conformance checks for how a claim shares its total among subscriptions.
 
 use super::{at, claim_at, event, setup, spec, t0, want};
-use crate::Store;
+use crate::{ClaimRate, Store};
 
 pub async fn claims_stop_at_the_total_and_idle_subscriptions_take_none(store: &dyn Store) {
     setup(store, &["busy"]).await;
@@ -37,4 +37,32 @@ pub async fn claims_stop_at_the_total_and_idle_subscriptions_take_none(store: &d
     let nothing = store.claim_due(request).await.unwrap();
     assert!(nothing.claimed.is_empty());
     assert_eq!(nothing.next_due_at, Some(at(0)));
+}
+
+/// What every backend does with a rated want, shared or not: a claim
+/// within the burst is served whole and says what is due next, as
+/// without a rate. (How far a shared backend holds the rate across
+/// processes is its own test's business.)
+pub async fn a_rated_want_within_its_burst_is_served_whole(store: &dyn Store) {
+    setup(store, &["rated"]).await;
+    let events = (0..6).map(|i| event(&format!("e{i}"), "t")).collect();
+    store.publish("orders", events, at(0)).await.unwrap();
+    let mut rated = want("rated", 3);
+    rated.rate = Some(ClaimRate {
+        per_second: 10.0,
+        burst: 5,
+    });
+    let batch = store
+        .claim_due(claim_at(at(1), vec![rated.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(batch.claimed.len(), 3);
+    assert!(
+        batch
+            .claimed
+            .iter()
+            .all(|c| c.delivery.subscription == "rated")
+    );
+    assert_eq!(batch.next_due_at, Some(at(0)));
+    assert_eq!(batch.rate_refill_at, None, "the rate did not cut it short");
 }

@@ -5,9 +5,11 @@
 //! and a node that dies leaves leases any other node rescues. A publish
 //! sends a `NOTIFY` in its own transaction; every node listens on a
 //! dedicated connection and wakes its dispatcher, with polling as the
-//! fallback. Work that must happen once (retention expiry, history purge)
-//! runs under a transaction-scoped advisory lock; a node that can't take it
-//! skips its turn.
+//! fallback. A subscription's rate limit is one token bucket row that
+//! every node's claims of it lock in turn (`rate.rs`). Work that must
+//! happen once (retention expiry, history purge) runs under a
+//! transaction-scoped advisory lock; a node that can't take it skips its
+//! turn.
 
 mod console;
 mod health;
@@ -16,6 +18,7 @@ mod listen;
 mod ops;
 mod partition_drop;
 mod partitions;
+mod rate;
 pub(crate) mod rows;
 mod schema;
 mod security;
@@ -507,8 +510,12 @@ impl Store for PostgresStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
-        let client = self.client().await?;
-        claim_in(&client, &request).await
+        let mut client = self.client().await?;
+        if request.wants.iter().any(|want| want.rate.is_some()) {
+            return rate::claim_rated(&mut client, &request).await;
+        }
+        let limits: Vec<i64> = request.wants.iter().map(|w| i64::from(w.limit)).collect();
+        claim_with(&client, &request, &limits).await
     }
 
     async fn complete_many(&self, completions: Vec<Completion>) -> Result<()> {
@@ -935,9 +942,12 @@ pub(crate) async fn publish_in(
         .collect())
 }
 
-async fn claim_in(
-    client: &deadpool_postgres::Object,
+/// Claims with `limits` in place of the wants' own (one per want, in
+/// order), in one statement.
+async fn claim_with(
+    client: &impl GenericClient,
     request: &ClaimRequest,
+    limits: &[i64],
 ) -> Result<ClaimBatch> {
     let now_ms = millis(request.now);
     let lease_until = request
@@ -949,7 +959,6 @@ async fn claim_in(
         .iter()
         .map(|w| w.subscription.as_str())
         .collect();
-    let limits: Vec<i64> = request.wants.iter().map(|w| i64::from(w.limit)).collect();
     let mut batch = ClaimBatch::default();
     // The earliest due delivery of the wanted subscriptions, besides those
     // this statement claims; `{claimed}` names what to leave out.

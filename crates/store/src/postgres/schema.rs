@@ -108,6 +108,7 @@ CREATE TABLE journal_floors (
     super::health::MIGRATION,
     super::console::CONSOLE_INDEXES,
     super::partitions::MIGRATION,
+    super::rate::MIGRATION,
 ];
 
 /// The advisory lock key of migrations, per schema so that databases

@@ -1,0 +1,315 @@
+//! Subscription rate limits shared by every node on the database.
+//!
+//! Each rate-limited subscription has one token bucket row. A claim that
+//! asks for such a subscription locks its bucket row for the claim's
+//! transaction, refills it to the claim's `now`, lowers the want to the
+//! whole tokens there, claims, and writes back what is left. Concurrent
+//! claims of one subscription from any node thus take turns on the row, and
+//! together never take more than the bucket holds. Rows are locked in name
+//! order, so two claims wanting the same subscriptions never deadlock.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+
+use super::pg_error;
+use super::rows::get;
+use crate::store::{ClaimBatch, ClaimRate, ClaimRequest};
+use crate::{Result, StoreError};
+
+pub(super) const MIGRATION: &str = r#"
+-- One token bucket per rate-limited subscription, shared by every node.
+CREATE TABLE rate_buckets (
+    subscription  text PRIMARY KEY REFERENCES subscriptions (name) ON DELETE CASCADE,
+    tokens        double precision NOT NULL,
+    -- Milliseconds, as the claims' `now`.
+    refilled_at   bigint NOT NULL
+);
+"#;
+
+/// A bucket as this claim found it, refilled to the claim's `now`.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: i64,
+}
+
+impl Bucket {
+    /// Refills to `now_ms`. A node whose clock lags another's never winds
+    /// the bucket back: time only counts once.
+    fn refilled(self, rate: ClaimRate, now_ms: i64) -> Bucket {
+        let capacity = f64::from(rate.burst.max(1));
+        let elapsed_ms = now_ms.saturating_sub(self.refilled_at).max(0);
+        let gained = rate.per_second.max(0.0) * elapsed_ms as f64 / 1000.0;
+        Bucket {
+            tokens: (self.tokens + gained).min(capacity),
+            refilled_at: self.refilled_at.max(now_ms),
+        }
+    }
+
+    /// Whole tokens there, as a claim limit.
+    fn whole(self) -> i64 {
+        // At most MAX_BUCKET_SIZE tokens: the cast can't overflow.
+        self.tokens.max(0.0).floor() as i64
+    }
+}
+
+/// The wants that need their bucket: rated, asking for something, and not
+/// paused (a paused rate claims nothing, so its bucket is left alone).
+fn metered(request: &ClaimRequest) -> Vec<(&str, ClaimRate)> {
+    let mut metered: Vec<(&str, ClaimRate)> = request
+        .wants
+        .iter()
+        .filter(|want| want.limit > 0)
+        .filter_map(|want| {
+            let rate = want.rate?;
+            (rate.per_second > 0.0).then_some((want.subscription.as_str(), rate))
+        })
+        .collect();
+    // The lock order: every claim locks bucket rows in this order.
+    metered.sort_by(|a, b| a.0.cmp(b.0));
+    metered.dedup_by(|a, b| a.0 == b.0);
+    metered
+}
+
+/// Claims with the wants' rates enforced across every node (some want has
+/// a rate). The bucket rows are locked for the whole transaction, so the
+/// tokens taken are exactly the deliveries claimed.
+pub(super) async fn claim_rated(
+    client: &mut deadpool_postgres::Object,
+    request: &ClaimRequest,
+) -> Result<ClaimBatch> {
+    let now_ms = super::rows::millis(request.now);
+    let metered = metered(request);
+    if metered.is_empty() {
+        // No bucket to take from (rated wants that ask for nothing, or are
+        // paused): the claim stays the single statement it is without rates.
+        let limits: Vec<i64> = request
+            .wants
+            .iter()
+            .map(|want| match want.rate {
+                Some(rate) if rate.per_second <= 0.0 => 0,
+                _ => i64::from(want.limit),
+            })
+            .collect();
+        return super::claim_with(&*client, request, &limits).await;
+    }
+    // A subscription's first rated claim creates its bucket, full; the
+    // claim then starts over so that every row is locked in order.
+    for attempt in 0..2 {
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let found = lock(&tx, &metered).await?;
+        let missing: Vec<(&str, ClaimRate)> = metered
+            .iter()
+            .filter(|(name, _)| !found.contains_key(*name))
+            .copied()
+            .collect();
+        if !missing.is_empty() && attempt == 0 {
+            tx.rollback().await.map_err(pg_error)?;
+            create(&*client, &missing, now_ms).await?;
+            continue;
+        }
+        // A bucket still missing belongs to a subscription deleted
+        // meanwhile: it gets nothing.
+        let buckets: HashMap<&str, (ClaimRate, Bucket)> = metered
+            .iter()
+            .filter_map(|(name, rate)| {
+                let bucket = found.get(*name)?.refilled(*rate, now_ms);
+                Some((*name, (*rate, bucket)))
+            })
+            .collect();
+        // A subscription wanted twice shares its tokens between the wants.
+        let mut left: HashMap<&str, i64> = buckets
+            .iter()
+            .map(|(name, (_, bucket))| (*name, bucket.whole()))
+            .collect();
+        let limits: Vec<i64> = request
+            .wants
+            .iter()
+            .map(|want| {
+                let limit = i64::from(want.limit);
+                match want.rate {
+                    None => limit,
+                    Some(rate) if rate.per_second <= 0.0 => 0,
+                    Some(_) => match left.get_mut(want.subscription.as_str()) {
+                        Some(tokens) => {
+                            let granted = limit.min(*tokens);
+                            *tokens -= granted;
+                            granted
+                        }
+                        None => 0,
+                    },
+                }
+            })
+            .collect();
+        let mut batch = super::claim_with(&tx, request, &limits).await?;
+        let mut claimed: HashMap<&str, f64> = HashMap::new();
+        for delivery in &batch.claimed {
+            *claimed
+                .entry(delivery.delivery.subscription.as_str())
+                .or_default() += 1.0;
+        }
+        batch.rate_refill_at = refill_at(request, &limits, &buckets, &claimed, now_ms)?;
+        let mut names = Vec::with_capacity(buckets.len());
+        let mut tokens = Vec::with_capacity(buckets.len());
+        let mut refilled_at = Vec::with_capacity(buckets.len());
+        for (name, (_, bucket)) in &buckets {
+            let spent = claimed.get(name).copied().unwrap_or_default();
+            names.push(*name);
+            tokens.push((bucket.tokens - spent).max(0.0));
+            refilled_at.push(bucket.refilled_at);
+        }
+        if !names.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE rate_buckets b SET tokens = n.tokens, refilled_at = n.refilled_at
+                     FROM unnest($1::text[], $2::float8[], $3::bigint[])
+                          AS n(subscription, tokens, refilled_at)
+                     WHERE b.subscription = n.subscription",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&stmt, &[&names, &tokens, &refilled_at])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        return Ok(batch);
+    }
+    Err(StoreError::Backend(
+        "the rate buckets of a claim could not be created".into(),
+    ))
+}
+
+/// The earliest next whole token of a bucket that cut its want short and
+/// was emptied: a want that took every token it was given and wanted more.
+fn refill_at(
+    request: &ClaimRequest,
+    limits: &[i64],
+    buckets: &HashMap<&str, (ClaimRate, Bucket)>,
+    claimed: &HashMap<&str, f64>,
+    now_ms: i64,
+) -> Result<Option<jiff::Timestamp>> {
+    let mut earliest: Option<i64> = None;
+    for (want, limit) in request.wants.iter().zip(limits) {
+        let Some((rate, bucket)) = buckets.get(want.subscription.as_str()) else {
+            continue;
+        };
+        let spent = claimed
+            .get(want.subscription.as_str())
+            .copied()
+            .unwrap_or_default();
+        let cut_short = *limit < i64::from(want.limit) && spent >= *limit as f64;
+        if !cut_short {
+            continue;
+        }
+        let missing = (1.0 - (bucket.tokens - spent)).max(0.0);
+        // Whole milliseconds, rounded up, so the token is there on time.
+        let wait_ms = (missing / rate.per_second * 1000.0).ceil() as i64;
+        let at = now_ms.saturating_add(wait_ms.max(1));
+        earliest = Some(earliest.map_or(at, |known| known.min(at)));
+    }
+    earliest.map(super::rows::timestamp).transpose()
+}
+
+/// Locks the buckets of `metered` (sorted by name) and reads them; buckets
+/// that don't exist yet are left out.
+async fn lock(
+    client: &impl GenericClient,
+    metered: &[(&str, ClaimRate)],
+) -> Result<HashMap<String, Bucket>> {
+    if metered.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let names: Vec<&str> = metered.iter().map(|(name, _)| *name).collect();
+    let stmt = client
+        .prepare_cached(
+            "SELECT subscription, tokens, refilled_at FROM rate_buckets
+             WHERE subscription = ANY($1::text[])
+             ORDER BY subscription FOR UPDATE",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = client.query(&stmt, &[&names]).await.map_err(pg_error)?;
+    let mut buckets = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        buckets.insert(
+            get::<String>(row, 0)?,
+            Bucket {
+                tokens: get(row, 1)?,
+                refilled_at: get(row, 2)?,
+            },
+        );
+    }
+    Ok(buckets)
+}
+
+/// Creates the buckets of `missing`, full, in their own statement: rows a
+/// claim transaction inserted would be locked out of the name order.
+/// Subscriptions that no longer exist get none.
+async fn create(
+    client: &impl GenericClient,
+    missing: &[(&str, ClaimRate)],
+    now_ms: i64,
+) -> Result<()> {
+    let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+    let bursts: Vec<f64> = missing
+        .iter()
+        .map(|(_, rate)| f64::from(rate.burst.max(1)))
+        .collect();
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO rate_buckets (subscription, tokens, refilled_at)
+             SELECT n.subscription, n.burst, $3
+             FROM unnest($1::text[], $2::float8[]) AS n(subscription, burst)
+             JOIN subscriptions s ON s.name = n.subscription
+             ORDER BY n.subscription
+             ON CONFLICT (subscription) DO NOTHING",
+        )
+        .await
+        .map_err(pg_error)?;
+    client
+        .execute(&stmt, &[&names, &bursts, &now_ms])
+        .await
+        .map_err(|err| {
+            StoreError::Backend(format!(
+                "cannot create the rate buckets of {}: {}",
+                names.join(", "),
+                pg_error(err)
+            ))
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: ClaimRate = ClaimRate {
+        per_second: 10.0,
+        burst: 5,
+    };
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_up_to_its_burst() {
+        let empty = Bucket {
+            tokens: 0.0,
+            refilled_at: 1_000,
+        };
+        let later = empty.refilled(RATE, 1_250);
+        assert_eq!(later.whole(), 2);
+        assert_eq!(later.refilled_at, 1_250);
+        assert_eq!(empty.refilled(RATE, 60_000).whole(), 5);
+    }
+
+    #[test]
+    fn a_lagging_clock_neither_refills_nor_rewinds() {
+        let bucket = Bucket {
+            tokens: 1.5,
+            refilled_at: 10_000,
+        };
+        let behind = bucket.refilled(RATE, 9_000);
+        assert_eq!(behind.tokens, 1.5);
+        assert_eq!(behind.refilled_at, 10_000);
+    }
+}
