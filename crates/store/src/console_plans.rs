@@ -55,3 +55,16 @@ pub(crate) fn every_search() -> Vec<(String, DeliverySearch)> {
         })
         .collect()
 }
+
+/// The index a search with only this filter must read `deliveries` through:
+/// the one made for it. Without it the search could still be a range of
+/// the subscription, walked until the filter fills a page.
+pub(crate) fn expected_index(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "search (no filter)" | "search by cursor" | "search by since" | "search by until"
+        | "search by type" => "deliveries_recent",
+        "search by state" | "search by reason" => "deliveries_recent_by_state",
+        "search by status" => "deliveries_recent_by_status",
+        _ => return None,
+    })
+}

@@ -12,14 +12,12 @@
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{
-    Params, borrowed, count_by_state_statement, outcome_buckets_statement, search_statement,
-};
+use super::{Params, count_by_state_statement, outcome_buckets_statement, search_statement};
 use crate::PostgresStore;
-use crate::console_plans::{WATCHED_TABLES, every_search, noon};
+use crate::console_plans::{WATCHED_TABLES, every_search, expected_index, noon};
 use crate::postgres::rows::millis;
 use crate::postgres::testing::TestSchema;
 
@@ -63,11 +61,63 @@ async fn watched_relations(client: &Client) -> HashMap<String, String> {
     relations
 }
 
-async fn explain(client: &Client, sql: &str, args: &Params) -> Result<Json, String> {
-    let row = client
-        .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), &borrowed(args))
+/// Each index of a partition, mapped to the index of the partitioned table
+/// it belongs to.
+async fn index_parents(client: &Client) -> HashMap<String, String> {
+    client
+        .query(
+            "SELECT c.relname::text, p.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+             WHERE p.relkind = 'I' AND p.relnamespace = current_schema()::regnamespace",
+            &[],
+        )
         .await
-        .map_err(|err| format!("cannot explain: {}", super::pg_error(err)))?;
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// A parameter as SQL text. `EXECUTE` takes no bound parameters, so the
+/// test's own values (numbers and plain words) are written out, from their
+/// `Debug` form: quoted for text, bare for numbers.
+fn literal(arg: &(dyn ToSql + Sync + Send)) -> Result<String, String> {
+    let shown = format!("{arg:?}");
+    match shown.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(text) if !text.contains(['\'', '\\', '"']) => Ok(format!("'{text}'")),
+        Some(_) => Err(format!("{shown} is no plain word")),
+        None if shown.parse::<i64>().is_ok() => Ok(shown),
+        None => Err(format!("{shown} is neither text nor a number")),
+    }
+}
+
+/// Explains `sql` the way the store runs it: as a prepared statement, so
+/// `plan_cache_mode` picks a custom or a generic plan (an `EXPLAIN` of the
+/// bare statement always plans it with the values at hand).
+async fn explain(client: &Client, sql: &str, args: &Params) -> Result<Json, String> {
+    client
+        .batch_execute(&format!("PREPARE console_query AS {sql}"))
+        .await
+        .map_err(|err| format!("cannot prepare: {}", super::pg_error(err)))?;
+    let values = args
+        .iter()
+        .map(|arg| literal(arg.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let explained = client
+        .query_one(
+            &format!(
+                "EXPLAIN (FORMAT JSON) EXECUTE console_query({})",
+                values.join(", ")
+            ),
+            &[],
+        )
+        .await;
+    client
+        .batch_execute("DEALLOCATE console_query")
+        .await
+        .map_err(|err| format!("cannot deallocate: {}", super::pg_error(err)))?;
+    let row = explained.map_err(|err| format!("cannot explain: {}", super::pg_error(err)))?;
     let JsonText(text) = row.get(0);
     let plans: Json = serde_json::from_str(&text).map_err(|err| err.to_string())?;
     Ok(plans[0]["Plan"].clone())
@@ -78,14 +128,24 @@ async fn explain(client: &Client, sql: &str, args: &Params) -> Result<Json, Stri
 struct Findings {
     problems: Vec<String>,
     delivery_scans: Vec<String>,
+    /// The indexes those scans read, named as on the partitioned table.
+    delivery_indexes: Vec<String>,
 }
 
-fn inspect(node: &Json, relations: &HashMap<String, String>, paged: bool, found: &mut Findings) {
+fn inspect(node: &Json, catalog: &Catalog, paged: bool, found: &mut Findings) {
+    let relations = &catalog.relations;
     let kind = node["Node Type"].as_str().unwrap_or_default();
     let relation = node["Relation Name"].as_str().unwrap_or_default();
     if let Some(table) = relations.get(relation) {
         if table == "deliveries" {
             found.delivery_scans.push(relation.to_owned());
+            if let Some(index) = node["Index Name"].as_str() {
+                let parent = catalog
+                    .index_parents
+                    .get(index)
+                    .map_or(index, String::as_str);
+                found.delivery_indexes.push(parent.to_owned());
+            }
         }
         match kind {
             "Seq Scan" => found
@@ -123,7 +183,7 @@ fn inspect(node: &Json, relations: &HashMap<String, String>, paged: bool, found:
             .push("the page is sorted, not read in index order".to_owned());
     }
     for child in node["Plans"].as_array().into_iter().flatten() {
-        inspect(child, relations, paged, found);
+        inspect(child, catalog, paged, found);
     }
 }
 
@@ -136,15 +196,24 @@ fn outline(node: &Json, into: &mut Vec<String>) {
     if let Some(relation) = node["Relation Name"].as_str() {
         step.push_str(&format!(" on {relation}"));
     }
+    if let Some(cond) = node["Index Cond"].as_str() {
+        step.push_str(&format!(" [{cond}]"));
+    }
     into.push(step);
     for child in node["Plans"].as_array().into_iter().flatten() {
         outline(child, into);
     }
 }
 
+/// Names the plans use, resolved to the tables and indexes of the schema.
+struct Catalog {
+    relations: HashMap<String, String>,
+    index_parents: HashMap<String, String>,
+}
+
 struct Checker {
     client: Client,
-    relations: HashMap<String, String>,
+    catalog: Catalog,
     failures: Vec<String>,
 }
 
@@ -168,7 +237,16 @@ impl Checker {
             }
         };
         let mut found = Findings::default();
-        inspect(&plan, &self.relations, paged, &mut found);
+        inspect(&plan, &self.catalog, paged, &mut found);
+        if let Some(index) = expected_index(name)
+            && (found.delivery_indexes.is_empty()
+                || found.delivery_indexes.iter().any(|used| used != index))
+        {
+            found.problems.push(format!(
+                "reads deliveries through {:?}, not only {index}",
+                found.delivery_indexes
+            ));
+        }
         let mut steps = Vec::new();
         outline(&plan, &mut steps);
         println!("{name} ({mode}): {}", steps.join(" | "));
@@ -211,9 +289,13 @@ async fn every_console_query_is_an_index_range() {
         partitions.len() > 1,
         "deliveries has day partitions: {partitions:?}"
     );
+    let index_parents = index_parents(&client).await;
     let mut checker = Checker {
         client,
-        relations,
+        catalog: Catalog {
+            relations,
+            index_parents,
+        },
         failures: Vec::new(),
     };
     for mode in ["force_custom_plan", "force_generic_plan"] {
@@ -230,11 +312,10 @@ async fn every_console_query_is_an_index_range() {
             if name == "search (no filter)" {
                 // Ids carry no creation time the planner can prune by: a page
                 // reads every partition, each through its own index.
-                for partition in &partitions {
-                    assert!(
-                        read.contains(partition),
+                for partition in partitions.iter().filter(|p| !read.contains(p)) {
+                    checker.failures.push(format!(
                         "{name} ({mode}) does not read {partition}: it read {read:?}"
-                    );
+                    ));
                 }
             }
         }

@@ -10,7 +10,7 @@ use rusqlite::types::Value;
 
 use super::{count_by_state_statement, outcome_buckets_statement, search_statement};
 use crate::SqliteStore;
-use crate::console_plans::{WATCHED_TABLES, every_search, noon};
+use crate::console_plans::{WATCHED_TABLES, every_search, expected_index, noon};
 use crate::sqlite::DATABASE_FILE;
 use crate::sqlite::rows::millis;
 
@@ -26,6 +26,8 @@ fn scanned_table(detail: &str) -> Option<&str> {
     })
 }
 
+const CANNOT_EXPLAIN: &str = "cannot explain";
+
 /// The plan's steps; an error (a dropped index named by `INDEXED BY`) is
 /// reported as the query's only step, which no check accepts.
 fn plan(conn: &Connection, sql: &str, args: &[Value]) -> Vec<String> {
@@ -38,7 +40,7 @@ fn plan(conn: &Connection, sql: &str, args: &[Value]) -> Vec<String> {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         });
-    explained.unwrap_or_else(|err| vec![format!("SCAN deliveries (cannot explain: {err})")])
+    explained.unwrap_or_else(|err| vec![format!("{CANNOT_EXPLAIN}: {err}")])
 }
 
 /// What is wrong with a plan, if anything: a full scan of a history table
@@ -47,6 +49,9 @@ fn plan(conn: &Connection, sql: &str, args: &[Value]) -> Vec<String> {
 fn problems(steps: &[String], paged: bool) -> Vec<String> {
     let mut found = Vec::new();
     for step in steps {
+        if step.starts_with(CANNOT_EXPLAIN) {
+            found.push(step.clone());
+        }
         if let Some(table) = scanned_table(step)
             && WATCHED_TABLES.contains(&table)
         {
@@ -73,18 +78,6 @@ fn check(conn: &Connection, name: &str, sql: &str, args: &[Value], paged: bool) 
         found.join("\n  "),
         steps.join("\n    ")
     )]
-}
-
-/// The index a query with only this filter must use: the one made for it.
-fn expected_index(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "search (no filter)" | "search by cursor" | "search by since" | "search by type" => {
-            "deliveries_recent"
-        }
-        "search by state" | "search by reason" => "deliveries_recent_by_state",
-        "search by status" => "deliveries_recent_by_status",
-        _ => return None,
-    })
 }
 
 #[test]
