@@ -2,8 +2,10 @@
 //! statement the console runs (every filter combination of a search, the
 //! counts by state, the outcome buckets), on a connection where sequential
 //! scans and sorts cost more than anything else, shows no sequential scan
-//! of a history table or of one of its day partitions, no index walked
-//! without a condition, and no page sorted instead of read in index order.
+//! of a history table or of one of its day partitions, no index of
+//! `deliveries` read beyond one subscription, no page sorted instead of read
+//! in index order, and each single-filter search reading through the index
+//! made for its filter.
 //! The planner still picks a disabled path when nothing else can serve the
 //! query, so any such node means a missing index. Each statement is
 //! explained with custom and with generic plans, as prepared statements
