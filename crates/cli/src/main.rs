@@ -1,6 +1,7 @@
 //! The `redrive` command: the server, a client for its API, and offline tools.
 
 mod bench;
+mod bench_console;
 mod bench_purge;
 mod client;
 mod commands;
@@ -65,6 +66,9 @@ enum Command {
     /// Measure that the database stops growing under steady traffic once
     /// the history retention passes (drives the embedded store directly).
     BenchPurge(bench_purge::BenchPurgeArgs),
+    /// Measure the console's reads (pages, filters, counts, buckets) on a
+    /// subscription with 100,000 deliveries (drives the store directly).
+    BenchConsole(bench_console::BenchConsoleArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
     /// Manage API tokens on a running server (admin).
@@ -192,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPurge(args) => bench_purge::run(args).await,
+        Command::BenchConsole(args) => bench_console::run(args).await,
         Command::Sink(args) => sink::run(args).await,
         Command::Backup(args) => ops::backup(&cli.server, cli.token.as_deref(), args).await,
         Command::Completions(args) => {

@@ -5,6 +5,8 @@
 //! survives a crash of the process.
 
 mod console;
+#[cfg(test)]
+mod console_plans;
 mod error;
 mod health;
 mod lifecycle;

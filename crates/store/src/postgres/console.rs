@@ -38,15 +38,18 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
         })
 }
 
-pub(super) async fn search(
-    client: &impl GenericClient,
-    query: &DeliverySearch,
-) -> Result<DeliverySearchPage> {
+/// Parameters of a console statement, owned so they outlive its building.
+pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// The statement a search runs and its parameters, or `None` when no
+/// delivery can match. Kept apart from running it so the plan tests explain
+/// the very statement the console runs.
+pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String, Params)>> {
     if let (Some(asked), Some(_)) = (query.state, query.reason)
         && asked != DeliveryState::Failed
     {
         // Only failed deliveries carry a reason: nothing can match.
-        return Ok(DeliverySearchPage::default());
+        return Ok(None);
     }
     let state = match (query.state, query.reason) {
         (_, Some(_)) => Some(DeliveryState::Failed),
@@ -56,7 +59,7 @@ pub(super) async fn search(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
          WHERE d.subscription = $1"
     );
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(query.subscription.clone())];
+    let mut args: Params = vec![Box::new(query.subscription.clone())];
     let mut push = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", args.len())));
@@ -94,16 +97,34 @@ pub(super) async fn search(
         let n = args.len();
         sql.push_str(&format!(" AND (d.created_at, d.id) < (${}, ${n})", n - 1));
     }
-    let limit = query.limit.max(1);
-    args.push(Box::new(big(limit + 1)));
+    args.push(Box::new(big(page_limit(query) + 1)));
     sql.push_str(&format!(
         " ORDER BY d.created_at DESC, d.id DESC LIMIT ${}",
         args.len()
     ));
-    let params: Vec<&(dyn ToSql + Sync)> = args
-        .iter()
+    Ok(Some((sql, args)))
+}
+
+fn page_limit(query: &DeliverySearch) -> u32 {
+    query.limit.max(1)
+}
+
+/// Borrows owned parameters the way the client takes them.
+pub(crate) fn borrowed(args: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter()
         .map(|arg| arg.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+        .collect()
+}
+
+pub(super) async fn search(
+    client: &impl GenericClient,
+    query: &DeliverySearch,
+) -> Result<DeliverySearchPage> {
+    let Some((sql, args)) = search_statement(query)? else {
+        return Ok(DeliverySearchPage::default());
+    };
+    let limit = page_limit(query);
+    let params = borrowed(&args);
     let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
     let found = client.query(&stmt, &params).await.map_err(pg_error)?;
     let mut deliveries = found
@@ -122,20 +143,28 @@ pub(super) async fn search(
     })
 }
 
+/// The statement counting a subscription's deliveries by state, and its
+/// parameters.
+pub(crate) fn count_by_state_statement(
+    subscription: &str,
+    since: jiff::Timestamp,
+) -> (&'static str, Params) {
+    (
+        "SELECT state, COUNT(*) FROM deliveries
+         WHERE subscription = $1 AND created_at >= $2 GROUP BY state",
+        vec![Box::new(subscription.to_owned()), Box::new(millis(since))],
+    )
+}
+
 pub(super) async fn count_by_state(
     client: &impl GenericClient,
     subscription: &str,
     since: jiff::Timestamp,
 ) -> Result<StateCounts> {
-    let stmt = client
-        .prepare_cached(
-            "SELECT state, COUNT(*) FROM deliveries
-             WHERE subscription = $1 AND created_at >= $2 GROUP BY state",
-        )
-        .await
-        .map_err(pg_error)?;
+    let (sql, args) = count_by_state_statement(subscription, since);
+    let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
     let found = client
-        .query(&stmt, &[&subscription, &millis(since)])
+        .query(&stmt, &borrowed(&args))
         .await
         .map_err(pg_error)?;
     let mut counts = StateCounts::default();
@@ -145,6 +174,28 @@ pub(super) async fn count_by_state(
         counts.add(parse_enum(&state)?, u64::try_from(count).unwrap_or(0));
     }
     Ok(counts)
+}
+
+/// The statement counting ended deliveries per bucket of `width` over
+/// `[from, until)` (milliseconds), and its parameters.
+pub(crate) fn outcome_buckets_statement(
+    subscription: &str,
+    from: i64,
+    until: i64,
+    width: i64,
+) -> (&'static str, Params) {
+    (
+        "SELECT (updated_at - $2) / $4, state, COUNT(*) FROM deliveries
+         WHERE subscription = $1 AND state IN ('delivered', 'failed')
+           AND updated_at >= $2 AND updated_at < $3
+         GROUP BY 1, 2",
+        vec![
+            Box::new(subscription.to_owned()),
+            Box::new(from),
+            Box::new(until),
+            Box::new(width),
+        ],
+    )
 }
 
 pub(super) async fn outcome_buckets(
@@ -174,17 +225,10 @@ pub(super) async fn outcome_buckets(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT (updated_at - $2) / $4, state, COUNT(*) FROM deliveries
-             WHERE subscription = $1 AND state IN ('delivered', 'failed')
-               AND updated_at >= $2 AND updated_at < $3
-             GROUP BY 1, 2",
-        )
-        .await
-        .map_err(pg_error)?;
+    let (sql, args) = outcome_buckets_statement(&query.subscription, from, until, width);
+    let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
     let found = client
-        .query(&stmt, &[&query.subscription, &from, &until, &width])
+        .query(&stmt, &borrowed(&args))
         .await
         .map_err(pg_error)?;
     for row in &found {
@@ -200,3 +244,6 @@ pub(super) async fn outcome_buckets(
     }
     Ok(buckets)
 }
+
+#[cfg(test)]
+mod plans;

@@ -41,7 +41,10 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
         })
 }
 
-pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<DeliverySearchPage> {
+/// The statement a search runs and its parameters, or `None` when no
+/// delivery can match. Kept apart from running it so the plan tests explain
+/// the very statement the console runs.
+pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String, Vec<Value>)>> {
     let mut sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
          WHERE d.subscription = ?1"
@@ -59,7 +62,7 @@ pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<Del
         && asked != DeliveryState::Failed
     {
         // Only failed deliveries carry a reason: nothing can match.
-        return Ok(DeliverySearchPage::default());
+        return Ok(None);
     }
     if let Some(state) = state {
         push(
@@ -94,12 +97,23 @@ pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<Del
         let n = args.len();
         sql.push_str(&format!(" AND (d.created_at, d.id) < (?{}, ?{n})", n - 1));
     }
-    let limit = query.limit.max(1);
-    args.push(i64::from(limit + 1).into());
+    args.push(i64::from(page_limit(query) + 1).into());
     sql.push_str(&format!(
         " ORDER BY d.created_at DESC, d.id DESC LIMIT ?{}",
         args.len()
     ));
+    Ok(Some((sql, args)))
+}
+
+fn page_limit(query: &DeliverySearch) -> u32 {
+    query.limit.max(1)
+}
+
+pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<DeliverySearchPage> {
+    let Some((sql, args)) = search_statement(query)? else {
+        return Ok(DeliverySearchPage::default());
+    };
+    let limit = page_limit(query);
     let mut deliveries = conn
         .prepare_cached(&sql)?
         .query_map(rusqlite::params_from_iter(args), rows::delivery)?
@@ -116,17 +130,28 @@ pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<Del
     })
 }
 
+/// The statement counting a subscription's deliveries by state, and its
+/// parameters.
+pub(crate) fn count_by_state_statement(
+    subscription: &str,
+    since: Timestamp,
+) -> (&'static str, Vec<Value>) {
+    (
+        "SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_recent
+         WHERE subscription = ?1 AND created_at >= ?2 GROUP BY state",
+        vec![subscription.to_owned().into(), millis(since).into()],
+    )
+}
+
 pub(super) fn count_by_state_in(
     conn: &Connection,
     subscription: &str,
     since: Timestamp,
 ) -> Result<StateCounts> {
     let mut counts = StateCounts::default();
-    let mut statement = conn.prepare_cached(
-        "SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_recent
-         WHERE subscription = ?1 AND created_at >= ?2 GROUP BY state",
-    )?;
-    let rows = statement.query_map(rusqlite::params![subscription, millis(since)], |row| {
+    let (sql, args) = count_by_state_statement(subscription, since);
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(args), |row| {
         let state: String = row.get(0)?;
         let count: i64 = row.get(1)?;
         Ok((parse_enum::<DeliveryState>(&state)?, count))
@@ -136,6 +161,28 @@ pub(super) fn count_by_state_in(
         counts.add(state, u64::try_from(count).unwrap_or(0));
     }
     Ok(counts)
+}
+
+/// The statement counting ended deliveries per bucket of `width` over
+/// `[from, until)` (milliseconds), and its parameters.
+pub(crate) fn outcome_buckets_statement(
+    subscription: &str,
+    from: i64,
+    until: i64,
+    width: i64,
+) -> (&'static str, Vec<Value>) {
+    (
+        "SELECT (updated_at - ?2) / ?4, state, COUNT(*) FROM deliveries INDEXED BY deliveries_ended
+         WHERE subscription = ?1 AND state IN ('delivered', 'failed')
+           AND updated_at >= ?2 AND updated_at < ?3
+         GROUP BY 1, 2",
+        vec![
+            subscription.to_owned().into(),
+            from.into(),
+            until.into(),
+            width.into(),
+        ],
+    )
 }
 
 pub(super) fn outcome_buckets_in(
@@ -166,21 +213,14 @@ pub(super) fn outcome_buckets_in(
             })
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut statement = conn.prepare_cached(
-        "SELECT (updated_at - ?2) / ?4, state, COUNT(*) FROM deliveries INDEXED BY deliveries_ended
-         WHERE subscription = ?1 AND state IN ('delivered', 'failed')
-           AND updated_at >= ?2 AND updated_at < ?3
-         GROUP BY 1, 2",
-    )?;
-    let rows = statement.query_map(
-        rusqlite::params![query.subscription, from, until, width],
-        |row| {
-            let index: i64 = row.get(0)?;
-            let state: String = row.get(1)?;
-            let count: i64 = row.get(2)?;
-            Ok((index, state, count))
-        },
-    )?;
+    let (sql, args) = outcome_buckets_statement(&query.subscription, from, until, width);
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(args), |row| {
+        let index: i64 = row.get(0)?;
+        let state: String = row.get(1)?;
+        let count: i64 = row.get(2)?;
+        Ok((index, state, count))
+    })?;
     for row in rows {
         let (index, state, count) = row?;
         let count = u64::try_from(count).unwrap_or(0);
@@ -193,3 +233,6 @@ pub(super) fn outcome_buckets_in(
     }
     Ok(buckets)
 }
+
+#[cfg(test)]
+mod plans;

@@ -36,7 +36,7 @@ use rows::{
 };
 use writer::Writer;
 
-const DATABASE_FILE: &str = "redrive.db";
+pub(crate) const DATABASE_FILE: &str = "redrive.db";
 const LOCK_FILE: &str = "redrive.lock";
 
 pub struct SqliteStore {
