@@ -109,6 +109,7 @@ CREATE TABLE journal_floors (
     super::console::CONSOLE_INDEXES,
     super::partitions::MIGRATION,
     super::rate::MIGRATION,
+    super::console::EVENT_TYPE_INDEX,
 ];
 
 /// The advisory lock key of migrations, per schema so that databases
