@@ -27,8 +27,11 @@ CREATE INDEX deliveries_ended
 
 /// The console's event-type filter starts from the few events of a rare
 /// type instead of walking the subscription's whole history; without it a
-/// rare type reads every event stored.
-pub(super) const EVENT_TYPE_INDEX: &str = "CREATE INDEX events_by_type ON events (type);";
+/// rare type reads every event stored. `IF NOT EXISTS`: on a large
+/// `events` table an operator may build it `CONCURRENTLY` before upgrading,
+/// instead of holding publishes for the build.
+pub(super) const EVENT_TYPE_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS events_by_type ON events (type);";
 
 fn cursor_text(created_at: jiff::Timestamp, id: &str) -> String {
     format!("{}~{id}", millis(created_at))
