@@ -89,3 +89,124 @@ pub struct OutcomeBucket {
 
 /// The most buckets one query may ask for.
 pub const MAX_OUTCOME_BUCKETS: u64 = 1000;
+
+// What both backends' console reads share around their different SQL.
+
+impl DeliverySearch {
+    /// Rows per page: at least one.
+    pub(crate) fn page_limit(&self) -> u32 {
+        self.limit.max(1)
+    }
+
+    /// The state to filter on (a reason implies `failed`), or `Err(())`
+    /// when the filters contradict each other and nothing can match.
+    pub(crate) fn state_filter(&self) -> Result<Option<DeliveryState>, ()> {
+        match (self.state, self.reason) {
+            // Only failed deliveries carry a reason.
+            (Some(asked), Some(_)) if asked != DeliveryState::Failed => Err(()),
+            (_, Some(_)) => Ok(Some(DeliveryState::Failed)),
+            (state, None) => Ok(state),
+        }
+    }
+
+    /// The `(created_at ms, id)` the page continues after, if any.
+    pub(crate) fn after(&self) -> crate::Result<Option<(i64, String)>> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        cursor
+            .split_once('~')
+            .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
+            .map(Some)
+            .ok_or_else(|| {
+                crate::StoreError::Invalid(format!("cursor {cursor:?} is not one this server gave"))
+            })
+    }
+}
+
+impl DeliverySearchPage {
+    /// A page from the rows a search read: it asks for one row more than
+    /// `limit`, and that row's presence says another page follows.
+    pub(crate) fn from_rows(mut deliveries: Vec<Delivery>, limit: u32) -> DeliverySearchPage {
+        let next_cursor = if deliveries.len() > limit as usize {
+            deliveries.truncate(limit as usize);
+            deliveries
+                .last()
+                .map(|d| format!("{}~{}", d.created_at.as_millisecond(), d.id))
+        } else {
+            None
+        };
+        DeliverySearchPage {
+            deliveries,
+            next_cursor,
+        }
+    }
+}
+
+/// The buckets an [`OutcomeBucketsQuery`] answers, filled from rows of
+/// `(bucket index, state, count)`.
+pub(crate) struct BucketGrid {
+    /// Milliseconds since the epoch.
+    pub from: i64,
+    pub until: i64,
+    pub width: i64,
+    buckets: Vec<OutcomeBucket>,
+}
+
+impl BucketGrid {
+    /// Every bucket of the query's range, empty; refuses a range that is
+    /// empty, backwards or cut into too many buckets.
+    pub(crate) fn new(query: &OutcomeBucketsQuery) -> crate::Result<BucketGrid> {
+        let width = i64::try_from(query.width.as_millis()).unwrap_or(i64::MAX);
+        let from = query.from.as_millisecond();
+        let until = query.until.as_millisecond();
+        if width <= 0 || until <= from {
+            return Err(crate::StoreError::Invalid(
+                "buckets need a positive width and a range that ends after it starts".into(),
+            ));
+        }
+        // Both differences are positive here.
+        let count = until.abs_diff(from).div_ceil(width.unsigned_abs());
+        if count > MAX_OUTCOME_BUCKETS {
+            return Err(crate::StoreError::Invalid(format!(
+                "{count} buckets asked for; at most {MAX_OUTCOME_BUCKETS}"
+            )));
+        }
+        let buckets = (0..count as i64)
+            .map(|i| {
+                let start = Timestamp::from_millisecond(from + i * width).map_err(|err| {
+                    crate::StoreError::Invalid(format!("bucket start out of range: {err}"))
+                })?;
+                Ok(OutcomeBucket {
+                    start,
+                    delivered: 0,
+                    failed: 0,
+                })
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(BucketGrid {
+            from,
+            until,
+            width,
+            buckets,
+        })
+    }
+
+    /// Counts `count` deliveries that ended in `state` into bucket `index`.
+    pub(crate) fn add(&mut self, index: i64, state: &str, count: i64) {
+        let count = u64::try_from(count).unwrap_or(0);
+        if let Some(bucket) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.buckets.get_mut(i))
+        {
+            match state {
+                "delivered" => bucket.delivered += count,
+                _ => bucket.failed += count,
+            }
+        }
+    }
+
+    pub(crate) fn into_buckets(self) -> Vec<OutcomeBucket> {
+        self.buckets
+    }
+}

@@ -2,13 +2,12 @@
 //! migration below (the same shapes as on SQLite).
 
 use deadpool_postgres::GenericClient;
-use redrive_core::DeliveryState;
 use tokio_postgres::types::ToSql;
 
 use super::pg_error;
-use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum, timestamp};
+use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum};
+use crate::Result;
 use crate::console::*;
-use crate::{Result, StoreError};
 
 /// Lists order by `(created_at, id)` descending within a subscription;
 /// each filter has an index with that suffix, so a page is a range scan.
@@ -33,19 +32,6 @@ CREATE INDEX deliveries_ended
 pub(super) const EVENT_TYPE_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS events_by_type ON events (type);";
 
-fn cursor_text(created_at: jiff::Timestamp, id: &str) -> String {
-    format!("{}~{id}", millis(created_at))
-}
-
-fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
-    cursor
-        .split_once('~')
-        .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
-        .ok_or_else(|| {
-            StoreError::Invalid(format!("cursor {cursor:?} is not one this server gave"))
-        })
-}
-
 /// Parameters of a console statement, owned so they outlive its building.
 pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
@@ -53,15 +39,8 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 /// delivery can match. Kept apart from running it so the plan tests explain
 /// the very statement the console runs.
 pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String, Params)>> {
-    if let (Some(asked), Some(_)) = (query.state, query.reason)
-        && asked != DeliveryState::Failed
-    {
-        // Only failed deliveries carry a reason: nothing can match.
+    let Ok(state) = query.state_filter() else {
         return Ok(None);
-    }
-    let state = match (query.state, query.reason) {
-        (_, Some(_)) => Some(DeliveryState::Failed),
-        (state, None) => state,
     };
     let mut sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
@@ -98,23 +77,18 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
     if let Some(until) = query.until {
         push(&mut sql, " AND d.created_at < ?", Box::new(millis(until)));
     }
-    if let Some(cursor) = &query.cursor {
-        let (ms, id) = parse_cursor(cursor)?;
+    if let Some((ms, id)) = query.after()? {
         args.push(Box::new(ms));
         args.push(Box::new(id));
         let n = args.len();
         sql.push_str(&format!(" AND (d.created_at, d.id) < (${}, ${n})", n - 1));
     }
-    args.push(Box::new(big(page_limit(query) + 1)));
+    args.push(Box::new(big(query.page_limit() + 1)));
     sql.push_str(&format!(
         " ORDER BY d.created_at DESC, d.id DESC LIMIT ${}",
         args.len()
     ));
     Ok(Some((sql, args)))
-}
-
-fn page_limit(query: &DeliverySearch) -> u32 {
-    query.limit.max(1)
 }
 
 /// Borrows owned parameters the way the client takes them.
@@ -131,24 +105,17 @@ pub(super) async fn search(
     let Some((sql, args)) = search_statement(query)? else {
         return Ok(DeliverySearchPage::default());
     };
-    let limit = page_limit(query);
     let params = borrowed(&args);
     let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
     let found = client.query(&stmt, &params).await.map_err(pg_error)?;
-    let mut deliveries = found
+    let deliveries = found
         .iter()
         .map(rows::delivery)
         .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if deliveries.len() > limit as usize {
-        deliveries.truncate(limit as usize);
-        deliveries.last().map(|d| cursor_text(d.created_at, &d.id))
-    } else {
-        None
-    };
-    Ok(DeliverySearchPage {
+    Ok(DeliverySearchPage::from_rows(
         deliveries,
-        next_cursor,
-    })
+        query.page_limit(),
+    ))
 }
 
 /// The statement counting a subscription's deliveries by state, and its
@@ -210,30 +177,9 @@ pub(super) async fn outcome_buckets(
     client: &impl GenericClient,
     query: &OutcomeBucketsQuery,
 ) -> Result<Vec<OutcomeBucket>> {
-    let width = i64::try_from(query.width.as_millis()).unwrap_or(i64::MAX);
-    let from = millis(query.from);
-    let until = millis(query.until);
-    if width <= 0 || until <= from {
-        return Err(StoreError::Invalid(
-            "buckets need a positive width and a range that ends after it starts".into(),
-        ));
-    }
-    let count = until.abs_diff(from).div_ceil(width.unsigned_abs());
-    if count > MAX_OUTCOME_BUCKETS {
-        return Err(StoreError::Invalid(format!(
-            "{count} buckets asked for; at most {MAX_OUTCOME_BUCKETS}"
-        )));
-    }
-    let mut buckets = (0..count as i64)
-        .map(|i| {
-            Ok(OutcomeBucket {
-                start: timestamp(from + i * width)?,
-                delivered: 0,
-                failed: 0,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let (sql, args) = outcome_buckets_statement(&query.subscription, from, until, width);
+    let mut grid = BucketGrid::new(query)?;
+    let (sql, args) =
+        outcome_buckets_statement(&query.subscription, grid.from, grid.until, grid.width);
     let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
     let found = client
         .query(&stmt, &borrowed(&args))
@@ -242,15 +188,9 @@ pub(super) async fn outcome_buckets(
     for row in &found {
         let index: i64 = get(row, 0)?;
         let state: String = get(row, 1)?;
-        let count = u64::try_from(get::<i64>(row, 2)?).unwrap_or(0);
-        if let Some(bucket) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) {
-            match state.as_str() {
-                "delivered" => bucket.delivered += count,
-                _ => bucket.failed += count,
-            }
-        }
+        grid.add(index, &state, get(row, 2)?);
     }
-    Ok(buckets)
+    Ok(grid.into_buckets())
 }
 
 #[cfg(test)]

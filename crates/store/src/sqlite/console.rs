@@ -6,9 +6,9 @@ use redrive_core::DeliveryState;
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
-use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum, timestamp};
+use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
+use crate::Result;
 use crate::console::*;
-use crate::{Result, StoreError};
 
 /// Every list orders by `(created_at, id)` descending within a
 /// subscription; each filter has an index with that suffix, so a page is a
@@ -28,19 +28,6 @@ CREATE INDEX deliveries_ended
     WHERE state IN ('delivered', 'failed');
 "#;
 
-fn cursor_text(created_at: Timestamp, id: &str) -> String {
-    format!("{}~{id}", millis(created_at))
-}
-
-fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
-    cursor
-        .split_once('~')
-        .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
-        .ok_or_else(|| {
-            StoreError::Invalid(format!("cursor {cursor:?} is not one this server gave"))
-        })
-}
-
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
 /// the very statement the console runs.
@@ -54,16 +41,9 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
     };
-    let state = match (query.state, query.reason) {
-        (_, Some(_)) => Some(DeliveryState::Failed),
-        (state, None) => state,
-    };
-    if let (Some(asked), Some(_)) = (query.state, query.reason)
-        && asked != DeliveryState::Failed
-    {
-        // Only failed deliveries carry a reason: nothing can match.
+    let Ok(state) = query.state_filter() else {
         return Ok(None);
-    }
+    };
     if let Some(state) = state {
         push(
             &mut sql,
@@ -90,14 +70,13 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
     if let Some(until) = query.until {
         push(&mut sql, " AND d.created_at < ?", millis(until).into());
     }
-    if let Some(cursor) = &query.cursor {
-        let (ms, id) = parse_cursor(cursor)?;
+    if let Some((ms, id)) = query.after()? {
         args.push(ms.into());
         args.push(id.into());
         let n = args.len();
         sql.push_str(&format!(" AND (d.created_at, d.id) < (?{}, ?{n})", n - 1));
     }
-    args.push(i64::from(page_limit(query) + 1).into());
+    args.push(i64::from(query.page_limit() + 1).into());
     sql.push_str(&format!(
         " ORDER BY d.created_at DESC, d.id DESC LIMIT ?{}",
         args.len()
@@ -105,29 +84,18 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
     Ok(Some((sql, args)))
 }
 
-fn page_limit(query: &DeliverySearch) -> u32 {
-    query.limit.max(1)
-}
-
 pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<DeliverySearchPage> {
     let Some((sql, args)) = search_statement(query)? else {
         return Ok(DeliverySearchPage::default());
     };
-    let limit = page_limit(query);
-    let mut deliveries = conn
+    let deliveries = conn
         .prepare_cached(&sql)?
         .query_map(rusqlite::params_from_iter(args), rows::delivery)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_cursor = if deliveries.len() > limit as usize {
-        deliveries.truncate(limit as usize);
-        deliveries.last().map(|d| cursor_text(d.created_at, &d.id))
-    } else {
-        None
-    };
-    Ok(DeliverySearchPage {
+    Ok(DeliverySearchPage::from_rows(
         deliveries,
-        next_cursor,
-    })
+        query.page_limit(),
+    ))
 }
 
 /// The statement counting a subscription's deliveries by state, and its
@@ -189,31 +157,9 @@ pub(super) fn outcome_buckets_in(
     conn: &Connection,
     query: &OutcomeBucketsQuery,
 ) -> Result<Vec<OutcomeBucket>> {
-    let width = i64::try_from(query.width.as_millis()).unwrap_or(i64::MAX);
-    let from = millis(query.from);
-    let until = millis(query.until);
-    if width <= 0 || until <= from {
-        return Err(StoreError::Invalid(
-            "buckets need a positive width and a range that ends after it starts".into(),
-        ));
-    }
-    // Both differences are positive here.
-    let count = (until.abs_diff(from)).div_ceil(width.unsigned_abs());
-    if count > MAX_OUTCOME_BUCKETS {
-        return Err(StoreError::Invalid(format!(
-            "{count} buckets asked for; at most {MAX_OUTCOME_BUCKETS}"
-        )));
-    }
-    let mut buckets = (0..count as i64)
-        .map(|i| {
-            Ok(OutcomeBucket {
-                start: timestamp(from + i * width)?,
-                delivered: 0,
-                failed: 0,
-            })
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let (sql, args) = outcome_buckets_statement(&query.subscription, from, until, width);
+    let mut grid = BucketGrid::new(query)?;
+    let (sql, args) =
+        outcome_buckets_statement(&query.subscription, grid.from, grid.until, grid.width);
     let mut statement = conn.prepare_cached(sql)?;
     let rows = statement.query_map(rusqlite::params_from_iter(args), |row| {
         let index: i64 = row.get(0)?;
@@ -223,15 +169,9 @@ pub(super) fn outcome_buckets_in(
     })?;
     for row in rows {
         let (index, state, count) = row?;
-        let count = u64::try_from(count).unwrap_or(0);
-        if let Some(bucket) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) {
-            match state.as_str() {
-                "delivered" => bucket.delivered += count,
-                _ => bucket.failed += count,
-            }
-        }
+        grid.add(index, &state, count);
     }
-    Ok(buckets)
+    Ok(grid.into_buckets())
 }
 
 #[cfg(test)]
