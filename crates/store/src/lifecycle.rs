@@ -25,6 +25,26 @@ impl RedriveFilter {
     /// The states a redrive may move.
     pub const REDRIVABLE: [DeliveryState; 2] = [DeliveryState::Failed, DeliveryState::Scheduled];
 
+    /// Refuses a filter naming no state or a state a redrive may not move.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        if self.states.is_empty() {
+            return Err(crate::StoreError::Invalid(
+                "states: name at least one state".into(),
+            ));
+        }
+        if let Some(state) = self
+            .states
+            .iter()
+            .find(|s| !RedriveFilter::REDRIVABLE.contains(s))
+        {
+            return Err(crate::StoreError::Invalid(format!(
+                "states: {} deliveries can't be redriven (only failed and scheduled)",
+                state.as_str()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn new(subscription: impl Into<String>) -> Self {
         RedriveFilter {
             subscription: subscription.into(),

@@ -241,21 +241,7 @@ struct RedriveArgs {
 }
 
 fn redrive_args(filter: &RedriveFilter) -> Result<RedriveArgs> {
-    if filter.states.is_empty() {
-        return Err(StoreError::Invalid(
-            "states: name at least one state".into(),
-        ));
-    }
-    if let Some(state) = filter
-        .states
-        .iter()
-        .find(|s| !RedriveFilter::REDRIVABLE.contains(s))
-    {
-        return Err(StoreError::Invalid(format!(
-            "states: {} deliveries can't be redriven (only failed and scheduled)",
-            state.as_str()
-        )));
-    }
+    filter.check()?;
     Ok(RedriveArgs {
         states: filter.states.iter().map(|s| s.as_str()).collect(),
         reasons: filter.reasons.iter().map(|r| r.as_str()).collect(),

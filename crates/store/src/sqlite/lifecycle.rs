@@ -175,21 +175,7 @@ pub(super) fn cancel_in(conn: &Connection, id: &str, now: Timestamp) -> Result<(
 /// The WHERE clause of a redrive filter over `deliveries d JOIN events e`,
 /// with its arguments.
 fn redrive_where(filter: &RedriveFilter) -> Result<(String, Vec<Value>)> {
-    if filter.states.is_empty() {
-        return Err(StoreError::Invalid(
-            "states: name at least one state".into(),
-        ));
-    }
-    if let Some(state) = filter
-        .states
-        .iter()
-        .find(|s| !RedriveFilter::REDRIVABLE.contains(s))
-    {
-        return Err(StoreError::Invalid(format!(
-            "states: {} deliveries can't be redriven (only failed and scheduled)",
-            state.as_str()
-        )));
-    }
+    filter.check()?;
     let mut args: Vec<Value> = vec![filter.subscription.clone().into()];
     let mut sql = String::from("d.subscription = ?1");
     let list = |args: &mut Vec<Value>, values: Vec<String>| {
