@@ -147,15 +147,10 @@ pub(super) async fn expire(
     limit: u32,
 ) -> Result<(u64, bool)> {
     let tx = client.transaction().await.map_err(pg_error)?;
-    let locked: bool = tx
-        .query_one(
-            &format!("SELECT pg_try_advisory_xact_lock({EXPIRE_LOCK})"),
-            &[],
-        )
+    if !super::try_xact_lock(&*tx, EXPIRE_LOCK)
         .await
         .map_err(pg_error)?
-        .get(0);
-    if !locked {
+    {
         tracing::debug!("another node is expiring deliveries; skipping this turn");
         return Ok((0, false));
     }
@@ -407,15 +402,10 @@ pub(super) async fn purge(
         outcome.events_cursor = outcome.events_cursor.min(first.saturating_sub(1));
     }
     let tx = client.transaction().await.map_err(pg_error)?;
-    let locked: bool = tx
-        .query_one(
-            &format!("SELECT pg_try_advisory_xact_lock({PURGE_LOCK})"),
-            &[],
-        )
+    if !super::try_xact_lock(&*tx, PURGE_LOCK)
         .await
         .map_err(pg_error)?
-        .get(0);
-    if !locked {
+    {
         tracing::debug!("another node is purging history; skipping this turn");
         return Ok(outcome);
     }

@@ -71,6 +71,19 @@ pub(crate) fn pg_error(err: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Takes the transaction-scoped advisory lock `key` (an SQL expression) if
+/// no other session holds it: how work that must run on one node at a time
+/// lets a node that finds it taken skip its turn instead of queueing.
+pub(crate) async fn try_xact_lock(
+    client: &impl tokio_postgres::GenericClient,
+    key: &str,
+) -> std::result::Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(&format!("SELECT pg_try_advisory_xact_lock({key})"), &[])
+        .await?;
+    row.try_get(0)
+}
+
 fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
     match err {
         deadpool_postgres::PoolError::Backend(err) => pg_error(err),

@@ -213,14 +213,7 @@ async fn drop_one(
     let deliveries = quoted(&partition.deliveries);
     let attempts = quoted(&partition.attempts);
     let tx = client.transaction().await?;
-    let locked: bool = tx
-        .query_one(
-            &format!("SELECT pg_try_advisory_xact_lock({purge_lock})"),
-            &[],
-        )
-        .await?
-        .get(0);
-    if !locked {
+    if !super::try_xact_lock(&tx, purge_lock).await? {
         return Ok(Outcome::OtherNode);
     }
     tx.batch_execute(LOCK_TIMEOUT).await?;
