@@ -220,7 +220,9 @@ fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
         body["filter"] = Value::Object(filter);
     }
     if let Some(policy) = args.retry_policy {
-        body["retry_policy"] = json_argument("--retry-policy", &policy)?;
+        let policy = json_argument("--retry-policy", &policy)?;
+        check_fields::<redrive_core::RetryPolicy>("--retry-policy", &policy)?;
+        body["retry_policy"] = policy;
     }
     if let Some(timeout) = args.timeout {
         body["timeout"] = timeout.into();
@@ -238,7 +240,9 @@ fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
         body["message_retention"] = retention.into();
     }
     if let Some(policy) = args.health_policy {
-        body["health_policy"] = json_argument("--health-policy", &policy)?;
+        let policy = json_argument("--health-policy", &policy)?;
+        check_fields::<redrive_core::HealthPolicy>("--health-policy", &policy)?;
+        body["health_policy"] = policy;
     }
     if let Some(preset) = args.preset {
         match body.get_mut("retry_policy") {
@@ -330,6 +334,16 @@ fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     match serde_json::from_str(&text) {
         Ok(value) => Ok(value),
         Err(err) => bail!("{flag}: not valid JSON: {err}"),
+    }
+}
+
+/// Refuses a field `T` does not know before anything is sent, in the words
+/// the server and `redrive.toml` use; other problems are the server's to
+/// word (it knows, say, the presets it has).
+fn check_fields<T: serde::de::DeserializeOwned>(flag: &str, value: &Value) -> anyhow::Result<()> {
+    match redrive_core::strict::from_value::<T>(value.clone()) {
+        Err(err @ redrive_core::strict::InputError::UnknownField { .. }) => bail!("{flag}: {err}"),
+        _ => Ok(()),
     }
 }
 

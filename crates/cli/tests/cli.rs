@@ -568,3 +568,41 @@ async fn subscriptions_pause_resume_and_enable_from_the_command_line() {
         one_line_error(&redrive_async(&["--server", url, "subscriptions", "pause", "nope"]).await);
     assert!(line.contains("not found"), "{line}");
 }
+
+#[test]
+fn json_flags_refuse_unknown_fields_before_anything_is_sent() {
+    // Port 9 (discard) is never asked: the flags are refused first.
+    let base = [
+        "--server",
+        "http://127.0.0.1:9",
+        "subscriptions",
+        "create",
+        "s",
+        "--topic",
+        "t",
+        "--endpoint",
+        "http://127.0.0.1:9/",
+    ];
+    for (flag, value, expected) in [
+        (
+            "--retry-policy",
+            r#"{"retry_limmit": 5}"#,
+            "error: --retry-policy: unknown field \"retry_limmit\"; known fields: age_limit, backoff,",
+        ),
+        (
+            "--retry-policy",
+            r#"{"backoff": {"kind": "fixed", "intervl": "1s"}}"#,
+            "error: --retry-policy: unknown field \"intervl\" in backoff; known fields: interval",
+        ),
+        (
+            "--health-policy",
+            r#"{"windw": "1h"}"#,
+            "error: --health-policy: unknown field \"windw\"; known fields: auto_disable,",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let line = one_line_error(&redrive(&args));
+        assert!(line.starts_with(expected), "{line}");
+    }
+}
