@@ -60,16 +60,14 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, InputError> {
     serde_path_to_error::deserialize(value).map_err(|err| classify(err.path(), err.inner()))
 }
 
-/// Reads a `T` from JSON text; syntax errors keep their line and column.
+/// Reads a `T` from JSON text. Syntax errors keep their line and column;
+/// the others name the field instead, which tells a person more.
 pub fn from_slice<T: DeserializeOwned>(text: &[u8]) -> Result<T, InputError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let value = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|err| classify(err.path(), err.inner()))?;
-    deserializer.end().map_err(|err| InputError::Invalid {
+    let value: Value = serde_json::from_slice(text).map_err(|err| InputError::Invalid {
         at: String::new(),
         message: err.to_string(),
     })?;
-    Ok(value)
+    from_value(value)
 }
 
 /// Reads a `T` this program wrote itself, possibly a newer version of it
@@ -302,6 +300,11 @@ mod tests {
         assert!(matches!(err, InputError::Invalid { .. }));
         let err = from_slice::<SubscriptionSpec>(b"{\"name\": ").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+        let err = from_slice::<SubscriptionSpec>(br#"{"name": 1}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "name: invalid type: integer `1`, expected a string"
+        );
     }
 
     #[test]
