@@ -1,7 +1,7 @@
 //! The PostgreSQL history partitioned by day: partitions made ahead at
 //! start, whole days dropped by the purge with what is not finished kept,
 //! concurrent starts, and the upgrade of a schema holding rows. Reads
-//! REDRIVE_TEST_DATABASE_URL; without it every test says it is skipped.
+//! REDRIVE_TEST_DATABASE_URL; without it every test is reported ignored.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use redrive_store::{
     ClaimRequest, ClaimWant, Completion, JournalQuery, PostgresStore, PurgeRequest, Store,
     StoreError,
 };
+use redrive_testkit::{Runtime, trial};
 use tokio_postgres::NoTls;
 
 const DAY_MS: i64 = 86_400_000;
@@ -46,9 +47,8 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap()
 }
 
-async fn schema(test: &str) -> Option<TestSchema> {
-    let url = TestSchema::database_url(test)?;
-    Some(TestSchema::create(&url).await.expect("a test schema"))
+async fn schema(url: &str) -> TestSchema {
+    TestSchema::create(url).await.expect("a test schema")
 }
 
 async fn raw(schema: &TestSchema) -> tokio_postgres::Client {
@@ -101,8 +101,8 @@ async fn exists(client: &tokio_postgres::Client, table: &str) -> bool {
 
 /// A schema as if it had been partitioned on an earlier day: the legacy
 /// partition ends where today starts, so today gets a partition of its own.
-async fn partitioned_yesterday(test: &str) -> Option<(TestSchema, tokio_postgres::Client)> {
-    let schema = schema(test).await?;
+async fn partitioned_yesterday(url: &str) -> (TestSchema, tokio_postgres::Client) {
+    let schema = schema(url).await;
     migrate_to(&schema.url, latest_version()).await.unwrap();
     let client = raw(&schema).await;
     let today = bound(today_start());
@@ -117,7 +117,7 @@ async fn partitioned_yesterday(test: &str) -> Option<(TestSchema, tokio_postgres
         ))
         .await
         .unwrap();
-    Some((schema, client))
+    (schema, client)
 }
 
 fn attempt(number: u32, started_at: Timestamp, decision: Decision) -> Attempt {
@@ -186,11 +186,8 @@ async fn insert_finished(client: &tokio_postgres::Client, id: &str, event_id: &s
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_fresh_schema_has_partitions_for_today_and_the_next_days() {
-    let Some(schema) = schema("fresh partitions").await else {
-        return;
-    };
+async fn a_fresh_schema_has_partitions_for_today_and_the_next_days(url: String) {
+    let schema = schema(&url).await;
     let store = open(&schema).await;
     let client = raw(&schema).await;
     let today = today_start();
@@ -254,11 +251,8 @@ async fn a_fresh_schema_has_partitions_for_today_and_the_next_days() {
     }
 }
 
-#[tokio::test]
-async fn connecting_creates_today_and_the_next_days() {
-    let Some((schema, client)) = partitioned_yesterday("partitions at connect").await else {
-        return;
-    };
+async fn connecting_creates_today_and_the_next_days(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let _store = open(&schema).await;
     let today = today_start();
     let mut expected = vec![
@@ -278,11 +272,8 @@ async fn connecting_creates_today_and_the_next_days() {
     assert_eq!(partitions(&client).await, expected);
 }
 
-#[tokio::test]
-async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished() {
-    let Some((schema, client)) = partitioned_yesterday("partition purge").await else {
-        return;
-    };
+async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let store = open(&schema).await;
     let now = Timestamp::now();
     let today = today_start();
@@ -457,11 +448,8 @@ async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished()
     assert!(!exists(&client, &today_table).await);
 }
 
-#[tokio::test]
-async fn stores_starting_together_on_one_schema_all_open() {
-    let Some(schema) = schema("concurrent start").await else {
-        return;
-    };
+async fn stores_starting_together_on_one_schema_all_open(url: String) {
+    let schema = schema(&url).await;
     let url = format!("{}&pool_size=2", schema.url);
     let (a, b, c) = tokio::join!(
         PostgresStore::connect(&url, Timestamp::now()),
@@ -475,11 +463,8 @@ async fn stores_starting_together_on_one_schema_all_open() {
     assert_eq!(partitions(&client).await.len(), 4);
 }
 
-#[tokio::test]
-async fn partitioning_a_schema_keeps_every_row() {
-    let Some(schema) = schema("partitioning migration").await else {
-        return;
-    };
+async fn partitioning_a_schema_keeps_every_row(url: String) {
+    let schema = schema(&url).await;
     migrate_to(&schema.url, version_before_partitions())
         .await
         .unwrap();
@@ -583,11 +568,8 @@ async fn partitioning_a_schema_keeps_every_row() {
     assert!(!exists(&client, "deliveries_legacy").await);
 }
 
-#[tokio::test]
-async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn() {
-    let Some((schema, client)) = partitioned_yesterday("partition lock timeout").await else {
-        return;
-    };
+async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let store = open(&schema).await;
     let now = Timestamp::now();
     let today_table = format!("deliveries_{}", suffix(today_start()));
@@ -638,11 +620,8 @@ async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn() {
     ));
 }
 
-#[tokio::test]
-async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working() {
-    let Some((schema, client)) = partitioned_yesterday("partition drop failure").await else {
-        return;
-    };
+async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let store = open(&schema).await;
     let now = Timestamp::now();
     let today_table = format!("deliveries_{}", suffix(today_start()));
@@ -679,4 +658,52 @@ async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working() {
     let outcome = store.purge_history(purge(before, 0)).await.unwrap();
     assert_eq!((outcome.deliveries, outcome.attempts), (1, 1));
     assert!(!exists(&client, &today_table).await);
+}
+
+fn main() -> std::process::ExitCode {
+    let need = redrive_testkit::postgres();
+    redrive_testkit::run(vec![
+        trial(
+            "a_fresh_schema_has_partitions_for_today_and_the_next_days",
+            &need,
+            Runtime::CurrentThread,
+            a_fresh_schema_has_partitions_for_today_and_the_next_days,
+        ),
+        trial(
+            "connecting_creates_today_and_the_next_days",
+            &need,
+            Runtime::CurrentThread,
+            connecting_creates_today_and_the_next_days,
+        ),
+        trial(
+            "a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished",
+            &need,
+            Runtime::CurrentThread,
+            a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished,
+        ),
+        trial(
+            "stores_starting_together_on_one_schema_all_open",
+            &need,
+            Runtime::CurrentThread,
+            stores_starting_together_on_one_schema_all_open,
+        ),
+        trial(
+            "partitioning_a_schema_keeps_every_row",
+            &need,
+            Runtime::CurrentThread,
+            partitioning_a_schema_keeps_every_row,
+        ),
+        trial(
+            "a_day_whose_tables_stay_locked_goes_on_a_later_turn",
+            &need,
+            Runtime::CurrentThread,
+            a_day_whose_tables_stay_locked_goes_on_a_later_turn,
+        ),
+        trial(
+            "a_day_that_cannot_go_leaves_the_rest_of_the_purge_working",
+            &need,
+            Runtime::CurrentThread,
+            a_day_that_cannot_go_leaves_the_rest_of_the_purge_working,
+        ),
+    ])
 }
