@@ -41,7 +41,7 @@ const ORDERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS orders (
     event_id TEXT NOT NULL,
     webhook_id TEXT NOT NULL,
     total BIGINT NOT NULL,
-    attempt INTEGER
+    attempt BIGINT
 )";
 
 #[derive(Deserialize)]
