@@ -139,6 +139,7 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         headers_profile: Default::default(),
         payload_format: Default::default(),
         health_policy: Default::default(),
+        push_backoff: false,
     }
 }
 

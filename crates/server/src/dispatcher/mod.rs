@@ -1,8 +1,10 @@
 //! The dispatcher: claims due deliveries in batches, pushes them within the
 //! global and per-subscription concurrency limits, and records each attempt
 //! with the decision `redrive-core` takes for it. Each subscription's pushes
-//! also follow its flow control ([`flow`]), and a paused or disabled
-//! subscription gets none.
+//! also follow its flow control ([`flow`]): without push backoff it only
+//! limits how many pushes an endpoint that does not answer may hold, never
+//! when a due delivery starts; with push backoff it is Pub/Sub's. A paused
+//! or disabled subscription gets none.
 
 pub mod flow;
 pub mod push;
@@ -15,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use redrive_core::rate::TokenBucket;
-use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
+use redrive_core::{
+    Attempt, AttemptContext, AttemptOutcome, Decision, ErrorClass, RetryAfter, RetryPolicy,
+    Subscription,
+};
 use redrive_store::{ClaimRate, ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use flow::{Flow, Signal, Ticket};
+use flow::{Flow, PushHolds, Signal, Ticket};
 
 #[derive(Clone, Debug)]
 pub struct DispatcherConfig {
@@ -71,6 +76,8 @@ pub struct Dispatcher {
     pushes: Arc<AtomicUsize>,
     /// Deliveries claimed and not yet recorded: released at shutdown.
     claimed: Arc<Mutex<HashSet<String>>>,
+    /// Where the pauses in force are noted for others to read.
+    holds: Arc<PushHolds>,
 }
 
 /// The dispatcher loop's view of the world between rounds.
@@ -88,6 +95,7 @@ struct Round {
     started: Instant,
     /// Push backoff and flow control, per subscription.
     flows: HashMap<String, Flow>,
+    holds: Arc<PushHolds>,
 }
 
 /// A push that ended, for the dispatcher loop's bookkeeping.
@@ -113,6 +121,7 @@ impl Dispatcher {
             running: Arc::default(),
             pushes: Arc::default(),
             claimed: Arc::default(),
+            holds: Arc::default(),
         }
     }
 
@@ -126,6 +135,7 @@ impl Dispatcher {
     pub fn reporting_to(mut self, ops: &crate::ops::OpsState) -> Self {
         self.running = ops.dispatcher_running.clone();
         self.pushes = ops.pushes_in_flight.clone();
+        self.holds = ops.push_holds.clone();
         self
     }
 
@@ -145,6 +155,7 @@ impl Dispatcher {
             total_in_flight: 0,
             rotation: 0,
             flows: HashMap::new(),
+            holds: self.holds.clone(),
             buckets: HashMap::new(),
             started: Instant::now(),
         };
@@ -306,7 +317,12 @@ impl Dispatcher {
         let ticket = round
             .flows
             .entry(subscription.spec.name.clone())
-            .or_insert_with(|| Flow::new(subscription.spec.max_concurrency))
+            .or_insert_with(|| {
+                Flow::new(
+                    subscription.spec.max_concurrency,
+                    subscription.spec.push_backoff,
+                )
+            })
             .ticket();
         if let Ok(mut set) = self.claimed.lock() {
             set.insert(claimed.delivery.id.clone());
@@ -456,7 +472,7 @@ async fn attempt(
         jitter_sample: rand::random::<f64>(),
     };
     let decision = spec.decide(&result.outcome, &context);
-    let signal = flow_signal(&result.outcome, &decision);
+    let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy);
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
         redrive_core::AttemptOutcome::Error(class) => (None, Some(class)),
@@ -479,8 +495,11 @@ async fn attempt(
 }
 
 /// A push the endpoint acknowledged is a success; anything else a failure,
-/// carrying the wait a 429 or 503 asked for with `Retry-After`.
-fn flow_signal(outcome: &AttemptOutcome, decision: &Decision) -> Signal {
+/// carrying the wait a 429 or 503 asked for with `Retry-After` — capped as
+/// the policy caps the retry it delays, so a pause never holds back a
+/// retry longer than the policy lets that answer delay it — and whether
+/// the push got no answer in time.
+fn flow_signal(outcome: &AttemptOutcome, decision: &Decision, policy: &RetryPolicy) -> Signal {
     if matches!(decision, Decision::Delivered) {
         return Signal::Success;
     }
@@ -496,8 +515,13 @@ fn flow_signal(outcome: &AttemptOutcome, decision: &Decision) -> Signal {
             }
         }),
         _ => None,
-    };
-    Signal::Failure { retry_after }
+    }
+    .map(|wait| wait.min(policy.retry_after_cap()))
+    .filter(|wait| !wait.is_zero());
+    Signal::Failure {
+        retry_after,
+        timed_out: matches!(outcome, AttemptOutcome::Error(ErrorClass::Timeout)),
+    }
 }
 
 /// One line per failed attempt at info, one more at warn when the delivery
@@ -578,13 +602,17 @@ impl Round {
         }
         self.total_in_flight = self.total_in_flight.saturating_sub(1);
         if let Some(flow) = self.flows.get_mut(&finished.subscription) {
-            flow.record(finished.ticket, finished.signal, Instant::now());
-            if let Signal::Failure { .. } = finished.signal
-                && let Some(until) = flow.paused_until(Instant::now())
-            {
-                tracing::debug!(subscription = %finished.subscription,
-                    pause_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
-                    "pushes paused after failures");
+            let now = Instant::now();
+            let before = flow.hold(now);
+            flow.record(finished.ticket, finished.signal, now);
+            let after = flow.hold(now);
+            if after != before {
+                if let Some(hold) = after {
+                    tracing::debug!(subscription = %finished.subscription,
+                        pause_ms = hold.until.saturating_duration_since(now).as_millis() as u64,
+                        reason = ?hold.reason, "pushes paused");
+                }
+                self.holds.note(&finished.subscription, after);
             }
         }
     }
@@ -593,12 +621,21 @@ impl Round {
     /// subscriptions that are gone go too.
     fn follow_subscriptions(&mut self) {
         self.flows.retain(|name, _| self.by_name.contains_key(name));
+        self.holds.retain(|name| self.by_name.contains_key(name));
+        let now = Instant::now();
         for subscription in &self.subscriptions {
-            let max = subscription.spec.max_concurrency;
-            self.flows
-                .entry(subscription.spec.name.clone())
-                .and_modify(|flow| flow.set_max(max))
-                .or_insert_with(|| Flow::new(max));
+            let spec = &subscription.spec;
+            let max = spec.max_concurrency;
+            let flow = self
+                .flows
+                .entry(spec.name.clone())
+                .or_insert_with(|| Flow::new(max, spec.push_backoff));
+            let before = flow.hold(now);
+            flow.follow(max, spec.push_backoff);
+            let after = flow.hold(now);
+            if after != before {
+                self.holds.note(&spec.name, after);
+            }
         }
     }
 
