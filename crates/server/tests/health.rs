@@ -653,23 +653,6 @@ async fn a_thousand_deliveries_failing_twice_each_retry_within_250ms_of_due() {
             lateness.push(gap.saturating_sub(Duration::from_secs(1)));
         }
     }
-    {
-        // TEMP diagnostics
-        let received = endpoint.received();
-        let t0 = received.iter().map(|r| r.at).min().unwrap();
-        for attempt in 1..=3u32 {
-            let times: Vec<f64> = received.iter().filter(|r| r.attempt() == attempt).map(|r| (r.at - t0).as_secs_f64()).collect();
-            let min = times.iter().cloned().fold(f64::MAX, f64::min);
-            let max = times.iter().cloned().fold(0.0, f64::max);
-            eprintln!("attempt {attempt}: {} from {min:.3} to {max:.3}", times.len());
-        }
-        let mut late: Vec<(f64, f64, u32)> = Vec::new();
-        let mut by: HashMap<String, Vec<(u32, Instant)>> = HashMap::new();
-        for r in &received { by.entry(r.ce_id().to_owned()).or_default().push((r.attempt(), r.at)); }
-        for (_, mut v) in by { v.sort(); for w in v.windows(2) { let gap = (w[1].1 - w[0].1).as_secs_f64(); if gap > 1.1 { late.push(((w[0].1 - t0).as_secs_f64(), gap - 1.0, w[1].0)); } } }
-        late.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        eprintln!("late (prev at, lateness, attempt): {} e.g. {:?}", late.len(), late.iter().step_by((late.len() / 20).max(1)).collect::<Vec<_>>());
-    }
     lateness.sort();
     let (p50, p99, max) = (
         percentile(&lateness, 0.5),

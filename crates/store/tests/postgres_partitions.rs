@@ -143,6 +143,7 @@ fn claim(now: Timestamp) -> ClaimRequest {
             subscription: "s1".into(),
             limit: 10,
             rate: None,
+            lookahead: Duration::ZERO,
         }],
     }
 }

@@ -63,6 +63,12 @@ const SUBSCRIPTION_REFRESH: Duration = Duration::from_secs(5);
 /// The shortest wait for a shared rate bucket to refill, so a very fast
 /// rate contended by several nodes can't turn the loop into a spin.
 const MIN_RATE_WAIT: Duration = Duration::from_millis(1);
+/// How long before it falls due a delivery of a subscription without push
+/// backoff or rate limit may be claimed; its push then waits for the exact
+/// time. A claim waits its turn at the store behind the attempts being
+/// recorded, tens of milliseconds under load: claimed ahead, a retry starts
+/// on time anyway.
+const LOOKAHEAD: Duration = Duration::from_millis(200);
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -195,6 +201,11 @@ impl Dispatcher {
                 .max_in_flight
                 .saturating_sub(round.total_in_flight);
             let wants = round.wants(free, Instant::now());
+            let lookahead = wants
+                .iter()
+                .map(|want| want.lookahead)
+                .max()
+                .unwrap_or_default();
             let mut next_due_at = None;
             let mut rate_refill_at = None;
             let mut claimed_any = false;
@@ -244,7 +255,15 @@ impl Dispatcher {
             }
             if let Some(due) = next_due_at.filter(|due| *due > now) {
                 let until_due = Duration::try_from(due.duration_since(now)).unwrap_or_default();
-                wait = wait.min(until_due);
+                // Come back when it may be claimed ahead; if that is already
+                // so and it was not claimed, limits held it: come back when
+                // it is due (or a push ends) rather than spin.
+                let until_claimable = until_due.saturating_sub(lookahead);
+                wait = wait.min(if until_claimable.is_zero() {
+                    until_due
+                } else {
+                    until_claimable
+                });
             }
             if let Some(pause_ends) = round.next_pause_end(Instant::now()) {
                 wait = wait.min(pause_ends.saturating_duration_since(Instant::now()));
@@ -336,6 +355,12 @@ impl Dispatcher {
         let pushes = self.pushes.clone();
         let recorder = recorder.clone();
         tasks.spawn(async move {
+            // Claimed ahead: the push starts when the delivery falls due.
+            if let Ok(early) = Duration::try_from(claimed.due_at.duration_since(clock.now()))
+                && !early.is_zero()
+            {
+                tokio::time::sleep(early).await;
+            }
             let (completion, signal) =
                 attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
             let recorded = completion.attempt.clone();
@@ -689,10 +714,18 @@ impl Round {
                 per_second: rate.per_second(),
                 burst: subscription.spec.effective_bucket_size(),
             });
+            // Pub/Sub's push backoff decides when pushes go, and a rate
+            // limit spends its tokens at the claim: neither claims ahead.
+            let lookahead = if subscription.spec.push_backoff || rate.is_some() {
+                Duration::ZERO
+            } else {
+                LOOKAHEAD
+            };
             wants.push(ClaimWant {
                 subscription: subscription.spec.name.clone(),
                 limit,
                 rate,
+                lookahead,
             });
         }
         self.rotation = self.rotation.wrapping_add(1);
