@@ -660,7 +660,10 @@ async fn a_thousand_deliveries_failing_twice_each_retry_within_250ms_of_due() {
         lateness[lateness.len() - 1],
     );
     eprintln!("2000 retries: lateness p50 {p50:?}, p99 {p99:?}, max {max:?}");
-    assert!(max <= Duration::from_millis(250), "a retry started {max:?} late");
+    assert!(
+        max <= Duration::from_millis(250),
+        "a retry started {max:?} late"
+    );
     let ended = server.wait_all_ended("push", 1000).await;
     assert!(ended.iter().all(|d| d["state"] == "delivered"));
 }
@@ -711,10 +714,7 @@ async fn with_push_backoff_pauses_grow_until_it_is_switched_off() {
     eprintln!("gaps between pushes with push backoff: {seen:?}");
     let growing = &seen[seen.len() - 4..];
     for pair in growing.windows(2) {
-        assert!(
-            pair[1] >= pair[0] * 3 / 2,
-            "pauses do not grow: {seen:?}"
-        );
+        assert!(pair[1] >= pair[0] * 3 / 2, "pauses do not grow: {seen:?}");
     }
     assert!(growing[3] >= Duration::from_millis(700), "{seen:?}");
     // The schedule alone would have delivered every event by now.
@@ -735,6 +735,9 @@ async fn with_push_backoff_pauses_grow_until_it_is_switched_off() {
     let switched = Instant::now();
     let ended = server.wait_all_ended("push", 20).await;
     assert!(ended.iter().all(|d| d["state"] == "delivered"));
-    eprintln!("all delivered {:?} after push backoff was switched off", switched.elapsed());
+    eprintln!(
+        "all delivered {:?} after push backoff was switched off",
+        switched.elapsed()
+    );
     assert!(switched.elapsed() < Duration::from_secs(4));
 }

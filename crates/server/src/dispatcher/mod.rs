@@ -732,3 +732,75 @@ impl Round {
         wants
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redrive_core::policy::Backoff;
+    use redrive_core::{FailureReason, HumanDuration};
+
+    fn fixed(seconds: u64) -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff::Fixed {
+                interval: HumanDuration::from_secs(seconds),
+            },
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn answered(status: u16, wait: Option<u64>) -> AttemptOutcome {
+        AttemptOutcome::Response {
+            status,
+            retry_after: wait.map(|s| RetryAfter::Delay(Duration::from_secs(s))),
+        }
+    }
+
+    fn retry() -> Decision {
+        Decision::Retry {
+            at: jiff::Timestamp::UNIX_EPOCH,
+            retry: 1,
+        }
+    }
+
+    #[test]
+    fn retry_after_pauses_at_most_as_long_as_the_policy_lets_it_delay_a_retry() {
+        let signal = |outcome, policy: &RetryPolicy| flow_signal(&outcome, &retry(), policy);
+        let pause = |outcome, policy: &RetryPolicy| match signal(outcome, policy) {
+            Signal::Failure { retry_after, .. } => retry_after,
+            Signal::Success => panic!("not a failure"),
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(pause(answered(503, Some(5)), &fixed(60)), secs(5));
+        assert_eq!(pause(answered(429, Some(30)), &fixed(1)), secs(1));
+        // Only 429 and 503 ask to slow down; an immediate policy never waits.
+        assert_eq!(pause(answered(500, Some(5)), &fixed(60)), None);
+        let immediate = RetryPolicy {
+            backoff: Backoff::Immediate,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(pause(answered(503, Some(5)), &immediate), None);
+    }
+
+    #[test]
+    fn only_a_timeout_counts_as_holding_the_slot() {
+        let policy = fixed(1);
+        let timed_out = |outcome| match flow_signal(&outcome, &retry(), &policy) {
+            Signal::Failure { timed_out, .. } => timed_out,
+            Signal::Success => panic!("not a failure"),
+        };
+        assert!(timed_out(AttemptOutcome::Error(ErrorClass::Timeout)));
+        assert!(!timed_out(AttemptOutcome::Error(ErrorClass::Connect)));
+        assert!(!timed_out(answered(503, None)));
+        let failed = Decision::Failed {
+            reason: FailureReason::RetriesExhausted,
+        };
+        assert!(matches!(
+            flow_signal(&answered(500, None), &failed, &policy),
+            Signal::Failure { .. }
+        ));
+        assert_eq!(
+            flow_signal(&answered(200, None), &Decision::Delivered, &policy),
+            Signal::Success
+        );
+    }
+}

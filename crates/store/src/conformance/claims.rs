@@ -89,13 +89,7 @@ pub async fn a_claim_ahead_takes_what_falls_due_within_the_lookahead(store: &dyn
     let claimed: Vec<(&str, Timestamp, Option<Timestamp>)> = batch
         .claimed
         .iter()
-        .map(|c| {
-            (
-                c.event.id.as_str(),
-                c.due_at,
-                c.delivery.last_attempt_at,
-            )
-        })
+        .map(|c| (c.event.id.as_str(), c.due_at, c.delivery.last_attempt_at))
         .collect();
     assert_eq!(
         claimed,
