@@ -551,6 +551,13 @@ async fn without_push_backoff_retries_start_on_schedule_however_many_failed_befo
     endpoint.wait_for_within(60, Duration::from_secs(6)).await;
     let gaps = gaps_per_event(&endpoint);
     assert_eq!(gaps.len(), 20);
+    let furthest = gaps
+        .values()
+        .flatten()
+        .map(|gap| gap.abs_diff(Duration::from_secs(1)))
+        .max()
+        .unwrap_or_default();
+    eprintln!("20 events: attempts 1s ± {furthest:?} apart");
     for (id, gaps) in &gaps {
         assert_eq!(gaps.len(), 2, "{id}: {gaps:?}");
         for gap in gaps {
