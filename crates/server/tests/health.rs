@@ -748,3 +748,40 @@ async fn with_push_backoff_pauses_grow_until_it_is_switched_off() {
     );
     assert!(switched.elapsed() < Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn push_backoff_is_a_setting_presets_bring_and_patches_change() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let created = server
+        .create_subscription(subscription(
+            "push",
+            "orders",
+            "http://127.0.0.1:9/hook",
+            json!({"retry_policy": {"preset": "pubsub"}}),
+        ))
+        .await;
+    assert_eq!(created["push_backoff"], true);
+    let patch = |body: Value| server.patch("/v1/subscriptions/push", body);
+    let setting = |(status, body): (StatusCode, Value)| {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["push_backoff"].clone()
+    };
+    // A new preset brings its own choice.
+    let appengine = json!({"retry_policy": {"preset": "appengine"}});
+    assert_eq!(setting(patch(appengine).await), false);
+    assert_eq!(setting(patch(json!({"push_backoff": true})).await), true);
+    // Other changes keep the choice, though the preset would say otherwise.
+    assert_eq!(setting(patch(json!({"timeout": "5s"})).await), true);
+    // null goes back to what the preset brings.
+    assert_eq!(setting(patch(json!({"push_backoff": null})).await), false);
+    let (status, body) = patch(json!({"push_backoff": "yes"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("expected a boolean"), "{message}");
+    let (_, openapi) = server.get("/openapi.json").await;
+    assert_eq!(
+        openapi["components"]["schemas"]["SubscriptionSpec"]["properties"]["push_backoff"]["type"],
+        "boolean"
+    );
+}
