@@ -291,7 +291,14 @@ pub fn render(policy: &RetryPolicy, count: usize, json: bool) -> String {
             .expect("integers and finite floats always serialize");
     }
     let mut out = table(&retries);
-    out.push_str(&ending(&end));
+    // A preset may bring its own retention (eventarc: 24h).
+    let retention = policy
+        .preset
+        .as_deref()
+        .and_then(|name| redrive_core::presets::preset(name).ok())
+        .and_then(|preset| preset.message_retention)
+        .unwrap_or(redrive_core::lifecycle::default_message_retention().as_duration());
+    out.push_str(&ending(&end, retention));
     out
 }
 
@@ -334,12 +341,12 @@ fn table(retries: &[ScheduledRetry]) -> String {
 }
 
 /// Why the list stops where it does, worded for the command line.
-fn ending(end: &ScheduleEnd) -> String {
+fn ending(end: &ScheduleEnd, retention: std::time::Duration) -> String {
     match end {
         ScheduleEnd::MoreFollow { .. } => {
             format!("{} (raise --count to see them)", end.describe())
         }
-        _ => end.describe(),
+        _ => end.describe_with_retention(retention),
     }
 }
 
@@ -662,7 +669,7 @@ mod tests {
     }
 
     #[test]
-    fn table_right_aligns_columns_and_says_the_policy_retries_forever() {
+    fn table_right_aligns_columns_and_says_what_ends_a_policy_without_limits() {
         let expected = "\
 retry   delay  since first attempt
     1     10s                  10s
@@ -673,8 +680,16 @@ retry   delay  since first attempt
     6      4m               9m 10s
     7      5m              14m 10s
     8      5m              19m 10s
-showing the first 8 retries; the policy retries forever";
+showing the first 8 retries; the policy sets no limit: retries go on until the message \
+retention (7d) ends the delivery";
         assert_eq!(render(&ten_to_300(), 8, false), expected);
+        let eventarc = redrive_core::presets::preset("eventarc").unwrap().policy();
+        assert!(
+            render(&eventarc, 1, false)
+                .ends_with("until the message retention (1d) ends the delivery"),
+            "{}",
+            render(&eventarc, 1, false)
+        );
     }
 
     #[test]

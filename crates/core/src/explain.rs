@@ -35,12 +35,20 @@ pub enum ScheduleEnd {
 
 impl ScheduleEnd {
     /// One line saying why the list ends, e.g. `no more retries: retry
-    /// limit 6 reached`.
+    /// limit 6 reached`, for a subscription keeping the default retention.
     pub fn describe(&self) -> String {
+        self.describe_with_retention(crate::lifecycle::default_message_retention().as_duration())
+    }
+
+    /// [`describe`](Self::describe) for a subscription whose message
+    /// retention is `retention`: a policy without limits still stops there.
+    pub fn describe_with_retention(&self, retention: Duration) -> String {
         match *self {
-            ScheduleEnd::Forever { count } => {
-                format!("showing the first {count} retries; the policy retries forever")
-            }
+            ScheduleEnd::Forever { count } => format!(
+                "showing the first {count} retries; the policy sets no limit: retries go on \
+                 until the message retention ({}) ends the delivery",
+                format_duration(retention)
+            ),
             ScheduleEnd::MoreFollow { count } => {
                 format!("showing the first {count} retries; more follow")
             }
@@ -149,7 +157,8 @@ mod tests {
         assert_eq!(schedule.end, ScheduleEnd::Forever { count: 3 });
         assert_eq!(
             schedule.end.describe(),
-            "showing the first 3 retries; the policy retries forever"
+            "showing the first 3 retries; the policy sets no limit: retries go on until the \
+             message retention (7d) ends the delivery"
         );
     }
 
