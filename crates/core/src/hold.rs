@@ -73,7 +73,8 @@ pub struct PushesHeld {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub until: Option<Timestamp>,
     pub reason: HeldReason,
-    /// What holds them and how it ends, in a sentence.
+    /// What holds them and how it ends, worded to follow "pushes are
+    /// held because".
     pub detail: String,
 }
 
@@ -97,8 +98,9 @@ pub fn pushes_held(
         return lasting(
             HeldReason::Paused,
             format!(
-                "paused by hand: no pushes until it is resumed \
-                 (POST /v1/subscriptions/{name}/resume or `redrive subscriptions resume {name}`)"
+                "the subscription is paused by hand; resuming it \
+                 (POST /v1/subscriptions/{name}/resume or `redrive subscriptions resume {name}`) \
+                 starts them again"
             ),
         );
     }
@@ -111,28 +113,28 @@ pub fn pushes_held(
         return lasting(
             HeldReason::Disabled,
             format!(
-                "endpoint health is disabled{why}: no pushes until it is enabled \
-                 (POST /v1/subscriptions/{name}/enable or `redrive subscriptions enable {name}`)"
+                "endpoint health is disabled{why}; enabling it \
+                 (POST /v1/subscriptions/{name}/enable or `redrive subscriptions enable {name}`) \
+                 starts them again"
             ),
         );
     }
     if subscription.spec.rate.is_some_and(Rate::is_paused) {
         return lasting(
             HeldReason::RateZero,
-            "the rate is 0: no pushes until the rate is raised".to_owned(),
+            "the subscription's rate is 0; raising it starts them again".to_owned(),
         );
     }
     let (until, pause) = node.filter(|(until, _)| *until > now)?;
-    let when = until.strftime("%Y-%m-%d %H:%M:%S%.3f UTC");
     let (reason, detail) = match pause {
         NodePause::PushBackoff {
             consecutive_failures,
         } => (
             HeldReason::PushBackoff,
             format!(
-                "push backoff after {consecutive_failures} consecutive failed {pushes}: \
-                 no push starts before {when}; while pushes keep failing each pause doubles, \
-                 from 100ms up to 60s, and a success ends them",
+                "push backoff is on and {consecutive_failures} {pushes} failed in a row: \
+                 while pushes keep failing each pause doubles, from 100ms up to 60s, and a \
+                 success ends them",
                 pushes = if consecutive_failures == 1 {
                     "push"
                 } else {
@@ -142,10 +144,9 @@ pub fn pushes_held(
         ),
         NodePause::RetryAfter => (
             HeldReason::RetryAfter,
-            format!(
-                "the endpoint answered 429 or 503 with Retry-After: no push starts before \
-                 {when} (a wait is capped by the retry policy's longest delay and 60s)"
-            ),
+            "the endpoint answered 429 or 503 with Retry-After (a wait it asks for is capped \
+             by the retry policy's longest delay and 60s)"
+                .to_owned(),
         ),
     };
     Some(PushesHeld {
@@ -179,6 +180,15 @@ impl Waiting<'_> {
             },
             Waiting::Rate(rate) => format!("waiting its turn under the rate limit of {rate}"),
             Waiting::Turn => "due: waiting for a push slot".to_owned(),
+        }
+    }
+
+    /// A few words for a list, e.g. `held back: push backoff`.
+    pub fn short(&self) -> String {
+        match self {
+            Waiting::Held(held) => format!("held back: {}", held.reason.label()),
+            Waiting::Rate(rate) => format!("waiting: rate limit {rate}"),
+            Waiting::Turn => "due: waiting for a slot".to_owned(),
         }
     }
 }
@@ -268,9 +278,8 @@ mod tests {
         assert_eq!(held.reason, HeldReason::PushBackoff);
         assert_eq!(
             held.detail,
-            "push backoff after 5 consecutive failed pushes: no push starts before \
-             2026-01-02 12:00:01.600 UTC; while pushes keep failing each pause doubles, \
-             from 100ms up to 60s, and a success ends them"
+            "push backoff is on and 5 pushes failed in a row: while pushes keep failing each \
+             pause doubles, from 100ms up to 60s, and a success ends them"
         );
         // Over: nothing holds the pushes any more.
         assert_eq!(pushes_held(&sub, Some((until, pause)), until), None);
@@ -296,7 +305,7 @@ mod tests {
         assert_eq!(held.reason, HeldReason::Disabled);
         assert!(
             held.detail
-                .starts_with("endpoint health is disabled (90% of 20 attempts failed): "),
+                .starts_with("endpoint health is disabled (90% of 20 attempts failed); "),
             "{}",
             held.detail
         );
@@ -344,5 +353,7 @@ mod tests {
             Waiting::Held(&held).describe(),
             "held back by the endpoint's Retry-After"
         );
+        assert_eq!(Waiting::Held(&held).short(), "held back: Retry-After");
+        assert_eq!(Waiting::Rate(rate).short(), "waiting: rate limit 5/s");
     }
 }

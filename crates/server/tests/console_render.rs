@@ -321,22 +321,22 @@ fn a_due_delivery_says_what_it_waits_on_and_a_later_one_does_not() {
         },
     };
     let html = views::delivery_rows(&rows).into_string();
-    let note = "held back by push backoff until 2027-01-15 08:01:00 UTC";
+    let note = ">held back: push backoff</span>";
     assert_eq!(html.matches(note).count(), 1, "only the due one: {html}");
     let (before, _) = html.split_once("d-later").unwrap();
     assert!(before.contains(note), "on the due delivery's row");
-    assert!(html.contains("title=\"push_backoff &lt;b&gt;detail&lt;/b&gt;\""));
+    assert!(
+        html.contains(
+            "title=\"held back by push backoff until 2027-01-15 08:01:00 UTC: pushes are held \
+             because push_backoff &lt;b&gt;detail&lt;/b&gt;\""
+        ),
+        "{html}"
+    );
 
     for (reason, text) in [
-        (
-            HeldReason::Paused,
-            "waiting: the subscription is paused by hand",
-        ),
-        (HeldReason::Disabled, "waiting: the endpoint is disabled"),
-        (
-            HeldReason::RateZero,
-            "waiting: the subscription's rate is 0",
-        ),
+        (HeldReason::Paused, ">held back: paused by hand<"),
+        (HeldReason::Disabled, ">held back: endpoint disabled<"),
+        (HeldReason::RateZero, ">held back: rate is 0<"),
     ] {
         rows.waits.held = Some(held(reason, None));
         let html = views::delivery_rows(&rows).into_string();
@@ -345,7 +345,7 @@ fn a_due_delivery_says_what_it_waits_on_and_a_later_one_does_not() {
     rows.waits.held = None;
     rows.waits.rate = Some("2/m".parse().unwrap());
     let html = views::delivery_rows(&rows).into_string();
-    assert!(html.contains("waiting its turn under the rate limit of 2/m"));
+    assert!(html.contains(">waiting: rate limit 2/m<"), "{html}");
 
     // The delivery page says it beside the next attempt.
     let waits = views::Waits {
@@ -396,12 +396,14 @@ fn the_health_badge_and_the_held_banner_say_why() {
 #[test]
 fn ids_are_one_line_with_the_whole_value_on_hover_and_a_copy_button() {
     let html = views::ident("evt_0123456789abcdef").into_string();
-    assert_eq!(
-        html,
-        "<span class=\"ident\"><span class=\"ident-text\" title=\"evt_0123456789abcdef\">\
-         evt_0123456789abcdef</span><button class=\"copy\" type=\"button\" \
-         data-copy=\"evt_0123456789abcdef\" title=\"Copy evt_0123456789abcdef\" \
-         aria-label=\"Copy\">Copy</button></span>"
+    assert!(
+        html.starts_with(
+            "<span class=\"ident\"><span class=\"ident-text\" title=\"evt_0123456789abcdef\">\
+             evt_0123456789abcdef</span><button class=\"copy\" type=\"button\" \
+             data-copy=\"evt_0123456789abcdef\" title=\"Copy evt_0123456789abcdef\" \
+             aria-label=\"Copy\"><svg"
+        ),
+        "{html}"
     );
     assert_escaped(&views::ident(NASTY).into_string());
 }

@@ -107,7 +107,18 @@ pub fn ident(value: &str) -> Markup {
     html! {
         span.ident {
             span.ident-text title=(value) { (value) }
-            button.copy type="button" data-copy=(value) title={ "Copy " (value) } aria-label="Copy" { "Copy" }
+            (copy_button(value))
+        }
+    }
+}
+
+/// Copies `value` (see `console.js`); two overlapping sheets.
+fn copy_button(value: &str) -> Markup {
+    html! {
+        button.copy type="button" data-copy=(value) title={ "Copy " (value) } aria-label="Copy" {
+            svg viewBox="0 0 16 16" aria-hidden="true" {
+                path fill="currentColor" d="M5 1h8a2 2 0 0 1 2 2v8h-2V3H5V1zM1 5a2 2 0 0 1 2-2h7a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2H3a2 2 0 0 1-2-2V5zm2 0v8h7V5H3z" {}
+            }
         }
     }
 }
@@ -117,7 +128,7 @@ fn ident_link(value: &str, href: &str) -> Markup {
     html! {
         span.ident {
             a.ident-text href=(href) title=(value) { (value) }
-            button.copy type="button" data-copy=(value) title={ "Copy " (value) } aria-label="Copy" { "Copy" }
+            (copy_button(value))
         }
     }
 }
@@ -190,6 +201,12 @@ fn paused_badge() -> Markup {
 
 pub fn when(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A time in a table cell, the zone in the column's header (`UTC`).
+fn cell_when(ts: Option<Timestamp>) -> String {
+    ts.map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "—".into())
 }
 
 fn opt_when(ts: Option<Timestamp>) -> String {
@@ -415,18 +432,34 @@ pub struct Waits {
     pub now: Timestamp,
 }
 
-/// Why a due delivery has not been pushed yet; nothing for any other.
+/// Why a due delivery has not been pushed yet, in a sentence; nothing for
+/// any other.
 pub fn waiting_note(delivery: &Delivery, waits: &Waits) -> Markup {
+    waiting(delivery, waits, false)
+}
+
+/// [`waiting_note`] in a few words for a list row, the sentence on hover.
+pub fn waiting_badge(delivery: &Delivery, waits: &Waits) -> Markup {
+    waiting(delivery, waits, true)
+}
+
+fn waiting(delivery: &Delivery, waits: &Waits, short: bool) -> Markup {
     let Some(waiting) = delivery_waiting(delivery, waits.held.as_ref(), waits.rate, waits.now)
     else {
         return html! {};
     };
-    let until = waits.held.as_ref().and_then(|held| held.until);
-    let title = waits.held.as_ref().map(|held| held.detail.as_str());
+    let held = waits.held.as_ref();
+    let mut sentence = waiting.describe();
+    if let Some(until) = held.and_then(|held| held.until) {
+        sentence = format!("{sentence} until {}", when(until));
+    }
+    let title = match held {
+        Some(held) => format!("{sentence}: pushes are held because {}", held.detail),
+        None => sentence.clone(),
+    };
     html! {
-        span.note.waiting data-waiting=(waits.held.as_ref().map_or("", |h| h.reason.as_str())) title=[title] {
-            (waiting.describe())
-            @if let Some(until) = until { " until " (when(until)) }
+        span.note.waiting data-waiting=(held.map_or("", |h| h.reason.as_str())) title=(title) {
+            @if short { (waiting.short()) } @else { (sentence) }
         }
     }
 }
@@ -550,7 +583,7 @@ pub fn delivery_table(rows: &DeliveryRows) -> Markup {
             table #deliveries {
                 thead { tr {
                     th { "" } th { "Event" } th.hide-narrow { "Type" } th { "State" } th { "Attempts" }
-                    th { "Last answer" } th.hide-narrow { "Last attempt" } th.hide-narrow { "Next attempt" } th { "" }
+                    th { "Last answer" } th.hide-narrow { "Last attempt (UTC)" } th.hide-narrow { "Next attempt (UTC)" } th { "" }
                 } }
                 tbody data-refresh=[refresh] { (delivery_rows(rows)) }
             }
@@ -575,13 +608,13 @@ pub fn delivery_rows(rows: &DeliveryRows) -> Markup {
                 td {
                     (state_badge(d.state))
                     @if let Some(reason) = d.failure_reason { br; span.note { (reason.as_str()) } }
-                    @let waiting = waiting_note(d, &rows.waits);
+                    @let waiting = waiting_badge(d, &rows.waits);
                     @if !waiting.0.is_empty() { br; (waiting) }
                 }
                 td { (d.attempts) }
                 td { (last_answer(d)) }
-                td.hide-narrow { (opt_when(d.last_attempt_at)) }
-                td.hide-narrow { (opt_when(d.next_attempt_at)) }
+                td.hide-narrow { (cell_when(d.last_attempt_at)) }
+                td.hide-narrow { (cell_when(d.next_attempt_at)) }
                 td { (retry_button(d, rows.csrf.as_deref())) }
             }
         }

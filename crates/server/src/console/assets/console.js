@@ -52,11 +52,12 @@
     return copied;
   }
   function copied(button, ok) {
+    var title = button.getAttribute("title");
     button.setAttribute("data-copied", ok ? "true" : "false");
-    button.textContent = ok ? "Copied" : "Copy failed";
+    button.setAttribute("title", ok ? "Copied" : "Copy failed: select the text instead");
     setTimeout(function () {
       button.removeAttribute("data-copied");
-      button.textContent = "Copy";
+      button.setAttribute("title", title);
     }, 1500);
   }
   document.addEventListener("click", function (event) {
