@@ -592,6 +592,170 @@ async fn local_and_metadata_endpoints_are_refused_by_default_and_allowed_by_the_
     }
 }
 
+/// Endpoints redrive refuses by default, one of each kind, literal IPv4 and
+/// IPv6 forms that embed IPv4 (NAT64, 6to4, IPv4-compatible and -translated).
+const FORBIDDEN_ENDPOINTS: [&str; 9] = [
+    "http://127.0.0.1:9/hook",
+    "http://10.0.0.1/hook",
+    "http://169.254.169.254/latest/meta-data",
+    "http://0.0.0.0:8080/",
+    "http://[::1]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[::127.0.0.1]:9/",
+    "http://[::ffff:0:7f00:1]:9/",
+    "http://[2002:a00:1::]/",
+];
+
+fn assert_refuses_endpoint(endpoint: &str, status: Status, body: &Value) {
+    assert_eq!(status, Status::BAD_REQUEST, "{endpoint}: {body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("endpoint: "), "{endpoint}: {message}");
+    assert!(
+        message.contains("--allow-endpoint-networks"),
+        "{endpoint}: {message}"
+    );
+}
+
+#[tokio::test]
+async fn create_patch_and_apply_refuse_the_same_forbidden_endpoints() {
+    let server = default_policy_server().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription(
+            "ok",
+            "orders",
+            "http://93.184.216.34/hook",
+            json!({}),
+        ))
+        .await;
+    for endpoint in FORBIDDEN_ENDPOINTS {
+        let spec = subscription("s", "orders", endpoint, json!({}));
+        let (status, body) = server.post("/v1/subscriptions", spec.clone()).await;
+        assert_refuses_endpoint(endpoint, status, &body);
+
+        let (status, body) = server
+            .patch("/v1/subscriptions/ok", json!({ "endpoint": endpoint }))
+            .await;
+        assert_refuses_endpoint(endpoint, status, &body);
+
+        for dry_run in [true, false] {
+            let (status, body) = server
+                .post(
+                    "/v1/apply",
+                    json!({
+                        "dry_run": dry_run,
+                        "topics": [{"name": "orders"}],
+                        "subscriptions": [spec],
+                    }),
+                )
+                .await;
+            assert_refuses_endpoint(endpoint, status, &body);
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("subscription \"s\": "), "{message}");
+        }
+    }
+    let (_, body) = server.get("/v1/subscriptions").await;
+    let stored: Vec<(&str, &str)> = body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["endpoint"].as_str().unwrap()))
+        .collect();
+    assert_eq!(stored, [("ok", "http://93.184.216.34/hook")]);
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_a_config_with_a_forbidden_endpoint() {
+    for endpoint in FORBIDDEN_ENDPOINTS {
+        let data = tempfile::tempdir().unwrap();
+        let mut spec: redrive_core::SubscriptionSpec =
+            redrive_store::conformance::spec("s", "orders");
+        spec.endpoint = endpoint.into();
+        let options = redrive_server::ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.path().join("data"),
+            database_url: None,
+            limits: Limits::default(),
+            dispatcher: Default::default(),
+            sweeper: quick_sweeper(),
+            health: Default::default(),
+            security: SecurityOptions {
+                endpoint_policy: EndpointPolicy::default(),
+                ..test_security()
+            },
+            config: Some(redrive_core::config::Desired {
+                prune: false,
+                topics: vec![redrive_core::config::TopicDecl {
+                    name: "orders".into(),
+                }],
+                subscriptions: vec![spec],
+            }),
+        };
+        let started = redrive_server::serve(
+            options,
+            |address| panic!("{endpoint}: the server listens on {address}"),
+            std::future::ready(()),
+        )
+        .await;
+        let message = format!("{:#}", started.expect_err(endpoint));
+        assert!(
+            message.contains("cannot apply the configuration file"),
+            "{message}"
+        );
+        assert!(
+            message.contains("subscription \"s\": endpoint: "),
+            "{endpoint}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_ipv4_literal_stored_earlier_is_blocked_at_connect_time() {
+    use redrive_store::{SqliteStore, Store};
+    // Stored directly, as by an older version: only the connect-time check
+    // stands between it and the address it embeds.
+    let data = tempfile::tempdir().unwrap();
+    let endpoints = [
+        "http://[::127.0.0.1]:9/",
+        "http://[::ffff:0:7f00:1]:9/",
+        "http://[64:ff9b::7f00:1]:9/",
+        "http://[2002:7f00:1::]:9/",
+    ];
+    {
+        let now = jiff::Timestamp::now();
+        let store = SqliteStore::open(data.path(), now).unwrap();
+        store.create_topic("orders", now).await.unwrap();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let mut spec = redrive_store::conformance::spec(&format!("s{i}"), "orders");
+            spec.endpoint = (*endpoint).into();
+            store.create_subscription(spec, now).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    let dir = data.path().to_owned();
+    let server = Server::start_tuned(Limits::default(), quick_sweeper(), move |options| {
+        options.data_dir = dir;
+        options.database_url = None;
+        options.security.endpoint_policy = EndpointPolicy::default();
+    })
+    .await;
+    server.publish_ok("orders", &event("e1", "t")).await;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let delivery = server.only_delivery(&format!("s{i}")).await;
+        let detail = server
+            .wait_for_state(delivery["id"].as_str().unwrap(), "failed")
+            .await;
+        let attempts = detail["attempt_log"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{endpoint}: {detail:#}");
+        assert_eq!(attempts[0]["error"], "blocked", "{endpoint}: {detail:#}");
+        let message = attempts[0]["error_message"].as_str().unwrap();
+        assert!(
+            message.contains("127.0.0.1, a loopback address"),
+            "{message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn https_only_refuses_http_endpoints() {
     let server = Server::start_secured(

@@ -509,19 +509,59 @@ mod tests {
         let policy = EndpointPolicy::default();
         for (addr, form, ipv4, kind) in [
             ("64:ff9b::a00:1", "NAT64", "10.0.0.1", "private"),
-            ("64:ff9b::a9fe:a9fe", "NAT64", "169.254.169.254", "link-local"),
+            (
+                "64:ff9b::a9fe:a9fe",
+                "NAT64",
+                "169.254.169.254",
+                "link-local",
+            ),
             ("64:ff9b::7f00:1", "NAT64", "127.0.0.1", "loopback"),
             ("::127.0.0.1", "IPv4-compatible", "127.0.0.1", "loopback"),
-            ("::ffff:0:7f00:1", "IPv4-translated", "127.0.0.1", "loopback"),
-            ("::ffff:169.254.169.254", "IPv4-mapped", "169.254.169.254", "link-local"),
+            (
+                "::ffff:0:7f00:1",
+                "IPv4-translated",
+                "127.0.0.1",
+                "loopback",
+            ),
+            (
+                "::ffff:169.254.169.254",
+                "IPv4-mapped",
+                "169.254.169.254",
+                "link-local",
+            ),
             ("2002:7f00:1::", "6to4", "127.0.0.1", "loopback"),
-            ("2002:a9fe:a9fe:1::5", "6to4", "169.254.169.254", "link-local"),
+            (
+                "2002:a9fe:a9fe:1::5",
+                "6to4",
+                "169.254.169.254",
+                "link-local",
+            ),
             ("2001:0:a00:1::", "Teredo (server)", "10.0.0.1", "private"),
             // The client field is inverted: !127.0.0.1 = 128.255.255.254.
-            ("2001:0:808:808::80ff:fffe", "Teredo (client)", "127.0.0.1", "loopback"),
-            ("64:ff9b:1::a00:1", "local-use NAT64", "0.0.0.0", "unspecified"),
-            ("64:ff9b:1:808:8:808:a00:1", "local-use NAT64", "10.0.0.1", "private"),
-            ("64:ff9b:1:a00:1:100::", "local-use NAT64", "10.0.1.1", "private"),
+            (
+                "2001:0:808:808::80ff:fffe",
+                "Teredo (client)",
+                "127.0.0.1",
+                "loopback",
+            ),
+            (
+                "64:ff9b:1::a00:1",
+                "local-use NAT64",
+                "0.0.0.0",
+                "unspecified",
+            ),
+            (
+                "64:ff9b:1:808:8:808:a00:1",
+                "local-use NAT64",
+                "10.0.0.1",
+                "private",
+            ),
+            (
+                "64:ff9b:1:a00:1:100::",
+                "local-use NAT64",
+                "10.0.1.1",
+                "private",
+            ),
             ("2606:4700:1::5efe:a00:1", "ISATAP", "10.0.0.1", "private"),
         ] {
             assert_eq!(
