@@ -119,6 +119,28 @@ async fn without_a_valid_token_every_v1_route_is_401_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn metrics_need_a_read_token_while_health_and_readiness_stay_open() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let http = anonymous();
+    let (status, body, headers) = call(http.get(server.url("/metrics"))).await;
+    assert_eq!(status, Status::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(headers.contains_key("www-authenticate"));
+    let publisher = create_token(&server, "publish:orders").await;
+    let (status, body, _) = call(http.get(server.url("/metrics")).bearer_auth(&publisher)).await;
+    assert_eq!(status, Status::FORBIDDEN, "{body}");
+    let reader = create_token(&server, "read").await;
+    let (status, body, _) = call(http.get(server.url("/metrics")).bearer_auth(&reader)).await;
+    assert_eq!(status, Status::OK, "{body}");
+    assert!(body.as_str().unwrap().contains("redrive_"), "{body}");
+    for open in ["/healthz", "/readyz", "/openapi.json"] {
+        let (status, body, _) = call(http.get(server.url(open))).await;
+        assert_eq!(status, Status::OK, "{open}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn a_publish_token_publishes_only_to_its_topic() {
     let server = Server::start().await;
     server.create_topic("orders").await;
