@@ -404,7 +404,93 @@ pub fn parse_binary<'a>(
 }
 
 fn parse_json_body(body: &[u8]) -> Result<Value, EventError> {
-    serde_json::from_slice(body).map_err(|e| EventError::new("body", format!("invalid JSON: {e}")))
+    serde_json::from_slice::<UniqueKeys>(body)
+        .map(|UniqueKeys(value)| value)
+        .map_err(|e| EventError::new("body", format!("invalid JSON: {e}")))
+}
+
+/// A JSON value as serde_json reads it, except that an object naming a
+/// member twice is an error. serde_json keeps the last silently, so
+/// `{"id": "a", "id": "b"}` would be stored as `b` while another reader of
+/// the same bytes sees `a`. The check costs one map lookup per member, the
+/// one the insert makes anyway.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "the member {:?} appears twice",
+                        excerpt(taken.key())
+                    )));
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The common core of structured and batch mode.
@@ -1093,6 +1179,50 @@ mod tests {
     }
 
     // --- batch mode ---
+
+    #[test]
+    fn a_member_given_twice_is_refused_at_any_depth() {
+        for (body, member) in [
+            (
+                r#"{"specversion":"1.0","id":"a","id":"b","source":"/s","type":"t"}"#,
+                "id",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","ext":1,"ext":2}"#,
+                "ext",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":{"k":1,"k":2}}"#,
+                "k",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":[{"x":{"y":0,"y":0}}]}"#,
+                "y",
+            ),
+        ] {
+            let message = err("body", parse_structured(body.as_bytes()));
+            assert!(
+                message.contains(&format!("the member \"{member}\" appears twice at line 1")),
+                "{body}: {message}"
+            );
+        }
+        let batch = format!(
+            "[{},{}]",
+            minimal(),
+            r#"{"specversion":"1.0","id":"a","source":"/s","source":"/t","type":"t"}"#
+        );
+        let message = err(
+            "body",
+            parse_batch(batch.as_bytes()).map(|mut v| v.remove(0)),
+        );
+        assert!(message.contains("\"source\" appears twice"), "{message}");
+        // The same names in different objects are no duplicates.
+        let fine = r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":{"id":1,"a":{"id":2}}}"#;
+        assert_eq!(
+            parse_structured(fine.as_bytes()).unwrap().data.unwrap(),
+            br#"{"a":{"id":2},"id":1}"#
+        );
+    }
 
     #[test]
     fn batch_parses_every_event_in_order() {
