@@ -208,6 +208,76 @@ impl CloudEvent {
     }
 }
 
+/// What one event may carry beyond the rules every attribute follows, so
+/// that it can be delivered in any payload format. Checked at publish, for
+/// every event, whichever format its subscriptions push in: a subscription
+/// may change format later, and the event is already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Most extension attributes on one event.
+    pub max_extensions: usize,
+    /// Most bytes the attributes take as the headers of a binary-mode push
+    /// (`ce-*` and `content-type` lines: names, percent-encoded values and
+    /// their `": "` and CRLF). The smallest common limits on a request's
+    /// headers are 8 KiB (Tomcat, Jetty in total; nginx and Apache per
+    /// line); with redrive's own headers (about 1 KiB: host, `webhook-*`,
+    /// `redrive-attempt`, App Engine's) the default keeps a push under them.
+    pub max_attribute_bytes: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_extensions: 50,
+            max_attribute_bytes: 6 * 1024,
+        }
+    }
+}
+
+/// An event carrying more than [`EventLimits`] allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "extensions: an event may carry at most {max} extension attributes; this one has {count}"
+    )]
+    TooManyExtensions { count: usize, max: usize },
+    #[error(
+        "attributes: an event's attributes may take at most {max} bytes as binary-mode \
+         headers, where receivers limit them; these take {bytes}"
+    )]
+    AttributesTooLarge { bytes: usize, max: usize },
+}
+
+impl CloudEvent {
+    /// The bytes the attributes take as the headers of a binary-mode push.
+    pub fn binary_header_bytes(&self) -> usize {
+        crate::binding::binary_headers(self)
+            .iter()
+            // "name: value\r\n"
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum()
+    }
+
+    /// Whether the event stays within `limits`.
+    pub fn check_limits(&self, limits: &EventLimits) -> Result<(), LimitError> {
+        let count = self.emitted_extensions().count();
+        if count > limits.max_extensions {
+            return Err(LimitError::TooManyExtensions {
+                count,
+                max: limits.max_extensions,
+            });
+        }
+        let bytes = self.binary_header_bytes();
+        if bytes > limits.max_attribute_bytes {
+            return Err(LimitError::AttributesTooLarge {
+                bytes,
+                max: limits.max_attribute_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Whether a `datacontenttype` declares JSON: a media type of the form
 /// `*/json` or `*/*+json`, parameters and case ignored. An absent content
 /// type counts as JSON, as the JSON format prescribes.
@@ -1222,6 +1292,51 @@ mod tests {
             parse_structured(fine.as_bytes()).unwrap().data.unwrap(),
             br#"{"a":{"id":2},"id":1}"#
         );
+    }
+
+    #[test]
+    fn limits_count_extensions_and_the_bytes_attributes_take_as_headers() {
+        let limits = EventLimits {
+            max_extensions: 3,
+            max_attribute_bytes: 200,
+        };
+        let mut event = sample();
+        for i in 0..3 {
+            event.extensions.insert(format!("x{i}"), json!(i));
+        }
+        // Unset (null) extensions are not carried, so they do not count.
+        event.extensions.insert("gone".into(), Value::Null);
+        assert_eq!(event.check_limits(&limits), Ok(()));
+        event.extensions.insert("x3".into(), json!("v"));
+        assert_eq!(
+            event.check_limits(&limits),
+            Err(LimitError::TooManyExtensions { count: 4, max: 3 })
+        );
+        event.extensions.remove("x3");
+
+        // Each header line is "name: value\r\n", the value percent-encoded.
+        let bytes = event.binary_header_bytes();
+        let expected: usize = crate::binding::binary_headers(&event)
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n").len())
+            .sum();
+        assert_eq!(bytes, expected);
+        // A subject filling what is left: é is percent-encoded to 6 bytes.
+        let room = 200 - bytes - "ce-subject: \r\n".len();
+        event.subject = Some("é".repeat(room / 6));
+        assert_eq!(event.binary_header_bytes(), 200 - room % 6);
+        assert_eq!(event.check_limits(&limits), Ok(()));
+        event.subject = Some("é".repeat(room / 6 + 1));
+        assert_eq!(
+            event.check_limits(&limits),
+            Err(LimitError::AttributesTooLarge {
+                bytes: event.binary_header_bytes(),
+                max: 200
+            })
+        );
+        let message = event.check_limits(&limits).unwrap_err().to_string();
+        assert!(message.starts_with("attributes: "), "{message}");
+        assert!(EventLimits::default().max_attribute_bytes >= 4096);
     }
 
     #[test]

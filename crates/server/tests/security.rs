@@ -907,6 +907,135 @@ async fn oversized_malformed_and_overlong_batches_are_4xx_and_store_nothing() {
     assert_eq!(status, Status::BAD_REQUEST);
 }
 
+/// `event(id)` with `count` string extensions `x0`, `x1`, … of `value`.
+fn event_with_extensions(id: &str, count: usize, value: &str) -> Value {
+    let mut event = event(id, "t");
+    for i in 0..count {
+        event[format!("x{i}")] = json!(value);
+    }
+    event
+}
+
+#[tokio::test]
+async fn events_beyond_the_extension_and_attribute_limits_are_413_and_store_nothing() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let endpoint = Endpoint::ok().await;
+    server
+        .create_subscription(subscription("s", "orders", &endpoint.url, json!({})))
+        .await;
+
+    // The finding: ten thousand extensions were accepted, and a binary push
+    // of them was answered 431 and retried without end.
+    let (status, body) = server
+        .publish("orders", &event_with_extensions("many", 10_000, "v"))
+        .await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "event_too_large");
+    assert_eq!(
+        body["error"]["message"],
+        "extensions: an event may carry at most 50 extension attributes; this one has 10000"
+    );
+    // Attributes within the count but too long as headers together.
+    let mut long = event("long", "t");
+    long["subject"] = json!("s".repeat(4000));
+    long["type"] = json!("t".repeat(4000));
+    let (status, body) = server.publish("orders", &long).await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("attributes: an event's attributes may take at most 6144 bytes"),
+        "{message}"
+    );
+    // In a batch the event is named and nothing is stored.
+    let batch = [event("b0", "t"), event_with_extensions("b1", 51, "v")];
+    let (status, body) = server.publish_batch("orders", &batch).await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[1].extensions: "),
+        "{body}"
+    );
+
+    // At the limits, a binary-mode push reaches a real HTTP server (hyper
+    // keeps at most 100 headers) with every attribute.
+    let mut full = event_with_extensions("full", 50, &"v".repeat(60));
+    full["subject"] = json!("s".repeat(1500));
+    server.publish_ok("orders", &full).await;
+    let received = endpoint.wait_for(1).await;
+    assert_eq!(received[0].header("ce-id"), Some("full"));
+    assert_eq!(received[0].header("ce-x49"), Some("v".repeat(60).as_str()));
+    let header_bytes: usize = received[0]
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    assert!(header_bytes < 8 * 1024, "{header_bytes} bytes of headers");
+    // Nothing of the refused publishes was stored: the batch's valid event
+    // is new, and the only deliveries are of events within the limits.
+    server.publish_ok("orders", &event("b0", "t")).await;
+    let deliveries = server.wait_all_ended("s", 2).await;
+    assert!(
+        deliveries.iter().all(|d| d["state"] == "delivered"),
+        "{deliveries:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_event_limits_are_configurable_and_duplicate_members_are_400() {
+    let server = Server::start_with(Limits {
+        event: redrive_core::event::EventLimits {
+            max_extensions: 2,
+            max_attribute_bytes: 300,
+        },
+        ..Limits::default()
+    })
+    .await;
+    server.create_topic("orders").await;
+    let (status, body) = server
+        .publish("orders", &event_with_extensions("e1", 3, "v"))
+        .await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2")
+    );
+    server
+        .publish_ok("orders", &event_with_extensions("e2", 2, "v"))
+        .await;
+    let mut long = event("e3", "t");
+    long["subject"] = json!("s".repeat(300));
+    let (status, body) = server.publish("orders", &long).await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 300 bytes")
+    );
+
+    let duplicate = br#"{"specversion":"1.0","id":"d1","id":"d2","source":"/s","type":"t"}"#;
+    for (content_type, body) in [
+        ("application/cloudevents+json", duplicate.to_vec()),
+        (
+            "application/cloudevents-batch+json",
+            [b"[".as_slice(), duplicate, b"]"].concat(),
+        ),
+    ] {
+        let (status, answer) = server.publish_raw("orders", content_type, body).await;
+        assert_eq!(status, Status::BAD_REQUEST, "{content_type}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("the member \"id\" appears twice"),
+            "{message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn too_many_or_too_large_headers_are_431() {
     let server = Server::start().await;
