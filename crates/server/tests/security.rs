@@ -513,6 +513,51 @@ async fn pushes_are_signed_and_rotation_signs_with_both_secrets_during_the_grace
 }
 
 #[tokio::test]
+async fn a_second_rotation_within_the_grace_keeps_the_first_secret_signing() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let endpoint = Endpoint::ok().await;
+    server
+        .create_subscription(subscription("s", "orders", &endpoint.url, json!({})))
+        .await;
+    let (_, body) = server.get("/v1/subscriptions/s/secret").await;
+    let mut secrets = vec![body["secret"].as_str().unwrap().to_owned()];
+    // Four rotations in a row: the three latest replaced secrets keep
+    // signing beside the current one, the oldest is let go.
+    for _ in 0..4 {
+        let (status, body) = server
+            .post("/v1/subscriptions/s/secret/rotate", json!({}))
+            .await;
+        assert_eq!(status, Status::OK, "{body}");
+        secrets.push(body["secret"].as_str().unwrap().to_owned());
+    }
+    server.publish_ok("orders", &event("e1", "t")).await;
+    let received = endpoint.wait_for(1).await;
+    assert_eq!(
+        signatures(&received[0]).len(),
+        4,
+        "{:?}",
+        received[0].headers
+    );
+    for secret in &secrets[1..] {
+        assert!(verifies(secret, &received[0]), "{secret}");
+    }
+    assert!(!verifies(&secrets[0], &received[0]));
+
+    // Past the grace only the current secret signs.
+    server.clock.advance(Duration::from_secs(25 * 3600));
+    server.publish_ok("orders", &event("e2", "t")).await;
+    let received = endpoint.wait_for(2).await;
+    assert_eq!(
+        signatures(&received[1]).len(),
+        1,
+        "{:?}",
+        received[1].headers
+    );
+    assert!(verifies(&secrets[4], &received[1]));
+}
+
+#[tokio::test]
 async fn signing_secrets_are_encrypted_at_rest() {
     use redrive_server::security::{SecretBook, SecretCipher};
     use redrive_store::{SqliteStore, Store};

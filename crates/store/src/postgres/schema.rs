@@ -110,6 +110,7 @@ CREATE TABLE journal_floors (
     super::partitions::MIGRATION,
     super::rate::MIGRATION,
     super::console::EVENT_TYPE_INDEX,
+    super::security::PREVIOUS_SECRETS_MIGRATION,
 ];
 
 /// The advisory lock key of migrations, per schema so that databases
