@@ -72,6 +72,13 @@ pub fn version_before_partitions() -> usize {
     super::schema::version_of(super::partitions::MIGRATION).map_or(0, |version| version - 1)
 }
 
+/// The schema version just before push backoff became a subscription
+/// setting.
+pub fn version_before_push_backoff() -> usize {
+    super::schema::version_of(super::schema::PUSH_BACKOFF_MIGRATION)
+        .map_or(0, |version| version - 1)
+}
+
 /// The schema version just before signing secrets kept several previous ones.
 pub fn version_before_previous_secrets() -> usize {
     super::schema::version_of(super::security::PREVIOUS_SECRETS_MIGRATION)
