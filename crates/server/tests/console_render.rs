@@ -415,3 +415,41 @@ fn the_sign_in_page_uses_the_console_stylesheet() {
     assert!(html.contains("value=\"/console/x?a=&quot;b&quot;\""));
     assert_escaped(&html);
 }
+
+#[test]
+fn the_subscription_page_shows_the_gist_of_its_health_reason_and_its_hold() {
+    let reason = "12 of 12 attempts failed in the last 86400s (at least 80% of at least 10 makes it unstable)";
+    let page = views::SubscriptionPage {
+        name: "hooks".into(),
+        topic: "orders".into(),
+        endpoint: "http://127.0.0.1:9/hook".into(),
+        health: "unstable".into(),
+        health_reason: Some(reason.into()),
+        held: Some(held(HeldReason::PushBackoff, Some(at(60)))),
+        paused: false,
+        push_backoff: true,
+        filters: Default::default(),
+        rows: views::DeliveryRows {
+            subscription: "hooks".into(),
+            deliveries: vec![],
+            filters: Default::default(),
+            next_cursor: None,
+            paged: false,
+            csrf: None,
+            waits: Default::default(),
+        },
+        filter_error: None,
+        redriven: None,
+    };
+    let html = views::subscription(&page, &Default::default()).into_string();
+    assert!(
+        html.contains(&format!(
+            "<dd id=\"health\">unstable — <span class=\"health-reason\" title=\"{reason}\">\
+             12 of 12 attempts failed in the last 86400s</span></dd>"
+        )),
+        "{html}"
+    );
+    assert!(html.contains(&format!("title=\"endpoint health unstable: {reason}\"")));
+    assert!(html.contains("id=\"pushes-held\""), "the banner");
+    assert!(!html.contains("id=\"sign-out\""), "no session to end");
+}
