@@ -262,7 +262,26 @@ async fn the_console_signs_in_once_with_a_cookie_and_checks_csrf() {
     );
     let form = http.get(server.url("/console/login")).send().await.unwrap();
     assert_eq!(form.status(), Status::OK);
-    assert!(form.text().await.unwrap().contains(r#"name="token""#));
+    let form = form.text().await.unwrap();
+    assert!(form.contains(r#"name="token""#));
+    // The sign-in page is styled: its stylesheet and script come without a
+    // session, and nothing else does.
+    assert!(
+        form.contains(r#"href="/console/assets/console.css""#),
+        "{form}"
+    );
+    for asset in ["console.css", "console.js"] {
+        let response = http
+            .get(server.url(&format!("/console/assets/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), Status::OK, "{asset}");
+    }
+    for path in ["/console", "/console/policy", "/console/assets-not/x"] {
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), Status::SEE_OTHER, "{path}");
+    }
 
     let refused = http
         .post(server.url("/console/login"))

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 pub use error::ApiError;
 pub(crate) use health::{enable_by_hand, set_paused_by_hand};
 pub(crate) use lifecycle::redrive_in_background;
+pub(crate) use subscriptions::pushes_held;
 
 /// What every handler can reach.
 #[derive(Clone)]
