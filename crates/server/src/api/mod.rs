@@ -127,6 +127,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::security::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::note_store_failures,
+        ))
         // Outermost last: limits first, then who is asking.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -71,6 +71,9 @@ pub struct Dispatcher {
     pushes: Arc<AtomicUsize>,
     /// Deliveries claimed and not yet recorded: released at shutdown.
     claimed: Arc<Mutex<HashSet<String>>>,
+    /// Whether store writes work; failures are logged there, once per
+    /// interval.
+    writes: Arc<crate::ops::StoreWrites>,
 }
 
 /// The dispatcher loop's view of the world between rounds.
@@ -113,6 +116,7 @@ impl Dispatcher {
             running: Arc::default(),
             pushes: Arc::default(),
             claimed: Arc::default(),
+            writes: Arc::default(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Dispatcher {
     pub fn reporting_to(mut self, ops: &crate::ops::OpsState) -> Self {
         self.running = ops.dispatcher_running.clone();
         self.pushes = ops.pushes_in_flight.clone();
+        self.writes = ops.store_writes.clone();
         self
     }
 
@@ -136,7 +141,8 @@ impl Dispatcher {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
-        let (recorder, recording) = record::Recorder::start(self.store.clone());
+        let (recorder, recording) =
+            record::Recorder::start(self.store.clone(), self.writes.clone());
         let mut round = Round {
             subscriptions: Vec::new(),
             by_name: HashMap::new(),
@@ -172,10 +178,13 @@ impl Dispatcher {
                 tokio::time::sleep(self.config.poll_interval).await;
                 continue;
             }
-            if last_rescue.elapsed() >= RESCUE_INTERVAL {
+            // While the recorder holds outcomes it could not write, their
+            // leases may have run out: rescuing them would push them again
+            // just before their outcome is recorded.
+            if last_rescue.elapsed() >= RESCUE_INTERVAL && recorder.holding() == 0 {
                 last_rescue = Instant::now();
                 if let Err(err) = self.store.rescue_expired(self.config.clock.now()).await {
-                    tracing::error!(error = %err, "cannot rescue expired leases");
+                    self.store_failed(&err, "cannot rescue expired leases");
                 }
             }
 
@@ -208,7 +217,7 @@ impl Dispatcher {
                         }
                     }
                     Err(err) => {
-                        tracing::error!(error = %err, "cannot claim due deliveries");
+                        self.store_failed(&err, "cannot claim due deliveries");
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;
                     }
@@ -254,6 +263,16 @@ impl Dispatcher {
         let _ = recording.await;
     }
 
+    /// Failures that pass (a full disk) are logged once per interval with
+    /// the others of their kind; any other failure at once.
+    fn store_failed(&self, err: &redrive_store::StoreError, what: &str) {
+        if err.is_transient() {
+            self.writes.failed(err);
+        } else {
+            tracing::error!(error = %err, "{what}");
+        }
+    }
+
     async fn reload(&self, round: &mut Round) -> bool {
         match self.store.list_subscriptions().await {
             Ok(subscriptions) => {
@@ -269,7 +288,7 @@ impl Dispatcher {
                 true
             }
             Err(err) => {
-                tracing::error!(error = %err, "cannot load subscriptions");
+                self.store_failed(&err, "cannot load subscriptions");
                 false
             }
         }
