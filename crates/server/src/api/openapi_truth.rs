@@ -239,16 +239,20 @@ fn describe_publish(operation: &mut Map<String, Value>, limits: &Limits) {
     let parameters = operation.entry("parameters").or_insert_with(|| json!([]));
     if let Some(parameters) = parameters.as_array_mut() {
         for (name, description) in [
-            ("ce-specversion", "Binary mode: `1.0`."),
-            ("ce-id", "Binary mode: the event id (unique per source)."),
-            ("ce-source", "Binary mode: the event source."),
-            ("ce-type", "Binary mode: the event type."),
+            ("ce-specversion", "Binary mode (required there): `1.0`."),
+            (
+                "ce-id",
+                "Binary mode (required there): the event id, unique per source.",
+            ),
+            (
+                "ce-source",
+                "Binary mode (required there): the event source.",
+            ),
+            ("ce-type", "Binary mode (required there): the event type."),
         ] {
-            let schema = if name == "ce-specversion" {
-                json!({"type": "string", "enum": ["1.0"]})
-            } else {
-                json!({"type": "string", "minLength": 1})
-            };
+            // Structured mode and batches ignore them, whatever they hold:
+            // the schema cannot say more than "a string".
+            let schema = json!({"type": "string"});
             parameters.push(json!({
                 "name": name,
                 "in": "header",
