@@ -542,6 +542,11 @@ async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push(
         .lines()
         .filter(|line| line.contains(r#""level":"ERROR""#))
         .count();
+    eprintln!(
+        "full disk: {} publishes refused, {} accepted, {errors} error lines",
+        refused.len(),
+        accepted.len()
+    );
     assert!(
         errors <= 3,
         "{errors} error lines for {} refused publishes; log:\n{}",

@@ -112,6 +112,17 @@ impl StoreWrites {
         state.last_logged = Some(now);
     }
 
+    /// Reports a store failure: one that passes counts among the write
+    /// failures (logged once per interval), any other is logged at once
+    /// with `what` failed.
+    pub fn report(&self, err: &StoreError, what: &str) {
+        if err.is_transient() {
+            self.failed(err);
+        } else {
+            tracing::error!(error = %err, "{what}");
+        }
+    }
+
     /// Notes a write that worked; logs the recovery once.
     pub fn succeeded(&self) {
         let Ok(mut state) = self.state.lock() else {

@@ -184,7 +184,7 @@ impl Dispatcher {
             if last_rescue.elapsed() >= RESCUE_INTERVAL && recorder.holding() == 0 {
                 last_rescue = Instant::now();
                 if let Err(err) = self.store.rescue_expired(self.config.clock.now()).await {
-                    self.store_failed(&err, "cannot rescue expired leases");
+                    self.writes.report(&err, "cannot rescue expired leases");
                 }
             }
 
@@ -217,7 +217,7 @@ impl Dispatcher {
                         }
                     }
                     Err(err) => {
-                        self.store_failed(&err, "cannot claim due deliveries");
+                        self.writes.report(&err, "cannot claim due deliveries");
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;
                     }
@@ -263,16 +263,6 @@ impl Dispatcher {
         let _ = recording.await;
     }
 
-    /// Failures that pass (a full disk) are logged once per interval with
-    /// the others of their kind; any other failure at once.
-    fn store_failed(&self, err: &redrive_store::StoreError, what: &str) {
-        if err.is_transient() {
-            self.writes.failed(err);
-        } else {
-            tracing::error!(error = %err, "{what}");
-        }
-    }
-
     async fn reload(&self, round: &mut Round) -> bool {
         match self.store.list_subscriptions().await {
             Ok(subscriptions) => {
@@ -288,7 +278,7 @@ impl Dispatcher {
                 true
             }
             Err(err) => {
-                self.store_failed(&err, "cannot load subscriptions");
+                self.writes.report(&err, "cannot load subscriptions");
                 false
             }
         }
