@@ -77,6 +77,14 @@ pub struct SubscriptionSpec {
     /// When the endpoint counts as unstable or is disabled.
     #[serde(default)]
     pub health_policy: HealthPolicy,
+    /// Pub/Sub's push backoff: after failures the subscription's pushes
+    /// slow down and pause (100 ms doubling to 60 s per consecutive
+    /// failure), so retries may start later than the retry policy says.
+    /// Off: every attempt starts when the policy says. Presets `pubsub` and
+    /// `eventarc` turn it on; always written out, so a stored subscription
+    /// keeps the choice whatever its preset brings.
+    #[serde(default)]
+    pub push_backoff: bool,
 }
 
 fn default_timeout() -> HumanDuration {

@@ -96,7 +96,16 @@ CREATE TABLE journal_floors (
     super::health::MIGRATION,
     super::console::CONSOLE_INDEXES,
     super::security::MIGRATION,
+    PUSH_BACKOFF_MIGRATION,
 ];
+
+/// Push backoff became a subscription setting, off unless chosen; the
+/// presets that bring it keep it on for subscriptions made before.
+const PUSH_BACKOFF_MIGRATION: &str = r#"
+UPDATE subscriptions SET spec = json_set(spec, '$.push_backoff', json('true'))
+ WHERE json_extract(spec, '$.retry_policy.preset') IN ('pubsub', 'eventarc')
+   AND json_type(spec, '$.push_backoff') IS NULL;
+"#;
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
@@ -125,4 +134,54 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
 /// The schema version a fully migrated database has.
 pub(crate) fn latest_version() -> usize {
     MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() {
+        let conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| *m == PUSH_BACKOFF_MIGRATION)
+            .unwrap();
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {before}"))
+            .unwrap();
+        let specs = [
+            ("p", r#"{"name":"p","retry_policy":{"preset":"pubsub"}}"#),
+            ("e", r#"{"name":"e","retry_policy":{"preset":"eventarc"}}"#),
+            ("a", r#"{"name":"a","retry_policy":{"preset":"appengine"}}"#),
+            ("n", r#"{"name":"n","retry_policy":{"retry_limit":3}}"#),
+        ];
+        for (name, spec) in specs {
+            conn.execute(
+                "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
+                 VALUES (?1, 't', ?2, 0, 0)",
+                [name, spec],
+            )
+            .unwrap();
+        }
+        migrate(&conn).unwrap();
+        for (name, wanted) in [
+            ("p", Some(true)),
+            ("e", Some(true)),
+            ("a", None),
+            ("n", None),
+        ] {
+            let spec: String = conn
+                .query_row(
+                    "SELECT spec FROM subscriptions WHERE name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+            assert_eq!(spec["push_backoff"].as_bool(), wanted, "{name}: {spec}");
+        }
+    }
 }
