@@ -492,7 +492,8 @@ async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push(
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("redrive.log");
     let mut command = common::serve(TOKEN, &disk.path().join("data"));
-    command.args(["--log-format", "json"]);
+    // The flood below goes faster than the default per-token rate.
+    command.args(["--log-format", "json", "--publish-rate-limit", "unlimited"]);
     let server = RunningServer::start_async(command, &log).await;
     let api = Api::new(&server.url, TOKEN);
     // Each push takes long enough for the disk to fill while it is under way.
