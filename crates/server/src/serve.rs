@@ -50,9 +50,15 @@ pub async fn serve(
     // PostgreSQL node never stages one).
     crate::backup_staging::remove_leftovers(&options.data_dir);
     if let Some(desired) = &options.config {
-        let changes = crate::config::apply(&*store, desired, false, Timestamp::now())
-            .await
-            .context("cannot apply the configuration file")?;
+        let changes = crate::config::apply(
+            &*store,
+            desired,
+            &options.security.endpoint_policy,
+            false,
+            Timestamp::now(),
+        )
+        .await
+        .context("cannot apply the configuration file")?;
         for change in changes {
             tracing::info!(resource = %change.resource, name = %change.name,
                 change = ?change.change, "configuration");

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             console_buckets_delivered_and_failed_by_end_time,
             tokens_are_created_read_listed_and_deleted,
             signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
+            rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound,
             released_claims_are_due_at_once_with_the_attempt_interrupted,
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,

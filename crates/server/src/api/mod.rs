@@ -51,6 +51,8 @@ pub struct Limits {
     pub max_publish_bytes: usize,
     /// Most events in one batch publish.
     pub max_batch_events: usize,
+    /// What one event may carry (extensions, attribute bytes).
+    pub event: redrive_core::event::EventLimits,
     /// Redrives matching at most this many deliveries finish before the
     /// answer; larger ones run as a background job.
     pub redrive_inline_limit: u64,
@@ -61,6 +63,7 @@ impl Default for Limits {
         Limits {
             max_publish_bytes: 1024 * 1024,
             max_batch_events: 1000,
+            event: Default::default(),
             redrive_inline_limit: 1000,
         }
     }

@@ -24,8 +24,7 @@ pub async fn create(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
     let spec = spec_from_json(body)?;
-    validate::subscription(&spec)?;
-    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
+    validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
@@ -99,8 +98,7 @@ pub async fn update(
     if spec.name != name {
         return Err(ApiError::invalid("name", "a subscription can't be renamed"));
     }
-    validate::subscription(&spec)?;
-    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
+    validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store
