@@ -105,12 +105,14 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweeper::run(
         store.clone(),
         options.sweeper.clone(),
+        ops.store_writes.clone(),
         stopped.clone(),
     ));
     let evaluator = tokio::spawn(health::run(
         store.clone(),
         options.health.clone(),
         subscriptions_changed.clone(),
+        ops.store_writes.clone(),
         stopped.clone(),
     ));
     let dispatcher = tokio::spawn(dispatcher.run(stopped));

@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             released_claims_are_due_at_once_with_the_attempt_interrupted,
             queue_stats_count_due_retries_and_in_flight,
             readiness_reports_a_fully_migrated_schema,
+            a_write_check_commits_and_changes_nothing_a_reader_sees,
             claims_stop_at_the_total_and_idle_subscriptions_take_none,
             retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
             a_rated_want_within_its_burst_is_served_whole,

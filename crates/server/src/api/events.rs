@@ -44,6 +44,7 @@ pub async fn publish(
         .store
         .publish(&topic, events, Timestamp::now())
         .await?;
+    state.ops.store_writes.succeeded();
     crate::metrics::published(&topic, &outcomes);
     Ok((
         StatusCode::ACCEPTED,

@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod lifecycle;
 mod openapi;
+mod openapi_truth;
 mod ops;
 mod request_logging;
 mod security;
@@ -26,6 +27,8 @@ use tokio::sync::Notify;
 pub use error::ApiError;
 pub(crate) use health::{enable_by_hand, set_paused_by_hand};
 pub(crate) use lifecycle::redrive_in_background;
+pub use openapi::document_json as openapi_document;
+pub use openapi_truth::path_parameters;
 pub(crate) use subscriptions::pushes_held;
 
 /// What every handler can reach.
@@ -131,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::security::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::note_store_failures,
+        ))
         // Outermost last: limits first, then who is asking.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

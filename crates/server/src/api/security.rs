@@ -15,7 +15,7 @@ use super::{ApiError, AppState};
 use crate::security::auth;
 
 /// Longest token label.
-const MAX_TOKEN_NAME: usize = 200;
+pub(crate) const MAX_TOKEN_NAME: usize = 200;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
