@@ -131,16 +131,22 @@ impl Subscription {
         "created_at",
         "updated_at",
     ];
+
+    /// What the API adds to a subscription when it answers, computed then
+    /// (`pushes_held`): output only, ignored when sent back.
+    pub const ANSWER_ONLY_FIELDS: &'static [&'static str] = &["pushes_held"];
 }
 
-/// Takes the read-only fields ([`Subscription::READ_ONLY_FIELDS`]) out of a
-/// subscription written as JSON, returning them.
+/// Takes the read-only fields ([`Subscription::READ_ONLY_FIELDS`] and
+/// [`Subscription::ANSWER_ONLY_FIELDS`]) out of a subscription written as
+/// JSON, returning them.
 pub fn split_read_only(
     subscription: &mut serde_json::Value,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut taken = serde_json::Map::new();
     if let Some(fields) = subscription.as_object_mut() {
-        for field in Subscription::READ_ONLY_FIELDS {
+        let read_only = Subscription::READ_ONLY_FIELDS.iter();
+        for field in read_only.chain(Subscription::ANSWER_ONLY_FIELDS) {
             if let Some(value) = fields.remove(*field) {
                 taken.insert((*field).to_owned(), value);
             }

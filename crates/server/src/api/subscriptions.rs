@@ -3,6 +3,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
+use redrive_core::hold::PushesHeld;
 use redrive_core::{Subscription, SubscriptionSpec};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,15 +15,49 @@ use crate::validate;
 
 #[derive(Serialize, ToSchema)]
 pub struct SubscriptionList {
-    pub subscriptions: Vec<Subscription>,
+    pub subscriptions: Vec<SubscriptionAnswer>,
+}
+
+/// A subscription as the API answers with it: its settings and status, and
+/// whether its pushes are held back right now.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionAnswer {
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    /// Output only: what holds the subscription's pushes back now, until
+    /// when and why, or `null`. A pause by hand, health `disabled` and a
+    /// `rate` of 0 hold on every node; push backoff and `Retry-After` pauses
+    /// are kept by each node's dispatcher, so this is the answering node's.
+    pub pushes_held: Option<PushesHeld>,
+}
+
+impl SubscriptionAnswer {
+    /// `subscription` with the holds `state`'s node knows of.
+    pub fn new(state: &AppState, subscription: Subscription) -> SubscriptionAnswer {
+        let pushes_held = pushes_held(state, &subscription, Timestamp::now());
+        SubscriptionAnswer {
+            subscription,
+            pushes_held,
+        }
+    }
+}
+
+/// What holds `subscription`'s pushes back at `now`, as this node sees it.
+pub fn pushes_held(
+    state: &AppState,
+    subscription: &Subscription,
+    now: Timestamp,
+) -> Option<PushesHeld> {
+    let pause = state.ops.push_holds.pause(&subscription.spec.name, now);
+    redrive_core::hold::pushes_held(subscription, pause, now)
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions", request_body = SubscriptionSpec,
-    responses((status = 201, body = Subscription), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
+    responses((status = 201, body = SubscriptionAnswer), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(mut body): ApiJson<Value>,
-) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+) -> Result<(StatusCode, Json<SubscriptionAnswer>), ApiError> {
     if let Some(field) = redrive_core::split_read_only(&mut body).keys().next() {
         return Err(ApiError::invalid(
             field,
@@ -30,8 +65,7 @@ pub async fn create(
         ));
     }
     let spec = spec_from_json(body)?;
-    validate::subscription(&spec)?;
-    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
+    validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
@@ -48,35 +82,43 @@ pub async fn create(
             "cannot store the new subscription's signing secret yet");
     }
     state.subscriptions_changed.notify_one();
-    Ok((StatusCode::CREATED, Json(subscription)))
+    Ok((
+        StatusCode::CREATED,
+        Json(SubscriptionAnswer::new(&state, subscription)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", responses((status = 200, body = SubscriptionList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SubscriptionList>, ApiError> {
+    let subscriptions = state.store.list_subscriptions().await?;
     Ok(Json(SubscriptionList {
-        subscriptions: state.store.list_subscriptions().await?,
+        subscriptions: subscriptions
+            .into_iter()
+            .map(|subscription| SubscriptionAnswer::new(&state, subscription))
+            .collect(),
     }))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{name}",
-    responses((status = 200, body = Subscription), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 404)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(state.store.get_subscription(&name).await?))
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
+    let subscription = state.store.get_subscription(&name).await?;
+    Ok(Json(SubscriptionAnswer::new(&state, subscription)))
 }
 
 /// A JSON merge patch (RFC 7386) over the subscription's spec. The
 /// read-only fields a GET answers with may come back unchanged, so a
 /// subscription read, edited and sent whole is accepted.
 #[utoipa::path(patch, path = "/v1/subscriptions/{name}", request_body = Object,
-    responses((status = 200, body = Subscription), (status = 400), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 400), (status = 404)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
     let patch: Value = parse_json(&body)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
@@ -108,15 +150,14 @@ pub async fn update(
     if spec.name != name {
         return Err(ApiError::invalid("name", "a subscription can't be renamed"));
     }
-    validate::subscription(&spec)?;
-    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
+    validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store
         .update_subscription(spec, Timestamp::now())
         .await?;
     state.subscriptions_changed.notify_one();
-    Ok(Json(updated))
+    Ok(Json(SubscriptionAnswer::new(&state, updated)))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{name}", responses((status = 204), (status = 404)))]
@@ -138,7 +179,8 @@ pub fn spec_from_json(mut body: Value) -> Result<SubscriptionSpec, ApiError> {
 }
 
 /// Read-only fields sent back must be as the server has them: a change
-/// there would otherwise be ignored silently.
+/// there would otherwise be ignored silently. What the answer computes
+/// when it is made (`pushes_held`) may have changed since, and is ignored.
 fn check_read_only(
     current: &Subscription,
     sent: serde_json::Map<String, Value>,
@@ -149,10 +191,13 @@ fn check_read_only(
     let current = serde_json::to_value(current)
         .map_err(|err| ApiError::bad_request(format!("cannot compare: {err}")))?;
     for (field, value) in sent {
+        if Subscription::ANSWER_ONLY_FIELDS.contains(&field.as_str()) {
+            continue;
+        }
         let now = current.get(&field).unwrap_or(&Value::Null);
-        let same = match (&field[..], now, &value) {
+        let same = match (now, &value) {
             // Times compare as instants, whatever precision was sent.
-            (_, Value::String(a), Value::String(b)) if a != b => {
+            (Value::String(a), Value::String(b)) if a != b => {
                 match (a.parse::<Timestamp>(), b.parse::<Timestamp>()) {
                     (Ok(a), Ok(b)) => a == b,
                     _ => false,

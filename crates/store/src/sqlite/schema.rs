@@ -97,6 +97,7 @@ CREATE TABLE journal_floors (
     super::console::CONSOLE_INDEXES,
     super::security::MIGRATION,
     PUSH_BACKOFF_MIGRATION,
+    super::security::PREVIOUS_SECRETS_MIGRATION,
 ];
 
 /// Push backoff became a subscription setting, off unless chosen; the
@@ -108,6 +109,12 @@ UPDATE subscriptions SET spec = json_set(spec, '$.push_backoff', json('true'))
 "#;
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Migrates forward to `target` (at most the latest version); tests use it
+/// to build a schema as an older redrive left it.
+pub(crate) fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let current = usize::try_from(current).unwrap_or(0);
     if current > MIGRATIONS.len() {
@@ -117,7 +124,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let version = index + 1;
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
@@ -129,6 +136,15 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+/// The version a migration brings the schema to.
+#[cfg(test)]
+pub(crate) fn version_of(migration: &str) -> Option<usize> {
+    MIGRATIONS
+        .iter()
+        .position(|m| *m == migration)
+        .map(|index| index + 1)
 }
 
 /// The schema version a fully migrated database has.
