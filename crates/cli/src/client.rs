@@ -26,7 +26,7 @@ impl Client {
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Client {
-            base: server.trim_end_matches('/').to_owned(),
+            base: base_url(server)?,
             http,
         })
     }
@@ -116,7 +116,50 @@ impl Client {
     }
 }
 
+/// The server's URL as given, with `http://` assumed when the scheme is
+/// left out (`127.0.0.1:8080`, `localhost:8080`).
+fn base_url(server: &str) -> anyhow::Result<String> {
+    let server = server.trim().trim_end_matches('/');
+    let url = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
+        Ok(parsed) => Err(anyhow!(
+            "--server {server:?}: use an http:// or https:// URL, not {}://",
+            parsed.scheme()
+        )),
+        Err(err) => Err(anyhow!(
+            "--server {server:?} is not a URL ({err}); e.g. http://127.0.0.1:8080"
+        )),
+    }
+}
+
 /// Escapes one path segment (names are restricted, ids are not).
 pub fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn a_server_without_scheme_is_taken_as_http() {
+        assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(
+            base_url("localhost:8080/").unwrap(),
+            "http://localhost:8080"
+        );
+        assert_eq!(
+            base_url("https://redrive.example/").unwrap(),
+            "https://redrive.example"
+        );
+        let err = base_url("ftp://host").unwrap_err().to_string();
+        assert!(err.contains("http:// or https://"), "{err}");
+        let err = base_url("127.0.0.1:99999").unwrap_err().to_string();
+        assert!(err.contains("is not a URL"), "{err}");
+    }
 }

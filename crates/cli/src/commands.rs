@@ -1,4 +1,5 @@
-//! Client commands: each one API call, its answer printed as JSON.
+//! Client commands: each one API call, its answer printed as a table or
+//! as JSON (see [`crate::output`]).
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Client, segment};
+use crate::output::{self, View};
 
 #[derive(Subcommand)]
 pub enum TopicsCommand {
@@ -142,7 +144,7 @@ pub enum DeliveriesCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show a delivery with its event and every attempt (`attempt_log`).
+    /// Show a delivery: its state, its event and every attempt.
     Get { id: String },
     /// Attempt a delivery now, also when it has failed.
     Retry { id: String },
@@ -151,13 +153,14 @@ pub enum DeliveriesCommand {
 }
 
 pub async fn topics(client: &Client, command: TopicsCommand) -> anyhow::Result<()> {
-    let answer = match command {
-        TopicsCommand::Create { name } => {
+    let (answer, view) = match command {
+        TopicsCommand::Create { name } => (
             client
                 .post("/v1/topics", Some(json!({"name": name})))
-                .await?
-        }
-        TopicsCommand::List => client.get("/v1/topics").await?,
+                .await?,
+            View::Topic,
+        ),
+        TopicsCommand::List => (client.get("/v1/topics").await?, View::Topics),
         TopicsCommand::Delete { name } => {
             client
                 .delete(&format!("/v1/topics/{}", segment(&name)))
@@ -166,21 +169,25 @@ pub async fn topics(client: &Client, command: TopicsCommand) -> anyhow::Result<(
             return Ok(());
         }
     };
-    print_json(&answer)
+    output::print(&answer, view)
 }
 
 pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> anyhow::Result<()> {
-    let answer = match command {
+    let (answer, view) = match command {
         SubscriptionsCommand::Create(args) => {
             let body = subscription_body(args)?;
-            client.post("/v1/subscriptions", Some(body)).await?
+            (
+                client.post("/v1/subscriptions", Some(body)).await?,
+                View::Subscription,
+            )
         }
-        SubscriptionsCommand::List => client.get("/v1/subscriptions").await?,
-        SubscriptionsCommand::Get { name } => {
+        SubscriptionsCommand::List => (client.get("/v1/subscriptions").await?, View::Subscriptions),
+        SubscriptionsCommand::Get { name } => (
             client
                 .get(&format!("/v1/subscriptions/{}", segment(&name)))
-                .await?
-        }
+                .await?,
+            View::Subscription,
+        ),
         SubscriptionsCommand::Delete { name } => {
             client
                 .delete(&format!("/v1/subscriptions/{}", segment(&name)))
@@ -203,10 +210,14 @@ pub async fn subscriptions(client: &Client, command: SubscriptionsCommand) -> an
         SubscriptionsCommand::Enable { name } => {
             return crate::health::run(client, crate::health::Action::Enable, &name).await;
         }
-        SubscriptionsCommand::Secret { name } => crate::security::secret(client, &name).await?,
-        SubscriptionsCommand::RotateSecret(args) => crate::security::rotate(client, args).await?,
+        SubscriptionsCommand::Secret { name } => {
+            (crate::security::secret(client, &name).await?, View::Fields)
+        }
+        SubscriptionsCommand::RotateSecret(args) => {
+            (crate::security::rotate(client, args).await?, View::Fields)
+        }
     };
-    print_json(&answer)
+    output::print(&answer, view)
 }
 
 fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
@@ -225,7 +236,9 @@ fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
         body["filter"] = Value::Object(filter);
     }
     if let Some(policy) = args.retry_policy {
-        body["retry_policy"] = json_argument("--retry-policy", &policy)?;
+        let policy = json_argument("--retry-policy", &policy)?;
+        check_fields::<redrive_core::RetryPolicy>("--retry-policy", &policy)?;
+        body["retry_policy"] = policy;
     }
     if let Some(timeout) = args.timeout {
         body["timeout"] = timeout.into();
@@ -243,7 +256,9 @@ fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
         body["message_retention"] = retention.into();
     }
     if let Some(policy) = args.health_policy {
-        body["health_policy"] = json_argument("--health-policy", &policy)?;
+        let policy = json_argument("--health-policy", &policy)?;
+        check_fields::<redrive_core::HealthPolicy>("--health-policy", &policy)?;
+        body["health_policy"] = policy;
     }
     if let Some(preset) = args.preset {
         match body.get_mut("retry_policy") {
@@ -290,10 +305,15 @@ pub async fn publish(client: &Client, args: PublishArgs) -> anyhow::Result<()> {
     let answer = client
         .send_with_type(Method::POST, &path, "application/cloudevents+json", event)
         .await?;
-    print_json(&answer)
+    output::print(&answer, View::Fields)
 }
 
 pub async fn deliveries(client: &Client, command: DeliveriesCommand) -> anyhow::Result<()> {
+    let view = match &command {
+        DeliveriesCommand::List { .. } => View::Deliveries,
+        DeliveriesCommand::Get { .. } => View::Delivery,
+        DeliveriesCommand::Retry { .. } | DeliveriesCommand::Cancel { .. } => View::Delivery,
+    };
     let answer = match command {
         DeliveriesCommand::List {
             subscription,
@@ -325,7 +345,7 @@ pub async fn deliveries(client: &Client, command: DeliveriesCommand) -> anyhow::
                 .await?
         }
     };
-    print_json(&answer)
+    output::print(&answer, view)
 }
 
 /// Reads a JSON argument given inline or as `@FILE`.
@@ -341,7 +361,12 @@ fn json_argument(flag: &str, value: &str) -> anyhow::Result<Value> {
     }
 }
 
-pub fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+/// Refuses a field `T` does not know before anything is sent, in the words
+/// the server and `redrive.toml` use; other problems are the server's to
+/// word (it knows, say, the presets it has).
+fn check_fields<T: serde::de::DeserializeOwned>(flag: &str, value: &Value) -> anyhow::Result<()> {
+    match redrive_core::strict::from_value::<T>(value.clone()) {
+        Err(err @ redrive_core::strict::InputError::UnknownField { .. }) => bail!("{flag}: {err}"),
+        _ => Ok(()),
+    }
 }

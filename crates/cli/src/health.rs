@@ -23,7 +23,7 @@ impl Action {
 }
 
 /// Posts the action and prints the subscription's health in one line on
-/// stderr, the subscription as JSON on stdout.
+/// stderr, the subscription on stdout.
 pub async fn run(client: &Client, action: Action, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/subscriptions/{}/{}", segment(name), action.route());
     let subscription = client.post(&path, None).await?;
@@ -34,6 +34,5 @@ pub async fn run(client: &Client, action: Action, name: &str) -> anyhow::Result<
         ""
     };
     eprintln!("{name}: {health}{paused}");
-    println!("{}", serde_json::to_string_pretty(&subscription)?);
-    Ok(())
+    crate::output::print(&subscription, crate::output::View::Subscription)
 }

@@ -10,6 +10,7 @@ mod explain;
 mod health;
 mod lifecycle;
 mod ops;
+mod output;
 mod security;
 mod sink;
 
@@ -26,7 +27,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Durable CloudEvents and webhook delivery with exact retry policies"
 )]
 struct Cli {
-    /// URL of the redrive server that client commands talk to.
+    /// URL of the redrive server that client commands talk to (http:// is
+    /// assumed when the scheme is left out).
     #[arg(
         long,
         global = true,
@@ -37,6 +39,10 @@ struct Cli {
     /// Bearer token for the server's API (client commands).
     #[arg(long, global = true, env = "REDRIVE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// How client commands print answers [default: table on a terminal,
+    /// json otherwise]
+    #[arg(long, global = true, value_enum, env = "REDRIVE_OUTPUT")]
+    output: Option<output::Format>,
     #[command(flatten)]
     log: ops::LogArgs,
     #[command(subcommand)]
@@ -144,8 +150,45 @@ struct ServeArgs {
     config: Option<PathBuf>,
 }
 
+/// Commands that never talk to a server: their help leaves out the flags
+/// that only client commands use.
+const OFFLINE: &[&str] = &[
+    "serve",
+    "policy",
+    "bench",
+    "bench-purge",
+    "bench-console",
+    "sink",
+    "completions",
+];
+
+/// The flags only client commands use.
+const CLIENT_FLAGS: &[&str] = &["server", "token", "output"];
+
+/// The command line, with the client flags hidden where they do not apply.
+fn command() -> clap::Command {
+    let command = <Cli as clap::CommandFactory>::command();
+    // A subcommand that already has a global flag keeps its own copy (and
+    // passes it on to its subcommands), so a hidden copy hides it there.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| CLIENT_FLAGS.contains(&arg.get_id().as_str()))
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    OFFLINE.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| {
+            hidden.iter().fold(sub, |sub, arg| sub.arg(arg.clone()))
+        })
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    output::init(cli.output);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -199,9 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchConsole(args) => bench_console::run(args).await,
         Command::Sink(args) => sink::run(args).await,
         Command::Backup(args) => ops::backup(&cli.server, cli.token.as_deref(), args).await,
-        Command::Completions(args) => {
-            ops::completions(args, &mut <Cli as clap::CommandFactory>::command())
-        }
+        Command::Completions(args) => ops::completions(args, &mut command()),
         Command::Apply(args) => {
             dialects::apply(&client(&cli.server, cli.token.as_deref())?, args).await
         }

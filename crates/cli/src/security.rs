@@ -10,7 +10,7 @@ use redrive_server::security::{AdminToken, SecurityOptions};
 use serde_json::json;
 
 use crate::client::{Client, segment};
-use crate::commands::print_json;
+use crate::output::{self, View};
 
 #[derive(Args)]
 pub struct SecurityArgs {
@@ -113,7 +113,7 @@ pub enum TokensCommand {
     /// Create a token; its secret is printed once.
     Create {
         /// admin, read, or publish:TOPIC.
-        #[arg(long)]
+        #[arg(long, value_parser = scope_arg)]
         scope: String,
         /// Who holds it, what for.
         #[arg(long, default_value = "")]
@@ -125,14 +125,32 @@ pub enum TokensCommand {
     Delete { id: String },
 }
 
+/// Checks a scope before anything is sent; clap names the flag and value.
+fn scope_arg(value: &str) -> Result<String, String> {
+    value
+        .parse::<redrive_core::security::Scope>()
+        .map(|scope| scope.to_string())
+        .map_err(|err| err.to_string())
+}
+
 pub async fn tokens(client: &Client, command: TokensCommand) -> anyhow::Result<()> {
-    let answer = match command {
+    let (answer, view) = match command {
         TokensCommand::Create { scope, name } => {
-            client
+            let created = client
                 .post("/v1/tokens", Some(json!({"scope": scope, "name": name})))
-                .await?
+                .await?;
+            if output::is_table() {
+                let token = created["token"].as_str().unwrap_or_default();
+                println!(
+                    "created token {} with scope {}; its secret is shown only now:\n{token}",
+                    created["id"].as_str().unwrap_or_default(),
+                    created["scope"].as_str().unwrap_or_default(),
+                );
+                return Ok(());
+            }
+            (created, View::Fields)
         }
-        TokensCommand::List => client.get("/v1/tokens").await?,
+        TokensCommand::List => (client.get("/v1/tokens").await?, View::Tokens),
         TokensCommand::Delete { id } => {
             client
                 .delete(&format!("/v1/tokens/{}", segment(&id)))
@@ -141,7 +159,7 @@ pub async fn tokens(client: &Client, command: TokensCommand) -> anyhow::Result<(
             return Ok(());
         }
     };
-    print_json(&answer)
+    output::print(&answer, view)
 }
 
 #[derive(Args)]

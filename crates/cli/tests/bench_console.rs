@@ -1,7 +1,7 @@
 //! `redrive bench-console` run as a real process on a small history: it
 //! seeds, walks every page and checks each answer against the seed, on
 //! SQLite and, with `REDRIVE_TEST_DATABASE_URL`, on PostgreSQL (in a
-//! schema it drops afterwards).
+//! schema it drops afterwards; without it that test is reported ignored).
 
 use std::process::Command;
 
@@ -32,8 +32,7 @@ fn bench(extra: &[&str]) -> String {
     stdout
 }
 
-#[test]
-fn measures_and_checks_the_console_reads_on_sqlite() {
+fn measures_and_checks_the_console_reads_on_sqlite(_: ()) {
     let stdout = bench(&[]);
     assert!(
         stdout.contains("seeded 3000 deliveries on SQLite"),
@@ -41,18 +40,7 @@ fn measures_and_checks_the_console_reads_on_sqlite() {
     );
 }
 
-#[test]
-fn measures_and_checks_the_console_reads_on_postgres() {
-    let url = match std::env::var("REDRIVE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!(
-                "SKIPPED measures_and_checks_the_console_reads_on_postgres: \
-                 set REDRIVE_TEST_DATABASE_URL to run it against PostgreSQL"
-            );
-            return;
-        }
-    };
+fn measures_and_checks_the_console_reads_on_postgres(url: String) {
     let stdout = bench(&["--database-url", &url]);
     let schema = stdout
         .split("schema ")
@@ -79,4 +67,19 @@ fn measures_and_checks_the_console_reads_on_postgres() {
             .get(0)
     });
     assert_eq!(left, 0, "schema {schema} was left behind");
+}
+
+fn main() -> std::process::ExitCode {
+    redrive_testkit::run(vec![
+        redrive_testkit::blocking_trial(
+            "measures_and_checks_the_console_reads_on_sqlite",
+            &redrive_testkit::Need::Met(()),
+            measures_and_checks_the_console_reads_on_sqlite,
+        ),
+        redrive_testkit::blocking_trial(
+            "measures_and_checks_the_console_reads_on_postgres",
+            &redrive_testkit::postgres(),
+            measures_and_checks_the_console_reads_on_postgres,
+        ),
+    ])
 }

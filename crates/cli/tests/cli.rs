@@ -568,3 +568,85 @@ async fn subscriptions_pause_resume_and_enable_from_the_command_line() {
         one_line_error(&redrive_async(&["--server", url, "subscriptions", "pause", "nope"]).await);
     assert!(line.contains("not found"), "{line}");
 }
+
+#[test]
+fn json_flags_refuse_unknown_fields_before_anything_is_sent() {
+    // Port 9 (discard) is never asked: the flags are refused first.
+    let base = [
+        "--server",
+        "http://127.0.0.1:9",
+        "subscriptions",
+        "create",
+        "s",
+        "--topic",
+        "t",
+        "--endpoint",
+        "http://127.0.0.1:9/",
+    ];
+    for (flag, value, expected) in [
+        (
+            "--retry-policy",
+            r#"{"retry_limmit": 5}"#,
+            "error: --retry-policy: unknown field \"retry_limmit\"; known fields: age_limit, backoff,",
+        ),
+        (
+            "--retry-policy",
+            r#"{"backoff": {"kind": "fixed", "intervl": "1s"}}"#,
+            "error: --retry-policy: unknown field \"intervl\" in backoff; known fields: interval",
+        ),
+        (
+            "--health-policy",
+            r#"{"windw": "1h"}"#,
+            "error: --health-policy: unknown field \"windw\"; known fields: auto_disable,",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let line = one_line_error(&redrive(&args));
+        assert!(line.starts_with(expected), "{line}");
+    }
+}
+
+#[test]
+fn client_flags_show_in_the_help_of_client_commands_only() {
+    for args in [
+        &["policy", "explain", "--help"][..],
+        &["policy", "presets", "--help"],
+        &["sink", "--help"],
+        &["serve", "--help"],
+        &["completions", "--help"],
+    ] {
+        let help = stdout(&redrive(args));
+        assert!(help.contains("Usage: redrive"), "{args:?}: {help}");
+        for flag in ["--server", "--token", "--output"] {
+            assert!(!help.contains(flag), "{args:?} lists {flag}: {help}");
+        }
+    }
+    for args in [
+        &["topics", "list", "--help"][..],
+        &["deliveries", "get", "--help"],
+        &["apply", "--help"],
+    ] {
+        let help = stdout(&redrive(args));
+        for flag in ["--server", "--token", "--output"] {
+            assert!(help.contains(flag), "{args:?} lacks {flag}: {help}");
+        }
+    }
+}
+
+#[test]
+fn a_server_without_scheme_is_reached_over_http_and_a_bad_one_is_named() {
+    // Nothing listens on port 9: the error shows the URL http:// made.
+    let line = one_line_error(&redrive(&["--server", "127.0.0.1:9", "topics", "list"]));
+    assert!(
+        line.contains("cannot reach redrive at http://127.0.0.1:9"),
+        "{line}"
+    );
+    let line = one_line_error(&redrive(&[
+        "--server",
+        "ftp://127.0.0.1:9",
+        "topics",
+        "list",
+    ]));
+    assert!(line.contains("use an http:// or https:// URL"), "{line}");
+}

@@ -220,7 +220,10 @@ fn invalid_files_are_rejected_with_the_line_and_nothing_is_applied() {
             "line 4: subscription \"orders-hook\": endpoint: scheme \"ftp\"",
         ),
         ("invalid-preset.toml", "line 9: unknown preset \"sqs\""),
-        ("invalid-key.toml", "line 8: unknown key \"rate_limit\""),
+        (
+            "invalid-key.toml",
+            "line 8: unknown field \"rate_limit\"; known fields: ",
+        ),
     ] {
         let message = failed(server.run(&["apply", "-f", &path(file)]));
         assert!(message.contains(needle), "{file}: {message}");

@@ -197,8 +197,7 @@ async fn record(State(state): State<Arc<RecorderState>>, headers: HeaderMap) -> 
 // Tests
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_delivery_loses_no_accepted_event() {
+async fn kill_9_mid_delivery_loses_no_accepted_event(_: ()) {
     const EVENTS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -282,8 +281,7 @@ async fn kill_9_mid_delivery_loses_no_accepted_event() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_server_on_a_data_dir_in_use_exits_with_an_error() {
+async fn second_server_on_a_data_dir_in_use_exits_with_an_error(_: ()) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let first = start_server(&data, &dir.path().join("first.log")).await;
@@ -332,8 +330,7 @@ async fn second_server_on_a_data_dir_in_use_exits_with_an_error() {
     assert_eq!(status, 200, "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_survives_a_clean_restart() {
+async fn data_survives_a_clean_restart(_: ()) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let endpoint = Recorder::start(Duration::ZERO).await;
@@ -483,12 +480,8 @@ async fn readyz(api: &Api) -> (u16, Value) {
     api.get("/readyz").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push() {
-    let Some(disk) = SmallDisk::mount("8m") else {
-        eprintln!("ignored: mounting a tmpfs needs root");
-        return;
-    };
+async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push(_: ()) {
+    let disk = SmallDisk::mount("8m").expect("a tmpfs (mounting one worked at start)");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("redrive.log");
     let mut command = common::serve(TOKEN, &disk.path().join("data"));
@@ -587,4 +580,40 @@ async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push(
     }
     assert_eq!(seen.len(), accepted.len());
     assert_eq!(api.count("orders-hook", "in_flight").await, 0);
+}
+
+fn main() -> std::process::ExitCode {
+    use redrive_testkit::{Need, Runtime, trial};
+    // Mounting a tmpfs needs root: tried once, the full-disk test runs or
+    // is reported ignored.
+    let small_disk = match SmallDisk::mount("1m") {
+        Some(_disk) => Need::Met(()),
+        None => Need::Missing("needs root, to mount a small tmpfs to fill".to_owned()),
+    };
+    redrive_testkit::run(vec![
+        trial(
+            "kill_9_mid_delivery_loses_no_accepted_event",
+            &Need::Met(()),
+            Runtime::MultiThread(2),
+            kill_9_mid_delivery_loses_no_accepted_event,
+        ),
+        trial(
+            "second_server_on_a_data_dir_in_use_exits_with_an_error",
+            &Need::Met(()),
+            Runtime::MultiThread(2),
+            second_server_on_a_data_dir_in_use_exits_with_an_error,
+        ),
+        trial(
+            "data_survives_a_clean_restart",
+            &Need::Met(()),
+            Runtime::MultiThread(2),
+            data_survives_a_clean_restart,
+        ),
+        trial(
+            "a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push",
+            &small_disk,
+            Runtime::MultiThread(2),
+            a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push,
+        ),
+    ])
 }

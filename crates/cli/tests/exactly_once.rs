@@ -4,7 +4,7 @@
 //! mid-stream and restarted; then every delivery is redriven once by hand.
 //! Every order must be recorded exactly once while the receiver saw more
 //! than 2,000 pushes. Once with the receiver on SQLite, once on PostgreSQL
-//! (REDRIVE_TEST_DATABASE_URL; without it that test says it is skipped).
+//! (REDRIVE_TEST_DATABASE_URL; without it that test is reported ignored).
 //!
 //! The receiver binary is the one cargo builds beside `redrive`; the
 //! example has a test of the same name, so
@@ -357,20 +357,14 @@ async fn run(database_arg: &str, database: Database, dir: &Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_order_is_recorded_exactly_once_through_kills_and_redrives_on_sqlite() {
+async fn every_order_is_recorded_exactly_once_through_kills_and_redrives_on_sqlite(_: ()) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("orders.db");
     let arg = path.to_string_lossy().into_owned();
     run(&arg, Database::Sqlite(path), dir.path()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_order_is_recorded_exactly_once_through_kills_and_redrives_on_postgres() {
-    let Ok(url) = std::env::var("REDRIVE_TEST_DATABASE_URL") else {
-        eprintln!("skipped: set REDRIVE_TEST_DATABASE_URL to run the receiver on PostgreSQL");
-        return;
-    };
+async fn every_order_is_recorded_exactly_once_through_kills_and_redrives_on_postgres(url: String) {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("connect to REDRIVE_TEST_DATABASE_URL");
@@ -400,4 +394,22 @@ async fn every_order_is_recorded_exactly_once_through_kills_and_redrives_on_post
     let _ = client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await;
+}
+
+fn main() -> std::process::ExitCode {
+    use redrive_testkit::{Need, Runtime, trial};
+    redrive_testkit::run(vec![
+        trial(
+            "every_order_is_recorded_exactly_once_through_kills_and_redrives_on_sqlite",
+            &Need::Met(()),
+            Runtime::MultiThread(2),
+            every_order_is_recorded_exactly_once_through_kills_and_redrives_on_sqlite,
+        ),
+        trial(
+            "every_order_is_recorded_exactly_once_through_kills_and_redrives_on_postgres",
+            &redrive_testkit::postgres(),
+            Runtime::MultiThread(2),
+            every_order_is_recorded_exactly_once_through_kills_and_redrives_on_postgres,
+        ),
+    ])
 }

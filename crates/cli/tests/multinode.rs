@@ -1,8 +1,8 @@
 //! Several real `redrive serve` processes on one PostgreSQL database: any
 //! node accepts publishes, any node delivers, a node killed with SIGKILL
 //! loses nothing, and a node that publishes wakes the others at once.
-//! Reads REDRIVE_TEST_DATABASE_URL; without it the tests say they are
-//! skipped and pass.
+//! Reads REDRIVE_TEST_DATABASE_URL; without it the tests are reported
+//! ignored, with the reason.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -13,6 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use redrive_store::postgres::testing::TestSchema;
+use redrive_testkit::{Runtime, trial};
 use serde_json::{Value, json};
 
 mod common;
@@ -220,11 +221,7 @@ async fn publish_spread(apis: &[&Api], ids: &[String], batch: usize) -> HashSet<
 // Tests
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted() {
-    let Some(base) = TestSchema::database_url("multinode") else {
-        return;
-    };
+async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: String) {
     let schema = TestSchema::create(&base).await.expect("a test schema");
     let database_url = format!("{}&pool_size=6", schema.url);
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -335,11 +332,7 @@ fn endpoint_requests(seen: &Seen) -> usize {
     seen.pushes.values().sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay() {
-    let Some(base) = TestSchema::database_url("multinode wake-up") else {
-        return;
-    };
+async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay(base: String) {
     let schema = TestSchema::create(&base).await.expect("a test schema");
     let database_url = format!("{}&pool_size=4", schema.url);
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -394,11 +387,7 @@ async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay() {
     drop(schema);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limit_holds_for_two_nodes_together() {
-    let Some(base) = TestSchema::database_url("multinode rate") else {
-        return;
-    };
+async fn a_rate_limit_holds_for_two_nodes_together(base: String) {
     let schema = TestSchema::create(&base).await.expect("a test schema");
     let database_url = format!("{}&pool_size=4", schema.url);
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -479,4 +468,28 @@ async fn a_rate_limit_holds_for_two_nodes_together() {
     assert_eq!(endpoint.requests(), endpoint.unique(), "no push twice");
     drop((a, b));
     drop(schema);
+}
+
+fn main() -> std::process::ExitCode {
+    let need = redrive_testkit::postgres();
+    redrive_testkit::run(vec![
+        trial(
+            "three_nodes_lose_nothing_when_one_is_killed_and_one_restarted",
+            &need,
+            Runtime::MultiThread(2),
+            three_nodes_lose_nothing_when_one_is_killed_and_one_restarted,
+        ),
+        trial(
+            "a_publish_on_one_node_is_pushed_by_another_without_polling_delay",
+            &need,
+            Runtime::MultiThread(2),
+            a_publish_on_one_node_is_pushed_by_another_without_polling_delay,
+        ),
+        trial(
+            "a_rate_limit_holds_for_two_nodes_together",
+            &need,
+            Runtime::MultiThread(2),
+            a_rate_limit_holds_for_two_nodes_together,
+        ),
+    ])
 }

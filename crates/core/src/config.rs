@@ -16,6 +16,7 @@ use crate::names::validate_name;
 
 /// What a configuration file declares.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Desired {
     /// Delete topics and subscriptions the file does not list.
     #[serde(default)]
@@ -87,7 +88,7 @@ pub fn parse_toml(
 ) -> Result<ParsedConfig, ConfigError> {
     let raw: RawFile = toml::from_str(text).map_err(|err| ConfigError {
         line: err.span().map(|span| line_of(text, span.start)),
-        message: err.message().trim().to_owned(),
+        message: reword(err.message().trim()),
     })?;
     let mut parsed = ParsedConfig {
         desired: Desired {
@@ -123,12 +124,19 @@ pub fn parse_toml(
             line: Some(line),
             message,
         };
-        check_keys(text, table.span(), table.get_ref())?;
         let mut value = serde_json::to_value(table.get_ref())
             .map_err(|err| fail(format!("cannot read the subscription: {err}")))?;
         crate::presets::expand_subscription(&mut value).map_err(|err| fail(err.to_string()))?;
-        let spec: SubscriptionSpec = serde_json::from_value(value)
-            .map_err(|err| fail(format!("invalid subscription: {err}")))?;
+        let spec: SubscriptionSpec =
+            crate::strict::from_value(value).map_err(|err| match &err {
+                crate::strict::InputError::UnknownField { field, .. } => ConfigError {
+                    line: Some(line_of_key(text, table.span().start, field)),
+                    message: err.to_string(),
+                },
+                crate::strict::InputError::Invalid { .. } => {
+                    fail(format!("invalid subscription: {err}"))
+                }
+            })?;
         let named = |message: String| fail(format!("subscription {:?}: {message}", spec.name));
         check_spec(&spec).map_err(named)?;
         check(&spec).map_err(named)?;
@@ -168,72 +176,35 @@ pub fn parse_toml(
     Ok(parsed)
 }
 
-/// The property names of a type's API schema: every field the API accepts,
-/// whoever added it.
-fn schema_fields<T: utoipa::PartialSchema>() -> Vec<String> {
-    match T::schema() {
-        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object)) => {
-            object.properties.keys().cloned().collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Refuses a key no subscription or retry policy has: a typo would
-/// otherwise be ignored silently. The line is the key's own when found.
-fn check_keys(
-    text: &str,
-    span: std::ops::Range<usize>,
-    table: &toml::Table,
-) -> Result<(), ConfigError> {
-    let mut known = schema_fields::<SubscriptionSpec>();
-    known.push("max_concurrent_requests".into());
-    let mut policy_known = schema_fields::<crate::policy::RetryPolicy>();
-    policy_known.push("preset".into());
-    let mut unknown: Vec<(String, &[String])> = table
-        .keys()
-        .filter(|key| !known.contains(key))
-        .map(|key| (key.clone(), known.as_slice()))
-        .collect();
-    if let Some(toml::Value::Table(policy)) = table.get("retry_policy") {
-        unknown.extend(
-            policy
-                .keys()
-                .filter(|key| !policy_known.contains(key))
-                .map(|key| (key.clone(), policy_known.as_slice())),
-        );
-    }
-    let Some((key, choices)) = unknown.into_iter().next() else {
-        return Ok(());
-    };
-    // Known lists are empty only if the schema changed shape: then accept.
-    if choices.is_empty() {
-        return Ok(());
-    }
-    // The span may cover only the `[[subscriptions]]` header: the key's
-    // first line after it is this table's, since the table holds the key.
-    let start = span.start.min(text.len());
-    let end = text.len();
+/// The line of `key =` in the table starting at `start`, or of the table.
+fn line_of_key(text: &str, start: usize, key: &str) -> usize {
+    // The table's span may cover only its `[[subscriptions]]` header: the
+    // key's first line after it is this table's, since the table holds it.
+    let start = start.min(text.len());
     let mut offset = start;
-    let mut line = line_of(text, start);
-    for candidate in text[start..end].split_inclusive('\n') {
+    for candidate in text[start..].split_inclusive('\n') {
         let trimmed = candidate.trim_start();
-        if trimmed
-            .strip_prefix(key.as_str())
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        let starts_with_key = trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if starts_with_key
             || trimmed.contains(&format!("{key} ="))
+            || trimmed.contains(&format!("{key}="))
         {
-            line = line_of(text, offset);
-            break;
+            return line_of(text, offset);
         }
         offset += candidate.len();
     }
-    let mut choices = choices.to_vec();
-    choices.sort();
-    Err(ConfigError {
-        line: Some(line),
-        message: format!("unknown key {key:?}; known keys: {}", choices.join(", ")),
-    })
+    line_of(text, start)
+}
+
+/// serde's message for an unknown top-level key, in the words every input
+/// uses (see [`crate::strict`]).
+fn reword(message: &str) -> String {
+    match crate::strict::parse_unknown_field(message) {
+        Some((field, known)) => crate::strict::unknown_field_message(&field, "", &known),
+        None => message.to_owned(),
+    }
 }
 
 /// The core's own checks of a subscription.
@@ -352,7 +323,9 @@ retry_policy = { preset = "adobe-io" }
         let err = parse("[[topics]]\nname = \"a\"\n[[subscription]]\nname = \"x\"\n").unwrap_err();
         assert_eq!(err.line, Some(3), "{err}");
         assert!(
-            err.message.contains("unknown field `subscription`"),
+            err.message.starts_with(
+                "unknown field \"subscription\"; known fields: prune, subscriptions, topics"
+            ),
             "{err}"
         );
     }
@@ -383,15 +356,34 @@ retry_policy = { preset = "adobe-io" }
         let text = GOOD.replace("bucket_size = 5", "bucket_size = 5\nrate_limit = 3");
         let err = parse(&text).unwrap_err();
         assert_eq!(err.line, Some(16), "{err}");
-        assert!(err.message.contains("unknown key \"rate_limit\""), "{err}");
-        assert!(err.message.contains("bucket_size"), "{err}");
+        assert!(
+            err.message
+                .starts_with("unknown field \"rate_limit\"; known fields: bucket_size,"),
+            "{err}"
+        );
         let text = GOOD.replace(
             "preset = \"adobe-io\"",
             "preset = \"adobe-io\", retry_limt = 3",
         );
         let err = parse(&text).unwrap_err();
         assert_eq!(err.line, Some(17), "{err}");
-        assert!(err.message.contains("unknown key \"retry_limt\""), "{err}");
+        assert!(
+            err.message
+                .starts_with("unknown field \"retry_limt\" in retry_policy; known fields:"),
+            "{err}"
+        );
+        assert_eq!(err.message.matches("preset").count(), 1, "{err}");
+        let text = GOOD.replace(
+            "bucket_size = 5",
+            "bucket_size = 5\nhealth_policy = { windw = \"1h\" }",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(16), "{err}");
+        assert!(
+            err.message
+                .starts_with("unknown field \"windw\" in health_policy; known fields:"),
+            "{err}"
+        );
         let alias = GOOD.replace(
             "bucket_size = 5",
             "bucket_size = 5\nmax_concurrent_requests = 3",

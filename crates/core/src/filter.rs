@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::event::{CloudEvent, MAX_ATTRIBUTE_LEN};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub ty: Option<String>,

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod presets;
 pub mod rate;
 pub mod security;
+pub mod strict;
 
 pub use classify::{AttemptOutcome, ErrorClass, RetryAfter, Verdict};
 pub use decision::{AttemptContext, Decision, FailureReason};

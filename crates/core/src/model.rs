@@ -27,6 +27,7 @@ pub struct Topic {
 
 /// What a user declares about a subscription; the store adds timestamps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
     pub name: String,
     pub topic: String,
@@ -87,6 +88,16 @@ pub struct SubscriptionSpec {
     pub push_backoff: bool,
 }
 
+impl SubscriptionSpec {
+    /// A spec as a store keeps it (JSON this program wrote): fields a newer
+    /// version added are dropped rather than refused, so nodes of two
+    /// versions can share a database during an upgrade.
+    pub fn from_stored(text: &str) -> Result<SubscriptionSpec, serde_json::Error> {
+        let value = serde_json::from_str(text)?;
+        crate::strict::from_stored(value).map(|(spec, _dropped)| spec)
+    }
+}
+
 fn default_timeout() -> HumanDuration {
     HumanDuration::from_secs(DEFAULT_TIMEOUT_SECS)
 }
@@ -106,6 +117,42 @@ pub struct Subscription {
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+}
+
+impl Subscription {
+    /// The fields a subscription's answer carries beyond its spec: set by
+    /// the server, never by a request. A request may carry them back (so
+    /// what a GET returns can be sent again); see [`split_read_only`].
+    pub const READ_ONLY_FIELDS: &'static [&'static str] = &[
+        "health",
+        "health_reason",
+        "health_changed_at",
+        "paused",
+        "created_at",
+        "updated_at",
+    ];
+
+    /// What the API adds to a subscription when it answers, computed then
+    /// (`pushes_held`): output only, ignored when sent back.
+    pub const ANSWER_ONLY_FIELDS: &'static [&'static str] = &["pushes_held"];
+}
+
+/// Takes the read-only fields ([`Subscription::READ_ONLY_FIELDS`] and
+/// [`Subscription::ANSWER_ONLY_FIELDS`]) out of a subscription written as
+/// JSON, returning them.
+pub fn split_read_only(
+    subscription: &mut serde_json::Value,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut taken = serde_json::Map::new();
+    if let Some(fields) = subscription.as_object_mut() {
+        let read_only = Subscription::READ_ONLY_FIELDS.iter();
+        for field in read_only.chain(Subscription::ANSWER_ONLY_FIELDS) {
+            if let Some(value) = fields.remove(*field) {
+                taken.insert((*field).to_owned(), value);
+            }
+        }
+    }
+    taken
 }
 
 /// Where a delivery is in its life.
@@ -193,4 +240,36 @@ pub struct Attempt {
     /// The first bytes of the endpoint's answer (lossy UTF-8).
     pub response_snippet: Option<String>,
     pub decision: Decision,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_answer_is_its_spec_and_read_only_fields_only() {
+        let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
+            "name": "s", "topic": "t", "endpoint": "http://127.0.0.1/",
+            "dead_letter_topic": "d", "rate": "1/s"
+        }))
+        .unwrap();
+        let mut status = SubscriptionStatus::new(Timestamp::UNIX_EPOCH);
+        status.health_reason = Some("why".into());
+        let subscription = Subscription {
+            spec: spec.clone(),
+            status,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+        };
+        let mut answer = serde_json::to_value(&subscription).unwrap();
+        let taken = split_read_only(&mut answer);
+        let mut taken: Vec<&str> = taken.keys().map(String::as_str).collect();
+        taken.sort_unstable();
+        let mut expected = Subscription::READ_ONLY_FIELDS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(taken, expected);
+        // What is left reads strictly as the spec it came from.
+        let back: SubscriptionSpec = crate::strict::from_value(answer).unwrap();
+        assert_eq!(back, spec);
+    }
 }

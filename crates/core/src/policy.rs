@@ -13,7 +13,7 @@ use crate::duration::HumanDuration;
 
 /// How the delay before each retry grows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Backoff {
     /// App Engine's formula: for retry `n` (1 = first retry),
     /// `e = min(n-1, max_doublings)`,

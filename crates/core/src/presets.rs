@@ -224,10 +224,11 @@ fn preset_names() -> String {
 /// A retry policy as written: every field optional, so that the ones given
 /// can override a preset.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawRetryPolicy {
     #[serde(default)]
     preset: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_backoff")]
     backoff: Option<Backoff>,
     #[serde(default)]
     jitter: Option<Jitter>,
@@ -246,6 +247,28 @@ pub struct RawRetryPolicy {
     retry_codes: Option<Option<Vec<StatusRange>>>,
     #[serde(default)]
     final_codes: Option<Vec<StatusRange>>,
+}
+
+/// A backoff that refuses fields beside `kind` also for `immediate`, which
+/// serde would otherwise read past.
+fn strict_backoff<'de, D>(deserializer: D) -> Result<Option<Backoff>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let value = Value::deserialize(deserializer)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    if let Value::Object(fields) = &value
+        && fields.get("kind").and_then(Value::as_str) == Some("immediate")
+        && let Some(extra) = fields.keys().find(|key| *key != "kind")
+    {
+        return Err(D::Error::unknown_field(extra, &[]));
+    }
+    Backoff::deserialize(value)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).

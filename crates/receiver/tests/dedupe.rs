@@ -1,11 +1,12 @@
 //! Receipts under concurrency and pruning, on a real SQLite file and (with
 //! REDRIVE_TEST_DATABASE_URL) a real PostgreSQL database; without it the
-//! PostgreSQL tests say they are skipped.
+//! PostgreSQL tests are reported ignored, with the reason.
 
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redrive_receiver::{Claim, CloudEvent, Delivery, Format, Outcome, postgres, sqlite};
+use redrive_testkit::{Need, Runtime, blocking_trial, trial};
 
 fn delivery(webhook_id: &str) -> Delivery {
     Delivery {
@@ -38,8 +39,7 @@ fn sqlite_db(path: &std::path::Path) -> rusqlite::Connection {
     conn
 }
 
-#[test]
-fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_sqlite() {
+fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_sqlite(_: ()) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("receiver.db");
     let conn = sqlite_db(&path);
@@ -84,8 +84,7 @@ fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_sqlite() {
     assert_eq!(effects, 1);
 }
 
-#[test]
-fn prune_forgets_only_receipts_older_than_the_cutoff_on_sqlite() {
+fn prune_forgets_only_receipts_older_than_the_cutoff_on_sqlite(_: ()) {
     let mut conn = rusqlite::Connection::open_in_memory().unwrap();
     sqlite::create_table(&conn).unwrap();
     let tx = conn.transaction().unwrap();
@@ -105,19 +104,14 @@ fn prune_forgets_only_receipts_older_than_the_cutoff_on_sqlite() {
     );
 }
 
-/// A client on a fresh schema of REDRIVE_TEST_DATABASE_URL, or `None`
-/// when it is unset.
-async fn pg(name: &str) -> Option<(String, tokio_postgres::Client)> {
-    let Ok(url) = std::env::var("REDRIVE_TEST_DATABASE_URL") else {
-        eprintln!("skipped {name}: set REDRIVE_TEST_DATABASE_URL to run it on PostgreSQL");
-        return None;
-    };
+/// A client on a fresh schema of the test database at `url`.
+async fn pg(url: &str) -> (String, tokio_postgres::Client) {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let schema = format!("receiver_test_{}_{nanos}", std::process::id());
-    let client = pg_connect(&url).await;
+    let client = pg_connect(url).await;
     client
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
@@ -130,7 +124,7 @@ async fn pg(name: &str) -> Option<(String, tokio_postgres::Client)> {
         .batch_execute("CREATE TABLE effects (id TEXT)")
         .await
         .unwrap();
-    Some((scoped, client))
+    (scoped, client)
 }
 
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
@@ -149,11 +143,10 @@ async fn effects(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-#[tokio::test]
-async fn a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt_on_postgres() {
-    let Some((_, mut client)) = pg("the PostgreSQL duplicate test").await else {
-        return;
-    };
+async fn a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt_on_postgres(
+    url: String,
+) {
+    let (_, mut client) = pg(&url).await;
     let record = async |tx: &tokio_postgres::Transaction<'_>, d: &Delivery| {
         tx.execute("INSERT INTO effects (id) VALUES ($1)", &[&d.event.id])
             .await?;
@@ -192,11 +185,8 @@ async fn a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt
     assert_eq!(effects(&client).await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgres() {
-    let Some((url, client)) = pg("the PostgreSQL concurrency test").await else {
-        return;
-    };
+async fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgres(url: String) {
+    let (url, client) = pg(&url).await;
     let (inside_tx, inside_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let mut first_client = pg_connect(&url).await;
@@ -235,4 +225,32 @@ async fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgr
             .unwrap(),
         1
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let postgres = redrive_testkit::postgres();
+    redrive_testkit::run(vec![
+        blocking_trial(
+            "a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_sqlite",
+            &Need::Met(()),
+            a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_sqlite,
+        ),
+        blocking_trial(
+            "prune_forgets_only_receipts_older_than_the_cutoff_on_sqlite",
+            &Need::Met(()),
+            prune_forgets_only_receipts_older_than_the_cutoff_on_sqlite,
+        ),
+        trial(
+            "a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt_on_postgres",
+            &postgres,
+            Runtime::CurrentThread,
+            a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt_on_postgres,
+        ),
+        trial(
+            "a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgres",
+            &postgres,
+            Runtime::MultiThread(2),
+            a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgres,
+        ),
+    ])
 }

@@ -1,9 +1,10 @@
 //! The console in a real headless Chromium, driven through chromedriver,
 //! against a real server whose deliveries went to a real endpoint.
 //!
-//! Without `chromium` and `chromedriver` on the PATH these tests say so and
-//! pass, unless `REDRIVE_REQUIRE_BROWSER=1` (set by `.ci/run`), in which
-//! case they fail. Each page's screenshot goes to
+//! Without `chromium` and `chromedriver` on the PATH these tests are
+//! reported ignored, with the reason, unless `REDRIVE_REQUIRE_BROWSER=1`
+//! (set by `.ci/run`), in which case they fail (Debian: `apt-get install
+//! chromium chromium-driver`). Each page's screenshot goes to
 //! `target/console-screenshots/`.
 
 mod common;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{Endpoint, PATIENCE, Reply, Server, TOKEN, event, subscription};
 use fantoccini::{Client, ClientBuilder, Locator};
+use redrive_testkit::{BrowserPrograms, Runtime, trial};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
@@ -27,31 +29,12 @@ struct Browser {
     _profile: TempDir,
 }
 
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-/// Starts chromedriver and a headless Chromium, or `None` (after saying
-/// why) when they are not installed and not required.
-async fn browser() -> Option<Browser> {
-    let required = std::env::var("REDRIVE_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
-    let driver = find_program(&["chromedriver"]);
-    let chromium = find_program(&["chromium", "chromium-browser", "google-chrome"]);
-    let (Some(driver), Some(chromium)) = (driver, chromium) else {
-        let message = "console browser tests need `chromium` and `chromedriver` on the PATH \
-                       (Debian: apt-get install chromium chromium-driver)";
-        assert!(
-            !required,
-            "{message}; REDRIVE_REQUIRE_BROWSER=1 forbids skipping"
-        );
-        eprintln!("SKIPPED: {message}");
-        return None;
-    };
+/// Starts chromedriver and a headless Chromium.
+async fn browser(programs: BrowserPrograms) -> Browser {
+    let BrowserPrograms {
+        chromium,
+        chromedriver: driver,
+    } = programs;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -95,11 +78,11 @@ async fn browser() -> Option<Browser> {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a Chromium session through chromedriver");
-    Some(Browser {
+    Browser {
         client,
         _driver: child,
         _profile: profile,
-    })
+    }
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -214,11 +197,8 @@ where
     }
 }
 
-#[tokio::test]
-async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
-    let Some(browser) = browser().await else {
-        return;
-    };
+async fn subscription_page_flags_the_failed_and_the_retried_deliveries(programs: BrowserPrograms) {
+    let browser = browser(programs).await;
     let (server, _endpoint) = seeded().await;
     let client = &browser.client;
     sign_in(client, &server).await;
@@ -374,11 +354,8 @@ async fn subscription_page_flags_the_failed_and_the_retried_deliveries() {
     browser.client.close().await.expect("the session ends");
 }
 
-#[tokio::test]
-async fn retry_now_adds_an_attempt_visible_on_the_delivery_page() {
-    let Some(browser) = browser().await else {
-        return;
-    };
+async fn retry_now_adds_an_attempt_visible_on_the_delivery_page(programs: BrowserPrograms) {
+    let browser = browser(programs).await;
     let (server, endpoint) = seeded().await;
     let client = &browser.client;
     sign_in(client, &server).await;
@@ -479,11 +456,8 @@ async fn idents_on_one_line(client: &Client, page: &str) -> (u64, u64) {
 const LONG_ID: &str = "evt_2f6c1b0e9a4d4f0e8c1d7b3a5e9f1c2d_from_the_billing_service";
 const LONG_TYPE: &str = "com.example.billing.invoice.created.for.customer.account";
 
-#[tokio::test]
-async fn held_pushes_one_line_ids_a_styled_sign_in_and_sign_out() {
-    let Some(browser) = browser().await else {
-        return;
-    };
+async fn held_pushes_one_line_ids_a_styled_sign_in_and_sign_out(programs: BrowserPrograms) {
+    let browser = browser(programs).await;
     // The endpoint asks to wait 30s on its first push; with retries 30s
     // apart that wait is honoured whole, holding the subscription's pushes.
     let endpoint = Endpoint::start(|_, earlier| {
@@ -723,4 +697,28 @@ async fn held_pushes_one_line_ids_a_styled_sign_in_and_sign_out() {
         "signed out, the console asks to sign in again"
     );
     browser.client.close().await.expect("the session ends");
+}
+
+fn main() -> std::process::ExitCode {
+    let need = redrive_testkit::browser();
+    redrive_testkit::run(vec![
+        trial(
+            "subscription_page_flags_the_failed_and_the_retried_deliveries",
+            &need,
+            Runtime::CurrentThread,
+            subscription_page_flags_the_failed_and_the_retried_deliveries,
+        ),
+        trial(
+            "retry_now_adds_an_attempt_visible_on_the_delivery_page",
+            &need,
+            Runtime::CurrentThread,
+            retry_now_adds_an_attempt_visible_on_the_delivery_page,
+        ),
+        trial(
+            "held_pushes_one_line_ids_a_styled_sign_in_and_sign_out",
+            &need,
+            Runtime::CurrentThread,
+            held_pushes_one_line_ids_a_styled_sign_in_and_sign_out,
+        ),
+    ])
 }

@@ -332,7 +332,10 @@ async fn apply_plans_checks_everything_first_and_answers_bad_input_with_400s() {
 
     for (bad, needle) in [
         (json!({"topics": [{"name": "a b"}]}), "invalid topic name"),
-        (json!({"topics": [{"nam": "x"}]}), "invalid topic"),
+        (
+            json!({"topics": [{"nam": "x"}]}),
+            "topics[0]: unknown field \"nam\"; known fields: name",
+        ),
         (
             json!({"topics": [{"name": "t"}], "subscriptions": [
                 subscription("s", "elsewhere", "http://127.0.0.1:9/", json!({}))]}),

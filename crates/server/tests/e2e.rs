@@ -871,6 +871,239 @@ async fn invalid_subscriptions_are_refused_with_json_errors() {
     assert_eq!(body["subscriptions"], json!([]), "nothing was created");
 }
 
+/// Asserts a 400 whose message names the unknown `field`, where it sits and
+/// the fields known there, in the words `redrive.toml` uses too.
+fn assert_unknown_field(status: StatusCode, body: &Value, field: &str, at: &str, known: &str) {
+    assert_api_error(status, body, StatusCode::BAD_REQUEST, "invalid_argument");
+    let message = error_message(body);
+    let place = if at.is_empty() {
+        String::new()
+    } else {
+        format!(" in {at}")
+    };
+    let expected = format!("unknown field \"{field}\"{place}; known fields: ");
+    assert!(message.contains(&expected), "{expected} in {body}");
+    assert!(message.contains(known), "{known} in {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_refused_in_every_body_at_every_level() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let good = "http://127.0.0.1:9/hook";
+    let sub = |extra: Value| subscription("typo", "orders", good, extra);
+
+    // A subscription, its retry policy (with and without a preset, every
+    // backoff kind), its health policy and its filter.
+    let cases = [
+        (
+            json!({"retry_polcy": {}}),
+            "retry_polcy",
+            "",
+            "retry_policy",
+        ),
+        (
+            json!({"retry_policy": {"retry_limmit": 5}}),
+            "retry_limmit",
+            "retry_policy",
+            "retry_limit",
+        ),
+        (
+            json!({"retry_policy": {"preset": "pubsub", "retry_limmit": 5}}),
+            "retry_limmit",
+            "retry_policy",
+            "age_limit, backoff,",
+        ),
+        (
+            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "1s", "intervl": "2s"}}}),
+            "intervl",
+            "retry_policy.backoff",
+            "interval",
+        ),
+        (
+            json!({"retry_policy": {"backoff": {"kind": "exponential", "min_backoff": "1s",
+                "max_backoff": "2s", "max_doublings": 1, "max_doubling": 2}}}),
+            "max_doubling",
+            "retry_policy.backoff",
+            "max_doublings",
+        ),
+        (
+            json!({"retry_policy": {"backoff": {"kind": "schedule", "delays": ["1s"], "delay": "1s"}}}),
+            "delay",
+            "retry_policy.backoff",
+            "delays",
+        ),
+        (
+            json!({"health_policy": {"windw": "1h"}}),
+            "windw",
+            "health_policy",
+            "window",
+        ),
+        (
+            json!({"filter": {"types": "a"}}),
+            "types",
+            "filter",
+            "source, subject, type",
+        ),
+    ];
+    for (extra, field, at, known) in cases {
+        let (status, body) = server.post("/v1/subscriptions", sub(extra)).await;
+        assert_unknown_field(status, &body, field, at, known);
+    }
+    let (status, body) = server
+        .post(
+            "/v1/subscriptions",
+            sub(json!({"retry_policy": {"backoff": {"kind": "immediate", "interval": "1s"}}})),
+        )
+        .await;
+    assert_api_error(status, &body, StatusCode::BAD_REQUEST, "invalid_argument");
+    assert!(
+        error_message(&body).contains("unknown field \"interval\" in retry_policy.backoff"),
+        "{body}"
+    );
+
+    // A PATCH, whose merge result is read as strictly.
+    server.create_subscription(sub(json!({}))).await;
+    let (status, body) = server
+        .patch(
+            "/v1/subscriptions/typo",
+            json!({"retry_policy": {"retry_limmit": 1}}),
+        )
+        .await;
+    assert_unknown_field(status, &body, "retry_limmit", "retry_policy", "retry_limit");
+    let (status, body) = server
+        .patch("/v1/subscriptions/typo", json!({"timout": "1s"}))
+        .await;
+    assert_unknown_field(status, &body, "timout", "", "timeout");
+
+    // Topics, tokens, secret rotation, redrive, apply (and its entries).
+    let (status, body) = server
+        .post("/v1/topics", json!({"name": "x", "nme": "y"}))
+        .await;
+    assert_unknown_field(status, &body, "nme", "", "name");
+    let (status, body) = server
+        .post("/v1/tokens", json!({"scope": "read", "labl": "x"}))
+        .await;
+    assert_unknown_field(status, &body, "labl", "", "name, scope");
+    let (status, body) = server
+        .post(
+            "/v1/subscriptions/typo/secret/rotate",
+            json!({"secrt": "x"}),
+        )
+        .await;
+    assert_unknown_field(status, &body, "secrt", "", "secret");
+    let (status, body) = server
+        .post(
+            "/v1/subscriptions/typo/redrive",
+            json!({"state": ["failed"]}),
+        )
+        .await;
+    assert_unknown_field(
+        status,
+        &body,
+        "state",
+        "",
+        "reasons, since, states, type, until",
+    );
+    let (status, body) = server
+        .post("/v1/apply", json!({"dry_run": true, "subscription": []}))
+        .await;
+    assert_unknown_field(
+        status,
+        &body,
+        "subscription",
+        "",
+        "dry_run, prune, subscriptions, topics",
+    );
+    let (status, body) = server
+        .post(
+            "/v1/apply",
+            json!({"dry_run": true, "topics": [{"name": "a", "nam": "b"}]}),
+        )
+        .await;
+    assert_unknown_field(status, &body, "nam", "", "name");
+    assert!(error_message(&body).starts_with("topics[0]: "), "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/apply",
+            json!({"dry_run": true, "subscriptions": [
+                sub(json!({})),
+                sub(json!({"health_policy": {"hld": "1h"}})),
+            ]}),
+        )
+        .await;
+    assert_unknown_field(status, &body, "hld", "health_policy", "hold");
+    assert!(
+        error_message(&body).starts_with("subscriptions[1]: "),
+        "{body}"
+    );
+
+    // Nothing was changed by any of them.
+    let (_, body) = server.get("/v1/subscriptions/typo").await;
+    assert_eq!(body["timeout"], "2s", "{body}");
+    let (_, body) = server.get("/v1/topics").await;
+    assert_eq!(body["topics"].as_array().map(Vec::len), Some(2), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_read_from_the_api_is_accepted_back_whole() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    server.create_topic("orders-dead").await;
+    let created = server
+        .create_subscription(subscription(
+            "hook",
+            "orders",
+            "http://127.0.0.1:9/hook",
+            json!({"retry_policy": {"preset": "adobe-io", "retry_limit": 3},
+                   "dead_letter_topic": "orders-dead", "rate": "5/s",
+                   "health_policy": {"window": "1h"}, "filter": {"type": "order.*"}}),
+        ))
+        .await;
+
+    // GET, change one field, PATCH the whole answer back.
+    let (status, mut whole) = server.get("/v1/subscriptions/hook").await;
+    assert_eq!(status, StatusCode::OK);
+    whole["timeout"] = json!("5s");
+    let (status, body) = server.patch("/v1/subscriptions/hook", whole.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["timeout"], "5s", "{body}");
+    assert_eq!(body["retry_policy"], created["retry_policy"], "{body}");
+
+    // A read-only field changed in a PATCH is refused, not ignored.
+    let mut paused = body.clone();
+    paused["paused"] = json!(true);
+    let (status, body) = server.patch("/v1/subscriptions/hook", paused).await;
+    assert_api_error(status, &body, StatusCode::BAD_REQUEST, "invalid_argument");
+    assert!(error_message(&body).starts_with("paused: "), "{body}");
+    assert!(error_message(&body).contains("/pause"), "{body}");
+
+    // Apply takes what the list answers, read-only fields and all.
+    let (_, list) = server.get("/v1/subscriptions").await;
+    let (status, body) = server
+        .post(
+            "/v1/apply",
+            json!({"topics": [{"name": "orders"}, {"name": "orders-dead"}],
+                   "subscriptions": list["subscriptions"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changes: Vec<&str> = body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
+    assert!(changes.iter().all(|c| *c == "unchanged"), "{body}");
+
+    // Creating with a read-only field is refused, naming it.
+    let mut copy = whole;
+    copy["name"] = json!("hook-copy");
+    let (status, body) = server.post("/v1/subscriptions", copy).await;
+    assert_api_error(status, &body, StatusCode::BAD_REQUEST, "invalid_argument");
+    assert!(error_message(&body).contains("set by the server"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_answer_json_errors() {
     let server = Server::start().await;

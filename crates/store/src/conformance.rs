@@ -1,10 +1,11 @@
 //! The conformance suite: the behaviour every [`Store`] backend must have.
 //!
-//! Each backend's tests call [`conformance_tests!`](crate::conformance_tests)
-//! with an expression that yields `(store, guard)`, where the guard keeps the
-//! backend's resources (a temporary directory, a schema) alive for the test.
+//! Each backend's test runs every check of [`CHECKS`] as a test of its own,
+//! on a fresh store.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -30,91 +31,72 @@ pub use claims::*;
 mod retry;
 pub use retry::*;
 
-/// Expands to one `#[tokio::test]` per conformance check.
-#[macro_export]
-macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::conformance_tests!(@tests $make;
-            topics_are_created_listed_and_deleted,
-            topic_with_subscriptions_cannot_be_deleted,
-            subscriptions_are_created_updated_and_deleted,
-            publish_fans_out_to_matching_subscriptions,
-            duplicate_events_are_reported_and_not_fanned_out,
-            publish_to_unknown_topic_is_not_found,
-            claims_take_only_due_deliveries_up_to_each_limit,
-            completions_apply_retry_delivered_and_failed,
-            stale_completion_keeps_attempt_but_not_state,
-            expired_leases_are_rescued_as_interrupted,
-            deliveries_page_newest_first_with_filters,
-            retry_now_schedules_failed_deliveries_but_not_in_flight,
-            deleting_a_subscription_removes_its_deliveries,
-            a_failed_delivery_is_dead_lettered_in_the_same_write,
-            a_subscription_without_dead_letter_topic_only_announces,
-            topics_built_in_or_dead_lettered_to_cannot_be_deleted,
-            retention_fails_deliveries_still_undelivered,
-            cancel_fails_only_a_scheduled_delivery,
-            redrive_moves_matching_deliveries_with_a_fresh_budget,
-            journal_pages_oldest_first_and_reports_purges,
-            purge_removes_finished_history_and_unreferenced_events,
-            new_subscriptions_are_healthy_and_not_paused,
-            completions_count_attempts_by_outcome_per_minute,
-            health_changes_compare_and_set_and_announce_on_the_system_topic,
-            paused_and_disabled_subscriptions_get_no_claims,
-            old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
-            retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
-            console_search_filters_newest_first,
-            console_search_pages_without_gaps_or_repeats,
-            console_counts_deliveries_by_state_since,
-            console_buckets_delivered_and_failed_by_end_time,
-            tokens_are_created_read_listed_and_deleted,
-            signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
-            rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound,
-            released_claims_are_due_at_once_with_the_attempt_interrupted,
-            queue_stats_count_due_retries_and_in_flight,
-            readiness_reports_a_fully_migrated_schema,
-            a_write_check_commits_and_changes_nothing_a_reader_sees,
-            claims_stop_at_the_total_and_idle_subscriptions_take_none,
-            retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
-            a_rated_want_within_its_burst_is_served_whole,
-            a_claim_ahead_takes_what_falls_due_within_the_lookahead,
-        );
-    };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                let (store, _guard) = $make.await;
-                // A backend that isn't configured here yields `None` and
-                // has already said the test is skipped.
-                let Some(store) = $crate::conformance::Present::present(store) else {
-                    return;
-                };
-                $crate::conformance::$name(&store).await;
-            }
-        )*
+/// One conformance check: runs against a store and panics on a failure.
+pub type Check = for<'a> fn(&'a dyn Store) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Lists the checks once, as [`CHECKS`], boxing each one's future.
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        mod boxed {
+            use super::*;
+            $(
+                pub fn $name(store: &dyn Store) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+                    Box::pin(super::$name(store))
+                }
+            )*
+        }
+
+        /// Every conformance check, by name: the one list each backend's
+        /// test runs whole. A check left out of it fails the store's own
+        /// tests (`every_check_is_listed`).
+        pub const CHECKS: &[(&str, Check)] = &[$((stringify!($name), boxed::$name as Check)),*];
     };
 }
 
-/// A store, or a store that may be missing (`None`) when its backend
-/// isn't configured on this machine.
-pub trait Present {
-    type Store: Store;
-    fn present(self) -> Option<Self::Store>;
-}
-
-impl<S: Store> Present for S {
-    type Store = S;
-    fn present(self) -> Option<S> {
-        Some(self)
-    }
-}
-
-impl<S: Store> Present for Option<S> {
-    type Store = S;
-    fn present(self) -> Option<S> {
-        self
-    }
-}
+checks!(
+    topics_are_created_listed_and_deleted,
+    topic_with_subscriptions_cannot_be_deleted,
+    subscriptions_are_created_updated_and_deleted,
+    publish_fans_out_to_matching_subscriptions,
+    duplicate_events_are_reported_and_not_fanned_out,
+    publish_to_unknown_topic_is_not_found,
+    claims_take_only_due_deliveries_up_to_each_limit,
+    completions_apply_retry_delivered_and_failed,
+    stale_completion_keeps_attempt_but_not_state,
+    expired_leases_are_rescued_as_interrupted,
+    deliveries_page_newest_first_with_filters,
+    retry_now_schedules_failed_deliveries_but_not_in_flight,
+    deleting_a_subscription_removes_its_deliveries,
+    a_failed_delivery_is_dead_lettered_in_the_same_write,
+    a_subscription_without_dead_letter_topic_only_announces,
+    topics_built_in_or_dead_lettered_to_cannot_be_deleted,
+    retention_fails_deliveries_still_undelivered,
+    cancel_fails_only_a_scheduled_delivery,
+    redrive_moves_matching_deliveries_with_a_fresh_budget,
+    journal_pages_oldest_first_and_reports_purges,
+    purge_removes_finished_history_and_unreferenced_events,
+    new_subscriptions_are_healthy_and_not_paused,
+    completions_count_attempts_by_outcome_per_minute,
+    health_changes_compare_and_set_and_announce_on_the_system_topic,
+    paused_and_disabled_subscriptions_get_no_claims,
+    old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
+    retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
+    console_search_filters_newest_first,
+    console_search_pages_without_gaps_or_repeats,
+    console_counts_deliveries_by_state_since,
+    console_buckets_delivered_and_failed_by_end_time,
+    tokens_are_created_read_listed_and_deleted,
+    signing_secrets_are_kept_rotated_and_deleted_with_their_subscription,
+    released_claims_are_due_at_once_with_the_attempt_interrupted,
+    queue_stats_count_due_retries_and_in_flight,
+    readiness_reports_a_fully_migrated_schema,
+    claims_stop_at_the_total_and_idle_subscriptions_take_none,
+    retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
+    a_rated_want_within_its_burst_is_served_whole,
+    a_claim_ahead_takes_what_falls_due_within_the_lookahead,
+    a_write_check_commits_and_changes_nothing_a_reader_sees,
+    rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound,
+);
 
 /// A fixed instant, so every backend sees the same times.
 pub fn t0() -> Timestamp {
@@ -725,4 +707,55 @@ pub async fn deleting_a_subscription_removes_its_deliveries(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(batch.claimed.len(), 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every `pub async fn NAME(store: &dyn Store)` of the suite's files.
+    fn defined() -> BTreeSet<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("conformance.rs")];
+        let dir = std::fs::read_dir(root.join("conformance")).expect("the suite's directory");
+        files.extend(dir.map(|entry| entry.expect("a directory entry").path()));
+        let mut names = BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a source file");
+            for (i, _) in text.match_indices("pub async fn ") {
+                let rest = &text[i + "pub async fn ".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let signature: String = rest[name.len()..rest.find('{').unwrap_or(rest.len())]
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                if signature.starts_with("(store:&dynStore") && !signature.contains("->") {
+                    names.insert(name);
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_check_is_listed() {
+        let listed: BTreeSet<String> = super::CHECKS
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect();
+        assert_eq!(listed.len(), super::CHECKS.len(), "a check is listed twice");
+        let defined = defined();
+        assert!(
+            defined.len() > 30,
+            "the scan found too few checks: {defined:?}"
+        );
+        let missing: Vec<_> = defined.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "checks missing from CHECKS: {missing:?}"
+        );
+    }
 }

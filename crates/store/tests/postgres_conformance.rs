@@ -1,21 +1,29 @@
-//! The conformance suite against PostgreSQL, each test in a schema of its
-//! own. Reads REDRIVE_TEST_DATABASE_URL; without it every test says it is
-//! skipped and passes.
-//! The whole suite runs here, as on SQLite.
+//! The conformance suite against PostgreSQL: every check of
+//! `conformance::CHECKS`, each in a schema of its own. Without
+//! REDRIVE_TEST_DATABASE_URL every test is reported ignored, with the reason.
+
+use std::process::ExitCode;
 
 use redrive_store::PostgresStore;
-use redrive_store::conformance::t0;
+use redrive_store::conformance::{CHECKS, t0};
 use redrive_store::postgres::testing::TestSchema;
+use redrive_testkit::{Runtime, trial};
 
-async fn postgres() -> (Option<PostgresStore>, Option<TestSchema>) {
-    let Some(url) = TestSchema::database_url("postgres conformance") else {
-        return (None, None);
-    };
-    let schema = TestSchema::create(&url).await.expect("a test schema");
-    let store = PostgresStore::connect(&format!("{}&pool_size=4", schema.url), t0())
-        .await
-        .expect("the store opens");
-    (Some(store), Some(schema))
+fn main() -> ExitCode {
+    let need = redrive_testkit::postgres();
+    let trials = CHECKS
+        .iter()
+        .map(|&(name, check)| {
+            trial(name, &need, Runtime::CurrentThread, move |url| async move {
+                let schema = TestSchema::create(&url).await.expect("a test schema");
+                let store = PostgresStore::connect(&format!("{}&pool_size=4", schema.url), t0())
+                    .await
+                    .expect("the store opens");
+                check(&store).await;
+                drop(store);
+                drop(schema);
+            })
+        })
+        .collect();
+    redrive_testkit::run(trials)
 }
-
-redrive_store::conformance_tests!(postgres());

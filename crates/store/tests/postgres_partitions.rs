@@ -2,7 +2,7 @@
 //! start, whole days dropped by the purge with what is not finished kept,
 //! concurrent starts, and the upgrade of a schema holding rows (also of
 //! subscriptions made before push backoff was their own setting). Reads
-//! REDRIVE_TEST_DATABASE_URL; without it every test says it is skipped.
+//! REDRIVE_TEST_DATABASE_URL; without it every test is reported ignored.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use redrive_store::{
     ClaimRequest, ClaimWant, Completion, JournalQuery, PostgresStore, PurgeRequest, Store,
     StoreError,
 };
+use redrive_testkit::{Runtime, trial};
 use tokio_postgres::NoTls;
 
 const DAY_MS: i64 = 86_400_000;
@@ -47,9 +48,8 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap()
 }
 
-async fn schema(test: &str) -> Option<TestSchema> {
-    let url = TestSchema::database_url(test)?;
-    Some(TestSchema::create(&url).await.expect("a test schema"))
+async fn schema(url: &str) -> TestSchema {
+    TestSchema::create(url).await.expect("a test schema")
 }
 
 async fn raw(schema: &TestSchema) -> tokio_postgres::Client {
@@ -102,8 +102,8 @@ async fn exists(client: &tokio_postgres::Client, table: &str) -> bool {
 
 /// A schema as if it had been partitioned on an earlier day: the legacy
 /// partition ends where today starts, so today gets a partition of its own.
-async fn partitioned_yesterday(test: &str) -> Option<(TestSchema, tokio_postgres::Client)> {
-    let schema = schema(test).await?;
+async fn partitioned_yesterday(url: &str) -> (TestSchema, tokio_postgres::Client) {
+    let schema = schema(url).await;
     migrate_to(&schema.url, latest_version()).await.unwrap();
     let client = raw(&schema).await;
     let today = bound(today_start());
@@ -118,7 +118,7 @@ async fn partitioned_yesterday(test: &str) -> Option<(TestSchema, tokio_postgres
         ))
         .await
         .unwrap();
-    Some((schema, client))
+    (schema, client)
 }
 
 fn attempt(number: u32, started_at: Timestamp, decision: Decision) -> Attempt {
@@ -188,11 +188,8 @@ async fn insert_finished(client: &tokio_postgres::Client, id: &str, event_id: &s
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_fresh_schema_has_partitions_for_today_and_the_next_days() {
-    let Some(schema) = schema("fresh partitions").await else {
-        return;
-    };
+async fn a_fresh_schema_has_partitions_for_today_and_the_next_days(url: String) {
+    let schema = schema(&url).await;
     let store = open(&schema).await;
     let client = raw(&schema).await;
     let today = today_start();
@@ -256,11 +253,8 @@ async fn a_fresh_schema_has_partitions_for_today_and_the_next_days() {
     }
 }
 
-#[tokio::test]
-async fn connecting_creates_today_and_the_next_days() {
-    let Some((schema, client)) = partitioned_yesterday("partitions at connect").await else {
-        return;
-    };
+async fn connecting_creates_today_and_the_next_days(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let _store = open(&schema).await;
     let today = today_start();
     let mut expected = vec![
@@ -280,11 +274,8 @@ async fn connecting_creates_today_and_the_next_days() {
     assert_eq!(partitions(&client).await, expected);
 }
 
-#[tokio::test]
-async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished() {
-    let Some((schema, client)) = partitioned_yesterday("partition purge").await else {
-        return;
-    };
+async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let store = open(&schema).await;
     let now = Timestamp::now();
     let today = today_start();
@@ -459,11 +450,8 @@ async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished()
     assert!(!exists(&client, &today_table).await);
 }
 
-#[tokio::test]
-async fn stores_starting_together_on_one_schema_all_open() {
-    let Some(schema) = schema("concurrent start").await else {
-        return;
-    };
+async fn stores_starting_together_on_one_schema_all_open(url: String) {
+    let schema = schema(&url).await;
     let url = format!("{}&pool_size=2", schema.url);
     let (a, b, c) = tokio::join!(
         PostgresStore::connect(&url, Timestamp::now()),
@@ -477,11 +465,8 @@ async fn stores_starting_together_on_one_schema_all_open() {
     assert_eq!(partitions(&client).await.len(), 4);
 }
 
-#[tokio::test]
-async fn partitioning_a_schema_keeps_every_row() {
-    let Some(schema) = schema("partitioning migration").await else {
-        return;
-    };
+async fn partitioning_a_schema_keeps_every_row(url: String) {
+    let schema = schema(&url).await;
     migrate_to(&schema.url, version_before_partitions())
         .await
         .unwrap();
@@ -585,11 +570,8 @@ async fn partitioning_a_schema_keeps_every_row() {
     assert!(!exists(&client, "deliveries_legacy").await);
 }
 
-#[tokio::test]
-async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn() {
-    let Some((schema, client)) = partitioned_yesterday("partition lock timeout").await else {
-        return;
-    };
+async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let store = open(&schema).await;
     let now = Timestamp::now();
     let today_table = format!("deliveries_{}", suffix(today_start()));
@@ -640,11 +622,8 @@ async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn() {
     ));
 }
 
-#[tokio::test]
-async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working() {
-    let Some((schema, client)) = partitioned_yesterday("partition drop failure").await else {
-        return;
-    };
+async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working(url: String) {
+    let (schema, client) = partitioned_yesterday(&url).await;
     let store = open(&schema).await;
     let now = Timestamp::now();
     let today_table = format!("deliveries_{}", suffix(today_start()));
@@ -683,11 +662,8 @@ async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working() {
     assert!(!exists(&client, &today_table).await);
 }
 
-#[tokio::test]
-async fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() {
-    let Some(schema) = schema("push backoff migration").await else {
-        return;
-    };
+async fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings(url: String) {
+    let schema = schema(&url).await;
     migrate_to(&schema.url, version_before_push_backoff())
         .await
         .unwrap();
@@ -719,4 +695,58 @@ async fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() 
         let subscription = store.get_subscription(name).await.unwrap();
         assert_eq!(subscription.spec.push_backoff, wanted, "{name}");
     }
+}
+
+fn main() -> std::process::ExitCode {
+    let need = redrive_testkit::postgres();
+    redrive_testkit::run(vec![
+        trial(
+            "a_fresh_schema_has_partitions_for_today_and_the_next_days",
+            &need,
+            Runtime::CurrentThread,
+            a_fresh_schema_has_partitions_for_today_and_the_next_days,
+        ),
+        trial(
+            "connecting_creates_today_and_the_next_days",
+            &need,
+            Runtime::CurrentThread,
+            connecting_creates_today_and_the_next_days,
+        ),
+        trial(
+            "a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished",
+            &need,
+            Runtime::CurrentThread,
+            a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished,
+        ),
+        trial(
+            "stores_starting_together_on_one_schema_all_open",
+            &need,
+            Runtime::CurrentThread,
+            stores_starting_together_on_one_schema_all_open,
+        ),
+        trial(
+            "partitioning_a_schema_keeps_every_row",
+            &need,
+            Runtime::CurrentThread,
+            partitioning_a_schema_keeps_every_row,
+        ),
+        trial(
+            "a_day_whose_tables_stay_locked_goes_on_a_later_turn",
+            &need,
+            Runtime::CurrentThread,
+            a_day_whose_tables_stay_locked_goes_on_a_later_turn,
+        ),
+        trial(
+            "a_day_that_cannot_go_leaves_the_rest_of_the_purge_working",
+            &need,
+            Runtime::CurrentThread,
+            a_day_that_cannot_go_leaves_the_rest_of_the_purge_working,
+        ),
+        trial(
+            "subscriptions_made_before_push_backoff_keep_what_their_preset_brings",
+            &need,
+            Runtime::CurrentThread,
+            subscriptions_made_before_push_backoff_keep_what_their_preset_brings,
+        ),
+    ])
 }

@@ -1,6 +1,6 @@
 //! A subscription's rate limit on PostgreSQL holds for every node together:
 //! two stores on one schema stand for two nodes. Reads
-//! REDRIVE_TEST_DATABASE_URL; without it every test says it is skipped.
+//! REDRIVE_TEST_DATABASE_URL; without it every test is reported ignored.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use redrive_store::conformance::{event, spec, t0};
 use redrive_store::postgres::testing::TestSchema;
 use redrive_store::{ClaimRate, ClaimRequest, ClaimWant, PostgresStore, Store};
+use redrive_testkit::{Runtime, trial};
 use tokio_postgres::NoTls;
 
 const RATE: ClaimRate = ClaimRate {
@@ -15,9 +16,8 @@ const RATE: ClaimRate = ClaimRate {
     burst: 5,
 };
 
-async fn schema(test: &str) -> Option<TestSchema> {
-    let url = TestSchema::database_url(test)?;
-    Some(TestSchema::create(&url).await.expect("a test schema"))
+async fn schema(url: &str) -> TestSchema {
+    TestSchema::create(url).await.expect("a test schema")
 }
 
 async fn open(schema: &TestSchema) -> PostgresStore {
@@ -85,11 +85,8 @@ async fn claim_many(store: &PostgresStore, now: Timestamp, wants: Vec<ClaimWant>
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_take_from_one_bucket() {
-    let Some(schema) = schema("postgres rate: one bucket").await else {
-        return;
-    };
+async fn two_nodes_take_from_one_bucket(url: String) {
+    let schema = schema(&url).await;
     let (a, b) = (open(&schema).await, open(&schema).await);
     seed(&a, &["limited"], 100).await;
 
@@ -130,11 +127,8 @@ async fn two_nodes_take_from_one_bucket() {
     drop(schema);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_claims_never_exceed_the_bucket() {
-    let Some(schema) = schema("postgres rate: concurrent").await else {
-        return;
-    };
+async fn concurrent_claims_never_exceed_the_bucket(url: String) {
+    let schema = schema(&url).await;
     let (a, b) = (open(&schema).await, open(&schema).await);
     seed(&a, &["limited"], 100).await;
 
@@ -169,11 +163,8 @@ async fn concurrent_claims_never_exceed_the_bucket() {
     drop(schema);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_rated_subscriptions_are_limited() {
-    let Some(schema) = schema("postgres rate: unrated").await else {
-        return;
-    };
+async fn only_rated_subscriptions_are_limited(url: String) {
+    let schema = schema(&url).await;
     let store = open(&schema).await;
     seed(&store, &["free", "limited", "paused"], 40).await;
     let paused = ClaimRate {
@@ -221,11 +212,8 @@ async fn only_rated_subscriptions_are_limited() {
     drop(schema);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_subscription_takes_its_bucket_along() {
-    let Some(schema) = schema("postgres rate: delete").await else {
-        return;
-    };
+async fn a_deleted_subscription_takes_its_bucket_along(url: String) {
+    let schema = schema(&url).await;
     let store = open(&schema).await;
     seed(&store, &["limited"], 20).await;
     assert_eq!(claim(&store, "limited", t0()).await, 5);
@@ -252,4 +240,34 @@ async fn a_deleted_subscription_takes_its_bucket_along() {
     assert_eq!(claim(&store, "limited", t0()).await, 5);
     drop(store);
     drop(schema);
+}
+
+fn main() -> std::process::ExitCode {
+    let need = redrive_testkit::postgres();
+    redrive_testkit::run(vec![
+        trial(
+            "two_nodes_take_from_one_bucket",
+            &need,
+            Runtime::MultiThread(2),
+            two_nodes_take_from_one_bucket,
+        ),
+        trial(
+            "concurrent_claims_never_exceed_the_bucket",
+            &need,
+            Runtime::MultiThread(2),
+            concurrent_claims_never_exceed_the_bucket,
+        ),
+        trial(
+            "only_rated_subscriptions_are_limited",
+            &need,
+            Runtime::MultiThread(2),
+            only_rated_subscriptions_are_limited,
+        ),
+        trial(
+            "a_deleted_subscription_takes_its_bucket_along",
+            &need,
+            Runtime::MultiThread(2),
+            a_deleted_subscription_takes_its_bucket_along,
+        ),
+    ])
 }

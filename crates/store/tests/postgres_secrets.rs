@@ -1,6 +1,6 @@
 //! The PostgreSQL upgrade of signing secrets from one previous secret to a
-//! bounded list. Reads REDRIVE_TEST_DATABASE_URL; without it the test says
-//! it is skipped.
+//! bounded list. Reads REDRIVE_TEST_DATABASE_URL; without it the test is
+//! reported ignored.
 
 use jiff::Timestamp;
 use redrive_store::postgres::testing::{
@@ -9,11 +9,7 @@ use redrive_store::postgres::testing::{
 use redrive_store::{PostgresStore, PreviousSecret, Store};
 use tokio_postgres::NoTls;
 
-#[tokio::test]
-async fn the_migration_keeps_a_previous_secret_within_its_grace() {
-    let Some(url) = TestSchema::database_url("previous secrets migration") else {
-        return;
-    };
+async fn the_migration_keeps_a_previous_secret_within_its_grace(url: String) {
     let schema = TestSchema::create(&url).await.expect("a test schema");
     migrate_to(&schema.url, version_before_previous_secrets())
         .await
@@ -47,4 +43,13 @@ async fn the_migration_keeps_a_previous_secret_within_its_grace() {
     );
     let b = store.get_signing_secrets("b").await.unwrap().unwrap();
     assert!(b.previous.is_empty());
+}
+
+fn main() -> std::process::ExitCode {
+    redrive_testkit::run(vec![redrive_testkit::trial(
+        "the_migration_keeps_a_previous_secret_within_its_grace",
+        &redrive_testkit::postgres(),
+        redrive_testkit::Runtime::CurrentThread,
+        the_migration_keeps_a_previous_secret_within_its_grace,
+    )])
 }

@@ -1,12 +1,24 @@
-//! The conformance suite against the embedded SQLite store.
+//! The conformance suite against the embedded SQLite store: every check of
+//! `conformance::CHECKS` as a test of its own, each on a fresh store.
+
+use std::process::ExitCode;
 
 use redrive_store::SqliteStore;
-use redrive_store::conformance::t0;
+use redrive_store::conformance::{CHECKS, t0};
+use redrive_testkit::{Need, Runtime, trial};
 
-async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path(), t0()).expect("the store opens");
-    (store, dir)
+fn main() -> ExitCode {
+    // SQLite needs nothing this machine could lack.
+    let need = Need::Met(());
+    let trials = CHECKS
+        .iter()
+        .map(|&(name, check)| {
+            trial(name, &need, Runtime::CurrentThread, move |()| async move {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let store = SqliteStore::open(dir.path(), t0()).expect("the store opens");
+                check(&store).await;
+            })
+        })
+        .collect();
+    redrive_testkit::run(trials)
 }
-
-redrive_store::conformance_tests!(sqlite());

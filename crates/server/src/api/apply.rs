@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, from_value};
 use super::subscriptions::spec_from_json;
 use super::{ApiError, AppState};
 use crate::config::{self, Change};
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     /// Delete topics and subscriptions not listed.
     #[serde(default)]
@@ -25,7 +26,9 @@ pub struct ApplyRequest {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub topics: Vec<Value>,
-    /// Subscriptions as `POST /v1/subscriptions` takes them.
+    /// Subscriptions as `POST /v1/subscriptions` takes them; the read-only
+    /// fields a GET adds (health, paused, timestamps) are ignored, so a
+    /// subscription read from the API can be applied back.
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub subscriptions: Vec<Value>,
@@ -48,20 +51,23 @@ pub async fn apply(
             "the body must be a JSON object with topics and subscriptions",
         ));
     }
-    let request: ApplyRequest = serde_json::from_value(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?;
+    let request: ApplyRequest = from_value(body, "invalid JSON body")?;
     let topics = request
         .topics
         .into_iter()
-        .map(|topic| {
-            serde_json::from_value::<TopicDecl>(topic)
-                .map_err(|err| ApiError::bad_request(format!("invalid topic: {err}")))
+        .enumerate()
+        .map(|(i, topic)| {
+            from_value::<TopicDecl>(topic, "invalid topic").map_err(|err| within("topics", i, err))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let subscriptions = request
         .subscriptions
         .into_iter()
-        .map(spec_from_json)
+        .enumerate()
+        .map(|(i, mut subscription)| {
+            redrive_core::split_read_only(&mut subscription);
+            spec_from_json(subscription).map_err(|err| within("subscriptions", i, err))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let desired = Desired {
         prune: request.prune,
@@ -80,4 +86,10 @@ pub async fn apply(
         state.subscriptions_changed.notify_one();
     }
     Ok(Json(ApplyResponse { changes }))
+}
+
+/// Says which entry of a list an error is about.
+fn within(list: &str, index: usize, mut err: ApiError) -> ApiError {
+    err.message = format!("{list}[{index}]: {}", err.message);
+    err
 }

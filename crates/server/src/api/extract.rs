@@ -6,11 +6,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use redrive_core::strict::InputError;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::ApiError;
 
-/// A JSON body parsed with serde; errors name the line, column and field.
+/// A JSON body parsed strictly; errors name the line, column and field,
+/// and an unknown field is refused with the fields known there.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -30,8 +33,21 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("the request needs a JSON body"));
     }
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+    redrive_core::strict::from_slice(body).map_err(|err| input_error("invalid JSON body", err))
+}
+
+/// Reads a `T` strictly from a JSON value already parsed.
+pub fn from_value<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
+    redrive_core::strict::from_value(value).map_err(|err| input_error(what, err))
+}
+
+/// A 400 for refused input: an unknown field in the words every input uses,
+/// anything else after `what` (`invalid subscription: timeout: …`).
+pub fn input_error(what: &str, err: InputError) -> ApiError {
+    match err {
+        InputError::UnknownField { .. } => ApiError::bad_request(err.to_string()),
+        InputError::Invalid { .. } => ApiError::bad_request(format!("{what}: {err}")),
+    }
 }
 
 /// Maps body-reading failures, notably the size limit, to API errors.

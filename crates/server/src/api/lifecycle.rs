@@ -133,8 +133,7 @@ pub async fn redrive(
     let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
         RedriveBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?
+        super::extract::parse_json(&body)?
     };
     let filter = filter_from(name.clone(), body)?;
     let total = state.store.count_redrivable(filter.clone()).await?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, parse_json};
+use super::extract::{ApiJson, from_value, parse_json};
 use super::{ApiError, AppState};
 use crate::validate;
 
@@ -56,8 +56,14 @@ pub fn pushes_held(
     responses((status = 201, body = SubscriptionAnswer), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(mut body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<SubscriptionAnswer>), ApiError> {
+    if let Some(field) = redrive_core::split_read_only(&mut body).keys().next() {
+        return Err(ApiError::invalid(
+            field,
+            "is set by the server, not by a request; leave it out",
+        ));
+    }
     let spec = spec_from_json(body)?;
     validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
@@ -103,7 +109,9 @@ pub async fn get(
     Ok(Json(SubscriptionAnswer::new(&state, subscription)))
 }
 
-/// A JSON merge patch (RFC 7386) over the subscription's spec.
+/// A JSON merge patch (RFC 7386) over the subscription's spec. The
+/// read-only fields a GET answers with may come back unchanged, so a
+/// subscription read, edited and sent whole is accepted.
 #[utoipa::path(patch, path = "/v1/subscriptions/{name}", request_body = Object,
     responses((status = 200, body = SubscriptionAnswer), (status = 400), (status = 404)))]
 pub async fn update(
@@ -121,10 +129,7 @@ pub async fn update(
     let mut merged = serde_json::to_value(&current.spec)
         .map_err(|err| ApiError::bad_request(format!("cannot merge: {err}")))?;
     let mut patch = patch;
-    // What a GET answered may come back whole; this one is output only.
-    if let Some(fields) = patch.as_object_mut() {
-        fields.remove("pushes_held");
-    }
+    check_read_only(&current, redrive_core::split_read_only(&mut patch))?;
     // The alias would sit beside the stored field and read as a duplicate.
     if let Some(fields) = patch.as_object_mut()
         && let Some(value) = fields.remove("max_concurrent_requests")
@@ -170,8 +175,51 @@ pub async fn delete(
 pub fn spec_from_json(mut body: Value) -> Result<SubscriptionSpec, ApiError> {
     redrive_core::presets::expand_subscription(&mut body)
         .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
-    serde_json::from_value(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid subscription: {err}")))
+    from_value(body, "invalid subscription")
+}
+
+/// Read-only fields sent back must be as the server has them: a change
+/// there would otherwise be ignored silently. What the answer computes
+/// when it is made (`pushes_held`) may have changed since, and is ignored.
+fn check_read_only(
+    current: &Subscription,
+    sent: serde_json::Map<String, Value>,
+) -> Result<(), ApiError> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let current = serde_json::to_value(current)
+        .map_err(|err| ApiError::bad_request(format!("cannot compare: {err}")))?;
+    for (field, value) in sent {
+        if Subscription::ANSWER_ONLY_FIELDS.contains(&field.as_str()) {
+            continue;
+        }
+        let now = current.get(&field).unwrap_or(&Value::Null);
+        let same = match (now, &value) {
+            // Times compare as instants, whatever precision was sent.
+            (Value::String(a), Value::String(b)) if a != b => {
+                match (a.parse::<Timestamp>(), b.parse::<Timestamp>()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                }
+            }
+            _ => now == &value,
+        };
+        if !same {
+            let how = match &field[..] {
+                "paused" => "; use POST /v1/subscriptions/{name}/pause or /resume",
+                "health" | "health_reason" | "health_changed_at" => {
+                    "; use POST /v1/subscriptions/{name}/enable to make it healthy"
+                }
+                _ => "",
+            };
+            return Err(ApiError::invalid(
+                &field,
+                format!("is set by the server and can't be changed by a PATCH{how}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 7386: objects merge recursively, `null` removes, anything else replaces.

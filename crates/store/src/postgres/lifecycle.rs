@@ -178,7 +178,7 @@ pub(super) async fn expire(
         if remaining == 0 {
             break;
         }
-        let spec: redrive_core::SubscriptionSpec = serde_json::from_str(&spec)?;
+        let spec = redrive_core::SubscriptionSpec::from_stored(&spec)?;
         let Ok(cutoff) = now.checked_sub(spec.message_retention.as_duration()) else {
             continue;
         };

@@ -237,7 +237,7 @@ async fn topic_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
 fn subscription_from(row: &tokio_postgres::Row) -> Result<Subscription> {
     let spec: &str = get(row, 0)?;
     Ok(Subscription {
-        spec: serde_json::from_str(spec)?,
+        spec: SubscriptionSpec::from_stored(spec)?,
         status: health::status(row, 3)?,
         created_at: timestamp(get(row, 1)?)?,
         updated_at: timestamp(get(row, 2)?)?,
@@ -872,7 +872,7 @@ pub(crate) async fn publish_in(
         let name: Option<String> = get(row, 0)?;
         let spec: Option<&str> = get(row, 1)?;
         if let (Some(name), Some(spec)) = (name, spec) {
-            let spec: SubscriptionSpec = serde_json::from_str(spec)?;
+            let spec = SubscriptionSpec::from_stored(spec)?;
             subscriptions.push((name, spec.filter));
         }
     }

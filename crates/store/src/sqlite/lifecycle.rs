@@ -130,7 +130,7 @@ pub(super) fn expire_in(conn: &Connection, now: Timestamp, limit: u32) -> Result
         if remaining == 0 {
             break;
         }
-        let spec: redrive_core::SubscriptionSpec = serde_json::from_str(&spec)?;
+        let spec = redrive_core::SubscriptionSpec::from_stored(&spec)?;
         let retention = spec.message_retention.as_duration();
         let Ok(cutoff) = now.checked_sub(retention) else {
             continue;

@@ -163,7 +163,7 @@ fn read_subscription(conn: &Connection, name: &str) -> Result<Subscription> {
         .ok_or_else(|| StoreError::not_found("subscription", name))
         .and_then(|(spec, created, updated, status)| {
             Ok(Subscription {
-                spec: serde_json::from_str(&spec)?,
+                spec: SubscriptionSpec::from_stored(&spec)?,
                 status,
                 created_at: timestamp(created)?,
                 updated_at: timestamp(updated)?,
@@ -367,7 +367,7 @@ impl Store for SqliteStore {
                 rows.into_iter()
                     .map(|(spec, created, updated, status)| {
                         Ok(Subscription {
-                            spec: serde_json::from_str(&spec)?,
+                            spec: SubscriptionSpec::from_stored(&spec)?,
                             status,
                             created_at: timestamp(created)?,
                             updated_at: timestamp(updated)?,
@@ -731,7 +731,7 @@ fn publish_in(
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .map(|(name, spec)| {
-            let spec: SubscriptionSpec = serde_json::from_str(&spec)?;
+            let spec = SubscriptionSpec::from_stored(&spec)?;
             Ok((name, spec.filter))
         })
         .collect::<Result<_>>()?;
