@@ -487,6 +487,80 @@ pub async fn journal_pages_oldest_first_and_reports_purges(store: &dyn Store) {
     assert_eq!(after_purge.purged_through, first.entries[1].position);
 }
 
+/// Positions are never handed out twice: after a purge of everything, new
+/// events land above every position read before, so a reader that kept its
+/// last position sees each of them and is not told it fell behind.
+pub async fn journal_positions_never_go_back_after_a_purge(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), t0())
+        .await
+        .unwrap();
+    let read = |since| JournalQuery {
+        subscription: "s1".into(),
+        since,
+        limit: 100,
+    };
+    let ids = |p: &crate::JournalPage| {
+        p.entries
+            .iter()
+            .map(|e| e.event.id.clone())
+            .collect::<Vec<_>>()
+    };
+    store
+        .publish(
+            "orders",
+            vec![event("e0", "t"), event("e1", "t"), event("e2", "t")],
+            at(0),
+        )
+        .await
+        .unwrap();
+    let before = store.journal(read(None)).await.unwrap();
+    assert_eq!(ids(&before), ["e0", "e1", "e2"]);
+    let reader_at = before.entries.last().unwrap().position;
+
+    attempt_all(store, "s1", at(1), 200, Decision::Delivered).await;
+    let mut events_after = 0;
+    loop {
+        let step = store
+            .purge_history(PurgeRequest {
+                before: at(100),
+                limit: 100,
+                events_after,
+            })
+            .await
+            .unwrap();
+        events_after = step.events_cursor;
+        if !step.more {
+            break;
+        }
+    }
+    assert!(deliveries_of(store, "s1").await.is_empty());
+    let emptied = store.journal(read(None)).await.unwrap();
+    assert!(emptied.entries.is_empty());
+    assert_eq!(emptied.purged_through, reader_at);
+
+    // The same identities are free again; they get new positions too.
+    store
+        .publish(
+            "orders",
+            vec![event("e0", "t"), event("e3", "t"), event("e4", "t")],
+            at(200),
+        )
+        .await
+        .unwrap();
+    let after = store.journal(read(Some(reader_at))).await.unwrap();
+    assert_eq!(ids(&after), ["e0", "e3", "e4"]);
+    assert!(
+        after.entries.iter().all(|e| e.position > reader_at),
+        "new positions {:?} must be above {reader_at}",
+        after.entries.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    assert!(after.purged_through <= reader_at);
+    let fresh = store.journal(read(None)).await.unwrap();
+    assert_eq!(ids(&fresh), ["e0", "e3", "e4"]);
+}
+
 pub async fn purge_removes_finished_history_and_unreferenced_events(store: &dyn Store) {
     store.create_topic("orders", t0()).await.unwrap();
     store.create_topic("unread", t0()).await.unwrap();

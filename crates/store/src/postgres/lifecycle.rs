@@ -320,11 +320,55 @@ pub(super) async fn redrive(
     })
 }
 
+/// Journal positions come from a sequence, so concurrent publishes can
+/// commit out of order: a reader that returned position 101 while 100 was
+/// still uncommitted would never see 100. Every publish therefore holds, from
+/// before it draws its first position until it commits, a shared advisory
+/// lock whose key carries the sequence's last value at that moment; its
+/// positions are all above that value. The key's top 16 bits are a tag of
+/// the schema, so the publishes of another redrive schema in the same
+/// database do not hold this schema's readers back.
+pub(super) const JOURNAL_GUARD_KEY: &str = "(((hashtext(current_schema() || '.redrive.journal')
+        & 32767)::bigint << 48)
+    | LEAST(COALESCE(pg_sequence_last_value(
+        pg_get_serial_sequence('events', 'seq')::regclass), 0), 281474976710655))";
+
+/// The highest position below which every publish has committed or given
+/// up. Read in two statements, each with a fresh view, in this order: the
+/// sequence first, then the guards. A publish that drew a position at or
+/// below the sequence value read first is either visible to the next
+/// statement or still holds a guard whose key is below its positions.
+async fn journal_horizon(client: &impl GenericClient) -> Result<i64> {
+    let last: i64 = client
+        .query_one(
+            "SELECT COALESCE(pg_sequence_last_value(
+                 pg_get_serial_sequence('events', 'seq')::regclass), 0)",
+            &[],
+        )
+        .await
+        .map_err(pg_error)
+        .and_then(|row| get(&row, 0))?;
+    let guarded: Option<i64> = client
+        .query_one(
+            "SELECT min(((classid::bigint & 65535) << 32) | objid::bigint) FROM pg_locks
+             WHERE locktype = 'advisory' AND objsubid = 1
+               AND (classid::bigint >> 16)
+                   = (hashtext(current_schema() || '.redrive.journal') & 32767)
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .map_err(pg_error)
+        .and_then(|row| get(&row, 0))?;
+    Ok(guarded.map_or(last, |guarded| guarded.min(last)))
+}
+
 pub(super) async fn journal(
     client: &impl GenericClient,
     query: &JournalQuery,
 ) -> Result<JournalPage> {
     read_subscription(client, &query.subscription).await?;
+    let horizon = journal_horizon(client).await?;
     let purged_through: i64 = client
         .query_opt(
             "SELECT purged_through FROM journal_floors WHERE subscription = $1",
@@ -338,7 +382,7 @@ pub(super) async fn journal(
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, e.seq FROM deliveries d
          JOIN events e ON e.seq = d.event_seq
-         WHERE d.subscription = $1 AND d.event_seq > $2
+         WHERE d.subscription = $1 AND d.event_seq > $2 AND d.event_seq <= $4
          ORDER BY d.event_seq LIMIT $3"
     );
     let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
@@ -349,6 +393,7 @@ pub(super) async fn journal(
                 &query.subscription,
                 &query.since.unwrap_or(0),
                 &big(query.limit.max(1)),
+                &horizon,
             ],
         )
         .await

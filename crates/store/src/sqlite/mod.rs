@@ -732,9 +732,19 @@ fn publish_in(
         })
         .collect::<Result<_>>()?;
     let now_ms = millis(now);
+    // Positions continue from the highest ever handed out, not from the
+    // highest still stored (see `schema::JOURNAL_HEAD`). The newest event is
+    // also consulted so that a row inserted some other way cannot collide.
+    let mut last_seq: i64 = conn
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT last_seq FROM journal_head), 0),
+                        COALESCE((SELECT MAX(seq) FROM events), 0))",
+        )?
+        .query_row([], |row| row.get(0))?;
+    let head_before = last_seq;
     let mut insert_event = conn.prepare_cached(
-        "INSERT INTO events (topic, source, id, type, attributes, data, published_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO events (seq, topic, source, id, type, attributes, data, published_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (topic, source, id) DO NOTHING RETURNING seq",
     )?;
     let mut insert_delivery = conn.prepare_cached(
@@ -748,6 +758,7 @@ fn publish_in(
         let seq: Option<i64> = insert_event
             .query_row(
                 params![
+                    last_seq + 1,
                     topic,
                     event.source,
                     event.id,
@@ -761,6 +772,7 @@ fn publish_in(
             .optional()?;
         let mut deliveries = 0;
         if let Some(seq) = seq {
+            last_seq = seq;
             for (subscription, filter) in &subscriptions {
                 if filter.matches(&event) {
                     let id = uuid::Uuid::now_v7().to_string();
@@ -775,6 +787,10 @@ fn publish_in(
             source: event.source,
             deliveries,
         });
+    }
+    if last_seq != head_before {
+        conn.prepare_cached("UPDATE journal_head SET last_seq = ?1")?
+            .execute([last_seq])?;
     }
     Ok(outcomes)
 }
