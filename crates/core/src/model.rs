@@ -164,17 +164,38 @@ pub struct Delivery {
     /// Attempts made before the last redrive: the attempt budget (retry
     /// numbers, `max_delivery_attempts`) counts from here.
     pub attempts_before_redrive: u32,
+    /// When the last redrive (or retry of an ended delivery) gave it a
+    /// fresh budget: the age limit and retention count from here, while
+    /// `first_attempt_at` keeps the very first attempt.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub redriven_at: Option<Timestamp>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
-/// One HTTP try of a delivery and what was decided after it.
+/// What an entry of a delivery's attempt log records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// An HTTP try of the delivery.
+    #[default]
+    Push,
+    /// The delivery was cancelled: no request was sent, and `number` is
+    /// the attempt it came after (0 when there was none).
+    Cancel,
+}
+
+/// One entry of a delivery's attempt log: an HTTP try and what was decided
+/// after it, or a cancel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     /// 1 for the first attempt, 2 for the first retry, …
     pub number: u32,
+    #[serde(default)]
+    pub kind: AttemptKind,
     #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
     pub duration_ms: u64,

@@ -51,6 +51,7 @@ fn delivery(state: DeliveryState, attempts: u32) -> Delivery {
         failure_reason: (state == DeliveryState::Failed).then_some(FailureReason::RetriesExhausted),
         dead_letter_event: None,
         attempts_before_redrive: 0,
+        redriven_at: None,
         created_at: at(0),
         updated_at: at(1),
     }
@@ -59,6 +60,7 @@ fn delivery(state: DeliveryState, attempts: u32) -> Delivery {
 fn attempt(number: u32, decision: Decision) -> Attempt {
     Attempt {
         number,
+        kind: redrive_core::AttemptKind::Push,
         started_at: at(i64::from(number)),
         duration_ms: 12,
         status: Some(500),

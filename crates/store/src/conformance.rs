@@ -178,6 +178,7 @@ fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
 fn attempt(number: u32, started_at: Timestamp, status: u16, decision: Decision) -> Attempt {
     Attempt {
         number,
+        kind: redrive_core::AttemptKind::Push,
         started_at,
         duration_ms: 5,
         status: Some(status),

@@ -123,6 +123,7 @@ async fn partitioned_yesterday(test: &str) -> Option<(TestSchema, tokio_postgres
 fn attempt(number: u32, started_at: Timestamp, decision: Decision) -> Attempt {
     Attempt {
         number,
+        kind: redrive_core::AttemptKind::Push,
         started_at,
         duration_ms: 5,
         status: Some(200),

@@ -7,7 +7,7 @@
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
-use redrive_core::{Delivery, FailureReason};
+use redrive_core::{Decision, Delivery, FailureReason};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
 use super::{partition_drop, partitions};
@@ -209,13 +209,39 @@ pub(super) async fn cancel(
     let tx = client.transaction().await.map_err(pg_error)?;
     let (moved, fanned_out) =
         fail_scheduled(&tx, &[id.to_owned()], FailureReason::Cancelled, now).await?;
-    let (delivery, _) = read_delivery(&tx, id).await?;
     if moved == 0 {
+        let (delivery, _) = read_delivery(&tx, id).await?;
         return Err(StoreError::Conflict(format!(
             "delivery {id:?} is {}; only a scheduled delivery can be cancelled",
             delivery.state.as_str()
         )));
     }
+    // The row lock taken by failing it keeps concurrent cancels apart.
+    let cancels: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM attempts WHERE delivery_id = $1 AND number < 0",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)
+        .and_then(|row| get(&row, 0))?;
+    let number = i32::try_from(crate::lifecycle::cancel_number(cancels))
+        .map_err(|_| StoreError::Backend(format!("delivery {id:?} has too many cancels")))?;
+    tx.execute(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, decision)
+         VALUES ($1, $2, $3, 0, $4)",
+        &[
+            &id,
+            &number,
+            &millis(now),
+            &serde_json::to_string(&Decision::Failed {
+                reason: FailureReason::Cancelled,
+            })?,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    let (delivery, _) = read_delivery(&tx, id).await?;
     tx.commit().await.map_err(pg_error)?;
     Ok((delivery, fanned_out))
 }
@@ -289,7 +315,7 @@ pub(super) async fn redrive(
            FOR UPDATE OF d SKIP LOCKED
          )
          UPDATE deliveries d SET state = 'scheduled', next_attempt_at = $7,
-                failure_reason = NULL, lease_until = NULL, first_attempt_at = NULL,
+                failure_reason = NULL, lease_until = NULL,
                 attempts_before_redrive = d.attempts, retention_from = $7, updated_at = $7
          FROM picked WHERE d.id = picked.id
          RETURNING d.id"

@@ -594,7 +594,7 @@ impl Store for PostgresStore {
         Ok(DeliveryDetail {
             delivery,
             event,
-            attempts,
+            attempts: crate::lifecycle::order_attempt_log(attempts),
         })
     }
 
@@ -649,8 +649,6 @@ impl Store for PostgresStore {
                         -- redrive gives. Scheduled: only due sooner.
                         attempts_before_redrive = CASE WHEN state IN ('failed', 'delivered')
                             THEN attempts ELSE attempts_before_redrive END,
-                        first_attempt_at = CASE WHEN state IN ('failed', 'delivered')
-                            THEN NULL ELSE first_attempt_at END,
                         retention_from = CASE WHEN state IN ('failed', 'delivered')
                             THEN $2 ELSE retention_from END
                  WHERE id = $1 AND state <> 'in_flight'",

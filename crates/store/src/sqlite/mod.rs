@@ -464,7 +464,7 @@ impl Store for SqliteStore {
                 Ok(DeliveryDetail {
                     delivery,
                     event,
-                    attempts,
+                    attempts: crate::lifecycle::order_attempt_log(attempts),
                 })
             })
             .await
@@ -486,8 +486,6 @@ impl Store for SqliteStore {
                             -- redrive gives. Scheduled: only due sooner.
                             attempts_before_redrive = CASE WHEN state IN ('failed', 'delivered')
                                 THEN attempts ELSE attempts_before_redrive END,
-                            first_attempt_at = CASE WHEN state IN ('failed', 'delivered')
-                                THEN NULL ELSE first_attempt_at END,
                             retention_from = CASE WHEN state IN ('failed', 'delivered')
                                 THEN ?2 ELSE retention_from END
                      WHERE id = ?1 AND state <> 'in_flight'",
