@@ -247,6 +247,7 @@ async fn pubsub_push_format_sends_the_envelope_with_base64_data() {
         .await;
     let mut event = event("m-7", "order.created");
     event["region"] = json!("eu");
+    event["dataschema"] = json!("https://example.com/order.json");
     server.publish_ok("orders", &event).await;
     let received = endpoint.assert_settles_at(2).await;
     for (n, request) in received.iter().enumerate() {
@@ -264,6 +265,10 @@ async fn pubsub_push_format_sends_the_envelope_with_base64_data() {
         assert_eq!(body["message"]["message_id"], "m-7");
         assert_eq!(body["message"]["attributes"]["region"], "eu");
         assert_eq!(body["message"]["attributes"]["ce-type"], "order.created");
+        assert_eq!(
+            body["message"]["attributes"]["ce-dataschema"],
+            "https://example.com/order.json"
+        );
         timestamp(&body["message"]["publishTime"]);
         assert_eq!(body["deliveryAttempt"], n + 1);
         assert_eq!(body["subscription"], "projects/redrive/subscriptions/push");
