@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(attributes["ce-subject"], "order/42");
         assert_eq!(attributes["ce-time"], "2024-05-01T11:59:58Z");
         assert_eq!(attributes["ce-datacontenttype"], "application/json");
-        assert_eq!(attributes["ce-dataschema"], "https://example.com/order.json");
+        assert_eq!(
+            attributes["ce-dataschema"],
+            "https://example.com/order.json"
+        );
         assert_eq!(
             body["subscription"],
             "projects/redrive/subscriptions/emails"
