@@ -87,6 +87,41 @@ fn default_max_concurrency() -> u32 {
     DEFAULT_MAX_CONCURRENCY
 }
 
+/// The values in force for the settings a subscription may leave out: what
+/// governs its pushes, whether written or defaulted. Read-only: the API
+/// answers carry it beside the subscription's own fields, which keep what
+/// was written, so an answer sent back changes nothing and a default that
+/// changes later still applies to those who left it out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveSettings {
+    pub timeout: HumanDuration,
+    pub max_concurrency: u32,
+    pub message_retention: HumanDuration,
+    /// The burst of the rate limit: `bucket_size`, else 5; `null` without a
+    /// rate.
+    pub bucket_size: Option<u32>,
+    /// `max_delivery_attempts`, else 5 with a dead-letter topic; `null`:
+    /// only the retry policy limits attempts.
+    pub max_delivery_attempts: Option<u32>,
+    pub headers_profile: crate::dialect::HeadersProfile,
+    pub payload_format: crate::dialect::PayloadFormat,
+}
+
+impl SubscriptionSpec {
+    /// The values in force for the settings that have defaults.
+    pub fn effective(&self) -> EffectiveSettings {
+        EffectiveSettings {
+            timeout: self.timeout,
+            max_concurrency: self.max_concurrency,
+            message_retention: self.message_retention,
+            bucket_size: self.rate.map(|_| self.effective_bucket_size()),
+            max_delivery_attempts: self.effective_max_delivery_attempts(),
+            headers_profile: self.headers_profile,
+            payload_format: self.payload_format,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Subscription {
     #[serde(flatten)]
@@ -206,4 +241,46 @@ pub struct Attempt {
     /// The first bytes of the endpoint's answer (lossy UTF-8).
     pub response_snippet: Option<String>,
     pub decision: Decision,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> SubscriptionSpec {
+        let mut spec = json!({"name": "s", "topic": "t", "endpoint": "http://127.0.0.1/"});
+        if let (Some(spec), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra);
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn effective_settings_fill_in_what_applies_when_left_out() {
+        let bare = serde_json::to_value(spec(json!({})).effective()).unwrap();
+        assert_eq!(
+            bare,
+            json!({
+                "timeout": "30s", "max_concurrency": 64, "message_retention": "604800s",
+                "bucket_size": null, "max_delivery_attempts": null,
+                "headers_profile": "standard", "payload_format": "cloudevents-binary"
+            })
+        );
+        let set = spec(json!({"rate": "5/s", "dead_letter_topic": "dead"})).effective();
+        assert_eq!(set.bucket_size, Some(5));
+        assert_eq!(set.max_delivery_attempts, Some(5));
+        let written = spec(json!({
+            "rate": "5/s", "bucket_size": 2, "dead_letter_topic": "dead",
+            "max_delivery_attempts": 9, "payload_format": "pubsub-push"
+        }))
+        .effective();
+        assert_eq!(written.bucket_size, Some(2));
+        assert_eq!(written.max_delivery_attempts, Some(9));
+        assert_eq!(
+            written.payload_format,
+            crate::dialect::PayloadFormat::PubsubPush
+        );
+    }
 }

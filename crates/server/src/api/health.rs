@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use redrive_core::{Health, Subscription};
 use redrive_store::{HealthChange, StoreError};
 
+use super::subscriptions::SubscriptionView;
 use super::{ApiError, AppState};
 
 /// How often `enable` retries when the evaluator changes the health between
@@ -24,21 +25,21 @@ pub fn routes() -> Router<AppState> {
 /// Stops pushes to the subscription; its deliveries keep their place
 /// (retention still applies) until it is resumed.
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/pause",
-    responses((status = 200, body = Subscription), (status = 404)))]
+    responses((status = 200, body = SubscriptionView), (status = 404)))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     set_paused(state, &name, true).await
 }
 
 /// Resumes pushes to a paused subscription.
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/resume",
-    responses((status = 200, body = Subscription), (status = 404)))]
+    responses((status = 200, body = SubscriptionView), (status = 404)))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     set_paused(state, &name, false).await
 }
 
@@ -46,8 +47,8 @@ async fn set_paused(
     state: AppState,
     name: &str,
     paused: bool,
-) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(set_paused_by_hand(&state, name, paused).await?))
+) -> Result<Json<SubscriptionView>, ApiError> {
+    Ok(Json(set_paused_by_hand(&state, name, paused).await?.into()))
 }
 
 /// Pauses or resumes pushes (the API and the console both do it).
@@ -66,12 +67,12 @@ pub(crate) async fn set_paused_by_hand(
 /// its backlog is delivered; an unstable one starts its count over. A
 /// healthy one is left as it is.
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/enable",
-    responses((status = 200, body = Subscription), (status = 404)))]
+    responses((status = 200, body = SubscriptionView), (status = 404)))]
 pub async fn enable(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(enable_by_hand(&state, &name).await?))
+) -> Result<Json<SubscriptionView>, ApiError> {
+    Ok(Json(enable_by_hand(&state, &name).await?.into()))
 }
 
 /// Makes a disabled or unstable subscription healthy so its backlog flows.

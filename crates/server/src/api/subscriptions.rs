@@ -3,7 +3,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
-use redrive_core::{Subscription, SubscriptionSpec};
+use redrive_core::{EffectiveSettings, Subscription, SubscriptionSpec};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -14,15 +14,39 @@ use crate::validate;
 
 #[derive(Serialize, ToSchema)]
 pub struct SubscriptionList {
-    pub subscriptions: Vec<Subscription>,
+    pub subscriptions: Vec<SubscriptionView>,
 }
 
+/// A subscription as the API answers it: its fields as written (with the
+/// defaults of plain fields filled in), its status, and `effective`, the
+/// values in force for every setting that has a default. `effective` is
+/// read-only: sent back in a request it is ignored.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    pub effective: EffectiveSettings,
+}
+
+impl From<Subscription> for SubscriptionView {
+    fn from(subscription: Subscription) -> Self {
+        SubscriptionView {
+            effective: subscription.spec.effective(),
+            subscription,
+        }
+    }
+}
+
+/// The key of [`SubscriptionView::effective`]: an answer sent back as a
+/// request carries it, and it is not a setting.
+const READ_ONLY_EFFECTIVE: &str = "effective";
+
 #[utoipa::path(post, path = "/v1/subscriptions", request_body = SubscriptionSpec,
-    responses((status = 201, body = Subscription), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
+    responses((status = 201, body = SubscriptionView), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
     let spec = spec_from_json(body)?;
     validate::subscription(&spec)?;
     crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
@@ -42,33 +66,39 @@ pub async fn create(
             "cannot store the new subscription's signing secret yet");
     }
     state.subscriptions_changed.notify_one();
-    Ok((StatusCode::CREATED, Json(subscription)))
+    Ok((StatusCode::CREATED, Json(subscription.into())))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", responses((status = 200, body = SubscriptionList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SubscriptionList>, ApiError> {
     Ok(Json(SubscriptionList {
-        subscriptions: state.store.list_subscriptions().await?,
+        subscriptions: state
+            .store
+            .list_subscriptions()
+            .await?
+            .into_iter()
+            .map(SubscriptionView::from)
+            .collect(),
     }))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{name}",
-    responses((status = 200, body = Subscription), (status = 404)))]
+    responses((status = 200, body = SubscriptionView), (status = 404)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(state.store.get_subscription(&name).await?))
+) -> Result<Json<SubscriptionView>, ApiError> {
+    Ok(Json(state.store.get_subscription(&name).await?.into()))
 }
 
 /// A JSON merge patch (RFC 7386) over the subscription's spec.
 #[utoipa::path(patch, path = "/v1/subscriptions/{name}", request_body = Object,
-    responses((status = 200, body = Subscription), (status = 400), (status = 404)))]
+    responses((status = 200, body = SubscriptionView), (status = 400), (status = 404)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Subscription>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let patch: Value = parse_json(&body)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
@@ -80,10 +110,11 @@ pub async fn update(
         .map_err(|err| ApiError::bad_request(format!("cannot merge: {err}")))?;
     let mut patch = patch;
     // The alias would sit beside the stored field and read as a duplicate.
-    if let Some(fields) = patch.as_object_mut()
-        && let Some(value) = fields.remove("max_concurrent_requests")
-    {
-        fields.insert("max_concurrency".into(), value);
+    if let Some(fields) = patch.as_object_mut() {
+        if let Some(value) = fields.remove("max_concurrent_requests") {
+            fields.insert("max_concurrency".into(), value);
+        }
+        fields.remove(READ_ONLY_EFFECTIVE);
     }
     redrive_core::presets::expand_subscription(&mut patch)
         .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
@@ -107,7 +138,7 @@ pub async fn update(
         .update_subscription(spec, Timestamp::now())
         .await?;
     state.subscriptions_changed.notify_one();
-    Ok(Json(updated))
+    Ok(Json(updated.into()))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{name}", responses((status = 204), (status = 404)))]
@@ -123,6 +154,9 @@ pub async fn delete(
 /// A subscription from its JSON form, with its retry preset's settings
 /// filled in where it leaves them out.
 pub fn spec_from_json(mut body: Value) -> Result<SubscriptionSpec, ApiError> {
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove(READ_ONLY_EFFECTIVE);
+    }
     redrive_core::presets::expand_subscription(&mut body)
         .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
     serde_json::from_value(body)
