@@ -523,6 +523,25 @@ async fn journal_pages_oldest_first_and_answers_410_after_purge() {
     let (status, fresh) = read(None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ids(&fresh).is_empty());
+
+    // Positions never go back after the purge: a reader that kept its last
+    // `next`, and one that started on the emptied journal, see every new
+    // event (the same identities again included).
+    let fresh_next = fresh["next"].as_i64();
+    for id in ["e0", "e5", "e6"] {
+        server.publish_ok("orders", &event(id, "t")).await;
+    }
+    for since in [Some(end), fresh_next] {
+        let (status, first) = read(since).await;
+        assert_eq!(status, StatusCode::OK, "since {since:?}: {first}");
+        let (_, second) = read(first["next"].as_i64()).await;
+        assert_eq!(
+            [ids(&first), ids(&second)].concat(),
+            ["e0", "e5", "e6"],
+            "since {since:?}"
+        );
+        assert!(first["entries"][0]["position"].as_i64().unwrap() > end);
+    }
     let (status, _) = server.get("/v1/subscriptions/push/journal?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = server.get("/v1/subscriptions/nope/journal").await;
