@@ -264,6 +264,32 @@ fn failures_without_a_status_show_their_error_class() {
 }
 
 #[test]
+fn a_cancel_shows_in_the_timeline_as_an_entry_of_its_own() {
+    let mut d = delivery(DeliveryState::Failed, 1);
+    d.failure_reason = Some(FailureReason::Cancelled);
+    let tried = attempt(
+        1,
+        Decision::Retry {
+            at: at(60),
+            retry: 1,
+        },
+    );
+    let mut cancel = attempt(
+        1,
+        Decision::Failed {
+            reason: FailureReason::Cancelled,
+        },
+    );
+    cancel.kind = redrive_core::AttemptKind::Cancel;
+    cancel.started_at = at(30);
+    let html = views::timeline(&d, &[tried, cancel]).into_string();
+    assert_eq!(html.matches("data-attempt=").count(), 1, "{html}");
+    assert!(html.contains("data-cancel=\"1\""), "{html}");
+    assert!(html.contains("<strong>Cancelled</strong>"), "{html}");
+    assert!(html.contains("failed because it was cancelled"), "{html}");
+}
+
+#[test]
 fn empty_lists_explain_themselves() {
     let mut rows = views::DeliveryRows {
         subscription: "hooks".into(),

@@ -311,6 +311,27 @@ async fn cancel_ends_a_scheduled_delivery() {
         .post(&format!("/v1/deliveries/{id}/cancel"), json!({}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // The attempt log ends with the cancel, after the attempt it followed.
+    let log = rig.server.delivery(&id).await["attempt_log"].clone();
+    let entries: Vec<(&str, i64, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["number"].as_i64().unwrap(),
+                a["decision"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [("push", 1, "retry"), ("cancel", 1, "failed")],
+        "{log}"
+    );
+    assert_eq!(log[1]["decision"]["reason"], "cancelled");
 }
 
 /// An endpoint that answers 503 while `down` is set, 200 after.
