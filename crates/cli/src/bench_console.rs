@@ -124,6 +124,7 @@ async fn seed(store: &dyn Store, base: Timestamp, batches: u64) -> anyhow::Resul
                     subscription: SUBSCRIPTION.into(),
                     limit: 5000,
                     rate: None,
+                    lookahead: std::time::Duration::ZERO,
                 }],
             })
             .await

@@ -100,6 +100,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
                         subscription: "bench-sub".into(),
                         limit: 1000,
                         rate: None,
+                        lookahead: std::time::Duration::ZERO,
                     }],
                 })
                 .await?

@@ -103,6 +103,11 @@ pub struct CreateSubscription {
     /// standard (default) or appengine (adds X-AppEngine-Task* headers).
     #[arg(long)]
     pub headers_profile: Option<String>,
+    /// Pub/Sub's push backoff: after failures pushes slow down and pause, so
+    /// retries may start later than the policy says [default: the
+    /// preset's, else off].
+    #[arg(long, value_enum, value_name = "ON|OFF")]
+    pub push_backoff: Option<crate::explain::OnOff>,
 }
 
 #[derive(Args)]
@@ -260,6 +265,9 @@ fn subscription_body(args: Box<CreateSubscription>) -> anyhow::Result<Value> {
     }
     if let Some(size) = args.bucket_size {
         body["bucket_size"] = size.into();
+    }
+    if let Some(choice) = args.push_backoff {
+        body["push_backoff"] = choice.is_on().into();
     }
     Ok(body)
 }

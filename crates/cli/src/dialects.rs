@@ -180,6 +180,9 @@ fn summary(spec: &redrive_core::SubscriptionSpec) -> String {
     if let Some(topic) = &spec.dead_letter_topic {
         parts.push(format!("dead letters to {topic}"));
     }
+    if spec.push_backoff {
+        parts.push("push backoff on".into());
+    }
     format!("{} -> {} ({})", spec.name, spec.endpoint, parts.join(", "))
 }
 

@@ -67,6 +67,11 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
 
+    /// Whether the subscription has push backoff, which may start retries
+    /// later than the schedule [default: the preset's, else off]
+    #[arg(long, value_enum, value_name = "ON|OFF")]
+    pub push_backoff: Option<OnOff>,
+
     /// How many retries to show when the limits do not end the list first
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub count: usize,
@@ -89,6 +94,19 @@ pub enum BackoffKind {
     Schedule,
     /// No delay at all
     Immediate,
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
 }
 
 /// The `--limit-mode` values; see [`LimitMode`].
@@ -245,6 +263,17 @@ struct JsonRetry {
     at_seconds: f64,
 }
 
+/// Whether push backoff applies: as asked, else as the preset brings it.
+fn push_backoff_of(args: &ExplainArgs) -> anyhow::Result<bool> {
+    if let Some(choice) = args.push_backoff {
+        return Ok(choice.is_on());
+    }
+    match &args.preset {
+        Some(name) => Ok(redrive_core::presets::preset(name)?.push_backoff),
+        None => Ok(false),
+    }
+}
+
 /// The first `count` retries of `policy` as a table followed by a line
 /// saying why the list ends, or as a JSON array; no trailing newline.
 pub fn render(policy: &RetryPolicy, count: usize, json: bool) -> String {
@@ -320,7 +349,14 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
         bail!("--count must be at least 1");
     }
     let policy = policy_from_args(args)?;
-    Ok(render(&policy, args.count, args.json))
+    let mut out = render(&policy, args.count, args.json);
+    if !args.json {
+        out.push('\n');
+        out.push_str(redrive_core::explain::push_backoff_note(push_backoff_of(
+            args,
+        )?));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -754,5 +790,35 @@ no more retries: retry limit 2 reached";
             out,
             "[\n  {\n    \"retry\": 1,\n    \"delay_seconds\": 0.0,\n    \"at_seconds\": 0.0\n  }\n]"
         );
+    }
+
+    #[test]
+    fn run_says_whether_push_backoff_applies_as_the_preset_brings_it() {
+        let last = |flags: &[&str]| {
+            run(&args(flags))
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .to_owned()
+        };
+        let off = "push backoff off: every retry starts at the time shown";
+        assert_eq!(last(&[]), off);
+        assert_eq!(last(&["--preset", "appengine"]), off);
+        for preset in ["pubsub", "eventarc"] {
+            let line = last(&["--preset", preset]);
+            assert!(line.starts_with("push backoff on: "), "{preset}: {line}");
+            assert!(
+                line.contains("up to 60s for each push due before it"),
+                "{line}"
+            );
+        }
+        // Asked for, it overrides the preset.
+        assert_eq!(last(&["--preset", "pubsub", "--push-backoff", "off"]), off);
+        assert!(last(&["--push-backoff", "on"]).starts_with("push backoff on"));
+        assert!(parse_error(&["--push-backoff", "maybe"]).contains("maybe"));
+        // JSON stays the bare schedule.
+        let json = run(&args(&["--preset", "pubsub", "--json", "--count", "1"])).unwrap();
+        assert!(!json.contains("push backoff"), "{json}");
     }
 }

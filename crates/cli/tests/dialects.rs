@@ -331,6 +331,8 @@ fn import_appengine_queue_xml_and_yaml_create_topics_and_subscriptions() {
         assert_eq!(emails["bucket_size"], 40);
         assert_eq!(emails["max_concurrency"], 10);
         assert_eq!(emails["headers_profile"], "appengine");
+        // App Engine keeps the queue's retry parameters exactly.
+        assert_eq!(emails["push_backoff"], false);
         let policy = &emails["retry_policy"];
         assert_eq!(policy["retry_limit"], 7);
         assert_eq!(policy["age_limit"], "302400s");
@@ -409,6 +411,9 @@ fn import_pubsub_creates_a_push_envelope_subscription_and_its_topics() {
     assert_eq!(sub["filter"]["type"], "order.created");
     assert_eq!(sub["retry_policy"]["preset"], "pubsub");
     assert_eq!(sub["retry_policy"]["backoff"]["max_backoff"], "60s");
+    // Pub/Sub slows failing push subscriptions down; so does the import.
+    assert_eq!(sub["push_backoff"], true);
+    assert!(out.contains("push backoff on"), "{out}");
 }
 
 #[test]
@@ -437,6 +442,10 @@ fn policy_presets_lists_every_preset_and_explain_uses_one() {
         "{out}"
     );
     assert!(out.contains("2h 35m 5s"), "{out}");
+    assert!(
+        out.contains("push backoff off: every retry starts at the time shown"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -485,4 +494,28 @@ fn subscriptions_create_takes_a_preset_a_rate_and_the_wire_format() {
     assert_eq!(created["bucket_size"], 3);
     assert_eq!(created["payload_format"], "pubsub-push");
     assert_eq!(created["headers_profile"], "appengine");
+    assert_eq!(created["push_backoff"], false);
+    // The pubsub preset brings push backoff; --push-backoff decides.
+    let base = [
+        "subscriptions",
+        "create",
+        "",
+        "--topic",
+        "orders",
+        "--endpoint",
+        "http://127.0.0.1:9/hook",
+        "--preset",
+        "pubsub",
+    ];
+    let with = |name: &str, extra: &[&str]| {
+        let mut args = base.to_vec();
+        args[2] = name;
+        args.extend_from_slice(extra);
+        server.json(&args)
+    };
+    assert_eq!(with("pubsub", &[])["push_backoff"], true);
+    assert_eq!(
+        with("exact", &["--push-backoff", "off"])["push_backoff"],
+        false
+    );
 }

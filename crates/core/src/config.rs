@@ -406,6 +406,25 @@ retry_policy = { preset = "adobe-io" }
     }
 
     #[test]
+    fn push_backoff_comes_from_the_preset_unless_the_file_sets_it() {
+        let file = |extra: &str| {
+            format!(
+                "[[topics]]\nname = \"orders\"\n\n[[subscriptions]]\nname = \"s\"\n\
+                 topic = \"orders\"\nendpoint = \"http://127.0.0.1:9/\"\n{extra}"
+            )
+        };
+        let push_backoff =
+            |extra: &str| parse(&file(extra)).unwrap().desired.subscriptions[0].push_backoff;
+        assert!(!push_backoff(""));
+        assert!(push_backoff("retry_policy = { preset = \"pubsub\" }\n"));
+        assert!(!push_backoff(
+            "push_backoff = false\nretry_policy = { preset = \"eventarc\" }\n"
+        ));
+        assert!(push_backoff("push_backoff = true\n"));
+        assert!(!push_backoff("retry_policy = { preset = \"adobe-io\" }\n"));
+    }
+
+    #[test]
     fn export_reads_back_as_the_same_declarations() {
         let desired = parse(GOOD).unwrap().desired;
         let text = to_toml(&desired).unwrap();

@@ -111,6 +111,19 @@ impl RetryPolicy {
     }
 }
 
+/// Whether push backoff can move a subscription's retries from the times
+/// its policy gives them, in one line: what `redrive policy explain` and the
+/// console's policy preview say under the schedule.
+pub fn push_backoff_note(on: bool) -> &'static str {
+    if on {
+        "push backoff on: while pushes keep failing, the subscription sends one at a time and \
+         pauses after each failure, 100ms doubling to 60s, so a retry may start later than \
+         shown, by up to 60s for each push due before it; a success ends the pauses"
+    } else {
+        "push backoff off: every retry starts at the time shown"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,6 +249,7 @@ mod tests {
             headers_profile: Default::default(),
             payload_format: Default::default(),
             health_policy: Default::default(),
+            push_backoff: false,
         }
     }
 

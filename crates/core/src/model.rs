@@ -77,6 +77,14 @@ pub struct SubscriptionSpec {
     /// When the endpoint counts as unstable or is disabled.
     #[serde(default)]
     pub health_policy: HealthPolicy,
+    /// Pub/Sub's push backoff: after failures the subscription's pushes
+    /// slow down and pause (100 ms doubling to 60 s per consecutive
+    /// failure), so retries may start later than the retry policy says.
+    /// Off: every attempt starts when the policy says. Presets `pubsub` and
+    /// `eventarc` turn it on; always written out, so a stored subscription
+    /// keeps the choice whatever its preset brings.
+    #[serde(default)]
+    pub push_backoff: bool,
 }
 
 fn default_timeout() -> HumanDuration {
@@ -105,6 +113,7 @@ pub struct EffectiveSettings {
     pub max_delivery_attempts: Option<u32>,
     pub headers_profile: crate::dialect::HeadersProfile,
     pub payload_format: crate::dialect::PayloadFormat,
+    pub push_backoff: bool,
 }
 
 impl SubscriptionSpec {
@@ -118,6 +127,7 @@ impl SubscriptionSpec {
             max_delivery_attempts: self.effective_max_delivery_attempts(),
             headers_profile: self.headers_profile,
             payload_format: self.payload_format,
+            push_backoff: self.push_backoff,
         }
     }
 }
@@ -265,7 +275,8 @@ mod tests {
             json!({
                 "timeout": "30s", "max_concurrency": 64, "message_retention": "604800s",
                 "bucket_size": null, "max_delivery_attempts": null,
-                "headers_profile": "standard", "payload_format": "cloudevents-binary"
+                "headers_profile": "standard", "payload_format": "cloudevents-binary",
+                "push_backoff": false
             })
         );
         let set = spec(json!({"rate": "5/s", "dead_letter_topic": "dead"})).effective();

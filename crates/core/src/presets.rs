@@ -28,6 +28,10 @@ pub struct Preset {
     pub timeout: Option<Duration>,
     /// How long an undelivered message is kept, when the system says.
     pub message_retention: Option<Duration>,
+    /// Whether the system slows a failing endpoint's pushes down beyond the
+    /// retry schedule (Pub/Sub's push backoff). Unlike `timeout` and
+    /// `message_retention`, every preset says: choosing a preset chooses this.
+    pub push_backoff: bool,
 }
 
 impl Preset {
@@ -136,6 +140,7 @@ pub const PRESETS: &[Preset] = &[
         policy: appengine,
         timeout: None,
         message_retention: None,
+        push_backoff: false,
     },
     Preset {
         name: "cloud-tasks",
@@ -144,15 +149,17 @@ pub const PRESETS: &[Preset] = &[
         policy: cloud_tasks,
         timeout: None,
         message_retention: None,
+        push_backoff: false,
     },
     Preset {
         name: "pubsub",
         source: "Pub/Sub push subscriptions",
         summary: "exponential 10s to 600s; success = 102/200/201/202/204 only; retention 7d; \
-                  dead-letter after 5 attempts when a dead-letter topic is set",
+                  dead-letter after 5 attempts when a dead-letter topic is set; push backoff on",
         policy: pubsub,
         timeout: None,
         message_retention: Some(secs(7 * DAY)),
+        push_backoff: true,
     },
     Preset {
         name: "eventarc",
@@ -161,6 +168,7 @@ pub const PRESETS: &[Preset] = &[
         policy: pubsub,
         timeout: None,
         message_retention: Some(secs(DAY)),
+        push_backoff: true,
     },
     Preset {
         name: "adobe-io",
@@ -170,6 +178,7 @@ pub const PRESETS: &[Preset] = &[
         policy: adobe_io,
         timeout: Some(secs(10)),
         message_retention: None,
+        push_backoff: false,
     },
     Preset {
         name: "standard-webhooks",
@@ -178,6 +187,7 @@ pub const PRESETS: &[Preset] = &[
         policy: standard_webhooks,
         timeout: None,
         message_retention: None,
+        push_backoff: false,
     },
     Preset {
         name: "eventbridge",
@@ -187,6 +197,7 @@ pub const PRESETS: &[Preset] = &[
         policy: eventbridge,
         timeout: None,
         message_retention: None,
+        push_backoff: false,
     },
 ];
 
@@ -270,8 +281,8 @@ impl TryFrom<RawRetryPolicy> for RetryPolicy {
 }
 
 /// Fills in, on a subscription written as JSON, the settings its retry
-/// preset brings (`timeout`, `message_retention`) where the subscription
-/// does not give them. Without a preset it changes nothing.
+/// preset brings (`timeout`, `message_retention`, `push_backoff`) where the
+/// subscription does not give them. Without a preset it changes nothing.
 pub fn expand_subscription(subscription: &mut Value) -> Result<(), UnknownPreset> {
     let Some(name) = subscription
         .get("retry_policy")
@@ -295,6 +306,9 @@ pub fn expand_subscription(subscription: &mut Value) -> Result<(), UnknownPreset
                 .or_insert_with(|| Value::String(HumanDuration(value).to_string()));
         }
     }
+    fields
+        .entry("push_backoff")
+        .or_insert(Value::Bool(preset.push_backoff));
     Ok(())
 }
 
@@ -553,5 +567,46 @@ mod tests {
         expand_subscription(&mut plain).unwrap();
         assert_eq!(plain, json!({"retry_policy": {"retry_limit": 1}}));
         assert!(expand_subscription(&mut json!({"retry_policy": {"preset": "x"}})).is_err());
+    }
+
+    /// The subscription a JSON body with `retry_policy` reads as.
+    fn expanded(mut body: Value) -> crate::SubscriptionSpec {
+        let fields = body.as_object_mut().unwrap();
+        fields.insert("name".into(), "s".into());
+        fields.insert("topic".into(), "t".into());
+        fields.insert("endpoint".into(), "http://127.0.0.1/".into());
+        expand_subscription(&mut body).unwrap();
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn only_pubsub_and_eventarc_bring_push_backoff() {
+        let on: Vec<&str> = PRESETS
+            .iter()
+            .filter(|p| p.push_backoff)
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(on, ["pubsub", "eventarc"]);
+        for p in PRESETS {
+            let spec = expanded(json!({"retry_policy": {"preset": p.name}}));
+            assert_eq!(spec.push_backoff, p.push_backoff, "{}", p.name);
+        }
+        // No preset: off.
+        assert!(!expanded(json!({})).push_backoff);
+        assert!(!expanded(json!({"retry_policy": {"retry_limit": 2}})).push_backoff);
+    }
+
+    #[test]
+    fn push_backoff_given_beside_a_preset_wins() {
+        let spec = expanded(json!({"retry_policy": {"preset": "pubsub"}, "push_backoff": false}));
+        assert!(!spec.push_backoff);
+        let spec = expanded(json!({"retry_policy": {"preset": "appengine"}, "push_backoff": true}));
+        assert!(spec.push_backoff);
+        // Written out always, so a stored subscription keeps its choice
+        // when it is read back and expanded again.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["push_backoff"], true);
+        let json = serde_json::to_value(expanded(json!({}))).unwrap();
+        assert_eq!(json["push_backoff"], false);
     }
 }

@@ -400,3 +400,53 @@ async fn a_read_only_session_sees_no_write_buttons_and_cannot_post_them() {
         .expect("the sign-out answers");
     assert_eq!(out.status().as_u16(), 303);
 }
+
+#[tokio::test]
+async fn subscription_and_policy_pages_say_whether_push_backoff_applies() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    for (name, extra) in [
+        ("exact", json!({})),
+        ("pubsub-like", json!({"retry_policy": {"preset": "pubsub"}})),
+    ] {
+        server
+            .create_subscription(subscription(name, "orders", "http://127.0.0.1:9/x", extra))
+            .await;
+    }
+    let shown = |body: &str| {
+        let start = body
+            .find("id=\"push-backoff\"")
+            .expect("a push backoff line");
+        body[start..]
+            .split('<')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (_, _, body) = page(&server, "/console/subscriptions/exact").await;
+    assert!(
+        shown(&body).contains("off — every retry starts when"),
+        "{body}"
+    );
+    let (_, _, body) = page(&server, "/console/subscriptions/pubsub-like").await;
+    assert!(shown(&body).contains("on — after failures"), "{body}");
+
+    for (query, says) in [
+        ("subscription=exact", "push backoff off"),
+        ("subscription=pubsub-like", "push backoff on"),
+        ("", "push backoff off"),
+        // A typed policy: what a new subscription with it gets.
+        (
+            "policy=%7B%22preset%22%3A%22eventarc%22%7D",
+            "push backoff on",
+        ),
+        (
+            "policy=%7B%22preset%22%3A%22cloud-tasks%22%7D",
+            "push backoff off",
+        ),
+    ] {
+        let (status, _, body) = page(&server, &format!("/console/policy?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        assert!(shown(&body).contains(says), "{query}: {}", shown(&body));
+    }
+}

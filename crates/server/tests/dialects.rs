@@ -401,7 +401,8 @@ async fn answers_read_back_the_values_in_force_and_round_trip_unchanged() {
         json!({
             "timeout": created["timeout"], "max_concurrency": 64,
             "message_retention": "604800s", "bucket_size": 5, "max_delivery_attempts": 5,
-            "headers_profile": "standard", "payload_format": "cloudevents-binary"
+            "headers_profile": "standard", "payload_format": "cloudevents-binary",
+            "push_backoff": false
         })
     );
     let (_, fetched) = server.get("/v1/subscriptions/paced").await;

@@ -1,9 +1,11 @@
 //! Endpoint health and push backoff, end to end with real endpoints on
 //! 127.0.0.1: healthy → unstable → disabled → (enable) → healthy, pause and
-//! resume, a dead endpoint beside a healthy one, and `Retry-After` pauses.
+//! resume, a dead endpoint beside a healthy one, `Retry-After` pauses, and
+//! retry schedules that hold exactly unless push backoff is chosen.
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -324,7 +326,8 @@ async fn a_dead_endpoint_does_not_slow_a_healthy_subscription_on_the_same_topic(
             "dead",
             "orders",
             &dead.url,
-            json!({"retry_policy": retry, "max_concurrency": 32}),
+            // Push backoff off (the default): only the timeouts limit it.
+            json!({"retry_policy": retry, "max_concurrency": 32, "push_backoff": false}),
         ))
         .await;
     server
@@ -355,7 +358,8 @@ async fn a_dead_endpoint_does_not_slow_a_healthy_subscription_on_the_same_topic(
         "healthy: 600 delivered in {took:?}; dead endpoint: {dead_pushes} pushes, at most {} at once",
         dead.most_in_flight()
     );
-    // The dead endpoint's window started at 16 and only shrank.
+    // The dead endpoint's window started at 16 and only shrank, one halving
+    // per round of timeouts.
     assert!(dead.most_in_flight() <= 16, "{}", dead.most_in_flight());
     assert!(
         dead_pushes <= 32,
@@ -409,15 +413,23 @@ async fn retry_after_pauses_the_subscription_without_consuming_attempts() {
     let server = Server::start().await;
     let (url, seen) = retry_after_endpoint().await;
     server.create_topic("orders").await;
-    // The policy alone would retry after 0.1s.
-    server
+    // The policy alone would retry after 0.1s; it lets a Retry-After delay
+    // a retry up to 10s.
+    let policy = json!({
+        "backoff": {"kind": "exponential", "min_backoff": "0.1s", "max_backoff": "10s",
+                    "max_doublings": 3},
+        "retry_limit": 5,
+    });
+    let created = server
         .create_subscription(subscription(
             "push",
             "orders",
             &url,
-            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}, "retry_limit": 5}}),
+            json!({ "retry_policy": policy }),
         ))
         .await;
+    // Without push backoff too, an endpoint that says "wait" is waited for.
+    assert_eq!(created["push_backoff"], false);
     server
         .publish_ok("orders", &event("o-1", "order.created"))
         .await;
@@ -464,4 +476,312 @@ async fn retry_after_pauses_the_subscription_without_consuming_attempts() {
     let mut attempts: Vec<u32> = seen.iter().map(|(_, attempt)| *attempt).collect();
     attempts.sort();
     assert_eq!(attempts, [1, 1, 2]);
+}
+
+// ---------------------------------------------------------------------------
+// Retry schedules: exact without push backoff, Pub/Sub's with it
+// ---------------------------------------------------------------------------
+
+/// An endpoint answering 503 to the first two attempts of each event and
+/// 200 to the third.
+async fn failing_twice() -> Endpoint {
+    Endpoint::start(|_, earlier| {
+        if earlier < 2 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await
+}
+
+fn fixed_1s() -> Value {
+    json!({"backoff": {"kind": "fixed", "interval": "1s"}})
+}
+
+/// The time between consecutive attempts of each event, as its endpoint
+/// saw them arrive.
+fn gaps_per_event(endpoint: &Endpoint) -> HashMap<String, Vec<Duration>> {
+    let mut arrivals: HashMap<String, Vec<(u32, Instant)>> = HashMap::new();
+    for request in endpoint.received() {
+        arrivals
+            .entry(request.ce_id().to_owned())
+            .or_default()
+            .push((request.attempt(), request.at));
+    }
+    arrivals
+        .into_iter()
+        .map(|(id, mut attempts)| {
+            attempts.sort();
+            let gaps = attempts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+            (id, gaps)
+        })
+        .collect()
+}
+
+/// The value below which `share` of the sorted `values` lie.
+fn percentile(sorted: &[Duration], share: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * share).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_push_backoff_retries_start_on_schedule_however_many_failed_before() {
+    let server = Server::start().await;
+    let endpoint = failing_twice().await;
+    server.create_topic("orders").await;
+    let created = server
+        .create_subscription(subscription(
+            "push",
+            "orders",
+            &endpoint.url,
+            json!({ "retry_policy": fixed_1s() }),
+        ))
+        .await;
+    // Off unless chosen.
+    assert_eq!(created["push_backoff"], false);
+    let events: Vec<Value> = (0..20)
+        .map(|i| event(&format!("o-{i}"), "order.created"))
+        .collect();
+    let (status, body) = server.publish_batch("orders", &events).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // The policy says: all 20 delivered about 2s after publish. Forty
+    // failed attempts in a row change nothing about that.
+    endpoint.wait_for_within(60, Duration::from_secs(6)).await;
+    let gaps = gaps_per_event(&endpoint);
+    assert_eq!(gaps.len(), 20);
+    let furthest = gaps
+        .values()
+        .flatten()
+        .map(|gap| gap.abs_diff(Duration::from_secs(1)))
+        .max()
+        .unwrap_or_default();
+    eprintln!("20 events: attempts 1s ± {furthest:?} apart");
+    for (id, gaps) in &gaps {
+        assert_eq!(gaps.len(), 2, "{id}: {gaps:?}");
+        for gap in gaps {
+            assert!(
+                gap.abs_diff(Duration::from_secs(1)) <= Duration::from_millis(250),
+                "{id}: attempts {gaps:?} apart, the policy says 1s"
+            );
+        }
+    }
+    let delivered = server.wait_all_ended("push", 20).await;
+    assert!(delivered.iter().all(|d| d["state"] == "delivered"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_failing_deliveries_are_dead_lettered_when_the_policy_says() {
+    let server = Server::start().await;
+    let endpoint = Endpoint::start(|_, _| Reply::status(500)).await;
+    let reader = Endpoint::ok().await;
+    server.create_topic("orders").await;
+    server.create_topic("orders-dead").await;
+    let mut policy = fixed_1s();
+    policy["retry_limit"] = 2.into();
+    server
+        .create_subscription(subscription(
+            "push",
+            "orders",
+            &endpoint.url,
+            json!({"retry_policy": policy, "dead_letter_topic": "orders-dead"}),
+        ))
+        .await;
+    server
+        .create_subscription(subscription(
+            "dead-reader",
+            "orders-dead",
+            &reader.url,
+            json!({}),
+        ))
+        .await;
+    let started = Instant::now();
+    let events: Vec<Value> = (0..3)
+        .map(|i| event(&format!("o-{i}"), "order.created"))
+        .collect();
+    let (status, body) = server.publish_batch("orders", &events).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Attempts at 0s, 1s and 2s, then the copies: well within 5s.
+    reader.wait_for_within(3, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    eprintln!("3 dead-lettered copies delivered {took:?} after publish");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert_eq!(endpoint.count(), 9);
+    let mut copied: Vec<String> = reader
+        .received()
+        .iter()
+        .map(|r| r.header("ce-deadletterid").unwrap_or_default().to_owned())
+        .collect();
+    copied.sort();
+    assert_eq!(copied, ["o-0", "o-1", "o-2"]);
+    for delivery in server.wait_all_ended("push", 3).await {
+        assert_eq!(delivery["state"], "failed", "{delivery}");
+        assert_eq!(delivery["failure_reason"], "retries_exhausted");
+        assert_eq!(delivery["attempts"], 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_deliveries_failing_twice_each_retry_within_250ms_of_due() {
+    let server = Server::start().await;
+    let endpoint = failing_twice().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription(
+            "push",
+            "orders",
+            &endpoint.url,
+            json!({ "retry_policy": fixed_1s() }),
+        ))
+        .await;
+    let events: Vec<Value> = (0..1000)
+        .map(|i| event(&format!("o-{i}"), "order.created"))
+        .collect();
+    for chunk in events.chunks(100) {
+        let (status, body) = server.publish_batch("orders", chunk).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    endpoint
+        .wait_for_within(3000, Duration::from_secs(30))
+        .await;
+    // A retry is due 1s after the attempt before it ended; the gap between
+    // their arrivals also holds that attempt's round trip, so what exceeds
+    // 1s bounds the lateness from above.
+    let mut lateness: Vec<Duration> = Vec::with_capacity(2000);
+    for (id, gaps) in gaps_per_event(&endpoint) {
+        assert_eq!(gaps.len(), 2, "{id}: {gaps:?}");
+        for gap in gaps {
+            assert!(
+                gap >= Duration::from_millis(990),
+                "{id}: a retry started {gap:?} after the attempt before it, before it was due"
+            );
+            lateness.push(gap.saturating_sub(Duration::from_secs(1)));
+        }
+    }
+    lateness.sort();
+    let (p50, p99, max) = (
+        percentile(&lateness, 0.5),
+        percentile(&lateness, 0.99),
+        lateness[lateness.len() - 1],
+    );
+    eprintln!("2000 retries: lateness p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    assert!(
+        max <= Duration::from_millis(250),
+        "a retry started {max:?} late"
+    );
+    let ended = server.wait_all_ended("push", 1000).await;
+    assert!(ended.iter().all(|d| d["state"] == "delivered"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_push_backoff_pauses_grow_until_it_is_switched_off() {
+    let server = Server::start().await;
+    let endpoint = failing_twice().await;
+    server.create_topic("orders").await;
+    let created = server
+        .create_subscription(subscription(
+            "push",
+            "orders",
+            &endpoint.url,
+            json!({ "retry_policy": fixed_1s(), "push_backoff": true }),
+        ))
+        .await;
+    assert_eq!(created["push_backoff"], true);
+    let events: Vec<Value> = (0..20)
+        .map(|i| event(&format!("o-{i}"), "order.created"))
+        .collect();
+    let (status, body) = server.publish_batch("orders", &events).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Failures cut the window 16 → 8 → 4 → 2 → 1, then every failure
+    // pauses the subscription twice as long as the last: 100ms, 200ms,
+    // 400ms, 800ms. Wait for those pauses to show as gaps between pushes.
+    let pauses = |endpoint: &Endpoint| -> Vec<Duration> {
+        let mut arrivals: Vec<Instant> = endpoint.received().iter().map(|r| r.at).collect();
+        arrivals.sort();
+        arrivals
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|gap| *gap >= Duration::from_millis(80))
+            .collect()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen;
+    loop {
+        seen = pauses(&endpoint);
+        // The first long gap is the wait for the first retries to be due.
+        if seen.len() >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pauses so far: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("gaps between pushes with push backoff: {seen:?}");
+    let growing = &seen[seen.len() - 4..];
+    for pair in growing.windows(2) {
+        assert!(pair[1] >= pair[0] * 3 / 2, "pauses do not grow: {seen:?}");
+    }
+    assert!(growing[3] >= Duration::from_millis(700), "{seen:?}");
+    // The schedule alone would have delivered every event by now.
+    let delivered = server
+        .deliveries("push")
+        .await
+        .iter()
+        .filter(|d| d["state"] == "delivered")
+        .count();
+    assert!(delivered < 20, "{delivered} delivered despite the pauses");
+
+    // Switched off, the pause ends and the backlog goes on schedule.
+    let (status, patched) = server
+        .patch("/v1/subscriptions/push", json!({"push_backoff": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["push_backoff"], false);
+    let switched = Instant::now();
+    let ended = server.wait_all_ended("push", 20).await;
+    assert!(ended.iter().all(|d| d["state"] == "delivered"));
+    eprintln!(
+        "all delivered {:?} after push backoff was switched off",
+        switched.elapsed()
+    );
+    assert!(switched.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn push_backoff_is_a_setting_presets_bring_and_patches_change() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let created = server
+        .create_subscription(subscription(
+            "push",
+            "orders",
+            "http://127.0.0.1:9/hook",
+            json!({"retry_policy": {"preset": "pubsub"}}),
+        ))
+        .await;
+    assert_eq!(created["push_backoff"], true);
+    let patch = |body: Value| server.patch("/v1/subscriptions/push", body);
+    let setting = |(status, body): (StatusCode, Value)| {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["push_backoff"].clone()
+    };
+    // A new preset brings its own choice.
+    let appengine = json!({"retry_policy": {"preset": "appengine"}});
+    assert_eq!(setting(patch(appengine).await), false);
+    assert_eq!(setting(patch(json!({"push_backoff": true})).await), true);
+    // Other changes keep the choice, though the preset would say otherwise.
+    assert_eq!(setting(patch(json!({"timeout": "5s"})).await), true);
+    // null goes back to what the preset brings.
+    assert_eq!(setting(patch(json!({"push_backoff": null})).await), false);
+    let (status, body) = patch(json!({"push_backoff": "yes"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("expected a boolean"), "{message}");
+    let (_, openapi) = server.get("/openapi.json").await;
+    assert_eq!(
+        openapi["components"]["schemas"]["SubscriptionSpec"]["properties"]["push_backoff"]["type"],
+        "boolean"
+    );
 }

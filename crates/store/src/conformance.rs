@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             claims_stop_at_the_total_and_idle_subscriptions_take_none,
             retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
             a_rated_want_within_its_burst_is_served_whole,
+            a_claim_ahead_takes_what_falls_due_within_the_lookahead,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -140,6 +141,7 @@ pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
         headers_profile: Default::default(),
         payload_format: Default::default(),
         health_policy: Default::default(),
+        push_backoff: false,
     }
 }
 
@@ -163,6 +165,7 @@ fn want(subscription: &str, limit: u32) -> ClaimWant {
         subscription: subscription.into(),
         limit,
         rate: None,
+        lookahead: std::time::Duration::ZERO,
     }
 }
 

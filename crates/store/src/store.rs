@@ -55,6 +55,11 @@ pub struct ClaimWant {
     /// `now`. A single-process backend may leave it to the caller, which
     /// keeps a bucket of its own anyway (the dispatcher does).
     pub rate: Option<ClaimRate>,
+    /// Also claim deliveries that fall due within this long after `now`,
+    /// for the caller to start each at its own [`ClaimedDelivery::due_at`]:
+    /// the claim's own latency then delays no push. Zero claims only what
+    /// is due at `now`.
+    pub lookahead: Duration,
 }
 
 /// A token bucket shared by every claimer of one subscription: it holds up
@@ -69,10 +74,14 @@ pub struct ClaimRate {
 /// A delivery handed to the dispatcher, with everything a push needs.
 #[derive(Clone, Debug)]
 pub struct ClaimedDelivery {
-    /// The delivery as it is now: `in_flight`, `attempts` counting this one.
+    /// The delivery as it is now: `in_flight`, `attempts` counting this one;
+    /// `last_attempt_at` is when this attempt starts, the later of the
+    /// claim and `due_at`.
     pub delivery: Delivery,
     pub event: CloudEvent,
     pub lease_until: Timestamp,
+    /// When the delivery fell due, or falls due when it was claimed ahead.
+    pub due_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,7 @@
 //! The PostgreSQL history partitioned by day: partitions made ahead at
 //! start, whole days dropped by the purge with what is not finished kept,
-//! concurrent starts, and the upgrade of a schema holding rows. Reads
+//! concurrent starts, and the upgrade of a schema holding rows (also of
+//! subscriptions made before push backoff was their own setting). Reads
 //! REDRIVE_TEST_DATABASE_URL; without it every test says it is skipped.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use redrive_core::{Attempt, Decision, DeliveryState, FailureReason};
 use redrive_store::conformance::{event, spec};
 use redrive_store::postgres::testing::{
-    TestSchema, latest_version, migrate_to, version_before_partitions,
+    TestSchema, latest_version, migrate_to, version_before_partitions, version_before_push_backoff,
 };
 use redrive_store::{
     ClaimRequest, ClaimWant, Completion, JournalQuery, PostgresStore, PurgeRequest, Store,
@@ -143,6 +144,7 @@ fn claim(now: Timestamp) -> ClaimRequest {
             subscription: "s1".into(),
             limit: 10,
             rate: None,
+            lookahead: Duration::ZERO,
         }],
     }
 }
@@ -680,4 +682,42 @@ async fn a_day_that_cannot_go_leaves_the_rest_of_the_purge_working() {
     let outcome = store.purge_history(purge(before, 0)).await.unwrap();
     assert_eq!((outcome.deliveries, outcome.attempts), (1, 1));
     assert!(!exists(&client, &today_table).await);
+}
+
+#[tokio::test]
+async fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() {
+    let Some(schema) = schema("push backoff migration").await else {
+        return;
+    };
+    migrate_to(&schema.url, version_before_push_backoff())
+        .await
+        .unwrap();
+    let client = raw(&schema).await;
+    let now = Timestamp::now().as_millisecond();
+    client
+        .execute(
+            "INSERT INTO topics (name, created_at) VALUES ('orders', $1)",
+            &[&now],
+        )
+        .await
+        .unwrap();
+    // As an older redrive wrote them: no push_backoff field.
+    for (name, preset) in [("p", "pubsub"), ("e", "eventarc"), ("a", "appengine")] {
+        let mut written = serde_json::to_value(spec(name, "orders")).unwrap();
+        written["retry_policy"]["preset"] = preset.into();
+        written.as_object_mut().unwrap().remove("push_backoff");
+        client
+            .execute(
+                "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
+                 VALUES ($1, 'orders', $2, $3, $3)",
+                &[&name, &written.to_string(), &now],
+            )
+            .await
+            .unwrap();
+    }
+    let store = open(&schema).await;
+    for (name, wanted) in [("p", true), ("e", true), ("a", false)] {
+        let subscription = store.get_subscription(name).await.unwrap();
+        assert_eq!(subscription.spec.push_backoff, wanted, "{name}");
+    }
 }

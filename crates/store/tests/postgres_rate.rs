@@ -57,6 +57,7 @@ fn want(subscription: &str, limit: u32, rate: Option<ClaimRate>) -> ClaimWant {
         subscription: subscription.into(),
         limit,
         rate,
+        lookahead: std::time::Duration::ZERO,
     }
 }
 

@@ -357,6 +357,8 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
         headers_profile: HeadersProfile::Appengine,
         payload_format: Default::default(),
         health_policy: Default::default(),
+        // App Engine keeps a queue's retry parameters exactly: no push backoff.
+        push_backoff: false,
     })
 }
 
@@ -415,6 +417,8 @@ mod tests {
             .map(|r| r.delay.as_secs())
             .collect();
         assert_eq!(delays, [10, 20, 40, 80, 120]);
+        // App Engine keeps the retry parameters exactly: no push backoff.
+        assert!(specs.iter().all(|s| !s.push_backoff));
         assert!(imported.notes[0].contains("pull queue"));
     }
 

@@ -128,9 +128,8 @@ fn convert(sub: &PubsubSubscription, notes: &mut Vec<String>) -> Result<Subscrip
             "ackDeadlineSeconds must be between 10 and 600, got {ack_deadline}"
         ));
     }
-    let mut retry_policy = crate::presets::preset("pubsub")
-        .map_err(|err| err.to_string())?
-        .policy();
+    let preset = crate::presets::preset("pubsub").map_err(|err| err.to_string())?;
+    let mut retry_policy = preset.policy();
     if let Some(policy) = &sub.retry_policy {
         let min = match &policy.minimum_backoff {
             Some(text) => duration("retryPolicy.minimumBackoff", text)?,
@@ -225,6 +224,8 @@ fn convert(sub: &PubsubSubscription, notes: &mut Vec<String>) -> Result<Subscrip
         headers_profile: Default::default(),
         payload_format: PayloadFormat::PubsubPush,
         health_policy: Default::default(),
+        // Pub/Sub slows a failing push subscription down; so does the import.
+        push_backoff: preset.push_backoff,
     })
 }
 
@@ -306,6 +307,8 @@ mod tests {
             .collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 120, 120]);
         assert!(spec.retry_policy.success_codes_only);
+        // A Pub/Sub push subscription slows down on failures: so does this.
+        assert!(spec.push_backoff);
         assert!(imported.notes.is_empty());
     }
 
@@ -323,6 +326,13 @@ mod tests {
         assert_eq!(a.timeout, HumanDuration::from_secs(10));
         assert_eq!(a.retry_policy.delay_for_retry(1), Duration::from_secs(10));
         assert_eq!(a.retry_policy.delay_for_retry(9), Duration::from_secs(600));
+        assert!(
+            imported
+                .desired
+                .subscriptions
+                .iter()
+                .all(|s| s.push_backoff)
+        );
         assert_eq!(imported.notes.len(), 2);
     }
 

@@ -389,6 +389,7 @@ async fn subscription(
     let page = views::SubscriptionPage {
         health: health_of(&sub),
         paused: sub.status.paused,
+        push_backoff: sub.spec.push_backoff,
         name,
         topic: sub.spec.topic,
         endpoint: sub.spec.endpoint,
@@ -508,6 +509,7 @@ async fn policy(
         .map_err(|err| PageError::bad_request(err.body_text()))?;
     let subscriptions = state.store.list_subscriptions().await?;
     let names = subscriptions.iter().map(|s| s.spec.name.clone()).collect();
+    let mut push_backoff = (false, "the default without a preset".to_owned());
     let input = if !params.subscription.is_empty() {
         let sub = subscriptions
             .iter()
@@ -518,6 +520,10 @@ async fn policy(
                     params.subscription
                 ))
             })?;
+        push_backoff = (
+            sub.spec.push_backoff,
+            format!("subscription {}'s setting", sub.spec.name),
+        );
         serde_json::to_string_pretty(&sub.spec.retry_policy)
             .map_err(|err| PageError::bad_request(format!("cannot show the policy: {err}")))?
     } else if params.policy.trim().is_empty() {
@@ -540,8 +546,19 @@ async fn policy(
         policy
             .validate()
             .map_err(|err| format!("policy: {}: {}", err.field, err.message))?;
-        Ok(policy.schedule(count))
+        Ok((policy.schedule(count), policy.preset))
     });
+    // A typed policy says what a new subscription with it would get.
+    if let Ok((_, Some(name))) = &outcome
+        && params.subscription.is_empty()
+        && let Ok(preset) = redrive_core::presets::preset(name)
+    {
+        push_backoff = (
+            preset.push_backoff,
+            format!("what preset {} brings", preset.name),
+        );
+    }
+    let outcome = outcome.map(|(schedule, _)| schedule);
     let status = if outcome.is_ok() {
         StatusCode::OK
     } else {
@@ -552,6 +569,8 @@ async fn policy(
         count: count.unwrap_or(DEFAULT_PREVIEW_COUNT),
         subscriptions: names,
         outcome,
+        push_backoff: push_backoff.0,
+        push_backoff_source: push_backoff.1,
     };
     Ok((status, html(views::policy(&page))).into_response())
 }

@@ -267,6 +267,8 @@ pub struct SubscriptionPage {
     pub health: String,
     /// Pushes paused by hand.
     pub paused: bool,
+    /// Pub/Sub's push backoff: retries may start later than the policy says.
+    pub push_backoff: bool,
     pub filters: Filters,
     pub rows: DeliveryRows,
     /// Why the filters could not be applied, shown above an empty list.
@@ -297,6 +299,14 @@ pub fn subscription(page: &SubscriptionPage) -> Markup {
                 dl.attrs {
                     dt { "Topic" } dd { code { (page.topic) } }
                     dt { "Endpoint" } dd { (page.endpoint) }
+                    dt { "Push backoff" }
+                    dd #push-backoff {
+                        @if page.push_backoff {
+                            "on — after failures pushes slow down and pause (100ms doubling to 60s), so retries may start later than the retry policy says"
+                        } @else {
+                            "off — every retry starts when the retry policy says"
+                        }
+                    }
                 }
                 div.actions {
                     @if let Some(csrf) = page.rows.csrf.as_deref() {
@@ -669,6 +679,9 @@ pub struct PolicyPage {
     /// Subscriptions whose policy can be picked.
     pub subscriptions: Vec<String>,
     pub outcome: Result<Schedule, String>,
+    /// Whether push backoff applies, and whose setting that is.
+    pub push_backoff: bool,
+    pub push_backoff_source: String,
 }
 
 pub fn policy(page: &PolicyPage) -> Markup {
@@ -696,7 +709,13 @@ pub fn policy(page: &PolicyPage) -> Markup {
             }
             @match &page.outcome {
                 Err(error) => { div.card.error-box role="alert" { (error) } }
-                Ok(schedule) => { (schedule_view(schedule)) }
+                Ok(schedule) => {
+                    (schedule_view(schedule))
+                    p #push-backoff {
+                        (redrive_core::explain::push_backoff_note(page.push_backoff))
+                        " (" (page.push_backoff_source) ")."
+                    }
+                }
             }
         },
     )

@@ -1,15 +1,30 @@
-//! Push backoff and flow control per subscription, Pub/Sub's model.
+//! Flow control per subscription: how many pushes may be in flight to it,
+//! and whether it is paused. Two modes, chosen by the subscription's
+//! `push_backoff` setting.
 //!
-//! Each subscription has a concurrency window: how many pushes may be in
-//! flight to it at once. It starts at [`INITIAL_WINDOW`] (or the
-//! subscription's `max_concurrency` when that is lower), grows by one on each
-//! success (so it doubles every round trip while the endpoint keeps up, as
-//! in TCP's slow start) up to `max_concurrency`, and halves on a failure.
+//! **Exact (push backoff off, the default).** A due delivery is claimed when
+//! it is due; nothing here delays it. The only limit is on how many pushes
+//! the subscription has in flight, and it only reacts to pushes that get no
+//! answer within the timeout: those hold a push slot for the whole timeout,
+//! and an endpoint that never answers would otherwise hold every slot of the
+//! server. The window starts at [`INITIAL_WINDOW`] (or `max_concurrency` when
+//! lower), halves on a timeout (once per round of pushes, see below) down to
+//! one push, and grows by one for every push that ends any other way — a
+//! success, an error status, a refused connection: each gave its slot back
+//! promptly. An endpoint that answers, even with failures, so keeps its
+//! window at `max_concurrency` and every retry starts on time.
 //!
-//! Once the window is down to one push and pushes still fail, failures
-//! dominate: pushes pause for 100 ms, then 200 ms, 400 ms, … up to 60 s
-//! per consecutive failure; a success ends the streak. A 429 or 503 with
-//! `Retry-After` pauses pushes for that long (at most 60 s).
+//! **Push backoff (Pub/Sub's model).** The window starts the same, grows by
+//! one on each success (so it doubles every round trip while the endpoint
+//! keeps up, as in TCP's slow start) up to `max_concurrency`, and halves on
+//! any failure. Once it is down to one push and pushes still fail, failures
+//! dominate: pushes pause for 100 ms, then 200 ms, 400 ms, … up to 60 s per
+//! consecutive failure; a success ends the streak. Retries due during a
+//! pause start after it, later than the retry policy says.
+//!
+//! In both modes a 429 or 503 with `Retry-After` pauses the subscription for
+//! that long: the endpoint asked for it. The pause is capped like the retry
+//! it delays — by the policy's longest delay — and at 60 s.
 //!
 //! A pause only holds back claims: deliveries due meanwhile stay scheduled
 //! and are claimed after it, so pauses consume no attempts.
@@ -20,7 +35,11 @@
 //! failures halves the window once, not 64 times (TCP's once-per-round-trip
 //! rule), and lengthens a pause by one step.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
 
 /// Where a new subscription's window starts: enough for a healthy
 /// endpoint's burst to ramp up within a few round trips, small enough that a
@@ -37,8 +56,11 @@ pub enum Signal {
     Success,
     Failure {
         /// The endpoint asked to wait this long (a 429 or 503 with
-        /// `Retry-After`).
+        /// `Retry-After`), already capped by the retry policy.
         retry_after: Option<Duration>,
+        /// No answer came within the timeout: the push held its slot all
+        /// along.
+        timed_out: bool,
     },
 }
 
@@ -46,24 +68,42 @@ pub enum Signal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
+/// Why a subscription's pushes are held back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Push backoff after this many consecutive failures.
+    PushBackoff { consecutive_failures: u32 },
+    /// The endpoint answered 429 or 503 with `Retry-After`.
+    RetryAfter,
+}
+
+/// A pause in force: no push starts before `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub until: Instant,
+    pub reason: HoldReason,
+}
+
 /// One subscription's flow state.
 #[derive(Clone, Debug)]
 pub struct Flow {
     window: u32,
     max: u32,
+    push_backoff: bool,
     generation: u64,
-    /// Consecutive failures once the window is at one push.
+    /// Consecutive failures once the window is at one push (push backoff).
     streak: u32,
     backoff_until: Option<Instant>,
     retry_after_until: Option<Instant>,
 }
 
 impl Flow {
-    pub fn new(max_concurrency: u32) -> Flow {
+    pub fn new(max_concurrency: u32, push_backoff: bool) -> Flow {
         let max = max_concurrency.max(1);
         Flow {
             window: INITIAL_WINDOW.min(max),
             max,
+            push_backoff,
             generation: 0,
             streak: 0,
             backoff_until: None,
@@ -71,10 +111,16 @@ impl Flow {
         }
     }
 
-    /// Follows a changed `max_concurrency`.
-    pub fn set_max(&mut self, max_concurrency: u32) {
+    /// Follows a changed `max_concurrency` or `push_backoff`.
+    pub fn follow(&mut self, max_concurrency: u32, push_backoff: bool) {
         self.max = max_concurrency.max(1);
         self.window = self.window.min(self.max);
+        if self.push_backoff && !push_backoff {
+            // Turned off: the schedule holds again from now on.
+            self.streak = 0;
+            self.backoff_until = None;
+        }
+        self.push_backoff = push_backoff;
     }
 
     pub fn window(&self) -> u32 {
@@ -92,11 +138,26 @@ impl Flow {
 
     /// The end of the pause in force at `now`, if any.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
-        [self.backoff_until, self.retry_after_until]
+        self.hold(now).map(|hold| hold.until)
+    }
+
+    /// The pause in force at `now` and why; the later one when both are.
+    pub fn hold(&self, now: Instant) -> Option<Hold> {
+        let backoff = self.backoff_until.map(|until| Hold {
+            until,
+            reason: HoldReason::PushBackoff {
+                consecutive_failures: self.streak,
+            },
+        });
+        let retry_after = self.retry_after_until.map(|until| Hold {
+            until,
+            reason: HoldReason::RetryAfter,
+        });
+        [backoff, retry_after]
             .into_iter()
             .flatten()
-            .filter(|until| *until > now)
-            .max()
+            .filter(|hold| hold.until > now)
+            .max_by_key(|hold| hold.until)
     }
 
     /// To be kept with a push as it starts and handed back with its signal.
@@ -107,30 +168,105 @@ impl Flow {
     /// Takes in the end of a push started with `ticket`.
     pub fn record(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
         match signal {
-            Signal::Success => {
-                self.window = self.window.saturating_add(1).min(self.max);
-                self.streak = 0;
-                // The endpoint works again; but a wait it asked for stands.
-                self.backoff_until = None;
-            }
-            Signal::Failure { retry_after } => {
+            Signal::Success => self.answered(),
+            Signal::Failure {
+                retry_after,
+                timed_out,
+            } => {
                 if let Some(wait) = retry_after {
                     let until = now + wait.min(MAX_PAUSE);
                     self.retry_after_until =
                         Some(self.retry_after_until.map_or(until, |u| u.max(until)));
                 }
-                if ticket.0 < self.generation {
-                    // Started before the last cut: that cut already answered it.
-                    return;
+                if self.push_backoff {
+                    self.backoff_failure(ticket, now);
+                } else if timed_out {
+                    self.cut(ticket);
+                } else {
+                    // An answer, even a failing one, gave the slot back at
+                    // once: nothing to hold back.
+                    self.window = self.window.saturating_add(1).min(self.max);
                 }
-                self.generation += 1;
-                if self.window > 1 {
-                    self.window = (self.window / 2).max(1);
-                    return;
-                }
-                self.streak = self.streak.saturating_add(1);
-                self.backoff_until = Some(now + backoff(self.streak));
             }
+        }
+    }
+
+    fn answered(&mut self) {
+        self.window = self.window.saturating_add(1).min(self.max);
+        self.streak = 0;
+        // The endpoint works again; but a wait it asked for stands.
+        self.backoff_until = None;
+    }
+
+    /// Halves the window once per round of pushes; true when it did.
+    fn cut(&mut self, ticket: Ticket) -> bool {
+        if ticket.0 < self.generation {
+            // Started before the last cut: that cut already answered it.
+            return false;
+        }
+        self.generation += 1;
+        self.window = (self.window / 2).max(1);
+        true
+    }
+
+    fn backoff_failure(&mut self, ticket: Ticket, now: Instant) {
+        let at_one = self.window <= 1;
+        if !self.cut(ticket) || !at_one {
+            return;
+        }
+        self.streak = self.streak.saturating_add(1);
+        self.backoff_until = Some(now + backoff(self.streak));
+    }
+}
+
+/// A pause as others may read it: its end on the wall clock, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushHold {
+    pub until: Timestamp,
+    pub reason: HoldReason,
+}
+
+/// The pauses in force on this node, per subscription: the dispatcher
+/// writes them as they start and end, the API may read them.
+#[derive(Debug, Default)]
+pub struct PushHolds(Mutex<HashMap<String, PushHold>>);
+
+impl PushHolds {
+    /// The pause holding back `subscription`'s pushes at `now`, if any.
+    pub fn get(&self, subscription: &str, now: Timestamp) -> Option<PushHold> {
+        let holds = self.0.lock().ok()?;
+        holds
+            .get(subscription)
+            .copied()
+            .filter(|hold| hold.until > now)
+    }
+
+    /// Notes the pause `hold` of `flow` (ending at a monotonic instant)
+    /// for `subscription`, or that it has none.
+    pub(super) fn note(&self, subscription: &str, hold: Option<Hold>) {
+        let Ok(mut holds) = self.0.lock() else { return };
+        match hold {
+            Some(hold) => {
+                let left = hold.until.saturating_duration_since(Instant::now());
+                let until = Timestamp::now().checked_add(left).unwrap_or(Timestamp::MAX);
+                holds.insert(
+                    subscription.to_owned(),
+                    PushHold {
+                        until,
+                        reason: hold.reason,
+                    },
+                );
+            }
+            None => {
+                holds.remove(subscription);
+            }
+        }
+    }
+
+    /// Forgets the subscriptions `keep` does not name.
+    pub(super) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut holds) = self.0.lock() {
+            holds.retain(|name, _| keep(name));
         }
     }
 }
@@ -147,7 +283,24 @@ mod tests {
     use super::*;
 
     fn fail() -> Signal {
-        Signal::Failure { retry_after: None }
+        Signal::Failure {
+            retry_after: None,
+            timed_out: false,
+        }
+    }
+
+    fn timeout() -> Signal {
+        Signal::Failure {
+            retry_after: None,
+            timed_out: true,
+        }
+    }
+
+    fn retry_after(wait: Duration) -> Signal {
+        Signal::Failure {
+            retry_after: Some(wait),
+            timed_out: false,
+        }
     }
 
     fn ms(n: u64) -> Duration {
@@ -157,7 +310,7 @@ mod tests {
     #[test]
     fn the_window_starts_small_and_grows_by_one_per_success_up_to_the_limit() {
         let now = Instant::now();
-        let mut flow = Flow::new(64);
+        let mut flow = Flow::new(64, true);
         assert_eq!(flow.window(), 16);
         assert_eq!(flow.allowed(now), 16);
         for _ in 0..10 {
@@ -171,16 +324,16 @@ mod tests {
         }
         assert_eq!(flow.window(), 64);
         // A lower limit caps it, also at the start.
-        assert_eq!(Flow::new(4).window(), 4);
-        flow.set_max(10);
+        assert_eq!(Flow::new(4, true).window(), 4);
+        flow.follow(10, true);
         assert_eq!(flow.window(), 10);
-        assert_eq!(Flow::new(0).window(), 1);
+        assert_eq!(Flow::new(0, true).window(), 1);
     }
 
     #[test]
     fn a_failure_halves_the_window_once_per_burst() {
         let now = Instant::now();
-        let mut flow = Flow::new(64);
+        let mut flow = Flow::new(64, true);
         // 16 pushes start together and all fail: one cut.
         let tickets: Vec<Ticket> = (0..16).map(|_| flow.ticket()).collect();
         for ticket in tickets {
@@ -197,7 +350,7 @@ mod tests {
     #[test]
     fn at_one_push_failures_pause_exponentially_from_100ms_to_60s() {
         let start = Instant::now();
-        let mut flow = Flow::new(1);
+        let mut flow = Flow::new(1, true);
         let mut now = start;
         let mut pauses = Vec::new();
         for _ in 0..12 {
@@ -232,7 +385,7 @@ mod tests {
     #[test]
     fn a_success_resets_the_streak_and_ends_the_backoff() {
         let now = Instant::now();
-        let mut flow = Flow::new(1);
+        let mut flow = Flow::new(1, true);
         for _ in 0..5 {
             let ticket = flow.ticket();
             flow.record(ticket, fail(), now);
@@ -250,7 +403,7 @@ mod tests {
     #[test]
     fn stale_failures_do_not_lengthen_the_pause() {
         let now = Instant::now();
-        let mut flow = Flow::new(1);
+        let mut flow = Flow::new(1, true);
         let first = flow.ticket();
         let second = flow.ticket();
         flow.record(first, fail(), now);
@@ -261,15 +414,9 @@ mod tests {
     #[test]
     fn retry_after_pauses_for_that_long_capped_at_60s() {
         let now = Instant::now();
-        let mut flow = Flow::new(64);
+        let mut flow = Flow::new(64, true);
         let ticket = flow.ticket();
-        flow.record(
-            ticket,
-            Signal::Failure {
-                retry_after: Some(Duration::from_secs(2)),
-            },
-            now,
-        );
+        flow.record(ticket, retry_after(Duration::from_secs(2)), now);
         assert_eq!(flow.paused_until(now), Some(now + Duration::from_secs(2)));
         assert_eq!(flow.allowed(now + ms(1999)), 0);
         assert_eq!(flow.allowed(now + ms(2000)), 8);
@@ -279,13 +426,104 @@ mod tests {
         assert_eq!(flow.allowed(now + ms(1000)), 0);
         // Stale or not, a Retry-After is honoured, at most 60s.
         let stale = Ticket(0);
-        flow.record(
-            stale,
-            Signal::Failure {
-                retry_after: Some(Duration::from_secs(3600)),
-            },
-            now,
-        );
+        flow.record(stale, retry_after(Duration::from_secs(3600)), now);
         assert_eq!(flow.paused_until(now), Some(now + MAX_PAUSE));
+    }
+
+    #[test]
+    fn without_push_backoff_answered_failures_never_pause_or_shrink_the_window() {
+        let now = Instant::now();
+        let mut flow = Flow::new(64, false);
+        for _ in 0..100 {
+            let ticket = flow.ticket();
+            flow.record(ticket, fail(), now);
+            assert_eq!(flow.paused_until(now), None);
+        }
+        assert_eq!(flow.window(), 64);
+        assert_eq!(flow.allowed(now), 64);
+    }
+
+    #[test]
+    fn without_push_backoff_timeouts_halve_the_window_per_round_down_to_one_without_pausing() {
+        let now = Instant::now();
+        let mut flow = Flow::new(64, false);
+        let mut windows = Vec::new();
+        for _ in 0..6 {
+            // A whole window of pushes that all time out: one cut.
+            let tickets: Vec<Ticket> = (0..flow.window()).map(|_| flow.ticket()).collect();
+            for ticket in tickets {
+                flow.record(ticket, timeout(), now);
+            }
+            windows.push(flow.window());
+            assert_eq!(flow.paused_until(now), None, "no pause, ever");
+        }
+        assert_eq!(windows, [8, 4, 2, 1, 1, 1]);
+        // Each push that ends with an answer gives one back.
+        for expected in 2..=5 {
+            let ticket = flow.ticket();
+            flow.record(ticket, fail(), now);
+            assert_eq!(flow.window(), expected);
+        }
+    }
+
+    #[test]
+    fn retry_after_pauses_without_push_backoff_too() {
+        let now = Instant::now();
+        let mut flow = Flow::new(64, false);
+        let ticket = flow.ticket();
+        flow.record(ticket, retry_after(Duration::from_secs(2)), now);
+        assert_eq!(
+            flow.hold(now),
+            Some(Hold {
+                until: now + Duration::from_secs(2),
+                reason: HoldReason::RetryAfter
+            })
+        );
+        assert_eq!(flow.allowed(now + ms(1999)), 0);
+        assert_eq!(flow.allowed(now + ms(2000)), 17);
+    }
+
+    #[test]
+    fn a_hold_says_why() {
+        let now = Instant::now();
+        let mut flow = Flow::new(1, true);
+        for _ in 0..3 {
+            let ticket = flow.ticket();
+            flow.record(ticket, fail(), now);
+        }
+        assert_eq!(
+            flow.hold(now),
+            Some(Hold {
+                until: now + ms(400),
+                reason: HoldReason::PushBackoff {
+                    consecutive_failures: 3
+                }
+            })
+        );
+        let ticket = flow.ticket();
+        flow.record(ticket, retry_after(Duration::from_secs(5)), now);
+        assert_eq!(
+            flow.hold(now).map(|h| h.reason),
+            Some(HoldReason::RetryAfter)
+        );
+    }
+
+    #[test]
+    fn turning_push_backoff_off_ends_its_pause_at_once() {
+        let now = Instant::now();
+        let mut flow = Flow::new(1, true);
+        for _ in 0..4 {
+            let ticket = flow.ticket();
+            flow.record(ticket, fail(), now);
+        }
+        assert_eq!(flow.paused_until(now), Some(now + ms(800)));
+        flow.follow(64, false);
+        assert_eq!(flow.paused_until(now), None);
+        assert_eq!(flow.allowed(now), 1);
+        // From here failures no longer pause.
+        let ticket = flow.ticket();
+        flow.record(ticket, fail(), now);
+        assert_eq!(flow.paused_until(now), None);
+        assert_eq!(flow.window(), 2);
     }
 }

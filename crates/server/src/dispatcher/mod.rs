@@ -1,8 +1,10 @@
 //! The dispatcher: claims due deliveries in batches, pushes them within the
 //! global and per-subscription concurrency limits, and records each attempt
 //! with the decision `redrive-core` takes for it. Each subscription's pushes
-//! also follow its flow control ([`flow`]), and a paused or disabled
-//! subscription gets none.
+//! also follow its flow control ([`flow`]): without push backoff it only
+//! limits how many pushes an endpoint that does not answer may hold, never
+//! when a due delivery starts; with push backoff it is Pub/Sub's. A paused
+//! or disabled subscription gets none.
 
 pub mod flow;
 pub mod push;
@@ -15,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use redrive_core::rate::TokenBucket;
-use redrive_core::{Attempt, AttemptContext, AttemptOutcome, Decision, RetryAfter, Subscription};
+use redrive_core::{
+    Attempt, AttemptContext, AttemptOutcome, Decision, ErrorClass, RetryAfter, RetryPolicy,
+    Subscription,
+};
 use redrive_store::{ClaimRate, ClaimRequest, ClaimWant, ClaimedDelivery, Completion, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use flow::{Flow, Signal, Ticket};
+use flow::{Flow, PushHolds, Signal, Ticket};
 
 #[derive(Clone, Debug)]
 pub struct DispatcherConfig {
@@ -58,6 +63,12 @@ const SUBSCRIPTION_REFRESH: Duration = Duration::from_secs(5);
 /// The shortest wait for a shared rate bucket to refill, so a very fast
 /// rate contended by several nodes can't turn the loop into a spin.
 const MIN_RATE_WAIT: Duration = Duration::from_millis(1);
+/// How long before it falls due a delivery of a subscription without push
+/// backoff or rate limit may be claimed; its push then waits for the exact
+/// time. A claim waits its turn at the store behind the attempts being
+/// recorded, tens of milliseconds under load: claimed ahead, a retry starts
+/// on time anyway.
+const LOOKAHEAD: Duration = Duration::from_millis(200);
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -71,6 +82,8 @@ pub struct Dispatcher {
     pushes: Arc<AtomicUsize>,
     /// Deliveries claimed and not yet recorded: released at shutdown.
     claimed: Arc<Mutex<HashSet<String>>>,
+    /// Where the pauses in force are noted for others to read.
+    holds: Arc<PushHolds>,
 }
 
 /// The dispatcher loop's view of the world between rounds.
@@ -88,6 +101,7 @@ struct Round {
     started: Instant,
     /// Push backoff and flow control, per subscription.
     flows: HashMap<String, Flow>,
+    holds: Arc<PushHolds>,
 }
 
 /// A push that ended, for the dispatcher loop's bookkeeping.
@@ -113,6 +127,7 @@ impl Dispatcher {
             running: Arc::default(),
             pushes: Arc::default(),
             claimed: Arc::default(),
+            holds: Arc::default(),
         }
     }
 
@@ -126,6 +141,7 @@ impl Dispatcher {
     pub fn reporting_to(mut self, ops: &crate::ops::OpsState) -> Self {
         self.running = ops.dispatcher_running.clone();
         self.pushes = ops.pushes_in_flight.clone();
+        self.holds = ops.push_holds.clone();
         self
     }
 
@@ -145,6 +161,7 @@ impl Dispatcher {
             total_in_flight: 0,
             rotation: 0,
             flows: HashMap::new(),
+            holds: self.holds.clone(),
             buckets: HashMap::new(),
             started: Instant::now(),
         };
@@ -184,6 +201,11 @@ impl Dispatcher {
                 .max_in_flight
                 .saturating_sub(round.total_in_flight);
             let wants = round.wants(free, Instant::now());
+            let lookahead = wants
+                .iter()
+                .map(|want| want.lookahead)
+                .max()
+                .unwrap_or_default();
             let mut next_due_at = None;
             let mut rate_refill_at = None;
             let mut claimed_any = false;
@@ -233,7 +255,15 @@ impl Dispatcher {
             }
             if let Some(due) = next_due_at.filter(|due| *due > now) {
                 let until_due = Duration::try_from(due.duration_since(now)).unwrap_or_default();
-                wait = wait.min(until_due);
+                // Come back when it may be claimed ahead; if that is already
+                // so and it was not claimed, limits held it: come back when
+                // it is due (or a push ends) rather than spin.
+                let until_claimable = until_due.saturating_sub(lookahead);
+                wait = wait.min(if until_claimable.is_zero() {
+                    until_due
+                } else {
+                    until_claimable
+                });
             }
             if let Some(pause_ends) = round.next_pause_end(Instant::now()) {
                 wait = wait.min(pause_ends.saturating_duration_since(Instant::now()));
@@ -306,7 +336,12 @@ impl Dispatcher {
         let ticket = round
             .flows
             .entry(subscription.spec.name.clone())
-            .or_insert_with(|| Flow::new(subscription.spec.max_concurrency))
+            .or_insert_with(|| {
+                Flow::new(
+                    subscription.spec.max_concurrency,
+                    subscription.spec.push_backoff,
+                )
+            })
             .ticket();
         if let Ok(mut set) = self.claimed.lock() {
             set.insert(claimed.delivery.id.clone());
@@ -320,6 +355,12 @@ impl Dispatcher {
         let pushes = self.pushes.clone();
         let recorder = recorder.clone();
         tasks.spawn(async move {
+            // Claimed ahead: the push starts when the delivery falls due.
+            if let Ok(early) = Duration::try_from(claimed.due_at.duration_since(clock.now()))
+                && !early.is_zero()
+            {
+                tokio::time::sleep(early).await;
+            }
             let (completion, signal) =
                 attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
             let recorded = completion.attempt.clone();
@@ -460,7 +501,7 @@ async fn attempt(
         jitter_sample: rand::random::<f64>(),
     };
     let decision = spec.decide(&result.outcome, &context);
-    let signal = flow_signal(&result.outcome, &decision);
+    let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy);
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
         redrive_core::AttemptOutcome::Error(class) => (None, Some(class)),
@@ -484,8 +525,11 @@ async fn attempt(
 }
 
 /// A push the endpoint acknowledged is a success; anything else a failure,
-/// carrying the wait a 429 or 503 asked for with `Retry-After`.
-fn flow_signal(outcome: &AttemptOutcome, decision: &Decision) -> Signal {
+/// carrying the wait a 429 or 503 asked for with `Retry-After` — capped as
+/// the policy caps the retry it delays, so a pause never holds back a
+/// retry longer than the policy lets that answer delay it — and whether
+/// the push got no answer in time.
+fn flow_signal(outcome: &AttemptOutcome, decision: &Decision, policy: &RetryPolicy) -> Signal {
     if matches!(decision, Decision::Delivered) {
         return Signal::Success;
     }
@@ -501,8 +545,13 @@ fn flow_signal(outcome: &AttemptOutcome, decision: &Decision) -> Signal {
             }
         }),
         _ => None,
-    };
-    Signal::Failure { retry_after }
+    }
+    .map(|wait| wait.min(policy.retry_after_cap()))
+    .filter(|wait| !wait.is_zero());
+    Signal::Failure {
+        retry_after,
+        timed_out: matches!(outcome, AttemptOutcome::Error(ErrorClass::Timeout)),
+    }
 }
 
 /// One line per failed attempt at info, one more at warn when the delivery
@@ -583,13 +632,17 @@ impl Round {
         }
         self.total_in_flight = self.total_in_flight.saturating_sub(1);
         if let Some(flow) = self.flows.get_mut(&finished.subscription) {
-            flow.record(finished.ticket, finished.signal, Instant::now());
-            if let Signal::Failure { .. } = finished.signal
-                && let Some(until) = flow.paused_until(Instant::now())
-            {
-                tracing::debug!(subscription = %finished.subscription,
-                    pause_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
-                    "pushes paused after failures");
+            let now = Instant::now();
+            let before = flow.hold(now);
+            flow.record(finished.ticket, finished.signal, now);
+            let after = flow.hold(now);
+            if after != before {
+                if let Some(hold) = after {
+                    tracing::debug!(subscription = %finished.subscription,
+                        pause_ms = hold.until.saturating_duration_since(now).as_millis() as u64,
+                        reason = ?hold.reason, "pushes paused");
+                }
+                self.holds.note(&finished.subscription, after);
             }
         }
     }
@@ -598,12 +651,21 @@ impl Round {
     /// subscriptions that are gone go too.
     fn follow_subscriptions(&mut self) {
         self.flows.retain(|name, _| self.by_name.contains_key(name));
+        self.holds.retain(|name| self.by_name.contains_key(name));
+        let now = Instant::now();
         for subscription in &self.subscriptions {
-            let max = subscription.spec.max_concurrency;
-            self.flows
-                .entry(subscription.spec.name.clone())
-                .and_modify(|flow| flow.set_max(max))
-                .or_insert_with(|| Flow::new(max));
+            let spec = &subscription.spec;
+            let max = spec.max_concurrency;
+            let flow = self
+                .flows
+                .entry(spec.name.clone())
+                .or_insert_with(|| Flow::new(max, spec.push_backoff));
+            let before = flow.hold(now);
+            flow.follow(max, spec.push_backoff);
+            let after = flow.hold(now);
+            if after != before {
+                self.holds.note(&spec.name, after);
+            }
         }
     }
 
@@ -657,13 +719,93 @@ impl Round {
                 per_second: rate.per_second(),
                 burst: subscription.spec.effective_bucket_size(),
             });
+            // Pub/Sub's push backoff decides when pushes go, and a rate
+            // limit spends its tokens at the claim: neither claims ahead.
+            let lookahead = if subscription.spec.push_backoff || rate.is_some() {
+                Duration::ZERO
+            } else {
+                LOOKAHEAD
+            };
             wants.push(ClaimWant {
                 subscription: subscription.spec.name.clone(),
                 limit,
                 rate,
+                lookahead,
             });
         }
         self.rotation = self.rotation.wrapping_add(1);
         wants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redrive_core::policy::Backoff;
+    use redrive_core::{FailureReason, HumanDuration};
+
+    fn fixed(seconds: u64) -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff::Fixed {
+                interval: HumanDuration::from_secs(seconds),
+            },
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn answered(status: u16, wait: Option<u64>) -> AttemptOutcome {
+        AttemptOutcome::Response {
+            status,
+            retry_after: wait.map(|s| RetryAfter::Delay(Duration::from_secs(s))),
+        }
+    }
+
+    fn retry() -> Decision {
+        Decision::Retry {
+            at: jiff::Timestamp::UNIX_EPOCH,
+            retry: 1,
+        }
+    }
+
+    #[test]
+    fn retry_after_pauses_at_most_as_long_as_the_policy_lets_it_delay_a_retry() {
+        let signal = |outcome, policy: &RetryPolicy| flow_signal(&outcome, &retry(), policy);
+        let pause = |outcome, policy: &RetryPolicy| match signal(outcome, policy) {
+            Signal::Failure { retry_after, .. } => retry_after,
+            Signal::Success => panic!("not a failure"),
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(pause(answered(503, Some(5)), &fixed(60)), secs(5));
+        assert_eq!(pause(answered(429, Some(30)), &fixed(1)), secs(1));
+        // Only 429 and 503 ask to slow down; an immediate policy never waits.
+        assert_eq!(pause(answered(500, Some(5)), &fixed(60)), None);
+        let immediate = RetryPolicy {
+            backoff: Backoff::Immediate,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(pause(answered(503, Some(5)), &immediate), None);
+    }
+
+    #[test]
+    fn only_a_timeout_counts_as_holding_the_slot() {
+        let policy = fixed(1);
+        let timed_out = |outcome| match flow_signal(&outcome, &retry(), &policy) {
+            Signal::Failure { timed_out, .. } => timed_out,
+            Signal::Success => panic!("not a failure"),
+        };
+        assert!(timed_out(AttemptOutcome::Error(ErrorClass::Timeout)));
+        assert!(!timed_out(AttemptOutcome::Error(ErrorClass::Connect)));
+        assert!(!timed_out(answered(503, None)));
+        let failed = Decision::Failed {
+            reason: FailureReason::RetriesExhausted,
+        };
+        assert!(matches!(
+            flow_signal(&answered(500, None), &failed, &policy),
+            Signal::Failure { .. }
+        ));
+        assert_eq!(
+            flow_signal(&answered(200, None), &Decision::Delivered, &policy),
+            Signal::Success
+        );
     }
 }

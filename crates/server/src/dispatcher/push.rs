@@ -85,8 +85,7 @@ pub async fn push(
         subscription: &spec.name,
         delivery_id: &delivery.id,
         attempt: delivery.attempts,
-        // Claimed when due: the claim time stands for when it was due.
-        due_at: delivery.last_attempt_at.unwrap_or(delivery.created_at),
+        due_at: claimed.due_at,
         published_at: delivery.created_at,
     };
     // Built before the headers: the signature covers the exact bytes sent.

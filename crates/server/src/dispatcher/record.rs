@@ -95,6 +95,7 @@ mod tests {
                     subscription: "s".into(),
                     limit: u32::try_from(count).unwrap(),
                     rate: None,
+                    lookahead: std::time::Duration::ZERO,
                 }],
             })
             .await

@@ -1,5 +1,7 @@
 //! Conformance checks for how a claim shares its total among subscriptions.
 
+use jiff::Timestamp;
+
 use super::{at, claim_at, event, setup, spec, t0, want};
 use crate::{ClaimRate, Store};
 
@@ -65,4 +67,41 @@ pub async fn a_rated_want_within_its_burst_is_served_whole(store: &dyn Store) {
     );
     assert_eq!(batch.next_due_at, Some(at(0)));
     assert_eq!(batch.rate_refill_at, None, "the rate did not cut it short");
+}
+
+/// A claim with a lookahead also takes what falls due within it, in due
+/// order, telling each delivery's due time; the attempt's time is the
+/// later of the claim and the due time.
+pub async fn a_claim_ahead_takes_what_falls_due_within_the_lookahead(store: &dyn Store) {
+    setup(store, &["ahead"]).await;
+    for (id, second) in [("e0", 0), ("e1", 5), ("e2", 20)] {
+        store
+            .publish("orders", vec![event(id, "t")], at(second))
+            .await
+            .unwrap();
+    }
+    let mut early = want("ahead", 10);
+    early.lookahead = std::time::Duration::from_secs(2);
+    let batch = store
+        .claim_due(claim_at(at(4), vec![early.clone()]))
+        .await
+        .unwrap();
+    let claimed: Vec<(&str, Timestamp, Option<Timestamp>)> = batch
+        .claimed
+        .iter()
+        .map(|c| (c.event.id.as_str(), c.due_at, c.delivery.last_attempt_at))
+        .collect();
+    assert_eq!(
+        claimed,
+        [("e0", at(0), Some(at(4))), ("e1", at(5), Some(at(5)))]
+    );
+    let e1 = &batch.claimed[1].delivery;
+    assert_eq!(e1.first_attempt_at, Some(at(5)));
+    assert_eq!(batch.next_due_at, Some(at(20)));
+    // Without lookahead only what is due: nothing is left.
+    let none = store
+        .claim_due(claim_at(at(4), vec![want("ahead", 10)]))
+        .await
+        .unwrap();
+    assert!(none.claimed.is_empty());
 }

@@ -976,6 +976,17 @@ async fn claim_with(
         .iter()
         .map(|w| w.subscription.as_str())
         .collect();
+    let due_by = request
+        .wants
+        .iter()
+        .map(|w| {
+            request
+                .now
+                .checked_add(w.lookahead)
+                .map(millis)
+                .map_err(|err| StoreError::Invalid(format!("lookahead too long: {err}")))
+        })
+        .collect::<Result<Vec<i64>>>()?;
     let mut batch = ClaimBatch::default();
     // The earliest due delivery of the wanted subscriptions, besides those
     // this statement claims; `{claimed}` names what to leave out.
@@ -1000,31 +1011,34 @@ async fn claim_with(
         // was claimed).
         let sql = format!(
             "WITH due AS (
-               SELECT picked.id
-               FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(subscription, lim, ord)
+               SELECT picked.id, picked.next_attempt_at AS due_at
+               FROM unnest($1::text[], $2::bigint[], $6::bigint[])
+                    WITH ORDINALITY AS w(subscription, lim, due_by, ord)
                -- Paused and disabled subscriptions get no claims.
                JOIN subscriptions s ON s.name = w.subscription
                  AND NOT s.paused AND s.health <> 'disabled'
                CROSS JOIN LATERAL (
-                 SELECT id FROM deliveries
+                 SELECT id, next_attempt_at FROM deliveries
                  WHERE subscription = w.subscription AND state = 'scheduled'
-                   AND next_attempt_at <= $3
+                   AND next_attempt_at <= w.due_by
                  ORDER BY next_attempt_at LIMIT w.lim
                  FOR UPDATE SKIP LOCKED
                ) picked
                WHERE w.lim > 0
                LIMIT $5
              ), claimed AS (
+               -- A delivery claimed ahead starts when it falls due: that
+               -- is its attempt's time.
                UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1,
-                      lease_until = $4, last_attempt_at = $3,
-                      first_attempt_at = COALESCE(d.first_attempt_at, $3),
+                      lease_until = $4, last_attempt_at = GREATEST($3, due.due_at),
+                      first_attempt_at = COALESCE(d.first_attempt_at, GREATEST($3, due.due_at)),
                       next_attempt_at = NULL, updated_at = $3
                FROM due WHERE d.id = due.id
-               RETURNING d.*
+               RETURNING d.*, due.due_at
              ), next AS ({next})
-             SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, next.at
+             SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, next.at, d.due_at
              FROM next LEFT JOIN (claimed d JOIN events e ON e.seq = d.event_seq) ON true
-             ORDER BY d.next_attempt_at, d.id",
+             ORDER BY d.due_at, d.id",
             next = next_due("AND id NOT IN (SELECT id FROM due)"),
         );
         let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
@@ -1037,6 +1051,7 @@ async fn claim_with(
                     &now_ms,
                     &millis(lease_until),
                     &i64::from(request.limit_total),
+                    &due_by,
                 ],
             )
             .await
@@ -1051,6 +1066,7 @@ async fn claim_with(
                 delivery: rows::delivery(row)?,
                 event: rows::event(row, DELIVERY_COLUMN_COUNT)?,
                 lease_until,
+                due_at: timestamp(get(row, DELIVERY_COLUMN_COUNT + 3)?)?,
             });
         }
         due

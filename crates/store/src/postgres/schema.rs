@@ -110,7 +110,16 @@ CREATE TABLE journal_floors (
     super::partitions::MIGRATION,
     super::rate::MIGRATION,
     super::console::EVENT_TYPE_INDEX,
+    PUSH_BACKOFF_MIGRATION,
 ];
+
+/// Push backoff became a subscription setting, off unless chosen; the
+/// presets that bring it keep it on for subscriptions made before.
+pub(super) const PUSH_BACKOFF_MIGRATION: &str = r#"
+UPDATE subscriptions SET spec = jsonb_set(spec::jsonb, '{push_backoff}', 'true')::text
+ WHERE spec::jsonb -> 'retry_policy' ->> 'preset' IN ('pubsub', 'eventarc')
+   AND NOT (spec::jsonb ? 'push_backoff');
+"#;
 
 /// The advisory lock key of migrations, per schema so that databases
 /// holding several redrive schemas migrate them independently.

@@ -72,6 +72,13 @@ pub fn version_before_partitions() -> usize {
     super::schema::version_of(super::partitions::MIGRATION).map_or(0, |version| version - 1)
 }
 
+/// The schema version just before push backoff became a subscription
+/// setting.
+pub fn version_before_push_backoff() -> usize {
+    super::schema::version_of(super::schema::PUSH_BACKOFF_MIGRATION)
+        .map_or(0, |version| version - 1)
+}
+
 /// Migrates the schema at `url` to `version` only, as an older redrive
 /// would have left it.
 pub async fn migrate_to(url: &str, version: usize) -> Result<(), String> {

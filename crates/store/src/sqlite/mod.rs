@@ -799,14 +799,19 @@ fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
         .now
         .checked_add(request.lease)
         .map_err(|err| StoreError::Invalid(format!("lease too long: {err}")))?;
+    let mut pick = conn.prepare_cached(
+        "SELECT id, next_attempt_at FROM deliveries
+         WHERE subscription = ?1 AND state = 'scheduled' AND next_attempt_at <= ?2
+         ORDER BY next_attempt_at LIMIT ?3",
+    )?;
+    // A delivery claimed ahead starts when it falls due: that is its
+    // attempt's time.
     let mut claim = conn.prepare_cached(
         "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, lease_until = ?1,
-                last_attempt_at = ?2, first_attempt_at = COALESCE(first_attempt_at, ?2),
+                last_attempt_at = MAX(?2, next_attempt_at),
+                first_attempt_at = COALESCE(first_attempt_at, MAX(?2, next_attempt_at)),
                 next_attempt_at = NULL, updated_at = ?2
-         WHERE id IN (SELECT id FROM deliveries
-                      WHERE subscription = ?3 AND state = 'scheduled' AND next_attempt_at <= ?2
-                      ORDER BY next_attempt_at LIMIT ?4)
-         RETURNING id",
+         WHERE id = ?3",
     )?;
     let mut next_due = conn.prepare_cached(
         "SELECT MIN(next_attempt_at) FROM deliveries
@@ -820,19 +825,24 @@ fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
         }
         let limit = want.limit.min(left);
         if limit > 0 {
-            let ids = claim
-                .query_map(
-                    params![millis(lease_until), now_ms, want.subscription, limit],
-                    |row| row.get::<_, String>(0),
-                )?
+            let due_by = request
+                .now
+                .checked_add(want.lookahead)
+                .map_err(|err| StoreError::Invalid(format!("lookahead too long: {err}")))?;
+            let picked = pick
+                .query_map(params![want.subscription, millis(due_by), limit], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            left -= u32::try_from(ids.len()).unwrap_or(limit).min(limit);
-            for id in ids {
+            left -= u32::try_from(picked.len()).unwrap_or(limit).min(limit);
+            for (id, due_at) in picked {
+                claim.execute(params![millis(lease_until), now_ms, id])?;
                 let (delivery, event) = read_delivery(conn, &id)?;
                 batch.claimed.push(ClaimedDelivery {
                     delivery,
                     event,
                     lease_until,
+                    due_at: timestamp(due_at)?,
                 });
             }
         }

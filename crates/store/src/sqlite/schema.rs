@@ -96,8 +96,17 @@ CREATE TABLE journal_floors (
     super::health::MIGRATION,
     super::console::CONSOLE_INDEXES,
     super::security::MIGRATION,
+    PUSH_BACKOFF_MIGRATION,
     JOURNAL_HEAD,
 ];
+
+/// Push backoff became a subscription setting, off unless chosen; the
+/// presets that bring it keep it on for subscriptions made before.
+const PUSH_BACKOFF_MIGRATION: &str = r#"
+UPDATE subscriptions SET spec = json_set(spec, '$.push_backoff', json('true'))
+ WHERE json_extract(spec, '$.retry_policy.preset') IN ('pubsub', 'eventarc')
+   AND json_type(spec, '$.push_backoff') IS NULL;
+"#;
 
 /// Journal positions (`events.seq`) must never be handed out twice, but an
 /// `INTEGER PRIMARY KEY` without `AUTOINCREMENT` reuses the highest rowid
@@ -246,5 +255,50 @@ mod tests {
             .unwrap();
         let again = store.journal(read(Some(31))).await.unwrap();
         assert_eq!(positions(&again), [("newer".into(), 32)]);
+    }
+
+    #[test]
+    fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() {
+        let conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| *m == PUSH_BACKOFF_MIGRATION)
+            .unwrap();
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {before}"))
+            .unwrap();
+        let specs = [
+            ("p", r#"{"name":"p","retry_policy":{"preset":"pubsub"}}"#),
+            ("e", r#"{"name":"e","retry_policy":{"preset":"eventarc"}}"#),
+            ("a", r#"{"name":"a","retry_policy":{"preset":"appengine"}}"#),
+            ("n", r#"{"name":"n","retry_policy":{"retry_limit":3}}"#),
+        ];
+        for (name, spec) in specs {
+            conn.execute(
+                "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
+                 VALUES (?1, 't', ?2, 0, 0)",
+                [name, spec],
+            )
+            .unwrap();
+        }
+        migrate(&conn).unwrap();
+        for (name, wanted) in [
+            ("p", Some(true)),
+            ("e", Some(true)),
+            ("a", None),
+            ("n", None),
+        ] {
+            let spec: String = conn
+                .query_row(
+                    "SELECT spec FROM subscriptions WHERE name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+            assert_eq!(spec["push_backoff"].as_bool(), wanted, "{name}: {spec}");
+        }
     }
 }
