@@ -350,14 +350,26 @@ pub(super) async fn redrive(
 /// commit out of order: a reader that returned position 101 while 100 was
 /// still uncommitted would never see 100. Every publish therefore holds, from
 /// before it draws its first position until it commits, a shared advisory
-/// lock whose key carries the sequence's last value at that moment; its
-/// positions are all above that value. The key's top 16 bits are a tag of
-/// the schema, so the publishes of another redrive schema in the same
-/// database do not hold this schema's readers back.
-pub(super) const JOURNAL_GUARD_KEY: &str = "(((hashtext(current_schema() || '.redrive.journal')
-        & 32767)::bigint << 48)
-    | LEAST(COALESCE(pg_sequence_last_value(
-        pg_get_serial_sequence('events', 'seq')::regclass), 0), 281474976710655))";
+/// lock (the guard) whose key carries the sequence's last value at that
+/// moment in its low 48 bits; its positions are all above that value.
+pub(super) fn journal_guard_key() -> String {
+    format!(
+        "(({JOURNAL_GUARD_TAG})::bigint << 48) | LEAST(COALESCE({LAST_POSITION}, 0), {})",
+        (1_i64 << 48) - 1
+    )
+}
+
+/// The top 16 bits of a guard's key: a tag of the schema, so that the
+/// publishes of another redrive schema in the same database do not hold
+/// this schema's readers back. Never 0, so a guard can't share its key with
+/// a lock taken with a 32-bit key (the run-once work's) and make it skip a
+/// turn.
+const JOURNAL_GUARD_TAG: &str =
+    "(hashtext(current_schema() || '.redrive.journal') & 32767) % 32767 + 1";
+
+/// The last position the sequence handed out (NULL before the first).
+const LAST_POSITION: &str =
+    "pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)";
 
 /// The highest position below which every publish has committed or given
 /// up. Read in two statements, each with a fresh view, in this order: the
@@ -366,21 +378,19 @@ pub(super) const JOURNAL_GUARD_KEY: &str = "(((hashtext(current_schema() || '.re
 /// statement or still holds a guard whose key is below its positions.
 async fn journal_horizon(client: &impl GenericClient) -> Result<i64> {
     let last: i64 = client
-        .query_one(
-            "SELECT COALESCE(pg_sequence_last_value(
-                 pg_get_serial_sequence('events', 'seq')::regclass), 0)",
-            &[],
-        )
+        .query_one(&format!("SELECT COALESCE({LAST_POSITION}, 0)"), &[])
         .await
         .map_err(pg_error)
         .and_then(|row| get(&row, 0))?;
     let guarded: Option<i64> = client
         .query_one(
-            "SELECT min(((classid::bigint & 65535) << 32) | objid::bigint) FROM pg_locks
-             WHERE locktype = 'advisory' AND objsubid = 1
-               AND (classid::bigint >> 16)
-                   = (hashtext(current_schema() || '.redrive.journal') & 32767)
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &format!(
+                "SELECT min(((classid::bigint & 65535) << 32) | objid::bigint) FROM pg_locks
+                 WHERE locktype = 'advisory' AND objsubid = 1
+                   AND (classid::bigint >> 16) = ({JOURNAL_GUARD_TAG})
+                   AND database = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database())"
+            ),
             &[],
         )
         .await

@@ -915,7 +915,7 @@ pub(crate) async fn publish_in(
                RETURNING 1
              )
              SELECT source, id FROM stored",
-            guard = lifecycle::JOURNAL_GUARD_KEY
+            guard = lifecycle::journal_guard_key()
         ))
         .await
         .map_err(pg_error)?;
