@@ -130,7 +130,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
             store.complete_many(completions).await?;
         }
         clock.advance(ROUND);
-        sweeper::sweep(&*store, &config, &mut events_cursor).await;
+        sweeper::sweep(&*store, &config, &Default::default(), &mut events_cursor).await;
 
         let (db, wal) = sizes(&db_path);
         // The first window ends once `window_rounds` rounds have aged out.

@@ -7,6 +7,9 @@ use anyhow::bail;
 use clap::{Args, ValueEnum};
 use redrive_core::duration::{HumanDuration, format_duration, parse_duration};
 use redrive_core::explain::{Schedule, ScheduleEnd};
+use redrive_core::lifecycle::{
+    DEFAULT_MESSAGE_RETENTION, MAX_MESSAGE_RETENTION, MIN_MESSAGE_RETENTION,
+};
 use redrive_core::policy::{Backoff, LimitMode, RetryPolicy, ScheduledRetry};
 use serde::Serialize;
 
@@ -66,6 +69,13 @@ pub struct ExplainArgs {
     /// --age-limit and --limit-mode override its limits
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
+
+    /// How long the subscription keeps trying an event (its
+    /// `message_retention`): no retry starts later, the delivery fails as
+    /// retention_expired [default: the preset's, else 7d as for any
+    /// subscription]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub message_retention: Option<Duration>,
 
     /// Whether the subscription has push backoff, which may start retries
     /// later than the schedule [default: the preset's, else off]
@@ -274,10 +284,31 @@ fn push_backoff_of(args: &ExplainArgs) -> anyhow::Result<bool> {
     }
 }
 
-/// The first `count` retries of `policy` as a table followed by a line
-/// saying why the list ends, or as a JSON array; no trailing newline.
-pub fn render(policy: &RetryPolicy, count: usize, json: bool) -> String {
-    let Schedule { retries, end } = policy.schedule(count);
+/// The message retention the schedule is read against: as asked, else the
+/// preset's, else every subscription's default.
+fn retention_of(args: &ExplainArgs) -> anyhow::Result<Duration> {
+    let retention = match (args.message_retention, &args.preset) {
+        (Some(retention), _) => retention,
+        (None, Some(name)) => redrive_core::presets::preset(name)?
+            .message_retention
+            .unwrap_or(DEFAULT_MESSAGE_RETENTION),
+        (None, None) => DEFAULT_MESSAGE_RETENTION,
+    };
+    if !(MIN_MESSAGE_RETENTION..=MAX_MESSAGE_RETENTION).contains(&retention) {
+        bail!(
+            "--message-retention: must be from {} to {}",
+            format_duration(MIN_MESSAGE_RETENTION),
+            format_duration(MAX_MESSAGE_RETENTION)
+        );
+    }
+    Ok(retention)
+}
+
+/// The first `count` retries of `policy` for a subscription keeping events
+/// `retention`, as a table followed by a line saying why the list ends, or
+/// as a JSON array; no trailing newline.
+pub fn render(policy: &RetryPolicy, count: usize, retention: Duration, json: bool) -> String {
+    let Schedule { retries, end } = policy.schedule_within(count, retention);
     if json {
         let rows: Vec<JsonRetry> = retries
             .iter()
@@ -336,7 +367,7 @@ fn table(retries: &[ScheduledRetry]) -> String {
 /// Why the list stops where it does, worded for the command line.
 fn ending(end: &ScheduleEnd) -> String {
     match end {
-        ScheduleEnd::MoreFollow { .. } => {
+        ScheduleEnd::MoreFollow { .. } | ScheduleEnd::RetentionFollows { .. } => {
             format!("{} (raise --count to see them)", end.describe())
         }
         _ => end.describe(),
@@ -349,7 +380,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
         bail!("--count must be at least 1");
     }
     let policy = policy_from_args(args)?;
-    let mut out = render(&policy, args.count, args.json);
+    let mut out = render(&policy, args.count, retention_of(args)?, args.json);
     if !args.json {
         out.push('\n');
         out.push_str(redrive_core::explain::push_backoff_note(push_backoff_of(
@@ -578,6 +609,8 @@ mod tests {
         assert_eq!(run_error(&["--count", "0"]), "--count must be at least 1");
     }
 
+    const WEEK: Duration = DEFAULT_MESSAGE_RETENTION;
+
     fn ten_to_300() -> RetryPolicy {
         policy(&[
             "--min-backoff",
@@ -633,13 +666,13 @@ mod tests {
     "at_seconds": 1150.0
   }
 ]"#;
-        assert_eq!(render(&ten_to_300(), 8, true), expected);
+        assert_eq!(render(&ten_to_300(), 8, WEEK, true), expected);
     }
 
     #[test]
     fn json_prints_decimal_seconds_exactly() {
         let rows: serde_json::Value =
-            serde_json::from_str(&render(&RetryPolicy::default(), 3, true)).unwrap();
+            serde_json::from_str(&render(&RetryPolicy::default(), 3, WEEK, true)).unwrap();
         assert_eq!(
             rows,
             serde_json::json!([
@@ -648,7 +681,7 @@ mod tests {
                 {"retry": 3, "delay_seconds": 0.4, "at_seconds": 0.7},
             ])
         );
-        let text = render(&RetryPolicy::default(), 3, true);
+        let text = render(&RetryPolicy::default(), 3, WEEK, true);
         assert!(text.contains("\"at_seconds\": 0.3\n"), "{text}");
     }
 
@@ -658,11 +691,11 @@ mod tests {
             retry_limit: Some(0),
             ..RetryPolicy::default()
         };
-        assert_eq!(render(&p, 20, true), "[]");
+        assert_eq!(render(&p, 20, WEEK, true), "[]");
     }
 
     #[test]
-    fn table_right_aligns_columns_and_says_the_policy_retries_forever() {
+    fn table_right_aligns_columns_and_says_the_retention_ends_the_retries() {
         let expected = "\
 retry   delay  since first attempt
     1     10s                  10s
@@ -673,8 +706,10 @@ retry   delay  since first attempt
     6      4m               9m 10s
     7      5m              14m 10s
     8      5m              19m 10s
-showing the first 8 retries; the policy retries forever";
-        assert_eq!(render(&ten_to_300(), 8, false), expected);
+showing the first 8 retries; more follow until the message retention of 7d runs out: \
+the last is retry 2020, 6d 23h 59m 10s after the first attempt, then the delivery fails as \
+retention_expired (raise --count to see them)";
+        assert_eq!(render(&ten_to_300(), 8, WEEK, false), expected);
     }
 
     #[test]
@@ -688,7 +723,7 @@ retry  delay  since first attempt
     1    10s                  10s
     2    20s                  30s
 no more retries: retry limit 2 reached";
-        assert_eq!(render(&p, 20, false), expected);
+        assert_eq!(render(&p, 20, WEEK, false), expected);
     }
 
     #[test]
@@ -697,7 +732,7 @@ no more retries: retry limit 2 reached";
             age_limit: Some(HumanDuration::from_secs(60)),
             ..ten_to_300()
         };
-        let text = render(&p, 20, false);
+        let text = render(&p, 20, WEEK, false);
         assert_eq!(
             text.lines().last(),
             Some(
@@ -715,7 +750,7 @@ no more retries: retry limit 2 reached";
             ..ten_to_300()
         };
         assert_eq!(
-            render(&p, 20, false).lines().last(),
+            render(&p, 20, WEEK, false).lines().last(),
             Some(
                 "no more retries: retry limit 2 and age limit 1m both reached \
                  (attempt 4 fails 1m 10s after the first attempt)"
@@ -732,7 +767,7 @@ no more retries: retry limit 2 reached";
             ..ten_to_300()
         };
         assert_eq!(
-            render(&p, 20, false).lines().last(),
+            render(&p, 20, WEEK, false).lines().last(),
             Some("no more retries: retry limit 2 reached")
         );
         let p = RetryPolicy {
@@ -740,7 +775,7 @@ no more retries: retry limit 2 reached";
             ..p
         };
         assert_eq!(
-            render(&p, 20, false).lines().last(),
+            render(&p, 20, WEEK, false).lines().last(),
             Some(
                 "no more retries: age limit 1m reached (attempt 4 fails 1m 10s after the first attempt)"
             )
@@ -754,7 +789,7 @@ no more retries: retry limit 2 reached";
             ..ten_to_300()
         };
         assert_eq!(
-            render(&p, 3, false).lines().last(),
+            render(&p, 3, WEEK, false).lines().last(),
             Some("showing the first 3 retries; more follow (raise --count to see them)")
         );
     }
@@ -766,7 +801,7 @@ no more retries: retry limit 2 reached";
             ..ten_to_300()
         };
         assert_eq!(
-            render(&p, 3, false).lines().last(),
+            render(&p, 3, WEEK, false).lines().last(),
             Some("no more retries: retry limit 3 reached")
         );
     }
@@ -778,8 +813,37 @@ no more retries: retry limit 2 reached";
             ..RetryPolicy::default()
         };
         assert_eq!(
-            render(&p, 20, false),
+            render(&p, 20, WEEK, false),
             "retry  delay  since first attempt\nno retries: retry limit 0 reached"
+        );
+    }
+
+    #[test]
+    fn pubsub_retries_until_its_retention_runs_out_not_forever() {
+        let last_but_one = |flags: &[&str]| {
+            let out = run(&args(flags)).unwrap();
+            assert!(!out.contains("forever"), "{out}");
+            out.lines().rev().nth(1).unwrap().to_owned()
+        };
+        assert_eq!(
+            last_but_one(&["--preset", "pubsub"]),
+            "showing the first 20 retries; more follow until the message retention of 7d runs \
+             out: the last is retry 1012, 6d 23h 50m 30s after the first attempt, then the \
+             delivery fails as retention_expired (raise --count to see them)"
+        );
+        assert!(
+            last_but_one(&["--preset", "eventarc"])
+                .contains("the message retention of 1d runs out"),
+        );
+        // 10, 30, 70, 150, 310s; retry 6 would start at 630s.
+        assert_eq!(
+            last_but_one(&["--preset", "pubsub", "--message-retention", "10m"]),
+            "no more retries: the message retention of 10m runs out first (retry 6 would start \
+             10m 30s after the first attempt); the delivery fails as retention_expired"
+        );
+        assert_eq!(
+            run_error(&["--message-retention", "1m"]),
+            "--message-retention: must be from 10m to 31d"
         );
     }
 

@@ -259,6 +259,10 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         limits: redrive_server::api::Limits {
             max_publish_bytes: args.max_publish_bytes,
             max_batch_events: args.security.max_batch_events,
+            event: redrive_core::event::EventLimits {
+                max_extensions: args.security.max_event_extensions,
+                max_attribute_bytes: args.security.max_event_attribute_bytes,
+            },
             ..Default::default()
         },
         dispatcher: redrive_server::dispatcher::DispatcherConfig {

@@ -42,6 +42,13 @@ pub struct SecurityArgs {
     /// Most events in one batch publish.
     #[arg(long, env = "REDRIVE_MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,
+    /// Most extension attributes on one event.
+    #[arg(long, env = "REDRIVE_MAX_EVENT_EXTENSIONS", default_value_t = 50)]
+    pub max_event_extensions: usize,
+    /// Most bytes an event's attributes may take as the headers of a
+    /// binary-mode push (`ce-*` and `content-type` lines, percent-encoded).
+    #[arg(long, env = "REDRIVE_MAX_EVENT_ATTRIBUTE_BYTES", default_value_t = 6 * 1024)]
+    pub max_event_attribute_bytes: usize,
     /// A client must send its request headers within this time.
     #[arg(long, env = "REDRIVE_HEADER_READ_TIMEOUT", default_value = "10s")]
     header_read_timeout: HumanDuration,

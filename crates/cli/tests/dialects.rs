@@ -519,3 +519,69 @@ fn subscriptions_create_takes_a_preset_a_rate_and_the_wire_format() {
         false
     );
 }
+
+/// Endpoints the test servers refuse: they allow only 127.0.0.0/8.
+const FORBIDDEN_ENDPOINTS: [&str; 5] = [
+    "http://10.0.0.1/hook",
+    "http://169.254.169.254/latest/meta-data",
+    "http://0.0.0.0:8080/hook",
+    "http://[::1]:9/hook",
+    "http://[64:ff9b::a9fe:a9fe]/hook",
+];
+
+fn config_with_endpoint(endpoint: &str) -> String {
+    format!(
+        "[[topics]]\nname = \"orders\"\n\n[[subscriptions]]\nname = \"orders-hook\"\n\
+         topic = \"orders\"\nendpoint = \"{endpoint}\"\n"
+    )
+}
+
+#[test]
+fn serve_config_apply_and_both_importers_refuse_forbidden_endpoints() {
+    let server = start_server(&[]);
+    for endpoint in FORBIDDEN_ENDPOINTS {
+        let config = server.write("forbidden.toml", &config_with_endpoint(endpoint));
+        let Err(log) = try_start_server(&["--config", &config]) else {
+            panic!("the server started with {endpoint}");
+        };
+        assert!(
+            log.contains("subscription \"orders-hook\": endpoint: "),
+            "{endpoint}: {log}"
+        );
+        assert!(log.contains("--allow-endpoint-networks"), "{log}");
+
+        let message = failed(server.run(&["apply", "-f", &config]));
+        assert!(
+            message.contains("line 4: subscription \"orders-hook\": endpoint: "),
+            "{endpoint}: {message}"
+        );
+
+        let pubsub = server.write(
+            "pubsub.json",
+            &serde_json::json!({
+                "name": "projects/shop/subscriptions/orders-push",
+                "topic": "projects/shop/topics/orders",
+                "pushConfig": {"pushEndpoint": endpoint},
+            })
+            .to_string(),
+        );
+        let message = failed(server.run(&["import", "pubsub", &pubsub]));
+        assert!(
+            message.contains("subscription \"orders-push\": endpoint: "),
+            "{endpoint}: {message}"
+        );
+
+        let base = endpoint.trim_end_matches("/hook").trim_end_matches('/');
+        let message = failed(server.run(&[
+            "import",
+            "appengine",
+            &path("queue.yaml"),
+            "--endpoint-base",
+            base,
+        ]));
+        assert!(message.contains("endpoint: "), "{endpoint}: {message}");
+        assert!(message.contains("--allow-endpoint-networks"), "{message}");
+    }
+    assert!(server.names("subscriptions").is_empty());
+    assert!(server.names("topics").is_empty());
+}

@@ -28,6 +28,9 @@ async fn start_server(data: &Path, log: &Path) -> RunningServer {
     RunningServer::start_async(common::serve(TOKEN, data), log).await
 }
 
+/// How long a test waits for what should happen within a second.
+const PATIENCE: Duration = Duration::from_secs(10);
+
 /// How long a graceful stop may take.
 const STOP_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -400,4 +403,188 @@ async fn data_survives_a_clean_restart() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(endpoint.requests(), 4, "an event was pushed twice");
+}
+
+// ---------------------------------------------------------------------------
+// A full disk
+// ---------------------------------------------------------------------------
+
+/// A tmpfs of a few megabytes mounted on a fresh directory, unmounted when
+/// dropped: a disk that fills in milliseconds.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// None when this process may not mount one (it needs root).
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk refuses more; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(28) => break,
+                Err(err) => panic!("filling the disk: {err}"),
+            }
+        }
+        // The last partial chunk, byte by byte into the last page.
+        while file.write(&[0]).is_ok_and(|n| n == 1) {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Publishes one event; the status and the `Retry-After` header.
+async fn publish_one(api: &Api, id: &str) -> (u16, Option<String>) {
+    let response = api
+        .http
+        .post(format!("{}/v1/topics/orders/events", api.base))
+        .header("content-type", "application/cloudevents+json")
+        .body(event(id).to_string())
+        .send()
+        .await
+        .expect("the API answers");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (response.status().as_u16(), retry_after)
+}
+
+async fn readyz(api: &Api) -> (u16, Value) {
+    api.get("/readyz").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!("ignored: mounting a tmpfs needs root");
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("redrive.log");
+    let mut command = common::serve(TOKEN, &disk.path().join("data"));
+    // The flood below goes faster than the default per-token rate.
+    command.args(["--log-format", "json", "--publish-rate-limit", "unlimited"]);
+    let server = RunningServer::start_async(command, &log).await;
+    let api = Api::new(&server.url, TOKEN);
+    // Each push takes long enough for the disk to fill while it is under way.
+    let endpoint = Recorder::start(Duration::from_millis(400)).await;
+    api.setup(&endpoint.url, 64).await;
+
+    let mut accepted: Vec<String> = (0..16).map(|i| format!("early-{i}")).collect();
+    let early: Vec<Value> = accepted.iter().map(|id| event(id)).collect();
+    let (status, body) = api.publish_batch("orders", &early).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        endpoint.wait_for_unique(early.len(), PATIENCE).await,
+        "log:\n{}",
+        server.log()
+    );
+    let filler = disk.fill();
+
+    // Publishes are answered 503 with Retry-After (a few may still fit).
+    let mut refused = Vec::new();
+    let flood_started = Instant::now();
+    let mut n = 0;
+    while flood_started.elapsed() < Duration::from_millis(1500) || refused.is_empty() {
+        assert!(
+            flood_started.elapsed() < PATIENCE,
+            "no publish was refused on a full disk; log:\n{}",
+            server.log()
+        );
+        let id = format!("flood-{n}");
+        n += 1;
+        match publish_one(&api, &id).await {
+            (202, _) => accepted.push(id),
+            (503, Some(retry_after)) => {
+                assert!(
+                    retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
+                    "{retry_after}"
+                );
+                refused.push(id);
+            }
+            other => panic!("publish on a full disk answered {other:?}"),
+        }
+    }
+    let (status, body) = readyz(&api).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["store"]["writable"], false, "{body}");
+    let errors = server
+        .log()
+        .lines()
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .count();
+    eprintln!(
+        "full disk: {} publishes refused, {} accepted, {errors} error lines",
+        refused.len(),
+        accepted.len()
+    );
+    assert!(
+        errors <= 3,
+        "{errors} error lines for {} refused publishes; log:\n{}",
+        refused.len(),
+        server.log()
+    );
+
+    // Space comes back: ready again, publishes accepted, and every
+    // accepted event pushed exactly once — the pushes whose outcome could
+    // not be written are recorded, not pushed again after their lease.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while readyz(&api).await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready after space was freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..4 {
+        let id = format!("after-{i}");
+        assert_eq!(publish_one(&api, &id).await.0, 202);
+        accepted.push(id);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while api.count("orders-hook", "delivered").await < accepted.len() {
+        assert!(
+            Instant::now() < deadline,
+            "accepted events not all delivered well within a lease; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = endpoint.seen();
+    for id in &accepted {
+        assert_eq!(seen.get(id).map(|s| s.pushes), Some(1), "{id}: {seen:?}");
+    }
+    for id in &refused {
+        assert!(!seen.contains_key(id), "refused {id} was delivered");
+    }
+    assert_eq!(seen.len(), accepted.len());
+    assert_eq!(api.count("orders-hook", "in_flight").await, 0);
 }

@@ -208,6 +208,76 @@ impl CloudEvent {
     }
 }
 
+/// What one event may carry beyond the rules every attribute follows, so
+/// that it can be delivered in any payload format. Checked at publish, for
+/// every event, whichever format its subscriptions push in: a subscription
+/// may change format later, and the event is already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Most extension attributes on one event.
+    pub max_extensions: usize,
+    /// Most bytes the attributes take as the headers of a binary-mode push
+    /// (`ce-*` and `content-type` lines: names, percent-encoded values and
+    /// their `": "` and CRLF). The smallest common limits on a request's
+    /// headers are 8 KiB (Tomcat, Jetty in total; nginx and Apache per
+    /// line); with redrive's own headers (about 1 KiB: host, `webhook-*`,
+    /// `redrive-attempt`, App Engine's) the default keeps a push under them.
+    pub max_attribute_bytes: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_extensions: 50,
+            max_attribute_bytes: 6 * 1024,
+        }
+    }
+}
+
+/// An event carrying more than [`EventLimits`] allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "extensions: an event may carry at most {max} extension attributes; this one has {count}"
+    )]
+    TooManyExtensions { count: usize, max: usize },
+    #[error(
+        "attributes: an event's attributes may take at most {max} bytes as binary-mode \
+         headers, where receivers limit them; these take {bytes}"
+    )]
+    AttributesTooLarge { bytes: usize, max: usize },
+}
+
+impl CloudEvent {
+    /// The bytes the attributes take as the headers of a binary-mode push.
+    pub fn binary_header_bytes(&self) -> usize {
+        crate::binding::binary_headers(self)
+            .iter()
+            // "name: value\r\n"
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum()
+    }
+
+    /// Whether the event stays within `limits`.
+    pub fn check_limits(&self, limits: &EventLimits) -> Result<(), LimitError> {
+        let count = self.emitted_extensions().count();
+        if count > limits.max_extensions {
+            return Err(LimitError::TooManyExtensions {
+                count,
+                max: limits.max_extensions,
+            });
+        }
+        let bytes = self.binary_header_bytes();
+        if bytes > limits.max_attribute_bytes {
+            return Err(LimitError::AttributesTooLarge {
+                bytes,
+                max: limits.max_attribute_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Whether a `datacontenttype` declares JSON: a media type of the form
 /// `*/json` or `*/*+json`, parameters and case ignored. An absent content
 /// type counts as JSON, as the JSON format prescribes.
@@ -404,7 +474,93 @@ pub fn parse_binary<'a>(
 }
 
 fn parse_json_body(body: &[u8]) -> Result<Value, EventError> {
-    serde_json::from_slice(body).map_err(|e| EventError::new("body", format!("invalid JSON: {e}")))
+    serde_json::from_slice::<UniqueKeys>(body)
+        .map(|UniqueKeys(value)| value)
+        .map_err(|e| EventError::new("body", format!("invalid JSON: {e}")))
+}
+
+/// A JSON value as serde_json reads it, except that an object naming a
+/// member twice is an error. serde_json keeps the last silently, so
+/// `{"id": "a", "id": "b"}` would be stored as `b` while another reader of
+/// the same bytes sees `a`. The check costs one map lookup per member, the
+/// one the insert makes anyway.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "the member {:?} appears twice",
+                        excerpt(taken.key())
+                    )));
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The common core of structured and batch mode.
@@ -1093,6 +1249,95 @@ mod tests {
     }
 
     // --- batch mode ---
+
+    #[test]
+    fn a_member_given_twice_is_refused_at_any_depth() {
+        for (body, member) in [
+            (
+                r#"{"specversion":"1.0","id":"a","id":"b","source":"/s","type":"t"}"#,
+                "id",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","ext":1,"ext":2}"#,
+                "ext",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":{"k":1,"k":2}}"#,
+                "k",
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":[{"x":{"y":0,"y":0}}]}"#,
+                "y",
+            ),
+        ] {
+            let message = err("body", parse_structured(body.as_bytes()));
+            assert!(
+                message.contains(&format!("the member \"{member}\" appears twice at line 1")),
+                "{body}: {message}"
+            );
+        }
+        let batch = format!(
+            "[{},{}]",
+            minimal(),
+            r#"{"specversion":"1.0","id":"a","source":"/s","source":"/t","type":"t"}"#
+        );
+        let message = err(
+            "body",
+            parse_batch(batch.as_bytes()).map(|mut v| v.remove(0)),
+        );
+        assert!(message.contains("\"source\" appears twice"), "{message}");
+        // The same names in different objects are no duplicates.
+        let fine = r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":{"id":1,"a":{"id":2}}}"#;
+        assert_eq!(
+            parse_structured(fine.as_bytes()).unwrap().data.unwrap(),
+            br#"{"a":{"id":2},"id":1}"#
+        );
+    }
+
+    #[test]
+    fn limits_count_extensions_and_the_bytes_attributes_take_as_headers() {
+        let limits = EventLimits {
+            max_extensions: 3,
+            max_attribute_bytes: 200,
+        };
+        let mut event = sample();
+        for i in 0..3 {
+            event.extensions.insert(format!("x{i}"), json!(i));
+        }
+        // Unset (null) extensions are not carried, so they do not count.
+        event.extensions.insert("gone".into(), Value::Null);
+        assert_eq!(event.check_limits(&limits), Ok(()));
+        event.extensions.insert("x3".into(), json!("v"));
+        assert_eq!(
+            event.check_limits(&limits),
+            Err(LimitError::TooManyExtensions { count: 4, max: 3 })
+        );
+        event.extensions.remove("x3");
+
+        // Each header line is "name: value\r\n", the value percent-encoded.
+        let bytes = event.binary_header_bytes();
+        let expected: usize = crate::binding::binary_headers(&event)
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n").len())
+            .sum();
+        assert_eq!(bytes, expected);
+        // A subject filling what is left: é is percent-encoded to 6 bytes.
+        let room = 200 - bytes - "ce-subject: \r\n".len();
+        event.subject = Some("é".repeat(room / 6));
+        assert_eq!(event.binary_header_bytes(), 200 - room % 6);
+        assert_eq!(event.check_limits(&limits), Ok(()));
+        event.subject = Some("é".repeat(room / 6 + 1));
+        assert_eq!(
+            event.check_limits(&limits),
+            Err(LimitError::AttributesTooLarge {
+                bytes: event.binary_header_bytes(),
+                max: 200
+            })
+        );
+        let message = event.check_limits(&limits).unwrap_err().to_string();
+        assert!(message.starts_with("attributes: "), "{message}");
+        assert!(EventLimits::default().max_attribute_bytes >= 4096);
+    }
 
     #[test]
     fn batch_parses_every_event_in_order() {

@@ -13,6 +13,7 @@ pub mod event;
 pub mod explain;
 pub mod filter;
 pub mod health;
+pub mod hold;
 pub mod import;
 pub mod lifecycle;
 pub mod marks;

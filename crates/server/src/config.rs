@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use redrive_core::SubscriptionSpec;
 use redrive_core::config::{Desired, changed_fields};
 use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::security::EndpointPolicy;
 use redrive_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -54,9 +55,11 @@ impl From<ApplyError> for ApiError {
     }
 }
 
-/// Checks a subscription as the API does; the message names the field.
+/// Checks a subscription's shape as the API does (the message names the
+/// field), for a client to check before sending. Where it may push is the
+/// server's own rule: [`apply`] and the API check that too.
 pub fn check_subscription(spec: &SubscriptionSpec) -> Result<(), String> {
-    crate::validate::subscription(spec).map_err(|err| err.message)
+    crate::validate::subscription_shape(spec).map_err(|err| err.message)
 }
 
 /// Brings the store to `desired`. With `dry_run`, only plans. Every check
@@ -64,6 +67,7 @@ pub fn check_subscription(spec: &SubscriptionSpec) -> Result<(), String> {
 pub async fn apply(
     store: &dyn Store,
     desired: &Desired,
+    policy: &EndpointPolicy,
     dry_run: bool,
     now: Timestamp,
 ) -> Result<Vec<Change>, ApplyError> {
@@ -79,7 +83,7 @@ pub async fn apply(
         .into_iter()
         .map(|s| (s.spec.name.clone(), s.spec))
         .collect();
-    let plan = plan(desired, &topics, &subscriptions)?;
+    let plan = plan(desired, policy, &topics, &subscriptions)?;
     if dry_run {
         return Ok(plan);
     }
@@ -121,6 +125,7 @@ pub async fn apply(
 /// The changes that bring `topics` and `subscriptions` to `desired`.
 fn plan(
     desired: &Desired,
+    policy: &EndpointPolicy,
     topics: &HashSet<String>,
     subscriptions: &HashMap<String, SubscriptionSpec>,
 ) -> Result<Vec<Change>, ApplyError> {
@@ -155,7 +160,7 @@ fn plan(
         let invalid = |message: String| {
             ApplyError::Invalid(format!("subscription {:?}: {message}", spec.name))
         };
-        check_subscription(spec).map_err(invalid)?;
+        crate::validate::subscription(spec, policy).map_err(|err| invalid(err.message))?;
         if !declared_subscriptions.insert(spec.name.as_str()) {
             return Err(invalid("declared twice".into()));
         }

@@ -44,12 +44,13 @@ pub async fn run(
     store: Arc<dyn Store>,
     config: HealthConfig,
     subscriptions_changed: Arc<Notify>,
+    writes: Arc<crate::ops::StoreWrites>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A zero interval would spin.
     let interval = config.interval.max(MIN_INTERVAL);
     while !*shutdown.borrow() {
-        if evaluate(&*store, &config.clock).await > 0 {
+        if evaluate(&*store, &config.clock, &writes).await > 0 {
             subscriptions_changed.notify_one();
         }
         tokio::select! {
@@ -61,11 +62,11 @@ pub async fn run(
 
 /// One pass over every subscription, then a prune. Returns how many
 /// subscriptions changed health.
-pub async fn evaluate(store: &dyn Store, clock: &Clock) -> usize {
+pub async fn evaluate(store: &dyn Store, clock: &Clock, writes: &crate::ops::StoreWrites) -> usize {
     let subscriptions = match store.list_subscriptions().await {
         Ok(subscriptions) => subscriptions,
         Err(err) => {
-            tracing::error!(error = %err, "cannot load subscriptions to judge their health");
+            writes.report(&err, "cannot load subscriptions to judge their health");
             return 0;
         }
     };
@@ -74,11 +75,12 @@ pub async fn evaluate(store: &dyn Store, clock: &Clock) -> usize {
         match evaluate_one(store, clock, subscription).await {
             Ok(true) => changed += 1,
             Ok(false) => {}
+            Err(err) if err.is_transient() => writes.failed(&err),
             Err(err) => tracing::error!(subscription = %subscription.spec.name, error = %err,
                 "cannot judge the health of a subscription"),
         }
     }
-    prune(store, clock, &subscriptions).await;
+    prune(store, clock, writes, &subscriptions).await;
     changed
 }
 
@@ -125,7 +127,12 @@ async fn evaluate_one(
 }
 
 /// Deletes counts older than the longest window any subscription has.
-async fn prune(store: &dyn Store, clock: &Clock, subscriptions: &[Subscription]) {
+async fn prune(
+    store: &dyn Store,
+    clock: &Clock,
+    writes: &crate::ops::StoreWrites,
+    subscriptions: &[Subscription],
+) {
     let longest = subscriptions
         .iter()
         .map(|s| s.spec.health_policy.window.as_duration())
@@ -139,7 +146,7 @@ async fn prune(store: &dyn Store, clock: &Clock, subscriptions: &[Subscription])
             Ok(deleted) if deleted >= u64::from(PRUNE_BATCH) => tokio::task::yield_now().await,
             Ok(_) => break,
             Err(err) => {
-                tracing::error!(error = %err, "cannot prune attempt counts");
+                writes.report(&err, "cannot prune attempt counts");
                 break;
             }
         }

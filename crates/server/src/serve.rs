@@ -50,9 +50,15 @@ pub async fn serve(
     // PostgreSQL node never stages one).
     crate::backup_staging::remove_leftovers(&options.data_dir);
     if let Some(desired) = &options.config {
-        let changes = crate::config::apply(&*store, desired, false, Timestamp::now())
-            .await
-            .context("cannot apply the configuration file")?;
+        let changes = crate::config::apply(
+            &*store,
+            desired,
+            &options.security.endpoint_policy,
+            false,
+            Timestamp::now(),
+        )
+        .await
+        .context("cannot apply the configuration file")?;
         for change in changes {
             tracing::info!(resource = %change.resource, name = %change.name,
                 change = ?change.change, "configuration");
@@ -99,12 +105,14 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweeper::run(
         store.clone(),
         options.sweeper.clone(),
+        ops.store_writes.clone(),
         stopped.clone(),
     ));
     let evaluator = tokio::spawn(health::run(
         store.clone(),
         options.health.clone(),
         subscriptions_changed.clone(),
+        ops.store_writes.clone(),
         stopped.clone(),
     ));
     let dispatcher = tokio::spawn(dispatcher.run(stopped));

@@ -11,6 +11,7 @@ use redrive_store::{PurgeRequest, Store};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::ops::StoreWrites;
 
 #[derive(Clone, Debug)]
 pub struct SweeperConfig {
@@ -36,15 +37,17 @@ impl Default for SweeperConfig {
     }
 }
 
-/// Runs until `shutdown` turns true.
+/// Runs until `shutdown` turns true; store failures that pass (a full
+/// disk) are reported to `writes`, once per interval.
 pub async fn run(
     store: Arc<dyn Store>,
     config: SweeperConfig,
+    writes: Arc<StoreWrites>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut events_cursor = 0;
     while !*shutdown.borrow() {
-        sweep(&*store, &config, &mut events_cursor).await;
+        sweep(&*store, &config, &writes, &mut events_cursor).await;
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
             _ = shutdown.changed() => {}
@@ -53,7 +56,12 @@ pub async fn run(
 }
 
 /// One full sweep: as many batches as there is work, yielding between them.
-pub async fn sweep(store: &dyn Store, config: &SweeperConfig, events_cursor: &mut i64) {
+pub async fn sweep(
+    store: &dyn Store,
+    config: &SweeperConfig,
+    writes: &StoreWrites,
+    events_cursor: &mut i64,
+) {
     loop {
         match store
             .expire_retention(config.clock.now(), config.batch_size)
@@ -69,7 +77,7 @@ pub async fn sweep(store: &dyn Store, config: &SweeperConfig, events_cursor: &mu
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, "cannot expire deliveries past retention");
+                writes.report(&err, "cannot expire deliveries past retention");
                 break;
             }
         }
@@ -101,7 +109,7 @@ pub async fn sweep(store: &dyn Store, config: &SweeperConfig, events_cursor: &mu
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, "cannot purge finished history");
+                writes.report(&err, "cannot purge finished history");
                 break;
             }
         }

@@ -2,6 +2,7 @@
 
 use redrive_core::SubscriptionSpec;
 use redrive_core::names::validate_name;
+use redrive_core::security::EndpointPolicy;
 
 use crate::api::ApiError;
 
@@ -9,7 +10,20 @@ use crate::api::ApiError;
 const MAX_TIMEOUT_SECS: u64 = 600;
 const MAX_CONCURRENCY: u32 = 10_000;
 
-pub(crate) fn subscription(spec: &SubscriptionSpec) -> Result<(), ApiError> {
+/// The one check of a subscription, whichever way it comes in (create,
+/// PATCH, `POST /v1/apply`, `serve --config`, the importers through apply):
+/// its shape, then whether this server may push to its endpoint.
+pub(crate) fn subscription(
+    spec: &SubscriptionSpec,
+    policy: &EndpointPolicy,
+) -> Result<(), ApiError> {
+    subscription_shape(spec)?;
+    crate::security::ssrf::check_endpoint(policy, &spec.endpoint)
+}
+
+/// Everything but the network policy, which only the server knows (a
+/// client checks this much before sending).
+pub(crate) fn subscription_shape(spec: &SubscriptionSpec) -> Result<(), ApiError> {
     validate_name("subscription", &spec.name).map_err(|err| ApiError::invalid("name", err))?;
     validate_name("topic", &spec.topic).map_err(|err| ApiError::invalid("topic", err))?;
     endpoint(&spec.endpoint)?;

@@ -433,3 +433,294 @@ async fn retry_now_adds_an_attempt_visible_on_the_delivery_page() {
     screenshot(client, "delivery").await;
     browser.client.close().await.expect("the session ends");
 }
+
+/// A value read by a script in the page.
+async fn script(client: &Client, code: &str) -> Value {
+    client
+        .execute(code, vec![])
+        .await
+        .unwrap_or_else(|err| panic!("the script runs: {err}\n{code}"))
+}
+
+/// Every `.ident` on the page is one line high (measured against the line
+/// height), with its whole value in the title; returns how many there are
+/// and how many are cut with an ellipsis.
+async fn idents_on_one_line(client: &Client, page: &str) -> (u64, u64) {
+    let found = script(
+        client,
+        "return Array.from(document.querySelectorAll('.ident-text')) \
+           .filter(el => el.getClientRects().length > 0) \
+           .map(el => ({ text: el.textContent, title: el.getAttribute('title'), \
+             height: el.getBoundingClientRect().height, \
+             line: parseFloat(getComputedStyle(el).lineHeight), \
+             cut: el.scrollWidth > el.clientWidth }));",
+    )
+    .await;
+    let found = found.as_array().expect("a list");
+    assert!(!found.is_empty(), "{page}: no ids shown");
+    for ident in found {
+        let (height, line) = (
+            ident["height"].as_f64().expect("a height"),
+            ident["line"].as_f64().expect("a line height"),
+        );
+        assert!(
+            height <= line * 1.3,
+            "{page}: {ident} wraps ({height}px for a {line}px line)"
+        );
+        assert_eq!(
+            ident["title"], ident["text"],
+            "{page}: the title is the whole value"
+        );
+    }
+    let cut = found.iter().filter(|ident| ident["cut"] == true).count();
+    (found.len() as u64, cut as u64)
+}
+
+const LONG_ID: &str = "evt_2f6c1b0e9a4d4f0e8c1d7b3a5e9f1c2d_from_the_billing_service";
+const LONG_TYPE: &str = "com.example.billing.invoice.created.for.customer.account";
+
+#[tokio::test]
+async fn held_pushes_one_line_ids_a_styled_sign_in_and_sign_out() {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    // The endpoint asks to wait 30s on its first push; with retries 30s
+    // apart that wait is honoured whole, holding the subscription's pushes.
+    let endpoint = Endpoint::start(|_, earlier| {
+        if earlier == 0 {
+            Reply::status(503).header("retry-after", "30")
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription(
+            "hooks",
+            "orders",
+            &format!(
+                "{}/tenants/0f1e2d3c4b5a69788796a5b4c3d2e1f0/webhooks/invoices",
+                endpoint.url
+            ),
+            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "30s"}}}),
+        ))
+        .await;
+    server.publish_ok("orders", &event("e-first", "t")).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = server.get("/v1/subscriptions/hooks").await;
+        if body["pushes_held"]["reason"] == "retry_after" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no hold: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server
+        .publish_ok("orders", &event(LONG_ID, LONG_TYPE))
+        .await;
+    let client = &browser.client;
+
+    // The sign-in page has its stylesheet, at both widths.
+    client
+        .goto(&console_url(&server, "/console/login"))
+        .await
+        .expect("the sign-in page opens");
+    let style = script(
+        client,
+        "const card = getComputedStyle(document.querySelector('.login-card')); \
+         return [getComputedStyle(document.body).backgroundColor, card.backgroundColor, \
+                 card.borderTopLeftRadius, getComputedStyle(document.querySelector('button')).backgroundColor];",
+    )
+    .await;
+    assert_eq!(
+        style,
+        json!([
+            "rgb(246, 247, 249)",
+            "rgb(255, 255, 255)",
+            "8px",
+            "rgb(36, 84, 197)"
+        ]),
+        "the sign-in page is styled by console.css"
+    );
+    screenshot(client, "login").await;
+    client
+        .set_window_size(390, 844)
+        .await
+        .expect("the window narrows");
+    screenshot(client, "login-phone").await;
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .expect("the window widens");
+    sign_in(client, &server).await;
+
+    // The subscription page says its pushes are held, until when and why;
+    // the due delivery says it waits on that.
+    client
+        .goto(&console_url(&server, "/console/subscriptions/hooks"))
+        .await
+        .expect("the subscription page opens");
+    let banner = client
+        .find(Locator::Css("#pushes-held"))
+        .await
+        .expect("a banner on held pushes")
+        .text()
+        .await
+        .expect("its text");
+    assert!(
+        banner.starts_with("Pushes held until 20")
+            && banner
+                .contains(" UTC because the endpoint answered 429 or 503 with Retry-After (a wait"),
+        "{banner}"
+    );
+    let waiting = script(
+        client,
+        &format!(
+            "const note = document.querySelector('tr[data-event=\"{LONG_ID}\"] .waiting'); \
+             return [note.textContent, note.title];"
+        ),
+    )
+    .await;
+    assert_eq!(waiting[0], "held back: Retry-After", "{waiting}");
+    let title = waiting[1].as_str().expect("a title");
+    assert!(
+        title.starts_with("held back by the endpoint's Retry-After until 20"),
+        "{title}"
+    );
+    for (width, name) in [
+        (1280, "held-subscription"),
+        (390, "held-subscription-phone"),
+    ] {
+        client
+            .set_window_size(width, 1000)
+            .await
+            .expect("the window resizes");
+        let (shown, cut) = idents_on_one_line(client, name).await;
+        assert!(shown >= 3, "{name}: {shown} ids");
+        if width == 390 {
+            assert!(cut >= 1, "{name}: the long id is cut with an ellipsis");
+            // The list, not the page top, is what the phone shot is for.
+            script(
+                client,
+                "document.querySelector('#deliveries').scrollIntoView(); return null;",
+            )
+            .await;
+        } else {
+            let overflow = script(
+                client,
+                "const wrap = document.querySelector('#deliveries').parentElement; \
+                 return wrap.scrollWidth - wrap.clientWidth;",
+            )
+            .await;
+            assert_eq!(
+                overflow,
+                json!(0),
+                "{name}: the list fits without scrolling sideways"
+            );
+        }
+        screenshot(client, name).await;
+    }
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .expect("the window widens");
+
+    // A copy button gives the whole id.
+    let copy = client
+        .find(Locator::Css(&format!(
+            "tr[data-event='{LONG_ID}'] button.copy[data-copy='{LONG_ID}']"
+        )))
+        .await
+        .expect("a copy button beside the id");
+    copy.click().await.expect("the button is clicked");
+    eventually("the copy button to say it copied", || async {
+        script(
+            client,
+            &format!(
+                "const b = document.querySelector('tr[data-event=\"{LONG_ID}\"] button.copy'); \
+                 return b ? b.getAttribute('data-copied') : null;"
+            ),
+        )
+        .await
+            == json!("true")
+    })
+    .await;
+
+    // The delivery page too, and the overview flags the hold.
+    let id = server
+        .deliveries("hooks")
+        .await
+        .into_iter()
+        .find(|d| d["event_id"] == LONG_ID)
+        .and_then(|d| d["id"].as_str().map(str::to_owned))
+        .expect("the long id's delivery");
+    client
+        .goto(&console_url(&server, &format!("/console/deliveries/{id}")))
+        .await
+        .expect("the delivery page opens");
+    let next = client
+        .find(Locator::Css("#next-attempt"))
+        .await
+        .expect("the next attempt")
+        .text()
+        .await
+        .expect("its text");
+    assert!(
+        next.contains("held back by the endpoint's Retry-After until"),
+        "{next}"
+    );
+    for (width, name) in [(1280, "delivery-held"), (390, "delivery-held-phone")] {
+        client
+            .set_window_size(width, 1000)
+            .await
+            .expect("the window resizes");
+        idents_on_one_line(client, name).await;
+        screenshot(client, name).await;
+    }
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .expect("the window widens");
+    client
+        .goto(&console_url(&server, "/console"))
+        .await
+        .expect("the overview opens");
+    let held = client
+        .find(Locator::Css("tr[data-subscription='hooks'] .badge-held"))
+        .await
+        .expect("a held badge on the overview")
+        .text()
+        .await
+        .expect("its text");
+    assert_eq!(held, "held: Retry-After");
+    idents_on_one_line(client, "overview-held").await;
+    screenshot(client, "overview-held").await;
+
+    // Sign out: back at the sign-in page, and the console asks again.
+    client
+        .find(Locator::Css("button#sign-out"))
+        .await
+        .expect("a sign-out button")
+        .click()
+        .await
+        .expect("the button submits");
+    eventually("the sign-in page after signing out", || async {
+        client
+            .current_url()
+            .await
+            .is_ok_and(|url| url.path() == "/console/login")
+    })
+    .await;
+    client
+        .goto(&console_url(&server, "/console/subscriptions/hooks"))
+        .await
+        .expect("the page opens");
+    assert_eq!(
+        client.current_url().await.expect("a URL").path(),
+        "/console/login",
+        "signed out, the console asks to sign in again"
+    );
+    browser.client.close().await.expect("the session ends");
+}

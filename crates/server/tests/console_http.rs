@@ -351,7 +351,11 @@ async fn a_read_only_session_sees_no_write_buttons_and_cannot_post_them() {
         format!("/console/deliveries/{id}"),
         format!("/console/deliveries/{id}/live"),
     ];
-    let forms = |body: &str| body.matches(r#"method="post""#).count();
+    // Forms that change something: all but the sign-out button's.
+    let forms = |body: &str| {
+        body.matches(r#"method="post""#).count()
+            - body.matches(r#"action="/console/logout""#).count()
+    };
     for (token, writes) in [(common::TOKEN, true), (read_token, false)] {
         let (cookie, _) = sign_in(&server, token).await;
         for path in &pages {
@@ -365,6 +369,14 @@ async fn a_read_only_session_sees_no_write_buttons_and_cannot_post_them() {
             let body = response.text().await.expect("a body");
             assert_eq!(forms(&body) > 0, writes, "{token:.8}… {path}: {body}");
             assert_eq!(body.contains("Retry now"), writes, "{path}");
+            // Every whole page, not the refreshed fragments, offers to sign out.
+            assert_eq!(
+                body.contains(
+                    r#"<button class="secondary" id="sign-out" type="submit">Sign out</button>"#
+                ),
+                !path.ends_with("/rows") && !path.ends_with("/live"),
+                "{path}"
+            );
         }
     }
 

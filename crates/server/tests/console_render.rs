@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use redrive_core::duration::HumanDuration;
+use redrive_core::hold::{HeldReason, PushesHeld};
 use redrive_core::policy::Backoff;
 use redrive_core::{
     Attempt, CloudEvent, Decision, Delivery, DeliveryState, ErrorClass, FailureReason, RetryPolicy,
@@ -103,7 +104,15 @@ fn markup_in_events_attempts_and_payloads_is_escaped() {
             },
         ),
     ];
-    let html = views::delivery(&failed, &event, &attempts, Some("tok<en>")).into_string();
+    let html = views::delivery(
+        &failed,
+        &event,
+        &attempts,
+        Some("tok<en>"),
+        &Default::default(),
+        &Default::default(),
+    )
+    .into_string();
     assert_escaped(&html);
     assert!(html.contains("retry 1 at"), "the retry decision is shown");
     assert!(html.contains("failed because the retry limit was reached"));
@@ -127,6 +136,7 @@ fn markup_in_list_rows_is_escaped() {
         next_cursor: Some(NASTY.into()),
         paged: false,
         csrf: Some("tok<en>".into()),
+        waits: Default::default(),
     };
     let html = views::delivery_table(&rows).into_string();
     assert_escaped(&html);
@@ -234,6 +244,7 @@ fn failures_without_a_status_show_their_error_class() {
         next_cursor: None,
         paged: false,
         csrf: Some("tok<en>".into()),
+        waits: Default::default(),
     };
     let html = views::delivery_rows(&rows).into_string();
     assert!(html.contains("<td>timeout</td>"), "{html}");
@@ -298,6 +309,7 @@ fn empty_lists_explain_themselves() {
         next_cursor: None,
         paged: false,
         csrf: Some("tok<en>".into()),
+        waits: Default::default(),
     };
     let html = views::delivery_table(&rows).into_string();
     assert!(html.contains("No deliveries yet."));
@@ -305,4 +317,167 @@ fn empty_lists_explain_themselves() {
     let html = views::delivery_table(&rows).into_string();
     assert!(html.contains("No deliveries match these filters."));
     assert!(html.contains("Show all deliveries"));
+}
+
+fn held(reason: HeldReason, until: Option<Timestamp>) -> PushesHeld {
+    PushesHeld {
+        until,
+        reason,
+        detail: format!("{} <b>detail</b>", reason.as_str()),
+    }
+}
+
+#[test]
+fn a_due_delivery_says_what_it_waits_on_and_a_later_one_does_not() {
+    let mut due = delivery(DeliveryState::Scheduled, 1);
+    due.id = "d-due".into();
+    due.next_attempt_at = Some(at(10));
+    let mut later = delivery(DeliveryState::Scheduled, 1);
+    later.id = "d-later".into();
+    later.next_attempt_at = Some(at(100));
+    let mut rows = views::DeliveryRows {
+        subscription: "hooks".into(),
+        deliveries: vec![due.clone(), later],
+        filters: Default::default(),
+        next_cursor: None,
+        paged: false,
+        csrf: None,
+        waits: views::Waits {
+            held: Some(held(HeldReason::PushBackoff, Some(at(60)))),
+            rate: None,
+            now: at(50),
+        },
+    };
+    let html = views::delivery_rows(&rows).into_string();
+    let note = ">held back: push backoff</span>";
+    assert_eq!(html.matches(note).count(), 1, "only the due one: {html}");
+    let (before, _) = html.split_once("d-later").unwrap();
+    assert!(before.contains(note), "on the due delivery's row");
+    assert!(
+        html.contains(
+            "title=\"held back by push backoff until 2027-01-15 08:01:00 UTC: pushes are held \
+             because push_backoff &lt;b&gt;detail&lt;/b&gt;\""
+        ),
+        "{html}"
+    );
+
+    for (reason, text) in [
+        (HeldReason::Paused, ">held back: paused by hand<"),
+        (HeldReason::Disabled, ">held back: endpoint disabled<"),
+        (HeldReason::RateZero, ">held back: rate is 0<"),
+    ] {
+        rows.waits.held = Some(held(reason, None));
+        let html = views::delivery_rows(&rows).into_string();
+        assert!(html.contains(text), "{reason:?}: {html}");
+    }
+    rows.waits.held = None;
+    rows.waits.rate = Some("2/m".parse().unwrap());
+    let html = views::delivery_rows(&rows).into_string();
+    assert!(html.contains(">waiting: rate limit 2/m<"), "{html}");
+
+    // The delivery page says it beside the next attempt.
+    let waits = views::Waits {
+        held: Some(held(HeldReason::RetryAfter, Some(at(60)))),
+        rate: None,
+        now: at(50),
+    };
+    let html = views::delivery_live(&due, &[], None, &waits).into_string();
+    assert!(
+        html.contains("held back by the endpoint's Retry-After until 2027-01-15 08:01:00 UTC"),
+        "{html}"
+    );
+}
+
+#[test]
+fn the_health_badge_and_the_held_banner_say_why() {
+    let badge = views::health_badge(
+        "unstable",
+        Some(
+            "9 of 10 attempts failed in the last 1m (at least 80% of at least 5 makes it unstable)",
+        ),
+    )
+    .into_string();
+    assert!(
+        badge.contains(
+            "title=\"endpoint health unstable: 9 of 10 attempts failed in the last 1m (at least 80%"
+        ),
+        "{badge}"
+    );
+    assert_eq!(
+        views::short_reason(
+            "9 of 10 attempts failed in the last 1m (at least 80% of at least 5 makes it unstable)"
+        ),
+        "9 of 10 attempts failed in the last 1m"
+    );
+    let banner = views::held_banner(&held(HeldReason::RetryAfter, Some(at(60)))).into_string();
+    assert!(
+        banner.contains("<strong>Pushes held until 2027-01-15 08:01:00 UTC</strong> because retry_after &lt;b&gt;detail&lt;/b&gt;."),
+        "{banner}"
+    );
+    let banner = views::held_banner(&held(HeldReason::Paused, None)).into_string();
+    assert!(
+        banner.contains("<strong>Pushes held</strong> because paused"),
+        "{banner}"
+    );
+}
+
+#[test]
+fn ids_are_one_line_with_the_whole_value_on_hover_and_a_copy_button() {
+    let html = views::ident("evt_0123456789abcdef").into_string();
+    assert!(
+        html.starts_with(
+            "<span class=\"ident\"><span class=\"ident-text\" title=\"evt_0123456789abcdef\">\
+             evt_0123456789abcdef</span><button class=\"copy\" type=\"button\" \
+             data-copy=\"evt_0123456789abcdef\" title=\"Copy evt_0123456789abcdef\" \
+             aria-label=\"Copy\"><svg"
+        ),
+        "{html}"
+    );
+    assert_escaped(&views::ident(NASTY).into_string());
+}
+
+#[test]
+fn the_sign_in_page_uses_the_console_stylesheet() {
+    let html = views::login("/console/x?a=\"b\"", Some(NASTY)).into_string();
+    assert!(html.contains("<link rel=\"stylesheet\" href=\"/console/assets/console.css\">"));
+    assert!(html.contains("value=\"/console/x?a=&quot;b&quot;\""));
+    assert_escaped(&html);
+}
+
+#[test]
+fn the_subscription_page_shows_the_gist_of_its_health_reason_and_its_hold() {
+    let reason = "12 of 12 attempts failed in the last 86400s (at least 80% of at least 10 makes it unstable)";
+    let page = views::SubscriptionPage {
+        name: "hooks".into(),
+        topic: "orders".into(),
+        endpoint: "http://127.0.0.1:9/hook".into(),
+        health: "unstable".into(),
+        health_reason: Some(reason.into()),
+        held: Some(held(HeldReason::PushBackoff, Some(at(60)))),
+        paused: false,
+        push_backoff: true,
+        filters: Default::default(),
+        rows: views::DeliveryRows {
+            subscription: "hooks".into(),
+            deliveries: vec![],
+            filters: Default::default(),
+            next_cursor: None,
+            paged: false,
+            csrf: None,
+            waits: Default::default(),
+        },
+        filter_error: None,
+        redriven: None,
+    };
+    let html = views::subscription(&page, &Default::default()).into_string();
+    assert!(
+        html.contains(&format!(
+            "<dd id=\"health\">unstable — <span class=\"health-reason\" title=\"{reason}\">\
+             12 of 12 attempts failed in the last 86400s</span></dd>"
+        )),
+        "{html}"
+    );
+    assert!(html.contains(&format!("title=\"endpoint health unstable: {reason}\"")));
+    assert!(html.contains("id=\"pushes-held\""), "the banner");
+    assert!(!html.contains("id=\"sign-out\""), "no session to end");
 }

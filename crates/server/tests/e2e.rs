@@ -1053,6 +1053,191 @@ async fn delivery_list_filters_by_state_and_reason_and_pages_with_a_cursor() {
     assert!(error_message(&body).starts_with("state:"), "{body}");
 }
 
+/// A value the server accepts for a declared parameter, so a request built
+/// from the document alone reaches its handler.
+fn sample_parameter(name: &str) -> &'static str {
+    match name {
+        "name" => "orders",
+        "state" => "delivered",
+        "reason" => "retries_exhausted",
+        "limit" => "5",
+        "since" => "0",
+        "cursor" => "zzzz",
+        _ => "x",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_parameters_sit_where_the_router_reads_them() {
+    let server = Server::start().await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = document["paths"].as_object().expect("paths");
+    let operations: usize = paths
+        .values()
+        .map(|item| item.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert!(operations >= 27, "{operations}");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut in_path: Vec<&str> = parameters
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().expect("a parameter name"))
+                .collect();
+            in_path.sort_unstable();
+            let mut segments = redrive_server::api::path_parameters(path);
+            segments.sort_unstable();
+            assert_eq!(in_path, segments, "{method} {path}: path parameters");
+            for parameter in &parameters {
+                assert!(
+                    ["path", "query", "header"].contains(&parameter["in"].as_str().unwrap_or("")),
+                    "{method} {path}: {parameter}"
+                );
+                if parameter["in"] == "path" {
+                    assert_eq!(parameter["required"], true, "{method} {path}: {parameter}");
+                } else {
+                    assert_ne!(parameter["required"], true, "{method} {path}: {parameter}");
+                }
+            }
+            // The route exists for this method, and every query parameter
+            // it declares is one the handler reads: no `no route`, no 405,
+            // no `unknown field` for the query.
+            let mut url = path.clone();
+            for segment in redrive_server::api::path_parameters(path) {
+                url = url.replace(&format!("{{{segment}}}"), sample_parameter(segment));
+            }
+            let query: Vec<String> = parameters
+                .iter()
+                .filter(|p| p["in"] == "query")
+                .map(|p| {
+                    let name = p["name"].as_str().unwrap_or_default();
+                    format!("{name}={}", sample_parameter(name))
+                })
+                .collect();
+            if !query.is_empty() {
+                url = format!("{url}?{}", query.join("&"));
+            }
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            // Bodies are left out: a 400 for the missing body still proves
+            // the route; it must not be the query's.
+            let response = server
+                .http
+                .request(method.clone(), server.url(&url))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            // Not every answer is JSON (the backup route streams a file).
+            let body: Value =
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.starts_with("no route") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {url}: {status} {body}"
+            );
+            assert!(
+                !message.starts_with("invalid query"),
+                "{method} {url}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_declares_what_the_server_answers_and_takes() {
+    let server = Server::start().await;
+    let (_, document) = server.get("/openapi.json").await;
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let responses = &operation["responses"];
+            for status in ["401", "403", "408", "431", "503"] {
+                assert!(
+                    responses.get(status).is_some(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            if operation.get("requestBody").is_some() {
+                assert!(responses.get("413").is_some(), "{method} {path} lacks 413");
+                let content = operation["requestBody"]["content"].to_string();
+                assert!(
+                    !content.contains(r#""type":"null""#),
+                    "{method} {path}: {content}"
+                );
+            }
+        }
+    }
+    let publish = &document["paths"]["/v1/topics/{name}/events"]["post"];
+    let content = publish["requestBody"]["content"].as_object().unwrap();
+    let mut types: Vec<&str> = content.keys().map(String::as_str).collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "*/*",
+            "application/cloudevents+json",
+            "application/cloudevents-batch+json"
+        ]
+    );
+    for status in ["202", "400", "404", "413", "429", "431", "503"] {
+        assert!(
+            publish["responses"].get(status).is_some(),
+            "publish lacks {status}"
+        );
+    }
+    let headers: Vec<&str> = publish["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header")
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(headers, ["ce-specversion", "ce-id", "ce-source", "ce-type"]);
+    let batch = &document["components"]["schemas"]["CloudEventBatch"];
+    assert_eq!(batch["maxItems"], Limits::default().max_batch_events);
+
+    // What the server refuses, the schema refuses: empty names, names with
+    // characters outside the set, control characters in a token name, an
+    // apply topic without a name, unknown fields.
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(schemas["Name"]["minLength"], 1);
+    assert_eq!(
+        schemas["CreateTopic"]["properties"]["name"]["$ref"],
+        "#/components/schemas/Name"
+    );
+    assert_eq!(schemas["CreateTopic"]["additionalProperties"], false);
+    assert_eq!(
+        schemas["SubscriptionRequest"]["additionalProperties"],
+        false
+    );
+    assert_eq!(schemas["SubscriptionPatch"]["additionalProperties"], false);
+    assert!(
+        schemas["CreateToken"]["properties"]["name"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains(r"\u0000-\u001F")
+    );
+    let apply_topic = &schemas["ApplyRequest"]["properties"]["topics"]["items"];
+    assert_eq!(apply_topic["required"], json!(["name"]), "{apply_topic}");
+
+    // Each declared error answer carries the API's error body, as served.
+    let (status, body) = server.post("/v1/topics", json!({"name": ""})).await;
+    assert_api_error(status, &body, StatusCode::BAD_REQUEST, "invalid_argument");
+    let anonymous = reqwest::Client::new()
+        .get(server.url("/v1/topics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_and_health_check_are_served() {
     let server = Server::start().await;

@@ -119,6 +119,14 @@ async fn health_goes_unstable_then_disabled_and_enable_delivers_the_backlog() {
             .starts_with("still failing after 1s unstable"),
         "{disabled}"
     );
+    // The answer says the pushes are held, for as long as it stays so.
+    assert_eq!(disabled["pushes_held"]["reason"], "disabled", "{disabled}");
+    assert_eq!(disabled["pushes_held"]["until"], Value::Null);
+    let detail = disabled["pushes_held"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("endpoint health is disabled (still failing after 1s unstable"),
+        "{detail}"
+    );
 
     // Disabled: no pushes, also not of events published meanwhile; the
     // deliveries keep their place.
@@ -784,4 +792,133 @@ async fn push_backoff_is_a_setting_presets_bring_and_patches_change() {
         openapi["components"]["schemas"]["SubscriptionSpec"]["properties"]["push_backoff"]["type"],
         "boolean"
     );
+}
+
+/// An endpoint that answers the first push `503` with `Retry-After: 30` and
+/// every later one 200.
+async fn asks_to_wait_30s() -> Endpoint {
+    Endpoint::start(|_, earlier| {
+        if earlier == 0 {
+            Reply::status(503).header("retry-after", "30")
+        } else {
+            Reply::ok()
+        }
+    })
+    .await
+}
+
+/// Polls a subscription until what holds its pushes is `reason`.
+async fn wait_for_hold(server: &Server, name: &str, reason: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = server.get(&format!("/v1/subscriptions/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["pushes_held"]["reason"] == reason {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s pushes were not held by {reason}: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_says_until_when_and_why_its_pushes_are_held() {
+    let server = Server::start().await;
+    let endpoint = asks_to_wait_30s().await;
+    server.create_topic("orders").await;
+    // Retries 30s apart: a Retry-After of 30s is honoured whole.
+    let created = server
+        .create_subscription(subscription(
+            "hooks",
+            "orders",
+            &endpoint.url,
+            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "30s"}}}),
+        ))
+        .await;
+    assert_eq!(created["pushes_held"], Value::Null, "{created}");
+
+    server.publish_ok("orders", &event("e-1", "t")).await;
+    let asked_at = jiff::Timestamp::now();
+    let held = wait_for_hold(&server, "hooks", "retry_after").await;
+    let until = timestamp(&held["pushes_held"]["until"]);
+    let wait = until.duration_since(asked_at);
+    assert!(
+        wait > jiff::SignedDuration::from_secs(28) && wait <= jiff::SignedDuration::from_secs(31),
+        "held {wait} after the 503: {held:#}"
+    );
+    let detail = held["pushes_held"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the endpoint answered 429 or 503 with Retry-After (a wait it asks for"),
+        "{detail}"
+    );
+    let (_, listed) = server.get("/v1/subscriptions").await;
+    assert_eq!(
+        listed["subscriptions"][0]["pushes_held"],
+        held["pushes_held"]
+    );
+
+    // A delivery published meanwhile is due and waits: no attempt yet.
+    server.publish_ok("orders", &event("e-2", "t")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = server
+        .deliveries("hooks")
+        .await
+        .into_iter()
+        .find(|d| d["event_id"] == "e-2")
+        .unwrap();
+    assert_eq!(waiting["state"], "scheduled", "{waiting}");
+    assert_eq!(waiting["attempts"], 0, "{waiting}");
+    assert!(timestamp(&waiting["next_attempt_at"]) <= jiff::Timestamp::now());
+    assert_eq!(endpoint.count(), 1, "only the first push went out");
+
+    // What a GET answered can be sent back whole: the hold is output only.
+    let (status, patched) = server.patch("/v1/subscriptions/hooks", held.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+
+    // A pause by hand outranks it and lasts until lifted; so does a rate of 0.
+    let (_, paused) = server
+        .post("/v1/subscriptions/hooks/pause", json!({}))
+        .await;
+    assert_eq!(paused["pushes_held"]["reason"], "paused", "{paused}");
+    assert_eq!(paused["pushes_held"]["until"], Value::Null);
+    let (_, resumed) = server
+        .post("/v1/subscriptions/hooks/resume", json!({}))
+        .await;
+    assert_eq!(resumed["pushes_held"]["reason"], "retry_after", "{resumed}");
+    let (status, zero) = server
+        .patch("/v1/subscriptions/hooks", json!({"rate": "0"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{zero}");
+    assert_eq!(zero["pushes_held"]["reason"], "rate_zero", "{zero}");
+    assert_eq!(
+        zero["pushes_held"]["detail"],
+        "the subscription's rate is 0; raising it starts them again"
+    );
+}
+
+#[tokio::test]
+async fn push_backoff_shows_as_a_hold_with_its_failure_count() {
+    let server = Server::start().await;
+    let endpoint = Endpoint::start(|_, _| Reply::status(500)).await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription(
+            "hooks",
+            "orders",
+            &endpoint.url,
+            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}},
+                   "push_backoff": true}),
+        ))
+        .await;
+    server.publish_ok("orders", &event("e-1", "t")).await;
+    let held = wait_for_hold(&server, "hooks", "push_backoff").await;
+    let detail = held["pushes_held"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("push backoff is on and ") && detail.contains(" failed in a row: "),
+        "{detail}"
+    );
+    assert!(timestamp(&held["pushes_held"]["until"]) > timestamp(&held["updated_at"]));
 }

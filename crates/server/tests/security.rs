@@ -119,6 +119,28 @@ async fn without_a_valid_token_every_v1_route_is_401_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn metrics_need_a_read_token_while_health_and_readiness_stay_open() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let http = anonymous();
+    let (status, body, headers) = call(http.get(server.url("/metrics"))).await;
+    assert_eq!(status, Status::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(headers.contains_key("www-authenticate"));
+    let publisher = create_token(&server, "publish:orders").await;
+    let (status, body, _) = call(http.get(server.url("/metrics")).bearer_auth(&publisher)).await;
+    assert_eq!(status, Status::FORBIDDEN, "{body}");
+    let reader = create_token(&server, "read").await;
+    let (status, body, _) = call(http.get(server.url("/metrics")).bearer_auth(&reader)).await;
+    assert_eq!(status, Status::OK, "{body}");
+    assert!(body.as_str().unwrap().contains("redrive_"), "{body}");
+    for open in ["/healthz", "/readyz", "/openapi.json"] {
+        let (status, body, _) = call(http.get(server.url(open))).await;
+        assert_eq!(status, Status::OK, "{open}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn a_publish_token_publishes_only_to_its_topic() {
     let server = Server::start().await;
     server.create_topic("orders").await;
@@ -240,7 +262,26 @@ async fn the_console_signs_in_once_with_a_cookie_and_checks_csrf() {
     );
     let form = http.get(server.url("/console/login")).send().await.unwrap();
     assert_eq!(form.status(), Status::OK);
-    assert!(form.text().await.unwrap().contains(r#"name="token""#));
+    let form = form.text().await.unwrap();
+    assert!(form.contains(r#"name="token""#));
+    // The sign-in page is styled: its stylesheet and script come without a
+    // session, and nothing else does.
+    assert!(
+        form.contains(r#"href="/console/assets/console.css""#),
+        "{form}"
+    );
+    for asset in ["console.css", "console.js"] {
+        let response = http
+            .get(server.url(&format!("/console/assets/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), Status::OK, "{asset}");
+    }
+    for path in ["/console", "/console/policy", "/console/assets-not/x"] {
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), Status::SEE_OTHER, "{path}");
+    }
 
     let refused = http
         .post(server.url("/console/login"))
@@ -491,6 +532,51 @@ async fn pushes_are_signed_and_rotation_signs_with_both_secrets_during_the_grace
 }
 
 #[tokio::test]
+async fn a_second_rotation_within_the_grace_keeps_the_first_secret_signing() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let endpoint = Endpoint::ok().await;
+    server
+        .create_subscription(subscription("s", "orders", &endpoint.url, json!({})))
+        .await;
+    let (_, body) = server.get("/v1/subscriptions/s/secret").await;
+    let mut secrets = vec![body["secret"].as_str().unwrap().to_owned()];
+    // Four rotations in a row: the three latest replaced secrets keep
+    // signing beside the current one, the oldest is let go.
+    for _ in 0..4 {
+        let (status, body) = server
+            .post("/v1/subscriptions/s/secret/rotate", json!({}))
+            .await;
+        assert_eq!(status, Status::OK, "{body}");
+        secrets.push(body["secret"].as_str().unwrap().to_owned());
+    }
+    server.publish_ok("orders", &event("e1", "t")).await;
+    let received = endpoint.wait_for(1).await;
+    assert_eq!(
+        signatures(&received[0]).len(),
+        4,
+        "{:?}",
+        received[0].headers
+    );
+    for secret in &secrets[1..] {
+        assert!(verifies(secret, &received[0]), "{secret}");
+    }
+    assert!(!verifies(&secrets[0], &received[0]));
+
+    // Past the grace only the current secret signs.
+    server.clock.advance(Duration::from_secs(25 * 3600));
+    server.publish_ok("orders", &event("e2", "t")).await;
+    let received = endpoint.wait_for(2).await;
+    assert_eq!(
+        signatures(&received[1]).len(),
+        1,
+        "{:?}",
+        received[1].headers
+    );
+    assert!(verifies(&secrets[4], &received[1]));
+}
+
+#[tokio::test]
 async fn signing_secrets_are_encrypted_at_rest() {
     use redrive_server::security::{SecretBook, SecretCipher};
     use redrive_store::{SqliteStore, Store};
@@ -589,6 +675,170 @@ async fn local_and_metadata_endpoints_are_refused_by_default_and_allowed_by_the_
                 json!({}),
             ))
             .await;
+    }
+}
+
+/// Endpoints redrive refuses by default, one of each kind, literal IPv4 and
+/// IPv6 forms that embed IPv4 (NAT64, 6to4, IPv4-compatible and -translated).
+const FORBIDDEN_ENDPOINTS: [&str; 9] = [
+    "http://127.0.0.1:9/hook",
+    "http://10.0.0.1/hook",
+    "http://169.254.169.254/latest/meta-data",
+    "http://0.0.0.0:8080/",
+    "http://[::1]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[::127.0.0.1]:9/",
+    "http://[::ffff:0:7f00:1]:9/",
+    "http://[2002:a00:1::]/",
+];
+
+fn assert_refuses_endpoint(endpoint: &str, status: Status, body: &Value) {
+    assert_eq!(status, Status::BAD_REQUEST, "{endpoint}: {body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("endpoint: "), "{endpoint}: {message}");
+    assert!(
+        message.contains("--allow-endpoint-networks"),
+        "{endpoint}: {message}"
+    );
+}
+
+#[tokio::test]
+async fn create_patch_and_apply_refuse_the_same_forbidden_endpoints() {
+    let server = default_policy_server().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription(
+            "ok",
+            "orders",
+            "http://93.184.216.34/hook",
+            json!({}),
+        ))
+        .await;
+    for endpoint in FORBIDDEN_ENDPOINTS {
+        let spec = subscription("s", "orders", endpoint, json!({}));
+        let (status, body) = server.post("/v1/subscriptions", spec.clone()).await;
+        assert_refuses_endpoint(endpoint, status, &body);
+
+        let (status, body) = server
+            .patch("/v1/subscriptions/ok", json!({ "endpoint": endpoint }))
+            .await;
+        assert_refuses_endpoint(endpoint, status, &body);
+
+        for dry_run in [true, false] {
+            let (status, body) = server
+                .post(
+                    "/v1/apply",
+                    json!({
+                        "dry_run": dry_run,
+                        "topics": [{"name": "orders"}],
+                        "subscriptions": [spec],
+                    }),
+                )
+                .await;
+            assert_refuses_endpoint(endpoint, status, &body);
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("subscription \"s\": "), "{message}");
+        }
+    }
+    let (_, body) = server.get("/v1/subscriptions").await;
+    let stored: Vec<(&str, &str)> = body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["endpoint"].as_str().unwrap()))
+        .collect();
+    assert_eq!(stored, [("ok", "http://93.184.216.34/hook")]);
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_a_config_with_a_forbidden_endpoint() {
+    for endpoint in FORBIDDEN_ENDPOINTS {
+        let data = tempfile::tempdir().unwrap();
+        let mut spec: redrive_core::SubscriptionSpec =
+            redrive_store::conformance::spec("s", "orders");
+        spec.endpoint = endpoint.into();
+        let options = redrive_server::ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.path().join("data"),
+            database_url: None,
+            limits: Limits::default(),
+            dispatcher: Default::default(),
+            sweeper: quick_sweeper(),
+            health: Default::default(),
+            security: SecurityOptions {
+                endpoint_policy: EndpointPolicy::default(),
+                ..test_security()
+            },
+            config: Some(redrive_core::config::Desired {
+                prune: false,
+                topics: vec![redrive_core::config::TopicDecl {
+                    name: "orders".into(),
+                }],
+                subscriptions: vec![spec],
+            }),
+        };
+        let started = redrive_server::serve(
+            options,
+            |address| panic!("{endpoint}: the server listens on {address}"),
+            std::future::ready(()),
+        )
+        .await;
+        let message = format!("{:#}", started.expect_err(endpoint));
+        assert!(
+            message.contains("cannot apply the configuration file"),
+            "{message}"
+        );
+        assert!(
+            message.contains("subscription \"s\": endpoint: "),
+            "{endpoint}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_ipv4_literal_stored_earlier_is_blocked_at_connect_time() {
+    use redrive_store::{SqliteStore, Store};
+    // Stored directly, as by an older version: only the connect-time check
+    // stands between it and the address it embeds.
+    let data = tempfile::tempdir().unwrap();
+    let endpoints = [
+        "http://[::127.0.0.1]:9/",
+        "http://[::ffff:0:7f00:1]:9/",
+        "http://[64:ff9b::7f00:1]:9/",
+        "http://[2002:7f00:1::]:9/",
+    ];
+    {
+        let now = jiff::Timestamp::now();
+        let store = SqliteStore::open(data.path(), now).unwrap();
+        store.create_topic("orders", now).await.unwrap();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let mut spec = redrive_store::conformance::spec(&format!("s{i}"), "orders");
+            spec.endpoint = (*endpoint).into();
+            store.create_subscription(spec, now).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    let dir = data.path().to_owned();
+    let server = Server::start_tuned(Limits::default(), quick_sweeper(), move |options| {
+        options.data_dir = dir;
+        options.database_url = None;
+        options.security.endpoint_policy = EndpointPolicy::default();
+    })
+    .await;
+    server.publish_ok("orders", &event("e1", "t")).await;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let delivery = server.only_delivery(&format!("s{i}")).await;
+        let detail = server
+            .wait_for_state(delivery["id"].as_str().unwrap(), "failed")
+            .await;
+        let attempts = detail["attempt_log"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{endpoint}: {detail:#}");
+        assert_eq!(attempts[0]["error"], "blocked", "{endpoint}: {detail:#}");
+        let message = attempts[0]["error_message"].as_str().unwrap();
+        assert!(
+            message.contains("127.0.0.1, a loopback address"),
+            "{message}"
+        );
     }
 }
 
@@ -719,6 +969,135 @@ async fn oversized_malformed_and_overlong_batches_are_4xx_and_store_nothing() {
     assert_eq!(status, Status::BAD_REQUEST);
     let (status, _) = server.post("/v1/topics", json!({"name": "a/b"})).await;
     assert_eq!(status, Status::BAD_REQUEST);
+}
+
+/// `event(id)` with `count` string extensions `x0`, `x1`, … of `value`.
+fn event_with_extensions(id: &str, count: usize, value: &str) -> Value {
+    let mut event = event(id, "t");
+    for i in 0..count {
+        event[format!("x{i}")] = json!(value);
+    }
+    event
+}
+
+#[tokio::test]
+async fn events_beyond_the_extension_and_attribute_limits_are_413_and_store_nothing() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    let endpoint = Endpoint::ok().await;
+    server
+        .create_subscription(subscription("s", "orders", &endpoint.url, json!({})))
+        .await;
+
+    // The finding: ten thousand extensions were accepted, and a binary push
+    // of them was answered 431 and retried without end.
+    let (status, body) = server
+        .publish("orders", &event_with_extensions("many", 10_000, "v"))
+        .await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "event_too_large");
+    assert_eq!(
+        body["error"]["message"],
+        "extensions: an event may carry at most 50 extension attributes; this one has 10000"
+    );
+    // Attributes within the count but too long as headers together.
+    let mut long = event("long", "t");
+    long["subject"] = json!("s".repeat(4000));
+    long["type"] = json!("t".repeat(4000));
+    let (status, body) = server.publish("orders", &long).await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("attributes: an event's attributes may take at most 6144 bytes"),
+        "{message}"
+    );
+    // In a batch the event is named and nothing is stored.
+    let batch = [event("b0", "t"), event_with_extensions("b1", 51, "v")];
+    let (status, body) = server.publish_batch("orders", &batch).await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[1].extensions: "),
+        "{body}"
+    );
+
+    // At the limits, a binary-mode push reaches a real HTTP server (hyper
+    // keeps at most 100 headers) with every attribute.
+    let mut full = event_with_extensions("full", 50, &"v".repeat(60));
+    full["subject"] = json!("s".repeat(1500));
+    server.publish_ok("orders", &full).await;
+    let received = endpoint.wait_for(1).await;
+    assert_eq!(received[0].header("ce-id"), Some("full"));
+    assert_eq!(received[0].header("ce-x49"), Some("v".repeat(60).as_str()));
+    let header_bytes: usize = received[0]
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    assert!(header_bytes < 8 * 1024, "{header_bytes} bytes of headers");
+    // Nothing of the refused publishes was stored: the batch's valid event
+    // is new, and the only deliveries are of events within the limits.
+    server.publish_ok("orders", &event("b0", "t")).await;
+    let deliveries = server.wait_all_ended("s", 2).await;
+    assert!(
+        deliveries.iter().all(|d| d["state"] == "delivered"),
+        "{deliveries:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_event_limits_are_configurable_and_duplicate_members_are_400() {
+    let server = Server::start_with(Limits {
+        event: redrive_core::event::EventLimits {
+            max_extensions: 2,
+            max_attribute_bytes: 300,
+        },
+        ..Limits::default()
+    })
+    .await;
+    server.create_topic("orders").await;
+    let (status, body) = server
+        .publish("orders", &event_with_extensions("e1", 3, "v"))
+        .await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2")
+    );
+    server
+        .publish_ok("orders", &event_with_extensions("e2", 2, "v"))
+        .await;
+    let mut long = event("e3", "t");
+    long["subject"] = json!("s".repeat(300));
+    let (status, body) = server.publish("orders", &long).await;
+    assert_eq!(status, Status::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 300 bytes")
+    );
+
+    let duplicate = br#"{"specversion":"1.0","id":"d1","id":"d2","source":"/s","type":"t"}"#;
+    for (content_type, body) in [
+        ("application/cloudevents+json", duplicate.to_vec()),
+        (
+            "application/cloudevents-batch+json",
+            [b"[".as_slice(), duplicate, b"]"].concat(),
+        ),
+    ] {
+        let (status, answer) = server.publish_raw("orders", content_type, body).await;
+        assert_eq!(status, Status::BAD_REQUEST, "{content_type}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("the member \"id\" appears twice"),
+            "{message}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -22,9 +22,30 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the store may well work again without anyone changing the
+    /// request: a full disk, an I/O error, a lost connection. Callers answer
+    /// 503 and retry; anything else is final for the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
-        StoreError::Backend(err.to_string())
+        use rusqlite::ErrorCode;
+        match err.sqlite_error_code() {
+            // The disk is full, the file cannot be written or read back, or
+            // the filesystem went read-only: the data is intact and writes
+            // work again once the operator frees space or fixes the disk.
+            Some(
+                ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen,
+            ) => StoreError::Unavailable(format!("the store cannot write: {err}")),
+            _ => StoreError::Backend(err.to_string()),
+        }
     }
 }
 

@@ -272,6 +272,9 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
     /// Reaches the database and reads its schema version.
     async fn readiness(&self) -> Result<StoreReadiness>;
+    /// Commits a small durable write that changes nothing a reader sees:
+    /// after writes failed (a full disk), tells whether they work again.
+    async fn check_writes(&self) -> Result<()>;
     /// Writes a consistent copy of the whole store to `path` (which must not
     /// exist), while the store keeps serving.
     async fn backup_into(&self, path: &Path) -> Result<()>;

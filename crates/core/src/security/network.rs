@@ -110,18 +110,98 @@ pub fn parse_networks(list: &str) -> Result<Vec<IpNetwork>, NetworkParseError> {
         .collect()
 }
 
-/// The kind of address redrive refuses by default, if `ip` is one.
+/// The kind of address redrive refuses by default, if `ip` is one. An IPv6
+/// address that embeds an IPv4 address is judged by what it embeds as well.
 pub fn restricted_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(ip) => restricted_v4(ip),
-        IpAddr::V6(ip) => {
-            // An IPv4-mapped address reaches the IPv4 host it embeds.
-            if let Some(v4) = ip.to_ipv4_mapped() {
-                return restricted_v4(v4);
-            }
-            restricted_v6(ip)
-        }
+        IpAddr::V6(ip) => restricted_v6(ip).or_else(|| {
+            embedded_ipv4(ip)
+                .into_iter()
+                .find_map(|embedded| restricted_v4(embedded.ipv4))
+        }),
     }
+}
+
+/// An IPv4 address carried inside an IPv6 address, and the form that
+/// carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmbeddedIpv4 {
+    /// How the IPv6 address carries it (`"NAT64"`, `"6to4"`, …).
+    pub form: &'static str,
+    pub ipv4: Ipv4Addr,
+}
+
+/// Every IPv4 address `ip` may lead to through a translator, relay or
+/// tunnel. Such an address reaches the IPv4 host it embeds wherever the
+/// network routes the form (a NAT64 gateway, a 6to4 or Teredo relay, an
+/// ISATAP router, a dual stack), so it must pass the same rules.
+///
+/// - IPv4-mapped `::ffff:0:0/96` and IPv4-compatible `::/96`: the last 32
+///   bits (`::` and `::1` are IPv6's own unspecified and loopback);
+/// - IPv4-translated `::ffff:0:0:0/96` (SIIT): the last 32 bits;
+/// - NAT64 well-known prefix `64:ff9b::/96`: the last 32 bits;
+/// - NAT64 local-use prefix `64:ff9b:1::/48`: the translator's prefix may be
+///   /48, /56, /64 or /96 (RFC 6052 §2.2), each putting the address
+///   elsewhere, so every one of those readings counts;
+/// - 6to4 `2002::/16`: bits 16–47;
+/// - Teredo `2001::/32`: the server (bits 32–63) and the client (the last
+///   32 bits, inverted);
+/// - ISATAP: an interface identifier `0000:5efe` or `0200:5efe` (the
+///   universal/group bits aside) followed by the address.
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Vec<EmbeddedIpv4> {
+    let o = ip.octets();
+    let v4 = |a: u8, b: u8, c: u8, d: u8| Ipv4Addr::new(a, b, c, d);
+    let last = v4(o[12], o[13], o[14], o[15]);
+    let one = |form, ipv4| vec![EmbeddedIpv4 { form, ipv4 }];
+    let zeros = |range: std::ops::Range<usize>| o[range].iter().all(|b| *b == 0);
+    if zeros(0..10) && o[10] == 0xff && o[11] == 0xff {
+        return one("IPv4-mapped", last);
+    }
+    if zeros(0..12) {
+        // `::` and `::1` are IPv6's own; restricted_v6 names them.
+        return one("IPv4-compatible", last);
+    }
+    if zeros(0..8) && o[8] == 0xff && o[9] == 0xff && o[10] == 0 && o[11] == 0 {
+        return one("IPv4-translated", last);
+    }
+    if o[..4] == [0x00, 0x64, 0xff, 0x9b] && zeros(4..12) {
+        return one("NAT64", last);
+    }
+    if o[..6] == [0x00, 0x64, 0xff, 0x9b, 0x00, 0x01] {
+        // Byte 8 is RFC 6052's reserved "u" octet, never part of the address.
+        return [
+            v4(o[6], o[7], o[9], o[10]),
+            v4(o[7], o[9], o[10], o[11]),
+            v4(o[9], o[10], o[11], o[12]),
+            last,
+        ]
+        .into_iter()
+        .map(|ipv4| EmbeddedIpv4 {
+            form: "local-use NAT64",
+            ipv4,
+        })
+        .collect();
+    }
+    if o[..2] == [0x20, 0x02] {
+        return one("6to4", v4(o[2], o[3], o[4], o[5]));
+    }
+    if o[..4] == [0x20, 0x01, 0x00, 0x00] {
+        return vec![
+            EmbeddedIpv4 {
+                form: "Teredo (server)",
+                ipv4: v4(o[4], o[5], o[6], o[7]),
+            },
+            EmbeddedIpv4 {
+                form: "Teredo (client)",
+                ipv4: v4(!o[12], !o[13], !o[14], !o[15]),
+            },
+        ];
+    }
+    if o[8] & 0xfc == 0 && o[9] == 0 && o[10] == 0x5e && o[11] == 0xfe {
+        return one("ISATAP", last);
+    }
+    Vec::new()
 }
 
 fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
@@ -172,6 +252,16 @@ pub enum NetworkError {
     )]
     Restricted { ip: IpAddr, kind: &'static str },
     #[error(
+        "{ip} is a {form} address that reaches {ipv4}, a {kind} address; redrive does not \
+         deliver to {kind} addresses unless --allow-endpoint-networks includes it"
+    )]
+    Embedded {
+        ip: IpAddr,
+        form: &'static str,
+        ipv4: Ipv4Addr,
+        kind: &'static str,
+    },
+    #[error(
         "{host:?} always means this machine (loopback); redrive does not deliver there \
              unless --allow-endpoint-networks includes 127.0.0.1"
     )]
@@ -189,24 +279,42 @@ pub struct EndpointPolicy {
 }
 
 impl EndpointPolicy {
-    /// May redrive connect to `ip`?
+    /// May redrive connect to `ip`? An IPv6 address that embeds IPv4
+    /// addresses passes only if each embedded address would pass too (or
+    /// the allow-list names the IPv6 address itself).
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), NetworkError> {
-        let Some(kind) = restricted_kind(ip) else {
+        if self.allows(ip) {
             return Ok(());
-        };
-        let mapped = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
-            IpAddr::V4(_) => None,
-        };
-        let allowed = self
-            .allow
-            .iter()
-            .any(|net| net.contains(ip) || mapped.is_some_and(|v4| net.contains(v4)));
-        if allowed {
-            Ok(())
-        } else {
-            Err(NetworkError::Restricted { ip, kind })
         }
+        let v6 = match ip {
+            IpAddr::V4(v4) => {
+                return match restricted_v4(v4) {
+                    Some(kind) => Err(NetworkError::Restricted { ip, kind }),
+                    None => Ok(()),
+                };
+            }
+            IpAddr::V6(v6) => v6,
+        };
+        if let Some(kind) = restricted_v6(v6) {
+            return Err(NetworkError::Restricted { ip, kind });
+        }
+        for EmbeddedIpv4 { form, ipv4 } in embedded_ipv4(v6) {
+            if let Some(kind) = restricted_v4(ipv4)
+                && !self.allows(IpAddr::V4(ipv4))
+            {
+                return Err(NetworkError::Embedded {
+                    ip,
+                    form,
+                    ipv4,
+                    kind,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|net| net.contains(ip))
     }
 
     /// May redrive use this URL scheme?
@@ -237,6 +345,52 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// IPv4 addresses in every range redrive refuses by default.
+    fn forbidden_ipv4() -> impl Strategy<Value = Ipv4Addr> {
+        let within = |base: u32, prefix: u32| {
+            any::<u32>().prop_map(move |bits| {
+                let host = if prefix == 32 { 0 } else { bits >> prefix };
+                Ipv4Addr::from(base | host)
+            })
+        };
+        prop_oneof![
+            within(0x7f00_0000, 8),  // 127.0.0.0/8
+            within(0x0a00_0000, 8),  // 10.0.0.0/8
+            within(0xac10_0000, 12), // 172.16.0.0/12
+            within(0xc0a8_0000, 16), // 192.168.0.0/16
+            within(0x6440_0000, 10), // 100.64.0.0/10
+            within(0xa9fe_0000, 16), // 169.254.0.0/16
+            within(0xe000_0000, 4),  // multicast
+            within(0x0000_0000, 8),  // 0.0.0.0/8
+            Just(Ipv4Addr::BROADCAST),
+            Just(Ipv4Addr::new(169, 254, 169, 254)),
+        ]
+    }
+
+    /// `v4` in embedding `form`, with the form's free bits from `filler`.
+    fn embed(form: usize, v4: Ipv4Addr, filler: u128) -> Ipv6Addr {
+        let v4 = u128::from(u32::from(v4));
+        let bits = match form {
+            // IPv4-mapped ::ffff:0:0/96
+            0 => 0xffff << 32 | v4,
+            // IPv4-compatible ::/96
+            1 => v4,
+            // IPv4-translated ::ffff:0:0:0/96
+            2 => 0xffff_0000 << 32 | v4,
+            // NAT64 64:ff9b::/96
+            3 => 0x0064_ff9b << 96 | v4,
+            // NAT64 64:ff9b:1::/48 with a /96 translator prefix
+            4 => 0x0064_ff9b_0001 << 80 | (filler & (((1 << 48) - 1) << 32)) | v4,
+            // 6to4 2002::/16: subnet and interface bits are free
+            5 => 0x2002 << 112 | v4 << 80 | (filler & ((1 << 80) - 1)),
+            // Teredo server field; flags, port and client are free
+            6 => 0x2001_0000 << 96 | v4 << 64 | (filler & ((1 << 64) - 1)),
+            // Teredo client field, inverted; server, flags and port are free
+            _ => 0x2001_0000 << 96 | (filler & (((1 << 64) - 1) << 32)) | (!v4 & 0xffff_ffff),
+        };
+        Ipv6Addr::from(bits)
     }
 
     #[test]
@@ -350,8 +504,162 @@ mod tests {
         assert!(all.contains(ip("203.0.113.7")));
     }
 
+    #[test]
+    fn ipv6_forms_embedding_a_forbidden_ipv4_address_are_refused() {
+        let policy = EndpointPolicy::default();
+        for (addr, form, ipv4, kind) in [
+            ("64:ff9b::a00:1", "NAT64", "10.0.0.1", "private"),
+            (
+                "64:ff9b::a9fe:a9fe",
+                "NAT64",
+                "169.254.169.254",
+                "link-local",
+            ),
+            ("64:ff9b::7f00:1", "NAT64", "127.0.0.1", "loopback"),
+            ("::127.0.0.1", "IPv4-compatible", "127.0.0.1", "loopback"),
+            (
+                "::ffff:0:7f00:1",
+                "IPv4-translated",
+                "127.0.0.1",
+                "loopback",
+            ),
+            (
+                "::ffff:169.254.169.254",
+                "IPv4-mapped",
+                "169.254.169.254",
+                "link-local",
+            ),
+            ("2002:7f00:1::", "6to4", "127.0.0.1", "loopback"),
+            (
+                "2002:a9fe:a9fe:1::5",
+                "6to4",
+                "169.254.169.254",
+                "link-local",
+            ),
+            ("2001:0:a00:1::", "Teredo (server)", "10.0.0.1", "private"),
+            // The client field is inverted: !127.0.0.1 = 128.255.255.254.
+            (
+                "2001:0:808:808::80ff:fffe",
+                "Teredo (client)",
+                "127.0.0.1",
+                "loopback",
+            ),
+            (
+                "64:ff9b:1::a00:1",
+                "local-use NAT64",
+                "0.0.0.0",
+                "unspecified",
+            ),
+            (
+                "64:ff9b:1:808:8:808:a00:1",
+                "local-use NAT64",
+                "10.0.0.1",
+                "private",
+            ),
+            (
+                "64:ff9b:1:a00:1:100::",
+                "local-use NAT64",
+                "10.0.1.1",
+                "private",
+            ),
+            ("2606:4700:1::5efe:a00:1", "ISATAP", "10.0.0.1", "private"),
+        ] {
+            assert_eq!(
+                policy.check_ip(ip(addr)),
+                Err(NetworkError::Embedded {
+                    ip: ip(addr),
+                    form,
+                    ipv4: ipv4.parse().unwrap(),
+                    kind,
+                }),
+                "{addr}"
+            );
+            assert_eq!(restricted_kind(ip(addr)), Some(kind), "{addr}");
+        }
+        let message = policy
+            .check_ip(ip("64:ff9b::a9fe:a9fe"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "64:ff9b::a9fe:a9fe is a NAT64 address that reaches 169.254.169.254, a link-local \
+             address; redrive does not deliver to link-local addresses unless \
+             --allow-endpoint-networks includes it"
+        );
+    }
+
+    #[test]
+    fn ipv6_forms_embedding_a_public_ipv4_address_pass() {
+        let policy = EndpointPolicy::default();
+        for addr in [
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
+            "2002:808:808::1",
+            // Teredo server 8.8.8.8, client !(f7f7:f7f7) = 8.8.8.8.
+            "2001:0:808:808::f7f7:f7f7",
+            "64:ff9b:1:808:808:808:808:808",
+            "2606:4700::5efe:808:808",
+        ] {
+            assert_eq!(policy.check_ip(ip(addr)), Ok(()), "{addr}");
+        }
+        // IPv6's own loopback and unspecified keep their names.
+        assert_eq!(restricted_kind(ip("::1")), Some("loopback"));
+        assert_eq!(restricted_kind(ip("::")), Some("unspecified"));
+    }
+
+    #[test]
+    fn allowing_the_embedded_ipv4_range_or_the_ipv6_address_opens_an_embedding() {
+        let v4 = EndpointPolicy {
+            allow: parse_networks("10.0.0.0/8").unwrap(),
+            https_only: false,
+        };
+        assert_eq!(v4.check_ip(ip("64:ff9b::a00:1")), Ok(()));
+        assert_eq!(v4.check_ip(ip("2002:a00:1::1")), Ok(()));
+        // Both Teredo fields must pass: the client here is 127.0.0.1.
+        assert!(v4.check_ip(ip("2001:0:a00:1::80ff:fffe")).is_err());
+        let v6 = EndpointPolicy {
+            allow: parse_networks("64:ff9b::/96").unwrap(),
+            https_only: false,
+        };
+        assert_eq!(v6.check_ip(ip("64:ff9b::a9fe:a9fe")), Ok(()));
+        assert!(v6.check_ip(ip("2002:a9fe:a9fe::")).is_err());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_embedding_of_a_forbidden_ipv4_address_is_refused(
+            v4 in forbidden_ipv4(),
+            form in 0usize..8,
+            filler in any::<u128>(),
+        ) {
+            let v6 = embed(form, v4, filler);
+            let refused = EndpointPolicy::default().check_ip(IpAddr::V6(v6));
+            prop_assert!(refused.is_err(), "{} (form {}) embeds {} yet passed", v6, form, v4);
+            prop_assert!(restricted_kind(IpAddr::V6(v6)).is_some());
+        }
+
+        #[test]
+        fn an_embedding_passes_when_its_ipv4_range_is_allowed(
+            v4 in forbidden_ipv4(),
+            form in 0usize..8,
+            filler in any::<u128>(),
+        ) {
+            let v6 = embed(form, v4, filler);
+            // `::` and `::1` are IPv6's own unspecified and loopback.
+            prop_assume!(restricted_v6(v6).is_none());
+            // Embeddings with several readings (Teredo, local-use NAT64) may
+            // carry another forbidden address in the filler: allow them all.
+            let allowed: Vec<IpNetwork> = embedded_ipv4(v6)
+                .iter()
+                .map(|e| IpNetwork::new(IpAddr::V4(e.ipv4), 32).unwrap())
+                .collect();
+            prop_assert!(allowed.iter().any(|net| net.contains(IpAddr::V4(v4))));
+            let policy = EndpointPolicy { allow: allowed, https_only: false };
+            prop_assert_eq!(policy.check_ip(IpAddr::V6(v6)), Ok(()));
+        }
 
         #[test]
         fn network_parser_never_panics(input in "\\PC{0,40}") {

@@ -68,7 +68,14 @@ pub async fn apply(
         topics,
         subscriptions,
     };
-    let changes = config::apply(&*state.store, &desired, request.dry_run, Timestamp::now()).await?;
+    let changes = config::apply(
+        &*state.store,
+        &desired,
+        &state.security.endpoint_policy,
+        request.dry_run,
+        Timestamp::now(),
+    )
+    .await?;
     if !request.dry_run {
         state.subscriptions_changed.notify_one();
     }

@@ -10,9 +10,10 @@ use super::extract::ApiQuery;
 use super::{ApiError, AppState};
 
 const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 1000;
+pub(crate) const MAX_PAGE: u32 = 1000;
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// `scheduled`, `in_flight`, `delivered` or `failed`.

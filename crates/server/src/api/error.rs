@@ -10,6 +10,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The store failure behind a 503 that passes by itself (a full disk):
+    /// the answer then says when to retry, and the failure is logged.
+    pub store_unavailable: Option<StoreError>,
 }
 
 impl ApiError {
@@ -18,6 +21,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            store_unavailable: None,
         }
     }
 
@@ -45,10 +49,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             StoreError::Invalid(message) => ApiError::bad_request(message),
-            StoreError::Unavailable(message) => {
-                tracing::error!(error = %message, "store unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            }
+            // Logged once per interval by `note_store_failures`, which
+            // finds the failure on the response.
+            StoreError::Unavailable(ref message) => ApiError {
+                store_unavailable: Some(err.clone()),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{message}; try again later"),
+                )
+            },
             StoreError::Backend(message) => {
                 tracing::error!(error = %message, "store failure");
                 ApiError::new(
@@ -61,9 +71,40 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// How long a client should wait before retrying a request the store could
+/// not serve (`Retry-After` of every 503 `unavailable`).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Marks a response whose request the store failed with a transient error,
+/// for `note_store_failures`.
+#[derive(Clone, Debug)]
+pub struct StoreUnavailable(pub StoreError);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(err) = self.store_unavailable {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
+            response.extensions_mut().insert(StoreUnavailable(err));
+        }
+        response
     }
+}
+
+/// Reports the store failures behind answers (once per interval, with a
+/// count) and makes readiness look at the store's writes.
+pub async fn note_store_failures(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(StoreUnavailable(err)) = response.extensions().get::<StoreUnavailable>() {
+        state.ops.store_writes.failed(err);
+    }
+    response
 }

@@ -4,7 +4,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use jiff::Timestamp;
-use redrive_core::event::{self, CloudEvent, EventError};
+use redrive_core::event::{self, CloudEvent, EventError, EventLimits};
 use redrive_store::PublishOutcome;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -39,15 +39,37 @@ pub async fn publish(
             events.len()
         )));
     }
+    check_limits(&events, &state.limits.event)?;
     let outcomes = state
         .store
         .publish(&topic, events, Timestamp::now())
         .await?;
+    state.ops.store_writes.succeeded();
     crate::metrics::published(&topic, &outcomes);
     Ok((
         StatusCode::ACCEPTED,
         Json(PublishResponse { events: outcomes }),
     ))
+}
+
+/// 413 for an event carrying more than this server accepts; a batch is
+/// refused whole, naming the event.
+fn check_limits(events: &[CloudEvent], limits: &EventLimits) -> Result<(), ApiError> {
+    for (index, event) in events.iter().enumerate() {
+        if let Err(err) = event.check_limits(limits) {
+            let at = if events.len() > 1 {
+                format!("[{index}].")
+            } else {
+                String::new()
+            };
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event_too_large",
+                format!("{at}{err}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<CloudEvent>, EventError> {

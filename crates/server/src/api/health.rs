@@ -6,9 +6,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use jiff::Timestamp;
 use redrive_core::{Health, Subscription};
+
+use super::subscriptions::SubscriptionAnswer;
 use redrive_store::{HealthChange, StoreError};
 
-use super::subscriptions::SubscriptionView;
 use super::{ApiError, AppState};
 
 /// How often `enable` retries when the evaluator changes the health between
@@ -25,21 +26,21 @@ pub fn routes() -> Router<AppState> {
 /// Stops pushes to the subscription; its deliveries keep their place
 /// (retention still applies) until it is resumed.
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/pause",
-    responses((status = 200, body = SubscriptionView), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 404)))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<SubscriptionView>, ApiError> {
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
     set_paused(state, &name, true).await
 }
 
 /// Resumes pushes to a paused subscription.
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/resume",
-    responses((status = 200, body = SubscriptionView), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 404)))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<SubscriptionView>, ApiError> {
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
     set_paused(state, &name, false).await
 }
 
@@ -47,8 +48,9 @@ async fn set_paused(
     state: AppState,
     name: &str,
     paused: bool,
-) -> Result<Json<SubscriptionView>, ApiError> {
-    Ok(Json(set_paused_by_hand(&state, name, paused).await?.into()))
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
+    let subscription = set_paused_by_hand(&state, name, paused).await?;
+    Ok(Json(SubscriptionAnswer::new(&state, subscription)))
 }
 
 /// Pauses or resumes pushes (the API and the console both do it).
@@ -67,12 +69,13 @@ pub(crate) async fn set_paused_by_hand(
 /// its backlog is delivered; an unstable one starts its count over. A
 /// healthy one is left as it is.
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/enable",
-    responses((status = 200, body = SubscriptionView), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 404)))]
 pub async fn enable(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<SubscriptionView>, ApiError> {
-    Ok(Json(enable_by_hand(&state, &name).await?.into()))
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
+    let subscription = enable_by_hand(&state, &name).await?;
+    Ok(Json(SubscriptionAnswer::new(&state, subscription)))
 }
 
 /// Makes a disabled or unstable subscription healthy so its backlog flows.

@@ -19,7 +19,7 @@ use crate::jobs::{Job, JobState, Jobs};
 /// Deliveries moved per write while redriving.
 const REDRIVE_BATCH: u32 = 500;
 const DEFAULT_JOURNAL_PAGE: u32 = 100;
-const MAX_JOURNAL_PAGE: u32 = 1000;
+pub(crate) const MAX_JOURNAL_PAGE: u32 = 1000;
 
 /// Refuses a dead-letter topic that does not exist, naming the field.
 pub(crate) async fn check_dead_letter_topic(
@@ -234,6 +234,7 @@ pub async fn job(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JournalParams {
     /// The `position` of the last entry already read (or the `next` of the

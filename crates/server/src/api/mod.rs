@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod lifecycle;
 mod openapi;
+mod openapi_truth;
 mod ops;
 mod request_logging;
 mod security;
@@ -26,6 +27,9 @@ use tokio::sync::Notify;
 pub use error::ApiError;
 pub(crate) use health::{enable_by_hand, set_paused_by_hand};
 pub(crate) use lifecycle::redrive_in_background;
+pub use openapi::document_json as openapi_document;
+pub use openapi_truth::path_parameters;
+pub(crate) use subscriptions::pushes_held;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -48,6 +52,8 @@ pub struct Limits {
     pub max_publish_bytes: usize,
     /// Most events in one batch publish.
     pub max_batch_events: usize,
+    /// What one event may carry (extensions, attribute bytes).
+    pub event: redrive_core::event::EventLimits,
     /// Redrives matching at most this many deliveries finish before the
     /// answer; larger ones run as a background job.
     pub redrive_inline_limit: u64,
@@ -58,6 +64,7 @@ impl Default for Limits {
         Limits {
             max_publish_bytes: 1024 * 1024,
             max_batch_events: 1000,
+            event: Default::default(),
             redrive_inline_limit: 1000,
         }
     }
@@ -127,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::security::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::note_store_failures,
+        ))
         // Outermost last: limits first, then who is asking.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -60,6 +60,16 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document as served: generated from the handlers, then completed
+/// with what only the guards and parsers know (see `openapi_truth`).
+pub fn document_json(limits: &super::Limits) -> serde_json::Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    super::openapi_truth::apply(&mut document, limits);
+    document
+}
+
+pub async fn document(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+) -> Json<serde_json::Value> {
+    Json(document_json(&state.limits))
 }

@@ -27,20 +27,23 @@ pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// Ready to take traffic: the store answers, its schema is fully migrated,
-/// the dispatcher runs and the process is not shutting down.
+/// Ready to take traffic: the store answers and takes writes, its schema is
+/// fully migrated, the dispatcher runs and the process is not shutting down.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let (store_ok, store, migrations_ok, migrations) = match state.store.readiness().await {
-        Ok(readiness) => (
-            true,
-            json!({"ok": true}),
-            readiness.migrated(),
-            json!({
-                "ok": readiness.migrated(),
-                "schema_version": readiness.schema_version,
-                "latest_schema_version": readiness.latest_schema_version,
-            }),
-        ),
+        Ok(readiness) => {
+            let (writable, store) = check_writes(&state).await;
+            (
+                writable,
+                store,
+                readiness.migrated(),
+                json!({
+                    "ok": readiness.migrated(),
+                    "schema_version": readiness.schema_version,
+                    "latest_schema_version": readiness.latest_schema_version,
+                }),
+            )
+        }
         Err(err) => {
             tracing::warn!(error = %err, "readiness: the store does not answer");
             (
@@ -71,6 +74,28 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
             },
         })),
     )
+}
+
+/// A store that answers reads may still fail every write (a full disk):
+/// readiness commits a small write too, and reports what it met.
+async fn check_writes(state: &AppState) -> (bool, serde_json::Value) {
+    match state.store.check_writes().await {
+        Ok(()) => {
+            state.ops.store_writes.succeeded();
+            (true, json!({"ok": true, "writable": true}))
+        }
+        Err(err) => {
+            if err.is_transient() {
+                state.ops.store_writes.failed(&err);
+            } else {
+                tracing::warn!(error = %err, "readiness: a store write failed");
+            }
+            (
+                false,
+                json!({"ok": false, "writable": false, "error": err.to_string()}),
+            )
+        }
+    }
 }
 
 /// Prometheus text exposition. The backlog gauges are read from the store

@@ -15,7 +15,7 @@ use super::{ApiError, AppState};
 use crate::security::auth;
 
 /// Longest token label.
-const MAX_TOKEN_NAME: usize = 200;
+pub(crate) const MAX_TOKEN_NAME: usize = 200;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +120,8 @@ pub async fn delete_token(
 pub struct SecretAnswer {
     /// `whsec_` + base64: the key of `webhook-signature`.
     pub secret: String,
-    /// Until when the previous secret also signs (after a rotation).
+    /// Until when a secret replaced by a rotation also signs (the latest
+    /// of them, when several rotations fell within the grace period).
     #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_valid_until: Option<Timestamp>,
@@ -142,10 +143,7 @@ pub async fn get_secret(
     let now = Timestamp::now();
     Ok(Json(SecretAnswer {
         secret: keys.current.to_string(),
-        previous_valid_until: keys
-            .previous
-            .map(|(_, until)| until)
-            .filter(|until| *until > now),
+        previous_valid_until: keys.previous_valid_until(now),
     }))
 }
 
@@ -186,6 +184,6 @@ pub async fn rotate_secret(
     state.subscriptions_changed.notify_one();
     Ok(Json(SecretAnswer {
         secret: keys.current.to_string(),
-        previous_valid_until: keys.previous.map(|(_, until)| until),
+        previous_valid_until: keys.previous_valid_until(now),
     }))
 }

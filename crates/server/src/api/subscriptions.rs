@@ -3,6 +3,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
+use redrive_core::hold::PushesHeld;
 use redrive_core::{EffectiveSettings, Subscription, SubscriptionSpec};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,42 +15,73 @@ use crate::validate;
 
 #[derive(Serialize, ToSchema)]
 pub struct SubscriptionList {
-    pub subscriptions: Vec<SubscriptionView>,
+    pub subscriptions: Vec<SubscriptionAnswer>,
 }
 
-/// A subscription as the API answers it: its fields as written (with the
-/// defaults of plain fields filled in), its status, and `effective`, the
-/// values in force for every setting that has a default. `effective` is
-/// read-only: sent back in a request it is ignored.
+/// A subscription as the API answers with it: its settings as written (the
+/// defaults of plain fields filled in) and status, the values in force for
+/// every setting with a default, and whether its pushes are held back right
+/// now.
 #[derive(Serialize, ToSchema)]
-pub struct SubscriptionView {
+pub struct SubscriptionAnswer {
     #[serde(flatten)]
     pub subscription: Subscription,
+    /// Output only: the values in force for every setting that has a
+    /// default, whether written or left out (`bucket_size` 5 with a rate,
+    /// `max_delivery_attempts` 5 with a dead-letter topic, …). The settings
+    /// themselves keep what was written, so an answer sent back pins no
+    /// default.
     pub effective: EffectiveSettings,
+    /// Output only: what holds the subscription's pushes back now, until
+    /// when and why, or `null`. A pause by hand, health `disabled` and a
+    /// `rate` of 0 hold on every node; push backoff and `Retry-After` pauses
+    /// are kept by each node's dispatcher, so this is the answering node's.
+    pub pushes_held: Option<PushesHeld>,
 }
 
-impl From<Subscription> for SubscriptionView {
-    fn from(subscription: Subscription) -> Self {
-        SubscriptionView {
+impl SubscriptionAnswer {
+    /// `subscription` with the holds `state`'s node knows of.
+    pub fn new(state: &AppState, subscription: Subscription) -> SubscriptionAnswer {
+        let pushes_held = pushes_held(state, &subscription, Timestamp::now());
+        SubscriptionAnswer {
             effective: subscription.spec.effective(),
             subscription,
+            pushes_held,
         }
     }
 }
 
-/// The key of [`SubscriptionView::effective`]: an answer sent back as a
-/// request carries it, and it is not a setting.
-const READ_ONLY_EFFECTIVE: &str = "effective";
+/// The keys of [`SubscriptionAnswer`] that are not settings: a GET answer
+/// may come back whole (as a PATCH, a create or in an apply), and they are
+/// ignored there.
+const OUTPUT_ONLY: [&str; 2] = ["effective", "pushes_held"];
+
+fn drop_output_only(body: &mut Value) {
+    if let Some(fields) = body.as_object_mut() {
+        for key in OUTPUT_ONLY {
+            fields.remove(key);
+        }
+    }
+}
+
+/// What holds `subscription`'s pushes back at `now`, as this node sees it.
+pub fn pushes_held(
+    state: &AppState,
+    subscription: &Subscription,
+    now: Timestamp,
+) -> Option<PushesHeld> {
+    let pause = state.ops.push_holds.pause(&subscription.spec.name, now);
+    redrive_core::hold::pushes_held(subscription, pause, now)
+}
 
 #[utoipa::path(post, path = "/v1/subscriptions", request_body = SubscriptionSpec,
-    responses((status = 201, body = SubscriptionView), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
+    responses((status = 201, body = SubscriptionAnswer), (status = 400), (status = 404, description = "unknown topic"), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
+) -> Result<(StatusCode, Json<SubscriptionAnswer>), ApiError> {
     let spec = spec_from_json(body)?;
-    validate::subscription(&spec)?;
-    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
+    validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
@@ -66,39 +98,41 @@ pub async fn create(
             "cannot store the new subscription's signing secret yet");
     }
     state.subscriptions_changed.notify_one();
-    Ok((StatusCode::CREATED, Json(subscription.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(SubscriptionAnswer::new(&state, subscription)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", responses((status = 200, body = SubscriptionList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SubscriptionList>, ApiError> {
+    let subscriptions = state.store.list_subscriptions().await?;
     Ok(Json(SubscriptionList {
-        subscriptions: state
-            .store
-            .list_subscriptions()
-            .await?
+        subscriptions: subscriptions
             .into_iter()
-            .map(SubscriptionView::from)
+            .map(|subscription| SubscriptionAnswer::new(&state, subscription))
             .collect(),
     }))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{name}",
-    responses((status = 200, body = SubscriptionView), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 404)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<SubscriptionView>, ApiError> {
-    Ok(Json(state.store.get_subscription(&name).await?.into()))
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
+    let subscription = state.store.get_subscription(&name).await?;
+    Ok(Json(SubscriptionAnswer::new(&state, subscription)))
 }
 
 /// A JSON merge patch (RFC 7386) over the subscription's spec.
 #[utoipa::path(patch, path = "/v1/subscriptions/{name}", request_body = Object,
-    responses((status = 200, body = SubscriptionView), (status = 400), (status = 404)))]
+    responses((status = 200, body = SubscriptionAnswer), (status = 400), (status = 404)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<SubscriptionView>, ApiError> {
+) -> Result<Json<SubscriptionAnswer>, ApiError> {
     let patch: Value = parse_json(&body)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
@@ -109,12 +143,13 @@ pub async fn update(
     let mut merged = serde_json::to_value(&current.spec)
         .map_err(|err| ApiError::bad_request(format!("cannot merge: {err}")))?;
     let mut patch = patch;
+    // What a GET answered may come back whole.
+    drop_output_only(&mut patch);
     // The alias would sit beside the stored field and read as a duplicate.
-    if let Some(fields) = patch.as_object_mut() {
-        if let Some(value) = fields.remove("max_concurrent_requests") {
-            fields.insert("max_concurrency".into(), value);
-        }
-        fields.remove(READ_ONLY_EFFECTIVE);
+    if let Some(fields) = patch.as_object_mut()
+        && let Some(value) = fields.remove("max_concurrent_requests")
+    {
+        fields.insert("max_concurrency".into(), value);
     }
     redrive_core::presets::expand_subscription(&mut patch)
         .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
@@ -130,15 +165,14 @@ pub async fn update(
     if spec.name != name {
         return Err(ApiError::invalid("name", "a subscription can't be renamed"));
     }
-    validate::subscription(&spec)?;
-    crate::security::ssrf::check_endpoint(&state.security.endpoint_policy, &spec.endpoint)?;
+    validate::subscription(&spec, &state.security.endpoint_policy)?;
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store
         .update_subscription(spec, Timestamp::now())
         .await?;
     state.subscriptions_changed.notify_one();
-    Ok(Json(updated.into()))
+    Ok(Json(SubscriptionAnswer::new(&state, updated)))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{name}", responses((status = 204), (status = 404)))]
@@ -154,9 +188,7 @@ pub async fn delete(
 /// A subscription from its JSON form, with its retry preset's settings
 /// filled in where it leaves them out.
 pub fn spec_from_json(mut body: Value) -> Result<SubscriptionSpec, ApiError> {
-    if let Some(fields) = body.as_object_mut() {
-        fields.remove(READ_ONLY_EFFECTIVE);
-    }
+    drop_output_only(&mut body);
     redrive_core::presets::expand_subscription(&mut body)
         .map_err(|err| ApiError::invalid("retry_policy.preset", err))?;
     serde_json::from_value(body)

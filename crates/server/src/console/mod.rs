@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::api::AppState;
 use crate::security::console::ConsoleSession;
-use views::{DeliveryRows, Filters};
+use views::{DeliveryRows, Filters, Frame, Waits};
 
 /// Rows per page of a delivery list.
 const PAGE_SIZE: u32 = 50;
@@ -162,7 +162,26 @@ async fn unknown_page(uri: axum::http::Uri) -> PageError {
 // Overview
 // ---------------------------------------------------------------------------
 
-async fn load_overview(store: &dyn Store) -> Result<views::Overview, PageError> {
+/// The frame of a page shown to `session`: a sign-out button when it is a
+/// signed-in browser's.
+fn frame(session: &ConsoleSession) -> Frame {
+    Frame {
+        sign_out: session.sign_out_csrf().map(str::to_owned),
+    }
+}
+
+/// What may hold `subscription`'s due deliveries back, as this node knows.
+fn waits_of(state: &AppState, subscription: &redrive_core::Subscription) -> Waits {
+    let now = Timestamp::now();
+    Waits {
+        held: crate::api::pushes_held(state, subscription, now),
+        rate: subscription.spec.rate,
+        now,
+    }
+}
+
+async fn load_overview(state: &AppState) -> Result<views::Overview, PageError> {
+    let store = &*state.store;
     let now = Timestamp::now();
     let topics = store.list_topics().await?;
     let mut subscriptions = Vec::new();
@@ -190,6 +209,8 @@ async fn load_overview(store: &dyn Store) -> Result<views::Overview, PageError> 
             .await?;
         subscriptions.push(views::SubscriptionSummary {
             health: health_of(&sub),
+            health_reason: sub.status.health_reason.clone(),
+            held: crate::api::pushes_held(state, &sub, now),
             paused: sub.status.paused,
             name,
             topic: sub.spec.topic.clone(),
@@ -210,13 +231,13 @@ fn health_of(subscription: &redrive_core::Subscription) -> String {
     subscription.status.health.as_str().into()
 }
 
-async fn overview(State(state): State<AppState>) -> PageResult {
-    let data = load_overview(&*state.store).await?;
-    Ok(html(views::overview(&data)))
+async fn overview(State(state): State<AppState>, session: ConsoleSession) -> PageResult {
+    let data = load_overview(&state).await?;
+    Ok(html(views::overview(&data, &frame(&session))))
 }
 
 async fn overview_fragment(State(state): State<AppState>) -> PageResult {
-    let data = load_overview(&*state.store).await?;
+    let data = load_overview(&state).await?;
     Ok(html(views::overview_topics(&data)))
 }
 
@@ -340,6 +361,7 @@ async fn load_rows(
     name: &str,
     params: &ListParams,
     session: &ConsoleSession,
+    waits: Waits,
 ) -> Result<(DeliveryRows, Option<String>), PageError> {
     let filters = params.filters();
     let mut rows = DeliveryRows {
@@ -349,6 +371,7 @@ async fn load_rows(
         next_cursor: None,
         paged: !params.cursor.is_empty(),
         csrf: session.write_csrf().map(str::to_owned),
+        waits,
     };
     let search = match search_from(name, params, Timestamp::now()) {
         Ok(search) => search,
@@ -380,7 +403,9 @@ async fn subscription(
         }
         other => other?,
     };
-    let (rows, filter_error) = load_rows(&*state.store, &name, &params, &session).await?;
+    let waits = waits_of(&state, &sub);
+    let held = waits.held.clone();
+    let (rows, filter_error) = load_rows(&*state.store, &name, &params, &session, waits).await?;
     let status = if filter_error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -388,6 +413,8 @@ async fn subscription(
     };
     let page = views::SubscriptionPage {
         health: health_of(&sub),
+        health_reason: sub.status.health_reason.clone(),
+        held,
         paused: sub.status.paused,
         push_backoff: sub.spec.push_backoff,
         name,
@@ -398,7 +425,7 @@ async fn subscription(
         filter_error,
         redriven: params.redriven.trim().parse().ok(),
     };
-    Ok((status, html(views::subscription(&page))).into_response())
+    Ok((status, html(views::subscription(&page, &frame(&session)))).into_response())
 }
 
 async fn subscription_rows(
@@ -408,8 +435,9 @@ async fn subscription_rows(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
     let params = query_params(params)?;
-    state.store.get_subscription(&name).await?;
-    let (rows, filter_error) = load_rows(&*state.store, &name, &params, &session).await?;
+    let sub = state.store.get_subscription(&name).await?;
+    let waits = waits_of(&state, &sub);
+    let (rows, filter_error) = load_rows(&*state.store, &name, &params, &session, waits).await?;
     if let Some(problem) = filter_error {
         return Err(PageError::bad_request(problem));
     }
@@ -458,11 +486,14 @@ async fn delivery(
         }
         other => other?,
     };
+    let waits = delivery_waits(&state, &detail.delivery).await?;
     Ok(html(views::delivery(
         &detail.delivery,
         &detail.event,
         &detail.attempts,
         session.write_csrf(),
+        &waits,
+        &frame(&session),
     )))
 }
 
@@ -472,11 +503,37 @@ async fn delivery_live(
     Path(id): Path<String>,
 ) -> PageResult {
     let detail = state.store.get_delivery(&id).await?;
+    let waits = delivery_waits(&state, &detail.delivery).await?;
     Ok(html(views::delivery_live(
         &detail.delivery,
         &detail.attempts,
         session.write_csrf(),
+        &waits,
     )))
+}
+
+/// What may hold a delivery back: its subscription's holds, read only when
+/// the delivery is waiting at all.
+async fn delivery_waits(
+    state: &AppState,
+    delivery: &redrive_core::Delivery,
+) -> Result<Waits, PageError> {
+    let now = Timestamp::now();
+    if redrive_core::hold::delivery_waiting(delivery, None, None, now).is_none() {
+        return Ok(Waits {
+            now,
+            ..Waits::default()
+        });
+    }
+    match state.store.get_subscription(&delivery.subscription).await {
+        Ok(sub) => Ok(waits_of(state, &sub)),
+        // Deleted meanwhile: nothing holds it any more.
+        Err(StoreError::NotFound { .. }) => Ok(Waits {
+            now,
+            ..Waits::default()
+        }),
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn retry_now(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
@@ -502,6 +559,7 @@ pub struct PolicyParams {
 
 async fn policy(
     State(state): State<AppState>,
+    session: ConsoleSession,
     params: Result<Query<PolicyParams>, QueryRejection>,
 ) -> PageResult {
     let params = params
@@ -510,6 +568,10 @@ async fn policy(
     let subscriptions = state.store.list_subscriptions().await?;
     let names = subscriptions.iter().map(|s| s.spec.name.clone()).collect();
     let mut push_backoff = (false, "the default without a preset".to_owned());
+    let mut retention = (
+        redrive_core::lifecycle::DEFAULT_MESSAGE_RETENTION,
+        "every subscription's default".to_owned(),
+    );
     let input = if !params.subscription.is_empty() {
         let sub = subscriptions
             .iter()
@@ -523,6 +585,10 @@ async fn policy(
         push_backoff = (
             sub.spec.push_backoff,
             format!("subscription {}'s setting", sub.spec.name),
+        );
+        retention = (
+            sub.spec.message_retention.as_duration(),
+            format!("subscription {}'s message_retention", sub.spec.name),
         );
         serde_json::to_string_pretty(&sub.spec.retry_policy)
             .map_err(|err| PageError::bad_request(format!("cannot show the policy: {err}")))?
@@ -540,25 +606,29 @@ async fn policy(
             .filter(|n| (1..=MAX_PREVIEW_COUNT).contains(n))
             .ok_or_else(|| format!("count: must be a number from 1 to {MAX_PREVIEW_COUNT}")),
     };
-    let outcome = count.clone().and_then(|count| {
+    let parsed = count.clone().and_then(|count| {
         let policy: RetryPolicy =
             serde_json::from_str(&input).map_err(|err| format!("policy: {err}"))?;
         policy
             .validate()
             .map_err(|err| format!("policy: {}: {}", err.field, err.message))?;
-        Ok((policy.schedule(count), policy.preset))
+        Ok((count, policy))
     });
     // A typed policy says what a new subscription with it would get.
-    if let Ok((_, Some(name))) = &outcome
+    if let Ok((_, policy)) = &parsed
         && params.subscription.is_empty()
+        && let Some(name) = &policy.preset
         && let Ok(preset) = redrive_core::presets::preset(name)
     {
         push_backoff = (
             preset.push_backoff,
             format!("what preset {} brings", preset.name),
         );
+        if let Some(kept) = preset.message_retention {
+            retention = (kept, format!("what preset {} brings", preset.name));
+        }
     }
-    let outcome = outcome.map(|(schedule, _)| schedule);
+    let outcome = parsed.map(|(count, policy)| policy.schedule_within(count, retention.0));
     let status = if outcome.is_ok() {
         StatusCode::OK
     } else {
@@ -571,8 +641,10 @@ async fn policy(
         outcome,
         push_backoff: push_backoff.0,
         push_backoff_source: push_backoff.1,
+        retention: retention.0,
+        retention_source: retention.1,
     };
-    Ok((status, html(views::policy(&page))).into_response())
+    Ok((status, html(views::policy(&page, &frame(&session)))).into_response())
 }
 
 #[cfg(test)]

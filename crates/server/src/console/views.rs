@@ -7,7 +7,9 @@ use jiff::Timestamp;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use redrive_core::duration::format_duration;
 use redrive_core::explain::Schedule;
+use redrive_core::hold::{HeldReason, PushesHeld, delivery_waiting};
 use redrive_core::marks::{Mark, marks};
+use redrive_core::rate::Rate;
 use redrive_core::{
     Attempt, AttemptKind, CloudEvent, Decision, Delivery, DeliveryState, ErrorClass, FailureReason,
 };
@@ -23,26 +25,110 @@ pub const PAYLOAD_HEX_LIMIT: usize = 1024;
 const STYLESHEET_PATH: &str = "/console/assets/console.css";
 const SCRIPT_PATH: &str = "/console/assets/console.js";
 
+/// What the frame of a page needs from its request.
+#[derive(Clone, Debug, Default)]
+pub struct Frame {
+    /// The CSRF token the sign-out form carries; `None` when there is no
+    /// session to end (authentication off, a bearer token, an error page).
+    pub sign_out: Option<String>,
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · redrive" }
+            link rel="stylesheet" href=(STYLESHEET_PATH);
+            script src=(SCRIPT_PATH) defer {}
+        }
+    }
+}
+
 /// The frame every page shares.
-pub fn layout(title: &str, body: Markup) -> Markup {
+pub fn layout(title: &str, frame: &Frame, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · redrive" }
-                link rel="stylesheet" href=(STYLESHEET_PATH);
-                script src=(SCRIPT_PATH) defer {}
-            }
+            (head(title))
             body {
                 header.top {
                     a.brand href="/console" { "redrive" }
                     a href="/console" { "Overview" }
                     a href="/console/policy" { "Policy preview" }
+                    @if let Some(csrf) = &frame.sign_out {
+                        form.sign-out method="post" action="/console/logout" {
+                            (csrf_input(csrf))
+                            button.secondary #sign-out type="submit" { "Sign out" }
+                        }
+                    }
                 }
                 main { (body) }
             }
+        }
+    }
+}
+
+/// The sign-in page: styled like the rest, its stylesheet served without a
+/// session.
+pub fn login(next: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Sign in"))
+            body.login {
+                main {
+                    form.card.login-card method="post" action="/console/login" {
+                        h1 { span.brand { "redrive" } " console" }
+                        label for="token" { "API token" }
+                        input #token name="token" type="password" autocomplete="current-password" required autofocus;
+                        input type="hidden" name="next" value=(next);
+                        button type="submit" { "Sign in" }
+                        @if let Some(error) = error {
+                            p.error-box role="alert" { (error) }
+                        }
+                        p.note {
+                            "The admin token is in the data directory's " code { "api-token" }
+                            " file, or was given with " code { "--api-token" } "; "
+                            code { "redrive tokens create --scope read" } " makes one that may only look."
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A value that must not wrap (an id, an event type, an endpoint): one line,
+/// cut with an ellipsis where it does not fit, the whole value on hover and
+/// in a copy button (shown once the script runs; without it the text can
+/// still be selected and copied whole).
+pub fn ident(value: &str) -> Markup {
+    html! {
+        span.ident {
+            span.ident-text title=(value) { (value) }
+            (copy_button(value))
+        }
+    }
+}
+
+/// Copies `value` (see `console.js`); two overlapping sheets.
+fn copy_button(value: &str) -> Markup {
+    html! {
+        button.copy type="button" data-copy=(value) title={ "Copy " (value) } aria-label="Copy" {
+            svg viewBox="0 0 16 16" aria-hidden="true" {
+                path fill="currentColor" d="M5 1h8a2 2 0 0 1 2 2v8h-2V3H5V1zM1 5a2 2 0 0 1 2-2h7a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2H3a2 2 0 0 1-2-2V5zm2 0v8h7V5H3z" {}
+            }
+        }
+    }
+}
+
+/// [`ident`] as a link.
+fn ident_link(value: &str, href: &str) -> Markup {
+    html! {
+        span.ident {
+            a.ident-text href=(href) title=(value) { (value) }
+            (copy_button(value))
         }
     }
 }
@@ -74,9 +160,39 @@ pub fn mark_icons(delivery: &Delivery) -> Markup {
     }
 }
 
-/// `healthy`, `unstable` or `disabled`.
-pub fn health_badge(health: &str) -> Markup {
-    html! { span class={ "badge badge-" (health) } title="endpoint health" { (health) } }
+/// `healthy`, `unstable` or `disabled`, with why on hover.
+pub fn health_badge(health: &str, reason: Option<&str>) -> Markup {
+    let title = match reason {
+        Some(reason) if health != "healthy" => format!("endpoint health {health}: {reason}"),
+        _ => format!("endpoint health {health}"),
+    };
+    html! { span class={ "badge badge-" (health) } title=(title) data-health=(health) { (health) } }
+}
+
+/// The gist of a health reason: its count, without the thresholds in
+/// parentheses (they stay in the badge's title).
+pub fn short_reason(reason: &str) -> &str {
+    reason.split(" (").next().unwrap_or(reason)
+}
+
+/// A small badge saying pushes are held back, the detail on hover.
+fn held_badge(held: &PushesHeld) -> Markup {
+    html! { span.badge.badge-held title=(held.detail) data-held=(held.reason.as_str()) { "held: " (held.reason.label()) } }
+}
+
+/// What holds a subscription's pushes back, for its page.
+pub fn held_banner(held: &PushesHeld) -> Markup {
+    html! {
+        div.card.banner #pushes-held role="status" data-reason=(held.reason.as_str()) {
+            strong {
+                @match held.until {
+                    Some(until) => { "Pushes held until " (when(until)) }
+                    None => { "Pushes held" }
+                }
+            }
+            " because " (held.detail) "."
+        }
+    }
 }
 
 fn paused_badge() -> Markup {
@@ -85,6 +201,12 @@ fn paused_badge() -> Markup {
 
 pub fn when(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A time in a table cell, the zone in the column's header (`UTC`).
+fn cell_when(ts: Option<Timestamp>) -> String {
+    ts.map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "—".into())
 }
 
 fn opt_when(ts: Option<Timestamp>) -> String {
@@ -114,6 +236,9 @@ pub struct SubscriptionSummary {
     pub topic: String,
     pub endpoint: String,
     pub health: String,
+    pub health_reason: Option<String>,
+    /// What holds its pushes back now, if anything.
+    pub held: Option<PushesHeld>,
     /// Pushes paused by hand.
     pub paused: bool,
     pub last_hour: StateCounts,
@@ -126,9 +251,10 @@ pub struct Overview {
     pub subscriptions: Vec<SubscriptionSummary>,
 }
 
-pub fn overview(data: &Overview) -> Markup {
+pub fn overview(data: &Overview, frame: &Frame) -> Markup {
     layout(
         "Overview",
+        frame,
         html! {
             h1 { "Overview" }
             @if data.topics.is_empty() {
@@ -162,9 +288,13 @@ pub fn overview_topics(data: &Overview) -> Markup {
                             tbody {
                                 @for sub in subs {
                                     tr data-subscription=(sub.name) {
-                                        td { a href=(links::subscription(&sub.name)) { (sub.name) } }
-                                        td { (health_badge(&sub.health)) @if sub.paused { " " (paused_badge()) } }
-                                        td.wrap.hide-narrow { (sub.endpoint) }
+                                        td.ident-cell { (ident_link(&sub.name, &links::subscription(&sub.name))) }
+                                        td {
+                                            (health_badge(&sub.health, sub.health_reason.as_deref()))
+                                            @if sub.paused { " " (paused_badge()) }
+                                            @if let Some(held) = sub.held.as_ref().filter(|h| h.reason != HeldReason::Paused && h.reason != HeldReason::Disabled) { " " (held_badge(held)) }
+                                        }
+                                        td.ident-cell.hide-narrow { (ident(&sub.endpoint)) }
                                         td { (counts(&sub.last_hour)) }
                                         td { (counts(&sub.last_day)) }
                                         td { (outcome_chart(&sub.buckets)) }
@@ -265,6 +395,9 @@ pub struct SubscriptionPage {
     pub topic: String,
     pub endpoint: String,
     pub health: String,
+    pub health_reason: Option<String>,
+    /// What holds its pushes back now, if anything.
+    pub held: Option<PushesHeld>,
     /// Pushes paused by hand.
     pub paused: bool,
     /// Pub/Sub's push backoff: retries may start later than the policy says.
@@ -287,18 +420,69 @@ pub struct DeliveryRows {
     /// The token every posted form carries; `None` for a session that may
     /// only read, which is shown no button that changes anything.
     pub csrf: Option<String>,
+    /// What a due delivery may be waiting on.
+    pub waits: Waits,
 }
 
-pub fn subscription(page: &SubscriptionPage) -> Markup {
+/// What holds a subscription's due deliveries back, read once per page.
+#[derive(Clone, Debug, Default)]
+pub struct Waits {
+    pub held: Option<PushesHeld>,
+    pub rate: Option<Rate>,
+    pub now: Timestamp,
+}
+
+/// Why a due delivery has not been pushed yet, in a sentence; nothing for
+/// any other.
+pub fn waiting_note(delivery: &Delivery, waits: &Waits) -> Markup {
+    waiting(delivery, waits, false)
+}
+
+/// [`waiting_note`] in a few words for a list row, the sentence on hover.
+pub fn waiting_badge(delivery: &Delivery, waits: &Waits) -> Markup {
+    waiting(delivery, waits, true)
+}
+
+fn waiting(delivery: &Delivery, waits: &Waits, short: bool) -> Markup {
+    let Some(waiting) = delivery_waiting(delivery, waits.held.as_ref(), waits.rate, waits.now)
+    else {
+        return html! {};
+    };
+    let held = waits.held.as_ref();
+    let mut sentence = waiting.describe();
+    if let Some(until) = held.and_then(|held| held.until) {
+        sentence = format!("{sentence} until {}", when(until));
+    }
+    let title = match held {
+        Some(held) => format!("{sentence}: pushes are held because {}", held.detail),
+        None => sentence.clone(),
+    };
+    html! {
+        span.note.waiting data-waiting=(held.map_or("", |h| h.reason.as_str())) title=(title) {
+            @if short { (waiting.short()) } @else { (sentence) }
+        }
+    }
+}
+
+pub fn subscription(page: &SubscriptionPage, frame: &Frame) -> Markup {
     let f = &page.filters;
     layout(
         &page.name,
+        frame,
         html! {
-            h1 { "Subscription " code { (page.name) } " " (health_badge(&page.health)) @if page.paused { " " (paused_badge()) } }
+            h1.title-line { "Subscription " code.ident-text title=(page.name) { (page.name) } " " (health_badge(&page.health, page.health_reason.as_deref())) @if page.paused { " " (paused_badge()) } }
+            @if let Some(held) = &page.held { (held_banner(held)) }
             div.card {
                 dl.attrs {
-                    dt { "Topic" } dd { code { (page.topic) } }
-                    dt { "Endpoint" } dd { (page.endpoint) }
+                    dt { "Topic" } dd { (ident(&page.topic)) }
+                    dt { "Endpoint" } dd { (ident(&page.endpoint)) }
+                    dt { "Health" }
+                    dd #health {
+                        (page.health)
+                        @if let Some(reason) = page.health_reason.as_deref().filter(|_| page.health != "healthy") {
+                            " — " span.health-reason title=(reason) { (short_reason(reason)) }
+                        }
+                    }
                     dt { "Push backoff" }
                     dd #push-backoff {
                         @if page.push_backoff {
@@ -399,7 +583,7 @@ pub fn delivery_table(rows: &DeliveryRows) -> Markup {
             table #deliveries {
                 thead { tr {
                     th { "" } th { "Event" } th.hide-narrow { "Type" } th { "State" } th { "Attempts" }
-                    th { "Last answer" } th.hide-narrow { "Last attempt" } th.hide-narrow { "Next attempt" } th { "" }
+                    th { "Last answer" } th.hide-narrow { "Last attempt (UTC)" } th.hide-narrow { "Next attempt (UTC)" } th { "" }
                 } }
                 tbody data-refresh=[refresh] { (delivery_rows(rows)) }
             }
@@ -419,16 +603,18 @@ pub fn delivery_rows(rows: &DeliveryRows) -> Markup {
         @for d in &rows.deliveries {
             tr data-delivery=(d.id) data-event=(d.event_id) {
                 td { (mark_icons(d)) }
-                td.wrap { a href=(links::delivery(&d.id)) { (d.event_id) } }
-                td.wrap.hide-narrow { (d.event_type) }
+                td.ident-cell { (ident_link(&d.event_id, &links::delivery(&d.id))) }
+                td.ident-cell.hide-narrow { (ident(&d.event_type)) }
                 td {
                     (state_badge(d.state))
                     @if let Some(reason) = d.failure_reason { br; span.note { (reason.as_str()) } }
+                    @let waiting = waiting_badge(d, &rows.waits);
+                    @if !waiting.0.is_empty() { br; (waiting) }
                 }
                 td { (d.attempts) }
                 td { (last_answer(d)) }
-                td.hide-narrow { (opt_when(d.last_attempt_at)) }
-                td.hide-narrow { (opt_when(d.next_attempt_at)) }
+                td.hide-narrow { (cell_when(d.last_attempt_at)) }
+                td.hide-narrow { (cell_when(d.next_attempt_at)) }
                 td { (retry_button(d, rows.csrf.as_deref())) }
             }
         }
@@ -466,12 +652,15 @@ pub fn delivery(
     event: &CloudEvent,
     attempts: &[Attempt],
     csrf: Option<&str>,
+    waits: &Waits,
+    frame: &Frame,
 ) -> Markup {
     layout(
         &format!("Delivery {}", delivery.event_id),
+        frame,
         html! {
-            h1 { "Delivery of " code { (delivery.event_id) } }
-            div #delivery-live data-refresh=(links::live(&delivery.id)) { (delivery_live(delivery, attempts, csrf)) }
+            h1.title-line { "Delivery of " code.ident-text title=(delivery.event_id) { (delivery.event_id) } }
+            div #delivery-live data-refresh=(links::live(&delivery.id)) { (delivery_live(delivery, attempts, csrf, waits)) }
             h2 { "Event" }
             div.card { (event_attributes(event)) }
             h2 { "Data" }
@@ -482,24 +671,33 @@ pub fn delivery(
 
 /// The parts of a delivery page that change as attempts happen (the
 /// auto-refreshed fragment).
-pub fn delivery_live(delivery: &Delivery, attempts: &[Attempt], csrf: Option<&str>) -> Markup {
+pub fn delivery_live(
+    delivery: &Delivery,
+    attempts: &[Attempt],
+    csrf: Option<&str>,
+    waits: &Waits,
+) -> Markup {
     html! {
         div.card {
             dl.attrs {
-                dt { "Subscription" } dd { a href=(links::subscription(&delivery.subscription)) { (delivery.subscription) } }
-                dt { "Delivery id" } dd { code { (delivery.id) } }
+                dt { "Subscription" } dd { (ident_link(&delivery.subscription, &links::subscription(&delivery.subscription))) }
+                dt { "Delivery id" } dd { (ident(&delivery.id)) }
                 dt { "State" } dd {
                     (mark_icons(delivery)) " "
                     (state_badge(delivery.state))
                     @if let Some(reason) = delivery.failure_reason { " — " (reason_text(reason)) }
                 }
                 dt { "Attempts" } dd { (delivery.attempts) }
-                dt { "Next attempt" } dd { (opt_when(delivery.next_attempt_at)) }
+                dt { "Next attempt" } dd #next-attempt {
+                    (opt_when(delivery.next_attempt_at))
+                    @let waiting = waiting_note(delivery, waits);
+                    @if !waiting.0.is_empty() { " — " (waiting) }
+                }
                 dt { "First attempt" } dd { (opt_when(delivery.first_attempt_at)) }
                 @if let Some(redriven) = delivery.redriven_at {
                     dt { "Fresh budget since" } dd { (when(redriven)) " (redriven after " (delivery.attempts_before_redrive) " attempts)" }
                 }
-                @if let Some(dead) = &delivery.dead_letter_event { dt { "Dead-letter copy" } dd { code { (dead) } } }
+                @if let Some(dead) = &delivery.dead_letter_event { dt { "Dead-letter copy" } dd { (ident(dead)) } }
             }
             div.actions { (retry_button(delivery, csrf)) }
         }
@@ -584,9 +782,9 @@ fn decision_text(decision: &Decision) -> Markup {
 fn event_attributes(event: &CloudEvent) -> Markup {
     html! {
         dl.attrs {
-            dt { "id" } dd { (event.id) }
-            dt { "source" } dd { (event.source) }
-            dt { "type" } dd { (event.ty) }
+            dt { "id" } dd { (ident(&event.id)) }
+            dt { "source" } dd { (ident(&event.source)) }
+            dt { "type" } dd { (ident(&event.ty)) }
             dt { "specversion" } dd { (event.specversion) }
             @if let Some(v) = &event.subject { dt { "subject" } dd { (v) } }
             @if let Some(v) = &event.time { dt { "time" } dd { (v) } }
@@ -682,11 +880,15 @@ pub struct PolicyPage {
     /// Whether push backoff applies, and whose setting that is.
     pub push_backoff: bool,
     pub push_backoff_source: String,
+    /// The message retention the schedule is read against, and whose it is.
+    pub retention: Duration,
+    pub retention_source: String,
 }
 
-pub fn policy(page: &PolicyPage) -> Markup {
+pub fn policy(page: &PolicyPage, frame: &Frame) -> Markup {
     layout(
         "Policy preview",
+        frame,
         html! {
             h1 { "Retry policy preview" }
             p.note { "The retries a policy makes when every attempt fails instantly — the same numbers as "
@@ -711,6 +913,11 @@ pub fn policy(page: &PolicyPage) -> Markup {
                 Err(error) => { div.card.error-box role="alert" { (error) } }
                 Ok(schedule) => {
                     (schedule_view(schedule))
+                    p.note #retention {
+                        "Read against a message retention of " (format_duration(page.retention))
+                        " (" (page.retention_source) "): no retry starts once an event is that old; its delivery fails as "
+                        code { "retention_expired" } "."
+                    }
                     p #push-backoff {
                         (redrive_core::explain::push_backoff_note(page.push_backoff))
                         " (" (page.push_backoff_source) ")."
@@ -775,6 +982,7 @@ fn schedule_chart(schedule: &Schedule) -> Markup {
 pub fn not_found(what: &str) -> Markup {
     layout(
         "Not found",
+        &Frame::default(),
         html! {
             h1 { "Not found" }
             div.empty #not-found {
@@ -788,6 +996,7 @@ pub fn not_found(what: &str) -> Markup {
 pub fn error_page(title: &str, message: &str) -> Markup {
     layout(
         title,
+        &Frame::default(),
         html! {
             h1 { (title) }
             div.card.error-box role="alert" { (message) }

@@ -77,6 +77,19 @@ pub enum HoldReason {
     RetryAfter,
 }
 
+impl From<HoldReason> for redrive_core::hold::NodePause {
+    fn from(reason: HoldReason) -> Self {
+        match reason {
+            HoldReason::PushBackoff {
+                consecutive_failures,
+            } => redrive_core::hold::NodePause::PushBackoff {
+                consecutive_failures,
+            },
+            HoldReason::RetryAfter => redrive_core::hold::NodePause::RetryAfter,
+        }
+    }
+}
+
 /// A pause in force: no push starts before `until`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hold {
@@ -239,6 +252,17 @@ impl PushHolds {
             .get(subscription)
             .copied()
             .filter(|hold| hold.until > now)
+    }
+
+    /// The pause holding back `subscription`'s pushes at `now` as the
+    /// domain words it: its end and why.
+    pub fn pause(
+        &self,
+        subscription: &str,
+        now: Timestamp,
+    ) -> Option<(Timestamp, redrive_core::hold::NodePause)> {
+        self.get(subscription, now)
+            .map(|hold| (hold.until, hold.reason.into()))
     }
 
     /// Notes the pause `hold` of `flow` (ending at a monotonic instant)

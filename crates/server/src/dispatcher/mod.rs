@@ -82,6 +82,9 @@ pub struct Dispatcher {
     pushes: Arc<AtomicUsize>,
     /// Deliveries claimed and not yet recorded: released at shutdown.
     claimed: Arc<Mutex<HashSet<String>>>,
+    /// Whether store writes work; failures are logged there, once per
+    /// interval.
+    writes: Arc<crate::ops::StoreWrites>,
     /// Where the pauses in force are noted for others to read.
     holds: Arc<PushHolds>,
 }
@@ -127,6 +130,7 @@ impl Dispatcher {
             running: Arc::default(),
             pushes: Arc::default(),
             claimed: Arc::default(),
+            writes: Arc::default(),
             holds: Arc::default(),
         }
     }
@@ -141,6 +145,7 @@ impl Dispatcher {
     pub fn reporting_to(mut self, ops: &crate::ops::OpsState) -> Self {
         self.running = ops.dispatcher_running.clone();
         self.pushes = ops.pushes_in_flight.clone();
+        self.writes = ops.store_writes.clone();
         self.holds = ops.push_holds.clone();
         self
     }
@@ -152,7 +157,8 @@ impl Dispatcher {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
-        let (recorder, recording) = record::Recorder::start(self.store.clone());
+        let (recorder, recording) =
+            record::Recorder::start(self.store.clone(), self.writes.clone());
         let mut round = Round {
             subscriptions: Vec::new(),
             by_name: HashMap::new(),
@@ -189,10 +195,13 @@ impl Dispatcher {
                 tokio::time::sleep(self.config.poll_interval).await;
                 continue;
             }
-            if last_rescue.elapsed() >= RESCUE_INTERVAL {
+            // While the recorder holds outcomes it could not write, their
+            // leases may have run out: rescuing them would push them again
+            // just before their outcome is recorded.
+            if last_rescue.elapsed() >= RESCUE_INTERVAL && recorder.holding() == 0 {
                 last_rescue = Instant::now();
                 if let Err(err) = self.store.rescue_expired(self.config.clock.now()).await {
-                    tracing::error!(error = %err, "cannot rescue expired leases");
+                    self.writes.report(&err, "cannot rescue expired leases");
                 }
             }
 
@@ -230,7 +239,7 @@ impl Dispatcher {
                         }
                     }
                     Err(err) => {
-                        tracing::error!(error = %err, "cannot claim due deliveries");
+                        self.writes.report(&err, "cannot claim due deliveries");
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;
                     }
@@ -299,7 +308,7 @@ impl Dispatcher {
                 true
             }
             Err(err) => {
-                tracing::error!(error = %err, "cannot load subscriptions");
+                self.writes.report(&err, "cannot load subscriptions");
                 false
             }
         }

@@ -4,14 +4,27 @@
 //! call: under load the store commits many attempts per transaction
 //! (group commit) instead of one each, and when idle a completion is
 //! written at once, alone.
+//!
+//! A write that fails for a reason that passes (a full disk) is tried
+//! again, with the same completions, until it works: the pushes behind it
+//! were made, and recording them late is better than leaving their
+//! deliveries in flight until the lease ends and pushing them again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use redrive_store::{Completion, Store};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ops::StoreWrites;
+
 /// Most completions written in one call; bounds the statement's size.
 const MAX_BATCH: usize = 512;
+/// The first wait before a failed write is tried again; it doubles up to
+/// `MAX_RETRY_WAIT`, kept short so a freed disk is used at once.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(50);
+const MAX_RETRY_WAIT: Duration = Duration::from_millis(500);
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
@@ -19,15 +32,28 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::UnboundedSender<(Completion, Ack)>,
+    held: Arc<AtomicUsize>,
 }
 
 impl Recorder {
     /// Starts the recorder task; it ends once every `Recorder` is dropped
-    /// and what they queued is written.
-    pub fn start(store: Arc<dyn Store>) -> (Recorder, tokio::task::JoinHandle<()>) {
+    /// and what they queued is written (or, if writes fail then, tried
+    /// once more).
+    pub fn start(
+        store: Arc<dyn Store>,
+        writes: Arc<StoreWrites>,
+    ) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (queue, pending) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, pending));
-        (Recorder { queue }, task)
+        let held = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run(store, writes, held.clone(), pending));
+        (Recorder { queue, held }, task)
+    }
+
+    /// Completions held after a failed write, waiting to be written again.
+    /// While there are any, leases must not be rescued: those deliveries
+    /// were pushed and their outcome is about to be recorded.
+    pub fn holding(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// Writes `completion` (with whatever else is waiting) and returns once
@@ -43,15 +69,17 @@ impl Recorder {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut pending: mpsc::UnboundedReceiver<(Completion, Ack)>) {
+async fn run(
+    store: Arc<dyn Store>,
+    writes: Arc<StoreWrites>,
+    held: Arc<AtomicUsize>,
+    mut pending: mpsc::UnboundedReceiver<(Completion, Ack)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (completions, acks): (Vec<Completion>, Vec<Ack>) = batch.drain(..).unzip();
         let written = completions.len();
-        let result = store
-            .complete_many(completions)
-            .await
-            .map_err(|err| err.to_string());
+        let result = write(&*store, &writes, &held, completions, &pending).await;
         if let Err(err) = &result {
             // Each push logs its own delivery; this says the batch went.
             tracing::debug!(error = %err, completions = written, "a batch of attempts was not recorded");
@@ -61,6 +89,45 @@ async fn run(store: Arc<dyn Store>, mut pending: mpsc::UnboundedReceiver<(Comple
             let _ = ack.send(result.clone());
         }
     }
+}
+
+/// Writes `completions`, trying again while the store's writes fail for a
+/// reason that passes, until they work or the dispatcher stops (then the
+/// deliveries' leases bring them back, as after a crash).
+async fn write(
+    store: &dyn Store,
+    writes: &StoreWrites,
+    held: &AtomicUsize,
+    completions: Vec<Completion>,
+    pending: &mpsc::UnboundedReceiver<(Completion, Ack)>,
+) -> Result<(), String> {
+    let mut wait = FIRST_RETRY_WAIT;
+    let mut holding = false;
+    let result = loop {
+        match store.complete_many(completions.clone()).await {
+            Ok(()) => {
+                writes.succeeded();
+                break Ok(());
+            }
+            Err(err) if err.is_transient() => {
+                writes.failed(&err);
+                if pending.is_closed() {
+                    break Err(err.to_string());
+                }
+                if !holding {
+                    holding = true;
+                    held.fetch_add(completions.len(), Ordering::SeqCst);
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY_WAIT);
+            }
+            Err(err) => break Err(err.to_string()),
+        }
+    };
+    if holding {
+        held.fetch_sub(completions.len(), Ordering::SeqCst);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -125,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_completions_are_all_written_and_acknowledged() {
         let (_dir, store, ids) = store_with_claimed(300).await;
-        let (recorder, task) = Recorder::start(store.clone());
+        let (recorder, task) = Recorder::start(store.clone(), Arc::default());
         let mut writes = tokio::task::JoinSet::new();
         for id in &ids {
             let recorder = recorder.clone();

@@ -190,14 +190,18 @@ pub fn forbidden(principal: &Principal, needed: &Permission) -> ApiError {
     )
 }
 
-/// Guards every `/v1` route: 401 without a valid token, 403 when its scope
-/// falls short, 429 when a token publishes faster than its rate.
+/// Guards every `/v1` route and `/metrics`, which names every topic and
+/// subscription (the console has its own guard): 401 without a valid token,
+/// 403 when its scope falls short, 429 when a token publishes faster than
+/// its rate. `/healthz`, `/readyz` (load balancers probe them without
+/// credentials) and `/openapi.json` stay open.
 pub async fn api_guard(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if !request.uri().path().starts_with("/v1/") {
+    let path = request.uri().path();
+    if !(path.starts_with("/v1/") || path == "/metrics") {
         return next.run(request).await;
     }
     let principal = match state
@@ -265,6 +269,7 @@ mod tests {
             Permission::Admin
         );
         assert_eq!(permission_for(&Method::GET, "/console/x"), Permission::Read);
+        assert_eq!(permission_for(&Method::GET, "/metrics"), Permission::Read);
         assert_eq!(
             permission_for(&Method::POST, "/console/x"),
             Permission::Admin

@@ -50,6 +50,9 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub struct ConsoleSession {
     scope: Scope,
     csrf_token: String,
+    /// Signed in through the sign-in form (a session cookie), so there is
+    /// a session to sign out of.
+    signed_in: bool,
 }
 
 impl ConsoleSession {
@@ -71,6 +74,12 @@ impl ConsoleSession {
     /// the guard would refuse it anyway.
     pub fn write_csrf(&self) -> Option<&str> {
         self.can_write().then_some(self.csrf_token.as_str())
+    }
+
+    /// The CSRF token of the sign-out form, for a browser signed in with a
+    /// session cookie; `None` when there is nothing to sign out of.
+    pub fn sign_out_csrf(&self) -> Option<&str> {
+        self.signed_in.then_some(self.csrf_token.as_str())
     }
 
     /// The hidden input every console form must carry.
@@ -205,33 +214,8 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn login_page(next: &str, error: Option<&str>) -> Html<String> {
-    let error = error
-        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
-        .unwrap_or_default();
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>redrive · sign in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>redrive</h1>
-<form method="post" action="/console/login">
-<label for="token">API token</label>
-<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-<input type="hidden" name="next" value="{}">
-<button type="submit">Sign in</button>
-</form>{error}
-<p>The admin token is in the data directory's <code>api-token</code> file, or was given with <code>--api-token</code>.</p>
-</main></body></html>"#,
-        escape(next)
-    ))
+    Html(crate::console::views::login(next, error).into_string())
 }
 
 async fn login_form(query: axum::extract::Query<LoginQuery>) -> Html<String> {
@@ -349,7 +333,11 @@ pub async fn console_guard(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if !(path == "/console" || path.starts_with("/console/")) || path.starts_with("/console/login")
+    // The sign-in page and the static assets it needs (its stylesheet and
+    // script) are open: they hold nothing but what the binary ships.
+    if !(path == "/console" || path.starts_with("/console/"))
+        || path.starts_with("/console/login")
+        || (path.starts_with("/console/assets/") && request.method() == Method::GET)
     {
         return next.run(request).await;
     }
@@ -361,7 +349,7 @@ pub async fn console_guard(
 
     // A bearer header (scripts, tests) needs no CSRF token: browsers never
     // add it to a cross-site request.
-    let (principal, csrf_token, needs_csrf) = if !security.auth.enabled() {
+    let (principal, csrf_token, needs_csrf, signed_in) = if !security.auth.enabled() {
         (
             Principal {
                 key: "anonymous".into(),
@@ -369,15 +357,16 @@ pub async fn console_guard(
             },
             security.sessions.anonymous_csrf.clone(),
             unsafe_method,
+            false,
         )
     } else if request.headers().contains_key(header::AUTHORIZATION) {
         match security.auth.authenticate_request(request.headers()).await {
-            Ok(principal) => (principal, String::new(), false),
+            Ok(principal) => (principal, String::new(), false, false),
             Err(err) => return err.into_response(),
         }
     } else {
         match session_cookie(request.headers()).and_then(|id| security.sessions.get(&id)) {
-            Some((principal, csrf)) => (principal, csrf, unsafe_method),
+            Some((principal, csrf)) => (principal, csrf, unsafe_method, true),
             None if unsafe_method => {
                 return auth::unauthenticated(
                     "the console session ended; sign in again at /console/login",
@@ -425,6 +414,7 @@ pub async fn console_guard(
     request.extensions_mut().insert(ConsoleSession {
         scope: principal.scope.clone(),
         csrf_token,
+        signed_in,
     });
     request.extensions_mut().insert(principal);
     next.run(request).await

@@ -81,20 +81,32 @@ impl SecretCipher {
 #[derive(Clone, Debug)]
 pub struct Keys {
     pub current: SigningSecret,
-    pub previous: Option<(SigningSecret, Timestamp)>,
+    /// Secrets replaced by rotations, newest first, each with the end of
+    /// its grace period.
+    pub previous: Vec<(SigningSecret, Timestamp)>,
 }
 
 impl Keys {
-    /// The secrets that sign at `now`: the current one, and the previous
-    /// one during its grace period.
+    /// The secrets that sign at `now`: the current one, and every replaced
+    /// one still within its grace period.
     pub fn signing_at(&self, now: Timestamp) -> Vec<SigningSecret> {
-        let mut keys = vec![self.current.clone()];
-        if let Some((previous, until)) = &self.previous
-            && now < *until
-        {
-            keys.push(previous.clone());
-        }
-        keys
+        std::iter::once(self.current.clone())
+            .chain(
+                self.previous
+                    .iter()
+                    .filter(|(_, until)| now < *until)
+                    .map(|(secret, _)| secret.clone()),
+            )
+            .collect()
+    }
+
+    /// Until when a replaced secret still signs, if one does at `now`.
+    pub fn previous_valid_until(&self, now: Timestamp) -> Option<Timestamp> {
+        self.previous
+            .iter()
+            .map(|(_, until)| *until)
+            .filter(|until| now < *until)
+            .max()
     }
 }
 
@@ -121,12 +133,16 @@ impl SecretBook {
 
     fn decrypt(&self, stored: &SigningSecrets) -> anyhow::Result<Keys> {
         let current = self.cipher.open(&stored.subscription, &stored.current)?;
-        let previous = match (&stored.previous, stored.previous_until) {
-            (Some(sealed), Some(until)) => {
-                Some((self.cipher.open(&stored.subscription, sealed)?, until))
-            }
-            _ => None,
-        };
+        let previous = stored
+            .previous
+            .iter()
+            .map(|previous| {
+                Ok((
+                    self.cipher.open(&stored.subscription, &previous.secret)?,
+                    previous.until,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Keys { current, previous })
     }
 
@@ -166,7 +182,8 @@ impl SecretBook {
     }
 
     /// Makes `new` (or a fresh secret) current; the old one signs on until
-    /// `now + grace`.
+    /// `now + grace`, and those replaced before until their own time (at
+    /// most `redrive_store::MAX_PREVIOUS_SECRETS` of them).
     pub async fn rotate(
         &self,
         subscription: &str,
@@ -232,5 +249,20 @@ mod tests {
         assert!(err.contains("secret key"), "{err}");
         assert!(cipher.open("orders", "v1:AAAA").is_err());
         assert!(cipher.open("orders", "garbage").is_err());
+    }
+
+    #[test]
+    fn every_replaced_secret_signs_until_its_own_grace_ends() {
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        let [a, b, c] = [1u8, 2, 3].map(|b| SigningSecret::from_random([b; 32]));
+        let keys = Keys {
+            current: a.clone(),
+            previous: vec![(b.clone(), t(200)), (c.clone(), t(100))],
+        };
+        assert_eq!(keys.signing_at(t(50)), [a.clone(), b.clone(), c]);
+        assert_eq!(keys.previous_valid_until(t(50)), Some(t(200)));
+        assert_eq!(keys.signing_at(t(100)), [a.clone(), b]);
+        assert_eq!(keys.signing_at(t(200)), [a]);
+        assert_eq!(keys.previous_valid_until(t(200)), None);
     }
 }

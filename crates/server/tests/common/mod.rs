@@ -396,6 +396,7 @@ pub struct Reply {
     pub status: u16,
     pub delay: Duration,
     pub body: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -404,6 +405,7 @@ impl Reply {
             status,
             delay: Duration::ZERO,
             body: String::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -418,6 +420,11 @@ impl Reply {
 
     pub fn body(mut self, body: &str) -> Reply {
         self.body = body.to_owned();
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.push((name, value.to_owned()));
         self
     }
 }
@@ -583,7 +590,13 @@ async fn receive(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response()
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    for (name, value) in reply.headers {
+        response
+            .headers_mut()
+            .insert(name, axum::http::HeaderValue::from_str(&value).unwrap());
+    }
+    response
 }
 
 /// Counts how often each value occurs.

@@ -114,3 +114,19 @@ pub async fn readiness_reports_a_fully_migrated_schema(store: &dyn Store) {
     assert!(readiness.migrated(), "{readiness:?}");
     assert!(readiness.schema_version > 0);
 }
+
+pub async fn a_write_check_commits_and_changes_nothing_a_reader_sees(store: &dyn Store) {
+    setup(store, &["s1"]).await;
+    store
+        .publish("orders", vec![event("e1", "t")], t0())
+        .await
+        .unwrap();
+    let before = store.queue_stats(at(2)).await.unwrap();
+    assert_eq!(before[0].due, 1);
+    let topics = store.list_topics().await.unwrap();
+    store.check_writes().await.unwrap();
+    store.check_writes().await.unwrap();
+    assert_eq!(store.queue_stats(at(2)).await.unwrap(), before);
+    assert_eq!(store.list_topics().await.unwrap(), topics);
+    assert!(store.readiness().await.unwrap().migrated());
+}

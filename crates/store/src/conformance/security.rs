@@ -4,7 +4,7 @@ use jiff::SignedDuration;
 use redrive_core::security::Scope;
 
 use super::{at, spec, t0};
-use crate::{SecretRotation, Store, StoreError, TokenRecord};
+use crate::{MAX_PREVIOUS_SECRETS, PreviousSecret, SecretRotation, Store, StoreError, TokenRecord};
 
 fn token(id: &str, scope: Scope) -> TokenRecord {
     TokenRecord {
@@ -76,8 +76,13 @@ pub async fn signing_secrets_are_kept_rotated_and_deleted_with_their_subscriptio
         .await
         .unwrap();
     assert_eq!(rotated.current, "c2");
-    assert_eq!(rotated.previous.as_deref(), Some("c1"));
-    assert_eq!(rotated.previous_until, Some(until));
+    assert_eq!(
+        rotated.previous,
+        [PreviousSecret {
+            secret: "c1".into(),
+            until
+        }]
+    );
     assert_eq!(rotated.rotated_at, at(10));
     assert_eq!(store.get_signing_secrets("s").await.unwrap(), Some(rotated));
 
@@ -99,4 +104,65 @@ pub async fn signing_secrets_are_kept_rotated_and_deleted_with_their_subscriptio
             .await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+pub async fn rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound(
+    store: &dyn Store,
+) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s", "orders"), t0())
+        .await
+        .unwrap();
+    let grace = SignedDuration::from_hours(24);
+    let rotate = |new: &str, seconds: i64| SecretRotation {
+        subscription: "s".into(),
+        new: new.into(),
+        previous_until: at(seconds) + grace,
+        now: at(seconds),
+    };
+    // A rotation of a subscription without a secret has nothing to keep.
+    let first = store.rotate_signing_secret(rotate("c1", 0)).await.unwrap();
+    assert_eq!(first.current, "c1");
+    assert!(first.previous.is_empty());
+    // A second rotation within the grace keeps the first replaced secret.
+    store.rotate_signing_secret(rotate("c2", 10)).await.unwrap();
+    let third = store.rotate_signing_secret(rotate("c3", 20)).await.unwrap();
+    let previous = |secrets: &crate::SigningSecrets| -> Vec<(String, jiff::Timestamp)> {
+        secrets
+            .previous
+            .iter()
+            .map(|p| (p.secret.clone(), p.until))
+            .collect()
+    };
+    assert_eq!(
+        previous(&third),
+        [("c2".into(), at(20) + grace), ("c1".into(), at(10) + grace)]
+    );
+    assert_eq!(store.get_signing_secrets("s").await.unwrap(), Some(third));
+    // The list is bounded: the oldest goes first.
+    store.rotate_signing_secret(rotate("c4", 30)).await.unwrap();
+    let fifth = store.rotate_signing_secret(rotate("c5", 40)).await.unwrap();
+    assert_eq!(fifth.previous.len(), MAX_PREVIOUS_SECRETS);
+    assert_eq!(
+        previous(&fifth),
+        [
+            ("c4".into(), at(40) + grace),
+            ("c3".into(), at(30) + grace),
+            ("c2".into(), at(20) + grace),
+        ]
+    );
+    // Secrets past their grace are dropped at the next rotation.
+    let later = 30 + grace.as_secs() + 1;
+    let sixth = store
+        .rotate_signing_secret(rotate("c6", later))
+        .await
+        .unwrap();
+    assert_eq!(
+        previous(&sixth),
+        [
+            ("c5".into(), at(later) + grace),
+            ("c4".into(), at(40) + grace),
+        ]
+    );
 }

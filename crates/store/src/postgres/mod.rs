@@ -60,6 +60,13 @@ pub(crate) fn pg_error(err: tokio_postgres::Error) -> StoreError {
         if *db.code() == SqlState::UNIQUE_VIOLATION {
             return StoreError::Conflict(message);
         }
+        // Class 53 (disk full, out of memory, too many connections), 58
+        // (I/O errors) and 57P (the server shutting down or starting up)
+        // pass once the operator or PostgreSQL itself deals with them.
+        let code = db.code().code();
+        if code.starts_with("53") || code.starts_with("58") || code.starts_with("57P") {
+            return StoreError::Unavailable(format!("postgres: {message}"));
+        }
         return StoreError::Backend(format!("postgres: {message}"));
     }
     if err.is_closed() {
@@ -811,6 +818,17 @@ impl Store for PostgresStore {
 
     async fn readiness(&self) -> Result<crate::StoreReadiness> {
         self.readiness_pg().await
+    }
+
+    async fn check_writes(&self) -> Result<()> {
+        // Taking a transaction id makes the commit write (and flush) a WAL
+        // record, without touching any table.
+        let client = self.client().await?;
+        client
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
     }
 
     async fn backup_into(&self, _path: &std::path::Path) -> Result<()> {

@@ -111,6 +111,7 @@ CREATE TABLE journal_floors (
     super::rate::MIGRATION,
     super::console::EVENT_TYPE_INDEX,
     PUSH_BACKOFF_MIGRATION,
+    super::security::PREVIOUS_SECRETS_MIGRATION,
 ];
 
 /// Push backoff became a subscription setting, off unless chosen; the

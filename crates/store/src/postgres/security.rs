@@ -28,8 +28,23 @@ CREATE TABLE signing_secrets (
 );
 "#;
 
+/// Keeps every secret replaced by a rotation within its grace period (a
+/// bounded list), not just the last one.
+pub(super) const PREVIOUS_SECRETS_MIGRATION: &str = r#"
+ALTER TABLE signing_secrets ADD COLUMN previous_secrets text NOT NULL DEFAULT '[]';
+UPDATE signing_secrets
+    SET previous_secrets =
+        json_build_array(json_build_object('secret', previous, 'until', previous_until))::text
+    WHERE previous IS NOT NULL AND previous_until IS NOT NULL;
+ALTER TABLE signing_secrets DROP COLUMN previous, DROP COLUMN previous_until;
+"#;
+
+/// How often a rotation retries when another node rotated the same
+/// subscription between its read and its write.
+const ROTATION_ATTEMPTS: usize = 8;
+
 const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
-const SECRET_COLUMNS: &str = "subscription, current, previous, previous_until, rotated_at";
+const SECRET_COLUMNS: &str = "subscription, current, previous_secrets, rotated_at";
 
 fn token(row: &Row) -> Result<TokenRecord> {
     let scope: String = get(row, 2)?;
@@ -48,9 +63,8 @@ fn secrets(row: &Row) -> Result<SigningSecrets> {
     Ok(SigningSecrets {
         subscription: get(row, 0)?,
         current: get(row, 1)?,
-        previous: get(row, 2)?,
-        previous_until: get::<Option<i64>>(row, 3)?.map(timestamp).transpose()?,
-        rotated_at: timestamp(get(row, 4)?)?,
+        previous: previous_from_json(&get::<String>(row, 2)?)?,
+        rotated_at: timestamp(get(row, 3)?)?,
     })
 }
 
@@ -174,31 +188,65 @@ impl PostgresStore {
             .ok_or_else(|| StoreError::not_found("subscription", subscription))
     }
 
+    /// Reads, plans with [`SecretRotation::previous_after`], and writes only
+    /// if the row is still what was read (its current secret, sealed with a
+    /// fresh nonce each time, tells): a concurrent rotation on another node
+    /// makes this one read again instead of dropping that one's secret.
     pub(super) async fn rotate_signing_secret_pg(
         &self,
         rotation: SecretRotation,
     ) -> Result<SigningSecrets> {
         self.require_subscription(&rotation.subscription).await?;
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "INSERT INTO signing_secrets (subscription, current, rotated_at)
-                     VALUES ($1, $2, $4)
-                     ON CONFLICT (subscription) DO UPDATE SET
-                         previous = signing_secrets.current, previous_until = $3,
-                         current = EXCLUDED.current, rotated_at = EXCLUDED.rotated_at
-                     RETURNING {SECRET_COLUMNS}"
-                ),
-                &[
-                    &rotation.subscription,
-                    &rotation.new,
-                    &millis(rotation.previous_until),
-                    &millis(rotation.now),
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        secrets(&row)
+        for _ in 0..ROTATION_ATTEMPTS {
+            let before = self.get_signing_secrets_pg(&rotation.subscription).await?;
+            let previous = previous_to_json(&rotation.previous_after(before.as_ref()));
+            let written = match &before {
+                None => {
+                    client
+                        .query_opt(
+                            &format!(
+                                "INSERT INTO signing_secrets
+                                     (subscription, current, previous_secrets, rotated_at)
+                                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
+                                 RETURNING {SECRET_COLUMNS}"
+                            ),
+                            &[
+                                &rotation.subscription,
+                                &rotation.new,
+                                &previous,
+                                &millis(rotation.now),
+                            ],
+                        )
+                        .await
+                }
+                Some(before) => {
+                    client
+                        .query_opt(
+                            &format!(
+                                "UPDATE signing_secrets
+                                 SET current = $2, previous_secrets = $3, rotated_at = $4
+                                 WHERE subscription = $1 AND current = $5
+                                 RETURNING {SECRET_COLUMNS}"
+                            ),
+                            &[
+                                &rotation.subscription,
+                                &rotation.new,
+                                &previous,
+                                &millis(rotation.now),
+                                &before.current,
+                            ],
+                        )
+                        .await
+                }
+            };
+            if let Some(row) = written.map_err(pg_error)? {
+                return secrets(&row);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "the signing secret of {:?} is being rotated elsewhere; try again",
+            rotation.subscription
+        )))
     }
 }

@@ -79,6 +79,12 @@ pub fn version_before_push_backoff() -> usize {
         .map_or(0, |version| version - 1)
 }
 
+/// The schema version just before signing secrets kept several previous ones.
+pub fn version_before_previous_secrets() -> usize {
+    super::schema::version_of(super::security::PREVIOUS_SECRETS_MIGRATION)
+        .map_or(0, |version| version - 1)
+}
+
 /// Migrates the schema at `url` to `version` only, as an older redrive
 /// would have left it.
 pub async fn migrate_to(url: &str, version: usize) -> Result<(), String> {

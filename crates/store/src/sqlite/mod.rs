@@ -690,6 +690,10 @@ impl Store for SqliteStore {
         self.readers.read(ops::readiness_in).await
     }
 
+    async fn check_writes(&self) -> Result<()> {
+        self.writer.write(ops::check_writes_in).await
+    }
+
     async fn backup_into(&self, path: &Path) -> Result<()> {
         let (database, target) = (self.path.clone(), path.to_owned());
         tokio::task::spawn_blocking(move || ops::backup(&database, &target))

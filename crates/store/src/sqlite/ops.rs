@@ -100,6 +100,15 @@ pub(super) fn readiness_in(conn: &Connection) -> Result<StoreReadiness> {
     })
 }
 
+/// Rewrites the database header's application id with its own value: the
+/// header page is dirtied whatever the value, so the commit appends a frame
+/// to the write-ahead log and fails as a real write would on a full disk.
+pub(super) fn check_writes_in(conn: &Connection) -> Result<()> {
+    let id: i64 = conn.query_row("PRAGMA application_id", [], |row| row.get(0))?;
+    conn.execute_batch(&format!("PRAGMA application_id = {id}"))?;
+    Ok(())
+}
+
 /// `VACUUM INTO` reads one snapshot of the database, so the copy is
 /// consistent while writers go on; it runs on its own connection so a long
 /// backup holds no pooled reader.

@@ -97,6 +97,7 @@ CREATE TABLE journal_floors (
     super::console::CONSOLE_INDEXES,
     super::security::MIGRATION,
     PUSH_BACKOFF_MIGRATION,
+    super::security::PREVIOUS_SECRETS_MIGRATION,
     JOURNAL_HEAD,
 ];
 
@@ -131,8 +132,8 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// Migrates forward to `target` (at most the latest version); tests use it
-/// to build a database as an older redrive left it.
-fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
+/// to build a schema as an older redrive left it.
+pub(crate) fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let current = usize::try_from(current).unwrap_or(0);
     if current > MIGRATIONS.len() {
@@ -154,6 +155,15 @@ fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+/// The version a migration brings the schema to.
+#[cfg(test)]
+pub(crate) fn version_of(migration: &str) -> Option<usize> {
+    MIGRATIONS
+        .iter()
+        .position(|m| *m == migration)
+        .map(|index| index + 1)
 }
 
 /// The schema version a fully migrated database has.

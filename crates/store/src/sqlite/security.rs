@@ -32,6 +32,17 @@ BEGIN
 END;
 "#;
 
+/// Keeps every secret replaced by a rotation within its grace period (a
+/// bounded list), not just the last one.
+pub(super) const PREVIOUS_SECRETS_MIGRATION: &str = r#"
+ALTER TABLE signing_secrets ADD COLUMN previous_secrets TEXT NOT NULL DEFAULT '[]';
+UPDATE signing_secrets
+    SET previous_secrets = json_array(json_object('secret', previous, 'until', previous_until))
+    WHERE previous IS NOT NULL AND previous_until IS NOT NULL;
+ALTER TABLE signing_secrets DROP COLUMN previous;
+ALTER TABLE signing_secrets DROP COLUMN previous_until;
+"#;
+
 const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
 
 fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
@@ -97,21 +108,29 @@ pub(super) fn get_secrets_in(
     conn: &Connection,
     subscription: &str,
 ) -> Result<Option<SigningSecrets>> {
-    Ok(conn
+    let row = conn
         .prepare_cached(
-            "SELECT subscription, current, previous, previous_until, rotated_at
+            "SELECT subscription, current, previous_secrets, rotated_at
              FROM signing_secrets WHERE subscription = ?1",
         )?
         .query_row([subscription], |row| {
-            Ok(SigningSecrets {
-                subscription: row.get(0)?,
-                current: row.get(1)?,
-                previous: row.get(2)?,
-                previous_until: row.get::<_, Option<i64>>(3)?.map(timestamp).transpose()?,
-                rotated_at: timestamp(row.get(4)?)?,
-            })
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                timestamp(row.get(3)?)?,
+            ))
         })
-        .optional()?)
+        .optional()?;
+    row.map(|(subscription, current, previous, rotated_at)| {
+        Ok(SigningSecrets {
+            subscription,
+            current,
+            previous: previous_from_json(&previous)?,
+            rotated_at,
+        })
+    })
+    .transpose()
 }
 
 fn require_subscription(conn: &Connection, subscription: &str) -> Result<()> {
@@ -141,23 +160,61 @@ pub(super) fn ensure_secret_in(
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
 }
 
+/// Runs on the writer connection, so nothing rotates in between the read
+/// and the write.
 pub(super) fn rotate_secret_in(
     conn: &Connection,
     rotation: &SecretRotation,
 ) -> Result<SigningSecrets> {
     require_subscription(conn, &rotation.subscription)?;
+    let before = get_secrets_in(conn, &rotation.subscription)?;
+    let previous = previous_to_json(&rotation.previous_after(before.as_ref()));
     conn.execute(
-        "INSERT INTO signing_secrets (subscription, current, rotated_at)
-         VALUES (?1, ?2, ?4)
+        "INSERT INTO signing_secrets (subscription, current, previous_secrets, rotated_at)
+         VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (subscription) DO UPDATE SET
-             previous = current, previous_until = ?3, current = ?2, rotated_at = ?4",
+             current = ?2, previous_secrets = ?3, rotated_at = ?4",
         params![
             rotation.subscription,
             rotation.new,
-            millis(rotation.previous_until),
+            previous,
             millis(rotation.now)
         ],
     )?;
     get_secrets_in(conn, &rotation.subscription)?
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::schema;
+
+    #[test]
+    fn the_migration_keeps_a_previous_secret_within_its_grace() {
+        let conn = Connection::open_in_memory().unwrap();
+        let before = schema::version_of(PREVIOUS_SECRETS_MIGRATION).unwrap() - 1;
+        schema::migrate_to(&conn, before).unwrap();
+        conn.execute_batch(
+            "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
+                 VALUES ('a', 't', '{}', 0, 0), ('b', 't', '{}', 0, 0);
+             INSERT INTO signing_secrets (subscription, current, previous, previous_until, rotated_at)
+                 VALUES ('a', 'v1:new', 'v1:old', 86400000, 1000),
+                        ('b', 'v1:only', NULL, NULL, 0);",
+        )
+        .unwrap();
+        schema::migrate(&conn).unwrap();
+        let a = get_secrets_in(&conn, "a").unwrap().unwrap();
+        assert_eq!(a.current, "v1:new");
+        assert_eq!(
+            a.previous,
+            [PreviousSecret {
+                secret: "v1:old".into(),
+                until: Timestamp::from_millisecond(86_400_000).unwrap(),
+            }]
+        );
+        assert_eq!(a.rotated_at, Timestamp::from_millisecond(1000).unwrap());
+        let b = get_secrets_in(&conn, "b").unwrap().unwrap();
+        assert!(b.previous.is_empty());
+    }
 }

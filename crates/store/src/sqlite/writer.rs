@@ -129,7 +129,9 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
 fn commit_batch(conn: &Connection, batch: Vec<Job>) {
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::from(err);
-        tracing::error!(error = %err, "cannot begin a write transaction");
+        // Every job's caller gets the error and reports it (once per
+        // interval while the disk is full, not once per batch here).
+        tracing::debug!(error = %err, "cannot begin a write transaction");
         for job in batch {
             job.fail(err.clone());
         }
@@ -138,7 +140,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
     let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(conn)).collect();
     let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
     if let Err(err) = &commit {
-        tracing::error!(error = %err, "group commit failed");
+        tracing::debug!(error = %err, "group commit failed");
         let _ = conn.execute_batch("ROLLBACK");
     }
     for reply in replies {
