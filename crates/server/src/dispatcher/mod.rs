@@ -501,7 +501,11 @@ async fn attempt(
         attempt: delivery
             .attempts
             .saturating_sub(delivery.attempts_before_redrive),
-        first_attempt_at: delivery.first_attempt_at.unwrap_or(result.started_at),
+        // So does the age limit: from the redrive, else the first attempt.
+        first_attempt_at: delivery
+            .redriven_at
+            .or(delivery.first_attempt_at)
+            .unwrap_or(result.started_at),
         now: clock.now(),
         jitter_sample: rand::random::<f64>(),
     };
@@ -516,6 +520,7 @@ async fn attempt(
         delivery_id: delivery.id.clone(),
         attempt: Attempt {
             number: delivery.attempts,
+            kind: redrive_core::AttemptKind::Push,
             started_at: result.started_at,
             duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
             status,
