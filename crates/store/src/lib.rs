@@ -11,8 +11,10 @@ mod error;
 mod health;
 mod lifecycle;
 mod ops;
+mod plan;
 mod security;
 mod store;
+mod stored;
 
 pub mod conformance;
 pub mod postgres;

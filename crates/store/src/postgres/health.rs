@@ -5,13 +5,14 @@
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
-use redrive_core::health::{self, AttemptCounts, SubscriptionStatus};
+use redrive_core::health::{AttemptCounts, SubscriptionStatus};
 use redrive_core::lifecycle::SYSTEM_TOPIC;
 use redrive_core::{Health, Subscription};
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
 use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
+use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
 
 pub(super) const MIGRATION: &str = r#"
@@ -34,13 +35,7 @@ CREATE TABLE attempt_counts (
 CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
 "#;
 
-/// Bucket width: one minute, in milliseconds.
-const BUCKET_MS: i64 = 60_000;
-
-/// The status columns of `subscriptions`, read by [`status`] at the end of
-/// a row.
-pub(super) const STATUS_COLUMNS: &str =
-    "health, health_reason, COALESCE(health_changed_at, created_at), paused";
+pub(super) use crate::stored::STATUS_COLUMNS;
 
 /// Reads [`STATUS_COLUMNS`] starting at column `first`.
 pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
@@ -57,13 +52,13 @@ pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
 
 /// The part of a completion statement that counts the attempts it
 /// recorded: `recorded` holds `(delivery_id, number)` of the new attempt
-/// rows and `input` their outcome (`state`) and end (`ended_at`). Grouped
+/// rows and `input` their outcome (`state`) and health bucket (`bucket`). Grouped
 /// and ordered so one statement updates each counter once, and concurrent
 /// statements lock counters in the same order.
 pub(super) const COUNT_RECORDED: &str = "counted AS (
            INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
            SELECT d.subscription, s.health_epoch,
-                  i.ended_at - (((i.ended_at % 60000) + 60000) % 60000) AS bucket,
+                  i.bucket,
                   count(*) FILTER (WHERE i.state = 'delivered'),
                   count(*) FILTER (WHERE i.state <> 'delivered')
            FROM recorded r
@@ -75,10 +70,6 @@ pub(super) const COUNT_RECORDED: &str = "counted AS (
               SET succeeded = attempt_counts.succeeded + EXCLUDED.succeeded,
                   failed = attempt_counts.failed + EXCLUDED.failed
          )";
-
-fn bucket_of(ms: i64) -> i64 {
-    ms - ms.rem_euclid(BUCKET_MS)
-}
 
 async fn subscription_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
     Ok(client
@@ -101,7 +92,7 @@ impl PostgresStore {
                  FROM subscriptions s JOIN attempt_counts c
                    ON c.subscription = s.name AND c.epoch = s.health_epoch
                  WHERE s.name = $1 AND c.bucket >= $2",
-                &[&subscription, &bucket_of(millis(since))],
+                &[&subscription, &counted_from(since)],
             )
             .await
             .map_err(pg_error)?;
@@ -160,15 +151,7 @@ impl PostgresStore {
             }
             return Ok(None);
         }
-        if topic_exists(&tx, SYSTEM_TOPIC).await? {
-            let event = health::health_changed_event(
-                &change.subscription,
-                change.from,
-                change.to,
-                &change.reason,
-                uuid::Uuid::now_v7().to_string(),
-                change.now,
-            );
+        if let Some(event) = health_change_notice(change, topic_exists(&tx, SYSTEM_TOPIC).await?) {
             publish_in(&tx, SYSTEM_TOPIC, vec![event], change.now).await?;
         }
         let subscription = read_subscription(&tx, &change.subscription).await?;

@@ -34,12 +34,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use jiff::Timestamp;
-use redrive_core::{CloudEvent, Decision, Delivery, Subscription, SubscriptionSpec, Topic};
+use redrive_core::{CloudEvent, Delivery, Subscription, SubscriptionSpec, Topic};
 use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::lifecycle::*;
+use crate::plan::{CompletionRow, FanOut};
 use crate::store::*;
 use crate::{Result, StoreError};
 use rows::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis, timestamp};
@@ -865,16 +866,13 @@ pub(crate) async fn publish_in(
     if rows.is_empty() {
         return Err(StoreError::not_found("topic", topic));
     }
-    let mut subscriptions = Vec::new();
-    for row in &rows {
-        let name: Option<String> = get(row, 0)?;
-        let spec: Option<&str> = get(row, 1)?;
-        if let (Some(name), Some(spec)) = (name, spec) {
-            let spec = SubscriptionSpec::from_stored(spec)?;
-            subscriptions.push((name, spec.filter));
-        }
-    }
-
+    let targets = FanOut::from_stored(
+        rows.iter()
+            .map(|row| Ok((get::<Option<String>>(row, 0)?, get::<Option<&str>>(row, 1)?)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|(name, spec)| name.zip(spec)),
+    )?;
     let mut sources = Vec::with_capacity(events.len());
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
@@ -897,14 +895,12 @@ pub(crate) async fn publish_in(
             types.push(event.ty.as_str());
             attributes.push(serde_json::to_string(event)?);
             data.push(event.data.as_deref());
-            for (subscription, filter) in &subscriptions {
-                if filter.matches(event) {
-                    delivery_ids.push(uuid::Uuid::now_v7().to_string());
-                    delivery_subscriptions.push(subscription.as_str());
-                    delivery_sources.push(event.source.as_str());
-                    delivery_event_ids.push(event.id.as_str());
-                    count += 1;
-                }
+            for (id, subscription) in targets.deliveries(event) {
+                delivery_ids.push(id);
+                delivery_subscriptions.push(subscription);
+                delivery_sources.push(event.source.as_str());
+                delivery_event_ids.push(event.id.as_str());
+                count += 1;
             }
         }
         fan_out.push((first, count));
@@ -1120,42 +1116,35 @@ async fn complete_in(
     let mut messages = Vec::with_capacity(completions.len());
     let mut snippets = Vec::with_capacity(completions.len());
     let mut decisions = Vec::with_capacity(completions.len());
+    let mut buckets = Vec::with_capacity(completions.len());
     let mut any_failed = false;
     let mut ended_at_of = HashMap::new();
     for completion in completions {
-        let attempt = &completion.attempt;
-        let (state, next, reason) = match attempt.decision {
-            Decision::Delivered => ("delivered", None, None),
-            Decision::Retry { at, .. } => ("scheduled", Some(millis(at)), None),
-            Decision::Failed { reason } => {
-                any_failed = true;
-                ("failed", None, Some(rows::enum_name(&reason)?))
-            }
-        };
-        let duration = i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX);
-        let ended_at = millis(attempt.started_at).saturating_add(duration);
-        ended_at_of.insert(completion.delivery_id.as_str(), ended_at);
-        ids.push(completion.delivery_id.as_str());
-        numbers.push(i32::try_from(attempt.number).unwrap_or(i32::MAX));
-        states.push(state);
-        next_at.push(next);
-        reasons.push(reason);
-        statuses.push(attempt.status.map(i32::from));
-        errors.push(attempt.error.map(|class| class.as_str()));
-        ended.push(ended_at);
-        started.push(millis(attempt.started_at));
-        durations.push(duration);
-        messages.push(attempt.error_message.as_deref());
-        snippets.push(attempt.response_snippet.as_deref());
-        decisions.push(serde_json::to_string(&attempt.decision)?);
+        let row = CompletionRow::plan(completion)?;
+        any_failed |= row.failed;
+        ended_at_of.insert(row.delivery_id, row.ended_at);
+        ids.push(row.delivery_id);
+        numbers.push(i32::try_from(row.number).unwrap_or(i32::MAX));
+        states.push(row.state.as_str());
+        next_at.push(row.next_attempt_at);
+        reasons.push(row.failure_reason);
+        statuses.push(row.status.map(i32::from));
+        errors.push(row.error);
+        ended.push(row.ended_at);
+        started.push(row.started_at);
+        durations.push(row.duration_ms);
+        messages.push(row.error_message);
+        snippets.push(row.response_snippet);
+        decisions.push(row.decision);
+        buckets.push(row.bucket);
     }
     let sql = format!(
         "WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[],
                                 $6::int[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
-                                $11::text[], $12::text[], $13::text[])
+                                $11::text[], $12::text[], $13::text[], $14::bigint[])
              AS i(id, number, state, next_at, reason, status, error, ended_at, started_at,
-                  duration_ms, error_message, snippet, decision)
+                  duration_ms, error_message, snippet, decision, bucket)
          ), updated AS (
            UPDATE deliveries d SET state = i.state, next_attempt_at = i.next_at,
                   failure_reason = i.reason, last_status = i.status, last_error = i.error,
@@ -1175,9 +1164,9 @@ async fn complete_in(
          SELECT id FROM updated WHERE state = 'failed'",
         health::COUNT_RECORDED
     );
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
         &ids, &numbers, &states, &next_at, &reasons, &statuses, &errors, &ended, &started,
-        &durations, &messages, &snippets, &decisions,
+        &durations, &messages, &snippets, &decisions, &buckets,
     ];
     if !any_failed {
         // The hot path: one statement, atomic on its own.

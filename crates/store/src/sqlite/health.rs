@@ -7,13 +7,14 @@
 //! exact, not rounded to the minute of the change.
 
 use jiff::Timestamp;
-use redrive_core::health::{self, AttemptCounts, SubscriptionStatus};
+use redrive_core::health::{AttemptCounts, SubscriptionStatus};
 use redrive_core::lifecycle::SYSTEM_TOPIC;
-use redrive_core::{Attempt, Decision, Health, Subscription};
+use redrive_core::{Health, Subscription};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
 use super::{publish_in, read_subscription, topic_exists};
+use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
 
 pub(super) const MIGRATION: &str = r#"
@@ -36,13 +37,7 @@ CREATE TABLE attempt_counts (
 CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
 "#;
 
-/// Bucket width: one minute, in milliseconds.
-const BUCKET_MS: i64 = 60_000;
-
-/// The status columns of `subscriptions`, read by [`status`] at the end of
-/// a row.
-pub(super) const STATUS_COLUMNS: &str =
-    "health, health_reason, COALESCE(health_changed_at, created_at), paused";
+pub(super) use crate::stored::STATUS_COLUMNS;
 
 /// Reads [`STATUS_COLUMNS`] starting at column `first`.
 pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<SubscriptionStatus> {
@@ -62,19 +57,14 @@ pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<Subscripti
     })
 }
 
-fn bucket_of(ms: i64) -> i64 {
-    ms - ms.rem_euclid(BUCKET_MS)
-}
-
 /// Counts one recorded attempt of `delivery_id` in its subscription's
 /// current health epoch, in the minute it ended.
 pub(super) fn count_attempt(
     conn: &Connection,
     delivery_id: &str,
-    attempt: &Attempt,
-    ended_at_ms: i64,
+    bucket: i64,
+    succeeded: bool,
 ) -> Result<()> {
-    let succeeded = matches!(attempt.decision, Decision::Delivered);
     conn.prepare_cached(
         "INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
          SELECT d.subscription, s.health_epoch, ?2, ?3, ?4
@@ -86,7 +76,7 @@ pub(super) fn count_attempt(
     )?
     .execute(params![
         delivery_id,
-        bucket_of(ended_at_ms),
+        bucket,
         i64::from(succeeded),
         i64::from(!succeeded),
     ])?;
@@ -115,7 +105,7 @@ pub(super) fn count_in(
                ON c.subscription = s.name AND c.epoch = s.health_epoch
              WHERE s.name = ?1 AND c.bucket >= ?2",
         )?
-        .query_row(params![subscription, bucket_of(millis(since))], |row| {
+        .query_row(params![subscription, counted_from(since)], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
     if succeeded == 0 && failed == 0 && !subscription_exists(conn, subscription)? {
@@ -170,15 +160,7 @@ pub(super) fn change_in(
         return Ok((None, false));
     }
     let mut fanned_out = false;
-    if topic_exists(conn, SYSTEM_TOPIC)? {
-        let event = health::health_changed_event(
-            &change.subscription,
-            change.from,
-            change.to,
-            &change.reason,
-            uuid::Uuid::now_v7().to_string(),
-            change.now,
-        );
+    if let Some(event) = health_change_notice(change, topic_exists(conn, SYSTEM_TOPIC)?) {
         let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![event], change.now)?;
         fanned_out = outcomes.iter().any(|o| o.deliveries > 0);
     }

@@ -3,14 +3,15 @@
 //! incremental history purge.
 
 use jiff::Timestamp;
-use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
-use redrive_core::{Decision, Delivery, FailureReason};
+use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::{Delivery, FailureReason};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
 use super::{publish_in, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
+use crate::plan::{FailureEffects, cancel_decision, failure_topics};
 use crate::{Result, StoreError};
 
 /// Creates the built-in operational topic if it is missing.
@@ -51,37 +52,28 @@ pub(super) fn topic_in_use(conn: &Connection, name: &str) -> Result<Option<Strin
 pub(super) fn dead_letter_in(conn: &Connection, delivery_id: &str, now: Timestamp) -> Result<bool> {
     let (delivery, event) = read_delivery(conn, delivery_id)?;
     let subscription = read_subscription(conn, &delivery.subscription)?;
-    let Some(failure) = Failure::of(&delivery) else {
-        return Ok(false);
-    };
-    let mut fanned_out = false;
-    let mut copy_id = None;
-    if let Some(topic) = &subscription.spec.dead_letter_topic {
+    let mut exists = Vec::new();
+    for topic in failure_topics(&subscription.spec) {
         if topic_exists(conn, topic)? {
-            let copy =
-                lifecycle::dead_letter_copy(&event, &failure, uuid::Uuid::now_v7().to_string());
-            let id = copy.id.clone();
-            let outcomes = publish_in(conn, topic, vec![copy], now)?;
-            fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
-            conn.prepare_cached("UPDATE deliveries SET dead_letter_event = ?2 WHERE id = ?1")?
-                .execute(params![delivery.id, id])?;
-            copy_id = Some(id);
-        } else {
-            // Deleting a dead-letter topic is refused, so only a race gets here.
-            tracing::warn!(delivery = %delivery.id, topic = %topic,
-                "the dead-letter topic is gone; the failed delivery stays without a copy");
+            exists.push(topic.to_owned());
         }
     }
-    // Failures of the system topic's own subscriptions are not announced
-    // there: a failing operator endpoint would feed itself forever.
-    if subscription.spec.topic != SYSTEM_TOPIC && topic_exists(conn, SYSTEM_TOPIC)? {
-        let notice = lifecycle::delivery_failed_event(
-            &event,
-            &failure,
-            copy_id.as_deref(),
-            uuid::Uuid::now_v7().to_string(),
-            now,
-        );
+    let effects = FailureEffects::plan(
+        &delivery,
+        &event,
+        &subscription.spec,
+        |topic| exists.iter().any(|t| t == topic),
+        now,
+    );
+    let mut fanned_out = false;
+    if let Some((topic, copy)) = effects.dead_letter {
+        let id = copy.id.clone();
+        let outcomes = publish_in(conn, &topic, vec![copy], now)?;
+        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        conn.prepare_cached("UPDATE deliveries SET dead_letter_event = ?2 WHERE id = ?1")?
+            .execute(params![delivery.id, id])?;
+    }
+    if let Some(notice) = effects.notice {
         let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![notice], now)?;
         fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
     }
@@ -180,9 +172,7 @@ pub(super) fn cancel_in(conn: &Connection, id: &str, now: Timestamp) -> Result<(
         id,
         crate::lifecycle::cancel_number(cancels),
         millis(now),
-        serde_json::to_string(&Decision::Failed {
-            reason: FailureReason::Cancelled
-        })?
+        cancel_decision()?
     ])?;
     let (delivery, _) = read_delivery(conn, id)?;
     Ok((delivery, fanned_out))

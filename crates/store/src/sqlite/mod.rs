@@ -19,21 +19,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use redrive_core::{
-    CloudEvent, Decision, Delivery, DeliveryState, Subscription, SubscriptionSpec, Topic,
-};
+use redrive_core::{CloudEvent, Delivery, Subscription, SubscriptionSpec, Topic};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use crate::console::*;
 use crate::lifecycle::*;
+use crate::plan::{CompletionRow, FanOut};
 use crate::security::*;
 use crate::store::*;
 use crate::{Result, StoreError};
 use readers::Readers;
-use rows::{
-    ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, enum_name, millis, timestamp,
-};
+use rows::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis, timestamp};
 use writer::Writer;
 
 pub(crate) const DATABASE_FILE: &str = "redrive.db";
@@ -721,18 +718,13 @@ fn publish_in(
     if !topic_exists(conn, topic)? {
         return Err(StoreError::not_found("topic", topic));
     }
-    let subscriptions: Vec<(String, redrive_core::Filter)> = conn
+    let rows = conn
         .prepare_cached("SELECT name, spec FROM subscriptions WHERE topic = ?1")?
         .query_map([topic], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .into_iter()
-        .map(|(name, spec)| {
-            let spec = SubscriptionSpec::from_stored(&spec)?;
-            Ok((name, spec.filter))
-        })
-        .collect::<Result<_>>()?;
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let fan_out = FanOut::from_stored(rows)?;
     let now_ms = millis(now);
     // Positions continue from the highest ever handed out, not from the
     // highest still stored (see `schema::JOURNAL_HEAD`). The newest event is
@@ -775,12 +767,9 @@ fn publish_in(
         let mut deliveries = 0;
         if let Some(seq) = seq {
             last_seq = seq;
-            for (subscription, filter) in &subscriptions {
-                if filter.matches(&event) {
-                    let id = uuid::Uuid::now_v7().to_string();
-                    insert_delivery.execute(params![id, subscription, seq, now_ms])?;
-                    deliveries += 1;
-                }
+            for (id, subscription) in fan_out.deliveries(&event) {
+                insert_delivery.execute(params![id, subscription, seq, now_ms])?;
+                deliveries += 1;
             }
         }
         outcomes.push(PublishOutcome {
@@ -875,42 +864,34 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<bool> {
     )?;
     let mut fanned_out = false;
     for completion in completions {
-        let attempt = &completion.attempt;
-        let (state, next_attempt_at, reason) = match attempt.decision {
-            Decision::Delivered => (DeliveryState::Delivered, None, None),
-            Decision::Retry { at, .. } => (DeliveryState::Scheduled, Some(millis(at)), None),
-            Decision::Failed { reason } => (DeliveryState::Failed, None, Some(enum_name(&reason)?)),
-        };
-        let error = attempt.error.map(|class| class.as_str());
-        let ended_at = millis(attempt.started_at)
-            .saturating_add(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX));
+        let row = CompletionRow::plan(completion)?;
         let changed = update.execute(params![
-            completion.delivery_id,
-            attempt.number,
-            state.as_str(),
-            next_attempt_at,
-            reason,
-            attempt.status,
-            error,
-            ended_at,
+            row.delivery_id,
+            row.number,
+            row.state.as_str(),
+            row.next_attempt_at,
+            row.failure_reason,
+            row.status,
+            row.error,
+            row.ended_at,
         ])?;
         let recorded = record.execute(params![
-            completion.delivery_id,
-            attempt.number,
-            millis(attempt.started_at),
-            i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
-            attempt.status,
-            error,
-            attempt.error_message,
-            attempt.response_snippet,
-            serde_json::to_string(&attempt.decision)?,
+            row.delivery_id,
+            row.number,
+            row.started_at,
+            row.duration_ms,
+            row.status,
+            row.error,
+            row.error_message,
+            row.response_snippet,
+            row.decision,
         ])?;
         if recorded > 0 {
-            health::count_attempt(conn, &completion.delivery_id, attempt, ended_at)?;
+            health::count_attempt(conn, row.delivery_id, row.bucket, row.succeeded)?;
         }
-        if changed > 0 && matches!(attempt.decision, Decision::Failed { .. }) {
-            let now = timestamp(ended_at)?;
-            fanned_out |= lifecycle::dead_letter_in(conn, &completion.delivery_id, now)?;
+        if changed > 0 && row.failed {
+            let now = timestamp(row.ended_at)?;
+            fanned_out |= lifecycle::dead_letter_in(conn, row.delivery_id, now)?;
         }
     }
     Ok(fanned_out)
