@@ -10,6 +10,7 @@ mod console_plans;
 mod error;
 mod health;
 mod lifecycle;
+mod migrations;
 mod ops;
 mod plan;
 mod security;

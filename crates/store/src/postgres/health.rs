@@ -15,26 +15,6 @@ use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists
 use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- Endpoint health and pause, beside the spec.
-ALTER TABLE subscriptions ADD COLUMN health text NOT NULL DEFAULT 'healthy';
-ALTER TABLE subscriptions ADD COLUMN health_reason text;
--- NULL until the first change: the subscription's creation counts.
-ALTER TABLE subscriptions ADD COLUMN health_changed_at bigint;
-ALTER TABLE subscriptions ADD COLUMN health_epoch bigint NOT NULL DEFAULT 0;
-ALTER TABLE subscriptions ADD COLUMN paused boolean NOT NULL DEFAULT false;
--- Attempts that ended, per subscription, health epoch and minute.
-CREATE TABLE attempt_counts (
-    subscription  text NOT NULL,
-    epoch         bigint NOT NULL,
-    bucket        bigint NOT NULL,
-    succeeded     bigint NOT NULL,
-    failed        bigint NOT NULL,
-    PRIMARY KEY (subscription, epoch, bucket)
-);
-CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
-"#;
-
 pub(super) use crate::stored::STATUS_COLUMNS;
 
 /// Reads [`STATUS_COLUMNS`] starting at column `first`.

@@ -17,16 +17,6 @@ use super::rows::get;
 use crate::store::{ClaimBatch, ClaimRate, ClaimRequest};
 use crate::{Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- One token bucket per rate-limited subscription, shared by every node.
-CREATE TABLE rate_buckets (
-    subscription  text PRIMARY KEY REFERENCES subscriptions (name) ON DELETE CASCADE,
-    tokens        double precision NOT NULL,
-    -- Milliseconds, as the claims' `now`.
-    refilled_at   bigint NOT NULL
-);
-"#;
-
 /// A bucket as this claim found it, refilled to the claim's `now`.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {

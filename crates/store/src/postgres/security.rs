@@ -8,37 +8,6 @@ use super::{PostgresStore, pg_error};
 use crate::security::*;
 use crate::{Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- API tokens: the secret part is kept only as its SHA-256.
-CREATE TABLE api_tokens (
-    id           text PRIMARY KEY,
-    name         text NOT NULL,
-    scope        text NOT NULL,
-    secret_hash  bytea NOT NULL,
-    created_at   bigint NOT NULL
-);
--- Signing secrets, encrypted by the server before they get here; they go
--- with their subscription.
-CREATE TABLE signing_secrets (
-    subscription    text PRIMARY KEY REFERENCES subscriptions (name) ON DELETE CASCADE,
-    current         text NOT NULL,
-    previous        text,
-    previous_until  bigint,
-    rotated_at      bigint NOT NULL
-);
-"#;
-
-/// Keeps every secret replaced by a rotation within its grace period (a
-/// bounded list), not just the last one.
-pub(super) const PREVIOUS_SECRETS_MIGRATION: &str = r#"
-ALTER TABLE signing_secrets ADD COLUMN previous_secrets text NOT NULL DEFAULT '[]';
-UPDATE signing_secrets
-    SET previous_secrets =
-        json_build_array(json_build_object('secret', previous, 'until', previous_until))::text
-    WHERE previous IS NOT NULL AND previous_until IS NOT NULL;
-ALTER TABLE signing_secrets DROP COLUMN previous, DROP COLUMN previous_until;
-"#;
-
 /// How often a rotation retries when another node rotated the same
 /// subscription between its read and its write.
 const ROTATION_ATTEMPTS: usize = 8;

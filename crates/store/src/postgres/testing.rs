@@ -62,20 +62,18 @@ pub fn latest_version() -> usize {
 
 /// The schema version just before the history tables were partitioned.
 pub fn version_before_partitions() -> usize {
-    super::schema::version_of(super::partitions::MIGRATION).map_or(0, |version| version - 1)
+    super::schema::version_of("0005_partitions").map_or(0, |version| version - 1)
 }
 
 /// The schema version just before push backoff became a subscription
 /// setting.
 pub fn version_before_push_backoff() -> usize {
-    super::schema::version_of(super::schema::PUSH_BACKOFF_MIGRATION)
-        .map_or(0, |version| version - 1)
+    super::schema::version_of("0008_push_backoff").map_or(0, |version| version - 1)
 }
 
 /// The schema version just before signing secrets kept several previous ones.
 pub fn version_before_previous_secrets() -> usize {
-    super::schema::version_of(super::security::PREVIOUS_SECRETS_MIGRATION)
-        .map_or(0, |version| version - 1)
+    super::schema::version_of("0009_previous_secrets").map_or(0, |version| version - 1)
 }
 
 /// Migrates the schema at `url` to `version` only, as an older redrive

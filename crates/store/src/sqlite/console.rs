@@ -10,24 +10,6 @@ use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
 use crate::Result;
 use crate::console::*;
 
-/// Every list orders by `(created_at, id)` descending within a
-/// subscription; each filter has an index with that suffix, so a page is a
-/// range scan whatever the depth. Counts and buckets read covering indexes.
-pub(super) const CONSOLE_INDEXES: &str = r#"
--- The console: newest-first delivery lists, filtered, keyset paged.
-CREATE INDEX deliveries_recent
-    ON deliveries (subscription, created_at, id, state);
-CREATE INDEX deliveries_recent_by_state
-    ON deliveries (subscription, state, created_at, id);
-CREATE INDEX deliveries_recent_by_status
-    ON deliveries (subscription, last_status, created_at, id)
-    WHERE last_status IS NOT NULL;
--- Delivered vs failed over time, by when each ended.
-CREATE INDEX deliveries_ended
-    ON deliveries (subscription, updated_at, state)
-    WHERE state IN ('delivered', 'failed');
-"#;
-
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
 /// the very statement the console runs.

@@ -727,7 +727,7 @@ fn publish_in(
     let fan_out = FanOut::from_stored(rows)?;
     let now_ms = millis(now);
     // Positions continue from the highest ever handed out, not from the
-    // highest still stored (see `schema::JOURNAL_HEAD`). The newest event is
+    // highest still stored (see `migrations/sqlite/0008_journal_head.sql`). The newest event is
     // also consulted so that a row inserted some other way cannot collide.
     let mut last_seq: i64 = conn
         .prepare_cached(

@@ -7,42 +7,6 @@ use super::rows::{millis, timestamp};
 use crate::security::*;
 use crate::{Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- API tokens: the secret part is kept only as its SHA-256.
-CREATE TABLE api_tokens (
-    id           TEXT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    scope        TEXT NOT NULL,
-    secret_hash  BLOB NOT NULL,
-    created_at   INTEGER NOT NULL
-) WITHOUT ROWID;
--- Signing secrets, encrypted by the server before they get here.
-CREATE TABLE signing_secrets (
-    subscription    TEXT PRIMARY KEY,
-    current         TEXT NOT NULL,
-    previous        TEXT,
-    previous_until  INTEGER,
-    rotated_at      INTEGER NOT NULL
-) WITHOUT ROWID;
--- A subscription created again under a deleted one's name must not inherit
--- its secret.
-CREATE TRIGGER signing_secrets_follow_subscriptions AFTER DELETE ON subscriptions
-BEGIN
-    DELETE FROM signing_secrets WHERE subscription = OLD.name;
-END;
-"#;
-
-/// Keeps every secret replaced by a rotation within its grace period (a
-/// bounded list), not just the last one.
-pub(super) const PREVIOUS_SECRETS_MIGRATION: &str = r#"
-ALTER TABLE signing_secrets ADD COLUMN previous_secrets TEXT NOT NULL DEFAULT '[]';
-UPDATE signing_secrets
-    SET previous_secrets = json_array(json_object('secret', previous, 'until', previous_until))
-    WHERE previous IS NOT NULL AND previous_until IS NOT NULL;
-ALTER TABLE signing_secrets DROP COLUMN previous;
-ALTER TABLE signing_secrets DROP COLUMN previous_until;
-"#;
-
 const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
 
 fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
@@ -193,7 +157,7 @@ mod tests {
     #[test]
     fn the_migration_keeps_a_previous_secret_within_its_grace() {
         let conn = Connection::open_in_memory().unwrap();
-        let before = schema::version_of(PREVIOUS_SECRETS_MIGRATION).unwrap() - 1;
+        let before = schema::version_of("0007_previous_secrets").unwrap() - 1;
         schema::migrate_to(&conn, before).unwrap();
         conn.execute_batch(
             "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
