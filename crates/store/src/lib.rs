@@ -1,5 +1,6 @@
 //! redrive's storage layer: one [`Store`] trait that owns every SQL statement,
-//! its SQLite backend, and the conformance suite every backend must pass.
+//! its SQLite and PostgreSQL backends, and (with the `testing` feature,
+//! for tests only) the conformance suite every backend must pass.
 //!
 //! The durability contract: when a write method returns `Ok`, its effect
 //! survives a crash of the process.
@@ -17,6 +18,7 @@ mod security;
 mod store;
 mod stored;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;

@@ -21,10 +21,13 @@ mod partitions;
 mod rate;
 pub(crate) mod rows;
 mod schema;
+mod scratch;
 mod security;
 mod stats;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use scratch::ScratchSchema;
 pub use stats::{DatabaseActivity, database_activity};
 
 use std::collections::HashMap;
