@@ -33,4 +33,13 @@ pub use security::*;
 pub use sqlite::SqliteStore;
 pub use store::*;
 
+/// The `Store` trait and its sub-traits, to call store methods through
+/// `dyn Store` or a backend: `use redrive_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::store::{
+        ConsoleStore, DeliveryStore, HealthStore, LifecycleStore, OpsStore, SecurityStore, Store,
+        SubscriptionStore, TopicStore,
+    };
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -29,6 +29,7 @@ macro_rules! migration {
 pub(crate) use migration;
 
 /// The version a migration (named by its file) brings the schema to.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn version_of(migrations: &[Migration], name: &str) -> Option<usize> {
     migrations
         .iter()

@@ -1,7 +1,8 @@
 //! Online backups and flushing of the embedded store, on real files.
 
 use redrive_store::conformance::{event, spec, t0};
-use redrive_store::{DeliveryQuery, SqliteStore, Store, StoreError};
+use redrive_store::prelude::*;
+use redrive_store::{DeliveryQuery, SqliteStore, StoreError};
 
 #[tokio::test]
 async fn a_backup_is_a_store_that_opens_with_everything_scheduled() {

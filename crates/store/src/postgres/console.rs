@@ -6,6 +6,7 @@ use tokio_postgres::types::ToSql;
 
 use super::pg_error;
 use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum};
+use super::*;
 use crate::Result;
 use crate::console::*;
 
@@ -168,6 +169,35 @@ pub(super) async fn outcome_buckets(
         grid.add(index, &state, get(row, 2)?);
     }
     Ok(grid.into_buckets())
+}
+
+#[async_trait]
+impl ConsoleStore for PostgresStore {
+    // --- console ---
+    async fn search_deliveries(
+        &self,
+        query: crate::DeliverySearch,
+    ) -> Result<crate::DeliverySearchPage> {
+        let client = self.client().await?;
+        console::search(&client, &query).await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<crate::StateCounts> {
+        let client = self.client().await?;
+        console::count_by_state(&client, subscription, since).await
+    }
+
+    async fn outcome_buckets(
+        &self,
+        query: crate::OutcomeBucketsQuery,
+    ) -> Result<Vec<crate::OutcomeBucket>> {
+        let client = self.client().await?;
+        console::outcome_buckets(&client, &query).await
+    }
 }
 
 #[cfg(test)]

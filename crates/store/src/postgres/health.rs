@@ -11,6 +11,7 @@ use redrive_core::{Health, Subscription};
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
+use super::*;
 use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
@@ -156,5 +157,29 @@ impl PostgresStore {
         let subscription = read_subscription(&client, name).await?;
         self.wake();
         Ok(subscription)
+    }
+}
+
+#[async_trait]
+impl HealthStore for PostgresStore {
+    // --- endpoint health ---
+    async fn count_attempts(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<redrive_core::health::AttemptCounts> {
+        self.count_attempts_pg(subscription, since).await
+    }
+
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.prune_attempt_counts_pg(before, limit).await
+    }
+
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        self.change_health_pg(&change).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
+        self.set_paused_pg(name, paused).await
     }
 }

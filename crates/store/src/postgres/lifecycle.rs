@@ -10,6 +10,7 @@ use redrive_core::lifecycle::SYSTEM_TOPIC;
 use redrive_core::{Delivery, FailureReason};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
+use super::*;
 use super::{partition_drop, partitions};
 use super::{pg_error, publish_in, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
@@ -550,4 +551,49 @@ pub(super) async fn purge(
     outcome.more |= examined.len() as i64 >= limit;
     tx.commit().await.map_err(pg_error)?;
     Ok(outcome)
+}
+
+#[async_trait]
+impl LifecycleStore for PostgresStore {
+    async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        let mut client = self.client().await?;
+        let (expired, fanned_out) = lifecycle::expire(&mut client, now, limit).await?;
+        if fanned_out {
+            self.wake();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let mut client = self.client().await?;
+        let (delivery, fanned_out) = lifecycle::cancel(&mut client, id, now).await?;
+        if fanned_out {
+            self.wake();
+        }
+        Ok(delivery)
+    }
+
+    async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
+        let client = self.client().await?;
+        lifecycle::count_redrivable(&client, &filter).await
+    }
+
+    async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
+        let client = self.client().await?;
+        let batch = lifecycle::redrive(&client, &request).await?;
+        if batch.moved > 0 {
+            self.wake();
+        }
+        Ok(batch)
+    }
+
+    async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
+        let client = self.client().await?;
+        lifecycle::journal(&client, &query).await
+    }
+
+    async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
+        let mut client = self.client().await?;
+        lifecycle::purge(&mut client, &request).await
+    }
 }

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 
 use super::rows::{get, millis, timestamp};
+use super::*;
 use super::{PostgresStore, pg_error, schema};
 use crate::Result;
 use crate::ops::{QueueStats, StoreReadiness};
@@ -92,5 +93,48 @@ impl PostgresStore {
             schema_version: u64::try_from(version).unwrap_or(0),
             latest_schema_version: schema::latest_version() as u64,
         })
+    }
+}
+
+#[async_trait]
+impl OpsStore for PostgresStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            online_backup: false,
+            shared_rate_buckets: true,
+            cross_process_wakeups: true,
+        }
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.queue_stats_pg(now).await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        self.readiness_pg().await
+    }
+
+    async fn check_writes(&self) -> Result<()> {
+        // Taking a transaction id makes the commit write (and flush) a WAL
+        // record, without touching any table.
+        let client = self.client().await?;
+        client
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn backup_into(&self, _path: &std::path::Path) -> Result<()> {
+        Err(StoreError::Invalid(
+            "backups of a PostgreSQL store are taken with PostgreSQL's own tools (pg_dump, \
+             base backups)"
+                .into(),
+        ))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every write is committed (and so durable) when it returns.
+        Ok(())
     }
 }

@@ -82,7 +82,7 @@ pub(super) async fn claim_rated(
                 _ => i64::from(want.limit),
             })
             .collect();
-        return super::claim_with(&*client, request, &limits).await;
+        return super::deliveries::claim_with(&*client, request, &limits).await;
     }
     // A subscription's first rated claim creates its bucket, full; the
     // claim then starts over so that every row is locked in order.
@@ -132,7 +132,7 @@ pub(super) async fn claim_rated(
                 }
             })
             .collect();
-        let mut batch = super::claim_with(&tx, request, &limits).await?;
+        let mut batch = super::deliveries::claim_with(&tx, request, &limits).await?;
         let mut claimed: HashMap<&str, f64> = HashMap::new();
         for delivery in &batch.claimed {
             *claimed

@@ -31,6 +31,7 @@ pub(super) fn latest_version() -> usize {
 }
 
 /// The version the migration `name` brings the schema to.
+#[cfg(any(test, feature = "testing"))]
 pub(super) fn version_of(name: &str) -> Option<usize> {
     crate::migrations::version_of(MIGRATIONS, name)
 }
@@ -73,7 +74,8 @@ pub(super) async fn migrate_to(client: &mut Client, target: usize) -> Result<()>
         let version = index + 1;
         tx.batch_execute(sql).await.map_err(|err| {
             StoreError::Backend(format!(
-                "schema migration {version} failed: {}",
+                "schema migration {version} ({}) failed: {}",
+                migration.name,
                 pg_error(err)
             ))
         })?;
@@ -83,7 +85,7 @@ pub(super) async fn migrate_to(client: &mut Client, target: usize) -> Result<()>
         )
         .await
         .map_err(pg_error)?;
-        tracing::info!(version, "applied schema migration");
+        tracing::info!(version, name = migration.name, "applied schema migration");
     }
     tx.commit().await.map_err(pg_error)?;
     Ok(())

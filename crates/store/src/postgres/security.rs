@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
+use super::*;
 use super::{PostgresStore, pg_error};
 use crate::security::*;
 use crate::{Result, StoreError};
@@ -217,5 +218,49 @@ impl PostgresStore {
             "the signing secret of {:?} is being rotated elsewhere; try again",
             rotation.subscription
         )))
+    }
+}
+
+#[async_trait]
+impl SecurityStore for PostgresStore {
+    // --- security ---
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
+        self.create_token_pg(token).await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<crate::TokenRecord> {
+        self.get_token_pg(id).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>> {
+        self.list_tokens_pg().await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<()> {
+        self.delete_token_pg(id).await
+    }
+
+    async fn get_signing_secrets(
+        &self,
+        subscription: &str,
+    ) -> Result<Option<crate::SigningSecrets>> {
+        self.get_signing_secrets_pg(subscription).await
+    }
+
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<crate::SigningSecrets> {
+        self.ensure_signing_secret_pg(subscription, current, now)
+            .await
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        rotation: crate::SecretRotation,
+    ) -> Result<crate::SigningSecrets> {
+        self.rotate_signing_secret_pg(rotation).await
     }
 }

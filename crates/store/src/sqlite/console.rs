@@ -7,6 +7,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
+use super::*;
 use crate::Result;
 use crate::console::*;
 
@@ -154,6 +155,33 @@ pub(super) fn outcome_buckets_in(
         grid.add(index, &state, count);
     }
     Ok(grid.into_buckets())
+}
+
+#[async_trait]
+impl ConsoleStore for SqliteStore {
+    // --- console ---
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
+        self.readers
+            .read(move |conn| console::search_in(conn, &query))
+            .await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| console::count_by_state_in(conn, &subscription, since))
+            .await
+    }
+
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
+        self.readers
+            .read(move |conn| console::outcome_buckets_in(conn, &query))
+            .await
+    }
 }
 
 #[cfg(test)]

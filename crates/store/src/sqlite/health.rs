@@ -13,6 +13,7 @@ use redrive_core::{Health, Subscription};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
+use super::*;
 use super::{publish_in, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
@@ -166,4 +167,47 @@ pub(super) fn forget_in(conn: &Connection, name: &str) -> Result<()> {
     conn.prepare_cached("DELETE FROM attempt_counts WHERE subscription = ?1")?
         .execute([name])?;
     Ok(())
+}
+
+#[async_trait]
+impl HealthStore for SqliteStore {
+    // --- endpoint health ---
+    async fn count_attempts(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<redrive_core::health::AttemptCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| health::count_in(conn, &subscription, since))
+            .await
+    }
+
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.writer
+            .write(move |conn| health::prune_in(conn, before, limit))
+            .await
+    }
+
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        let (changed, fanned_out) = self
+            .writer
+            .write(move |conn| health::change_in(conn, &change))
+            .await?;
+        // Also for a subscription made healthy again: its backlog is due.
+        if fanned_out || changed.is_some() {
+            self.wakeups.notify_one();
+        }
+        Ok(changed)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
+        let name = name.to_owned();
+        let subscription = self
+            .writer
+            .write(move |conn| health::set_paused_in(conn, &name, paused))
+            .await?;
+        self.wakeups.notify_one();
+        Ok(subscription)
+    }
 }

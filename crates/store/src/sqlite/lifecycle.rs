@@ -9,6 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
+use super::*;
 use super::{publish_in, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
 use crate::plan::{FailureEffects, cancel_decision, failure_topics};
@@ -370,4 +371,59 @@ pub(super) fn purge_in(conn: &Connection, request: &PurgeRequest) -> Result<Purg
     }
     outcome.more |= examined >= limit;
     Ok(outcome)
+}
+
+#[async_trait]
+impl LifecycleStore for SqliteStore {
+    async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        let (expired, fanned_out) = self
+            .writer
+            .write(move |conn| lifecycle::expire_in(conn, now, limit))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let id = id.to_owned();
+        let (delivery, fanned_out) = self
+            .writer
+            .write(move |conn| lifecycle::cancel_in(conn, &id, now))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(delivery)
+    }
+
+    async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
+        self.readers
+            .read(move |conn| lifecycle::count_redrivable_in(conn, &filter))
+            .await
+    }
+
+    async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
+        let batch = self
+            .writer
+            .write(move |conn| lifecycle::redrive_in(conn, &request))
+            .await?;
+        if batch.moved > 0 {
+            self.wakeups.notify_one();
+        }
+        Ok(batch)
+    }
+
+    async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
+        self.readers
+            .read(move |conn| lifecycle::journal_in(conn, &query))
+            .await
+    }
+
+    async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
+        self.writer
+            .write(move |conn| lifecycle::purge_in(conn, &request))
+            .await
+    }
 }

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::rows::{millis, timestamp};
 use super::schema;
+use super::*;
 use crate::ops::{QueueStats, StoreReadiness};
 use crate::{Result, StoreError};
 
@@ -160,4 +161,46 @@ pub(super) fn checkpoint(database: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[async_trait]
+impl OpsStore for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            online_backup: true,
+            shared_rate_buckets: false,
+            cross_process_wakeups: false,
+        }
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.readers
+            .read(move |conn| ops::queue_stats_in(conn, now))
+            .await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        self.readers.read(ops::readiness_in).await
+    }
+
+    async fn check_writes(&self) -> Result<()> {
+        self.writer.write(ops::check_writes_in).await
+    }
+
+    async fn backup_into(&self, path: &Path) -> Result<()> {
+        let (database, target) = (self.path.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || ops::backup(&database, &target))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the backup task failed: {err}")))?
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // An empty write first: the checkpoint then covers every write
+        // queued before this call. It runs outside the writer's transaction.
+        self.writer.write(|_| Ok(())).await?;
+        let database = self.path.clone();
+        tokio::task::spawn_blocking(move || ops::checkpoint(&database))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the checkpoint task failed: {err}")))?
+    }
 }

@@ -41,16 +41,19 @@ pub(crate) fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
         ))
         .map_err(|err| {
             let _ = conn.execute_batch("ROLLBACK");
-            StoreError::Backend(format!("schema migration {version} failed: {err}"))
+            StoreError::Backend(format!(
+                "schema migration {version} ({}) failed: {err}",
+                migration.name
+            ))
         })?;
-        tracing::info!(version, "applied schema migration");
+        tracing::info!(version, name = migration.name, "applied schema migration");
     }
     Ok(())
 }
 
 /// The version a migration brings the schema to.
-#[cfg(test)]
 /// The version the migration `name` brings the schema to.
+#[cfg(test)]
 pub(crate) fn version_of(name: &str) -> Option<usize> {
     crate::migrations::version_of(MIGRATIONS, name)
 }
@@ -66,7 +69,8 @@ mod tests {
 
     use super::*;
     use crate::conformance::{event, spec, t0};
-    use crate::{JournalQuery, SqliteStore, Store};
+    use crate::prelude::*;
+    use crate::{JournalQuery, SqliteStore};
 
     /// A database as the schema before `journal_head` left it, after its
     /// newest events were purged and positions 1 to 3 were handed out again

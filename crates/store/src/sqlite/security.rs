@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
+use super::*;
 use crate::security::*;
 use crate::{Result, StoreError};
 
@@ -147,6 +148,59 @@ pub(super) fn rotate_secret_in(
     )?;
     get_secrets_in(conn, &rotation.subscription)?
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
+}
+
+#[async_trait]
+impl SecurityStore for SqliteStore {
+    // --- security ---
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.writer
+            .write(move |conn| security::create_token_in(conn, &token))
+            .await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| security::get_token_in(conn, &id))
+            .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.readers.read(security::list_tokens_in).await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| security::delete_token_in(conn, &id))
+            .await
+    }
+
+    async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| security::get_secrets_in(conn, &subscription))
+            .await
+    }
+
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets> {
+        let subscription = subscription.to_owned();
+        self.writer
+            .write(move |conn| security::ensure_secret_in(conn, &subscription, &current, now))
+            .await
+    }
+
+    async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets> {
+        self.writer
+            .write(move |conn| security::rotate_secret_in(conn, &rotation))
+            .await
+    }
 }
 
 #[cfg(test)]
