@@ -97,6 +97,7 @@ checks!(
     a_claim_ahead_takes_what_falls_due_within_the_lookahead,
     a_write_check_commits_and_changes_nothing_a_reader_sees,
     rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound,
+    backups_follow_the_declared_capability,
 );
 
 /// A fixed instant, so every backend sees the same times.
