@@ -214,7 +214,33 @@ pub(crate) fn health_change_notice(
 
 #[cfg(test)]
 mod tests {
+    use redrive_core::{DeliveryState, FailureReason};
+
     use super::*;
+    use crate::conformance::{event, spec, t0};
+
+    fn failed(subscription: &str) -> Delivery {
+        Delivery {
+            id: "d1".into(),
+            subscription: subscription.into(),
+            event_id: "e1".into(),
+            event_source: "/test".into(),
+            event_type: "t".into(),
+            state: DeliveryState::Failed,
+            attempts: 5,
+            next_attempt_at: None,
+            first_attempt_at: Some(t0()),
+            last_attempt_at: Some(t0()),
+            last_status: Some(500),
+            last_error: None,
+            failure_reason: Some(FailureReason::RetriesExhausted),
+            dead_letter_event: None,
+            attempts_before_redrive: 0,
+            created_at: t0(),
+            updated_at: t0(),
+            redriven_at: None,
+        }
+    }
 
     #[test]
     fn health_buckets_start_on_the_minute_before_and_after_the_epoch() {
@@ -222,5 +248,120 @@ mod tests {
         assert_eq!(health_bucket(59_999), 0);
         assert_eq!(health_bucket(60_000), 60_000);
         assert_eq!(health_bucket(-1), -60_000);
+    }
+
+    #[test]
+    fn events_fan_out_to_the_subscriptions_whose_filter_matches() {
+        let mut typed = spec("typed", "orders");
+        typed.filter.ty = Some("order.paid".into());
+        let stored = [
+            (
+                "all".to_owned(),
+                serde_json::to_string(&spec("all", "orders")).unwrap(),
+            ),
+            ("typed".to_owned(), serde_json::to_string(&typed).unwrap()),
+        ];
+        let fan_out = FanOut::from_stored(stored).unwrap();
+        let to = |ty: &str| {
+            let event = event("e1", ty);
+            fan_out
+                .deliveries(&event)
+                .map(|(_, name)| name.to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(to("order.paid"), ["all", "typed"]);
+        assert_eq!(to("order.created"), ["all"]);
+        let event = event("e1", "t");
+        let ids: Vec<_> = fan_out.deliveries(&event).map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[test]
+    fn a_failure_copies_to_its_dead_letter_topic_and_links_the_copy_in_its_notice() {
+        let mut with_dlq = spec("s1", "orders");
+        with_dlq.dead_letter_topic = Some("orders-dlq".into());
+        assert_eq!(failure_topics(&with_dlq), ["orders-dlq", SYSTEM_TOPIC]);
+        let effects =
+            FailureEffects::plan(&failed("s1"), &event("e1", "t"), &with_dlq, |_| true, t0());
+        let (topic, copy) = effects.dead_letter.expect("a copy");
+        assert_eq!(topic, "orders-dlq");
+        let notice = effects.notice.expect("a notice");
+        assert_eq!(notice.ty, lifecycle::DELIVERY_FAILED_TYPE);
+        let data: serde_json::Value =
+            serde_json::from_slice(notice.data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["dead_letter_event"], serde_json::json!(copy.id));
+    }
+
+    #[test]
+    fn a_missing_topic_gets_nothing_and_the_system_topic_never_announces_its_own() {
+        let mut with_dlq = spec("s1", "orders");
+        with_dlq.dead_letter_topic = Some("gone".into());
+        let only_system = |topic: &str| topic == SYSTEM_TOPIC;
+        let effects = FailureEffects::plan(
+            &failed("s1"),
+            &event("e1", "t"),
+            &with_dlq,
+            only_system,
+            t0(),
+        );
+        assert!(effects.dead_letter.is_none());
+        assert!(effects.notice.is_some());
+
+        let operator = spec("ops", SYSTEM_TOPIC);
+        let effects =
+            FailureEffects::plan(&failed("ops"), &event("e1", "t"), &operator, |_| true, t0());
+        assert!(effects.dead_letter.is_none() && effects.notice.is_none());
+
+        let mut delivered = failed("s1");
+        delivered.failure_reason = None;
+        delivered.state = DeliveryState::Delivered;
+        let effects =
+            FailureEffects::plan(&delivered, &event("e1", "t"), &with_dlq, |_| true, t0());
+        assert!(effects.dead_letter.is_none() && effects.notice.is_none());
+    }
+
+    #[test]
+    fn each_decision_writes_its_state_and_the_attempt_counts_in_the_minute_it_ended() {
+        let completion = |decision| Completion {
+            delivery_id: "d1".into(),
+            attempt: redrive_core::Attempt {
+                number: 2,
+                kind: redrive_core::AttemptKind::Push,
+                started_at: t0(),
+                duration_ms: 61_000,
+                status: Some(503),
+                error: None,
+                error_message: None,
+                response_snippet: None,
+                decision,
+            },
+        };
+        let retry_at = t0() + jiff::SignedDuration::from_secs(600);
+        let retry = completion(Decision::Retry {
+            at: retry_at,
+            retry: 1,
+        });
+        let row = CompletionRow::plan(&retry).unwrap();
+        assert_eq!(row.state, DeliveryState::Scheduled);
+        assert_eq!(row.next_attempt_at, Some(retry_at.as_millisecond()));
+        assert_eq!(
+            (row.failure_reason, row.succeeded, row.failed),
+            (None, false, false)
+        );
+        assert_eq!(row.ended_at, t0().as_millisecond() + 61_000);
+        assert_eq!(row.bucket, health_bucket(t0().as_millisecond() + 61_000));
+
+        let failed = completion(Decision::Failed {
+            reason: FailureReason::NonRetryable,
+        });
+        let row = CompletionRow::plan(&failed).unwrap();
+        assert_eq!(row.state, DeliveryState::Failed);
+        assert_eq!(row.failure_reason, Some("non_retryable"));
+        assert!(row.failed && !row.succeeded);
+
+        let delivered = completion(Decision::Delivered);
+        let delivered = CompletionRow::plan(&delivered).unwrap();
+        assert_eq!(delivered.state, DeliveryState::Delivered);
+        assert!(delivered.succeeded && delivered.next_attempt_at.is_none());
     }
 }

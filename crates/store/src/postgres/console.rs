@@ -173,7 +173,6 @@ pub(super) async fn outcome_buckets(
 
 #[async_trait]
 impl ConsoleStore for PostgresStore {
-    // --- console ---
     async fn search_deliveries(
         &self,
         query: crate::DeliverySearch,

@@ -74,7 +74,6 @@ impl DeliveryStore for PostgresStore {
         Ok(moved)
     }
 
-    // --- ops ---
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
         self.release_claims_pg(&delivery_ids, now).await
     }

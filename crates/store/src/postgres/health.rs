@@ -162,7 +162,6 @@ impl PostgresStore {
 
 #[async_trait]
 impl HealthStore for PostgresStore {
-    // --- endpoint health ---
     async fn count_attempts(
         &self,
         subscription: &str,

@@ -223,7 +223,6 @@ impl PostgresStore {
 
 #[async_trait]
 impl SecurityStore for PostgresStore {
-    // --- security ---
     async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
         self.create_token_pg(token).await
     }

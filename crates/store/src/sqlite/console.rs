@@ -159,7 +159,6 @@ pub(super) fn outcome_buckets_in(
 
 #[async_trait]
 impl ConsoleStore for SqliteStore {
-    // --- console ---
     async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
         self.readers
             .read(move |conn| console::search_in(conn, &query))

@@ -52,7 +52,6 @@ impl DeliveryStore for SqliteStore {
         Ok(moved)
     }
 
-    // --- ops ---
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
         self.writer
             .write(move |conn| ops::release_in(conn, &delivery_ids, now))

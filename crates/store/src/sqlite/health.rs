@@ -171,7 +171,6 @@ pub(super) fn forget_in(conn: &Connection, name: &str) -> Result<()> {
 
 #[async_trait]
 impl HealthStore for SqliteStore {
-    // --- endpoint health ---
     async fn count_attempts(
         &self,
         subscription: &str,

@@ -152,7 +152,6 @@ pub(super) fn rotate_secret_in(
 
 #[async_trait]
 impl SecurityStore for SqliteStore {
-    // --- security ---
     async fn create_token(&self, token: TokenRecord) -> Result<()> {
         self.writer
             .write(move |conn| security::create_token_in(conn, &token))
