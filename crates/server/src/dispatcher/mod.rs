@@ -509,7 +509,8 @@ async fn attempt(
         now: clock.now(),
         jitter_sample: rand::random::<f64>(),
     };
-    let decision = spec.decide(&result.outcome, &context);
+    let retention_from = delivery.redriven_at.unwrap_or(delivery.created_at);
+    let decision = spec.decide(&result.outcome, &context, retention_from);
     let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy);
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
