@@ -92,15 +92,35 @@ impl SubscriptionSpec {
         Ok(())
     }
 
-    /// The retry policy's decision, then the attempt limit: a retry that
-    /// would pass `max_delivery_attempts` fails as `retries_exhausted`.
+    /// The retry policy's decision, then the subscription's limits: a retry
+    /// that would pass `max_delivery_attempts` fails as `retries_exhausted`,
+    /// and one after an attempt that ended once the message retention
+    /// (counted from `retention_from`: the publish or the last redrive) had
+    /// run out fails as `retention_expired` — what the sweeper would do to
+    /// it a moment later, had the attempt not kept it in flight.
     /// `ctx.attempt` counts attempts since the last redrive.
-    pub fn decide(&self, outcome: &AttemptOutcome, ctx: &AttemptContext) -> Decision {
+    pub fn decide(
+        &self,
+        outcome: &AttemptOutcome,
+        ctx: &AttemptContext,
+        retention_from: Timestamp,
+    ) -> Decision {
         let decision = self.retry_policy.decide(outcome, ctx);
         match (decision, self.effective_max_delivery_attempts()) {
             (Decision::Retry { .. }, Some(max)) if ctx.attempt >= max => Decision::Failed {
                 reason: FailureReason::RetriesExhausted,
             },
+            (Decision::Retry { .. }, _)
+                if retention_expired(
+                    retention_from,
+                    self.message_retention.as_duration(),
+                    ctx.now,
+                ) =>
+            {
+                Decision::Failed {
+                    reason: FailureReason::RetentionExpired,
+                }
+            }
             (decision, _) => decision,
         }
     }
@@ -284,13 +304,49 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_ending_after_the_retention_fails_the_delivery_instead_of_retrying() {
+        let spec = SubscriptionSpec {
+            message_retention: HumanDuration::from_secs(600),
+            ..spec()
+        };
+        let published = t(0);
+        // Within the retention a failure is retried, even when the retry
+        // falls due after the retention (the sweeper ends it then).
+        assert_eq!(
+            spec.decide(&status(500), &ctx(1, 599), published),
+            Decision::Retry {
+                at: t(609),
+                retry: 1
+            }
+        );
+        // Ending at or past it, the attempt fails the delivery.
+        for now in [600, 601, 3600] {
+            assert_eq!(
+                spec.decide(&status(500), &ctx(1, now), published),
+                Decision::Failed {
+                    reason: FailureReason::RetentionExpired
+                }
+            );
+        }
+        // A redrive restarts the count; a success is a success whenever.
+        assert!(matches!(
+            spec.decide(&status(500), &ctx(1, 3600), t(3500)),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(
+            spec.decide(&status(200), &ctx(1, 3600), published),
+            Decision::Delivered
+        );
+    }
+
+    #[test]
     fn the_fifth_failed_attempt_fails_with_a_dead_letter_topic() {
         let spec = SubscriptionSpec {
             dead_letter_topic: Some("orders-dead".into()),
             ..spec()
         };
         let decisions: Vec<Decision> = (1..=5)
-            .map(|n| spec.decide(&status(503), &ctx(n, i64::from(n - 1) * 10)))
+            .map(|n| spec.decide(&status(503), &ctx(n, i64::from(n - 1) * 10), t(0)))
             .collect();
         assert_eq!(
             decisions,
@@ -322,23 +378,26 @@ mod tests {
         spec.max_delivery_attempts = Some(10);
         spec.retry_policy.retry_limit = Some(1);
         assert_eq!(
-            spec.decide(&status(500), &ctx(1, 0)),
+            spec.decide(&status(500), &ctx(1, 0), t(0)),
             Decision::Retry {
                 at: t(10),
                 retry: 1
             }
         );
-        assert_eq!(spec.decide(&status(500), &ctx(2, 10)), EXHAUSTED);
+        assert_eq!(spec.decide(&status(500), &ctx(2, 10), t(0)), EXHAUSTED);
     }
 
     #[test]
     fn the_attempt_limit_never_turns_success_or_final_codes_into_exhaustion() {
         let mut spec = spec();
         spec.max_delivery_attempts = Some(5);
-        assert_eq!(spec.decide(&status(200), &ctx(9, 0)), Decision::Delivered);
+        assert_eq!(
+            spec.decide(&status(200), &ctx(9, 0), t(0)),
+            Decision::Delivered
+        );
         spec.retry_policy.final_codes = vec![crate::classify::StatusRange::single(404).unwrap()];
         assert_eq!(
-            spec.decide(&status(404), &ctx(9, 0)),
+            spec.decide(&status(404), &ctx(9, 0), t(0)),
             Decision::Failed {
                 reason: FailureReason::NonRetryable
             }

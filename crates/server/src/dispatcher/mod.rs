@@ -506,10 +506,14 @@ async fn attempt(
             .redriven_at
             .or(delivery.first_attempt_at)
             .unwrap_or(result.started_at),
-        now: clock.now(),
+        // Stores keep whole milliseconds and cut the rest off: from the next
+        // millisecond, a retry stored for `now + delay` never starts sooner
+        // than the policy's delay after this attempt ended.
+        now: ceil_to_millisecond(clock.now()),
         jitter_sample: rand::random::<f64>(),
     };
-    let decision = spec.decide(&result.outcome, &context);
+    let retention_from = delivery.redriven_at.unwrap_or(delivery.created_at);
+    let decision = spec.decide(&result.outcome, &context, retention_from);
     let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy);
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
@@ -747,6 +751,14 @@ impl Round {
     }
 }
 
+/// `at`, rounded up to a whole millisecond.
+fn ceil_to_millisecond(at: jiff::Timestamp) -> jiff::Timestamp {
+    let round = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Millisecond)
+        .mode(jiff::RoundMode::Ceil);
+    at.round(round).unwrap_or(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,6 +827,19 @@ mod tests {
         assert_eq!(
             flow_signal(&answered(200, None), &Decision::Delivered, &policy),
             Signal::Success
+        );
+    }
+
+    #[test]
+    fn attempt_ends_round_up_to_the_millisecond_stores_keep() {
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            super::ceil_to_millisecond(at("2026-01-01T00:00:00.999001Z")),
+            at("2026-01-01T00:00:01Z")
+        );
+        assert_eq!(
+            super::ceil_to_millisecond(at("2026-01-01T00:00:00.5Z")),
+            at("2026-01-01T00:00:00.5Z")
         );
     }
 }
