@@ -1,5 +1,6 @@
 //! Deliveries on PostgreSQL.
 
+use super::ops::count;
 use super::*;
 
 #[async_trait]
@@ -75,7 +76,41 @@ impl DeliveryStore for PostgresStore {
     }
 
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
-        self.release_claims_pg(&delivery_ids, now).await
+        let ids = &delivery_ids;
+        let client = self.client().await?;
+        let now_ms = millis(now);
+        // One statement: the interrupted attempt is recorded exactly for the
+        // claims this call moves back, and both happen or neither.
+        let row = client
+            .query_one(
+                "WITH released AS (
+                   UPDATE deliveries SET state = 'scheduled', next_attempt_at = $1,
+                          lease_until = NULL, last_error = 'interrupted', last_status = NULL,
+                          updated_at = $1
+                   WHERE id = ANY($3::text[]) AND state = 'in_flight'
+                   RETURNING id, attempts, last_attempt_at
+                 ), recorded AS (
+                   INSERT INTO attempts (delivery_id, number, started_at, duration_ms, error,
+                                         error_message, decision)
+                   SELECT id, attempts, COALESCE(last_attempt_at, $1),
+                          GREATEST($1 - COALESCE(last_attempt_at, $1), 0),
+                          'interrupted', 'the attempt did not finish before shutdown',
+                          json_build_object('kind', 'retry', 'at', $2::text,
+                                            'retry', attempts)::text
+                   FROM released
+                   ON CONFLICT DO NOTHING
+                 )
+                 SELECT count(*) FROM released",
+                &[&now_ms, &now.to_string(), &ids],
+            )
+            .await
+            .map_err(pg_error)?;
+        let moved = count(get(&row, 0)?);
+        if moved > 0 {
+            // Another node may take them now.
+            self.wake();
+        }
+        Ok(moved)
     }
 
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail> {

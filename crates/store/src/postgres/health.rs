@@ -14,7 +14,7 @@ use super::rows::{get, millis, timestamp};
 use super::*;
 use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
-use crate::{HealthChange, Result, StoreError};
+use crate::{Result, StoreError};
 
 pub(super) use crate::stored::STATUS_COLUMNS;
 
@@ -60,12 +60,13 @@ async fn subscription_exists(client: &impl GenericClient, name: &str) -> Result<
         .is_some())
 }
 
-impl PostgresStore {
-    pub(super) async fn count_attempts_pg(
+#[async_trait]
+impl HealthStore for PostgresStore {
+    async fn count_attempts(
         &self,
         subscription: &str,
         since: Timestamp,
-    ) -> Result<AttemptCounts> {
+    ) -> Result<redrive_core::health::AttemptCounts> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -88,11 +89,7 @@ impl PostgresStore {
         })
     }
 
-    pub(super) async fn prune_attempt_counts_pg(
-        &self,
-        before: Timestamp,
-        limit: u32,
-    ) -> Result<u64> {
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
         let client = self.client().await?;
         client
             .execute(
@@ -105,10 +102,8 @@ impl PostgresStore {
             .map_err(pg_error)
     }
 
-    pub(super) async fn change_health_pg(
-        &self,
-        change: &HealthChange,
-    ) -> Result<Option<Subscription>> {
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        let change = &change;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let changed = tx
@@ -142,7 +137,7 @@ impl PostgresStore {
         Ok(Some(subscription))
     }
 
-    pub(super) async fn set_paused_pg(&self, name: &str, paused: bool) -> Result<Subscription> {
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
         let client = self.client().await?;
         let changed = client
             .execute(
@@ -157,28 +152,5 @@ impl PostgresStore {
         let subscription = read_subscription(&client, name).await?;
         self.wake();
         Ok(subscription)
-    }
-}
-
-#[async_trait]
-impl HealthStore for PostgresStore {
-    async fn count_attempts(
-        &self,
-        subscription: &str,
-        since: Timestamp,
-    ) -> Result<redrive_core::health::AttemptCounts> {
-        self.count_attempts_pg(subscription, since).await
-    }
-
-    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        self.prune_attempt_counts_pg(before, limit).await
-    }
-
-    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
-        self.change_health_pg(&change).await
-    }
-
-    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
-        self.set_paused_pg(name, paused).await
     }
 }

@@ -39,7 +39,23 @@ fn secrets(row: &Row) -> Result<SigningSecrets> {
 }
 
 impl PostgresStore {
-    pub(super) async fn create_token_pg(&self, token: TokenRecord) -> Result<()> {
+    async fn require_subscription(&self, subscription: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                "SELECT 1 FROM subscriptions WHERE name = $1",
+                &[&subscription],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|_| ())
+            .ok_or_else(|| StoreError::not_found("subscription", subscription))
+    }
+}
+
+#[async_trait]
+impl SecurityStore for PostgresStore {
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
         let client = self.client().await?;
         let inserted = client
             .execute(
@@ -64,7 +80,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn get_token_pg(&self, id: &str) -> Result<TokenRecord> {
+    async fn get_token(&self, id: &str) -> Result<crate::TokenRecord> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -77,7 +93,7 @@ impl PostgresStore {
         token(&row)
     }
 
-    pub(super) async fn list_tokens_pg(&self) -> Result<Vec<TokenRecord>> {
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>> {
         let client = self.client().await?;
         client
             .query(
@@ -91,7 +107,7 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn delete_token_pg(&self, id: &str) -> Result<()> {
+    async fn delete_token(&self, id: &str) -> Result<()> {
         let client = self.client().await?;
         let deleted = client
             .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
@@ -103,10 +119,10 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn get_signing_secrets_pg(
+    async fn get_signing_secrets(
         &self,
         subscription: &str,
-    ) -> Result<Option<SigningSecrets>> {
+    ) -> Result<Option<crate::SigningSecrets>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -120,25 +136,12 @@ impl PostgresStore {
             .transpose()
     }
 
-    async fn require_subscription(&self, subscription: &str) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .query_opt(
-                "SELECT 1 FROM subscriptions WHERE name = $1",
-                &[&subscription],
-            )
-            .await
-            .map_err(pg_error)?
-            .map(|_| ())
-            .ok_or_else(|| StoreError::not_found("subscription", subscription))
-    }
-
-    pub(super) async fn ensure_signing_secret_pg(
+    async fn ensure_signing_secret(
         &self,
         subscription: &str,
         current: String,
         now: Timestamp,
-    ) -> Result<SigningSecrets> {
+    ) -> Result<crate::SigningSecrets> {
         self.require_subscription(subscription).await?;
         let client = self.client().await?;
         client
@@ -153,7 +156,7 @@ impl PostgresStore {
                 StoreError::Backend(_) => StoreError::not_found("subscription", subscription),
                 other => other,
             })?;
-        self.get_signing_secrets_pg(subscription)
+        self.get_signing_secrets(subscription)
             .await?
             .ok_or_else(|| StoreError::not_found("subscription", subscription))
     }
@@ -162,14 +165,14 @@ impl PostgresStore {
     /// if the row is still what was read (its current secret, sealed with a
     /// fresh nonce each time, tells): a concurrent rotation on another node
     /// makes this one read again instead of dropping that one's secret.
-    pub(super) async fn rotate_signing_secret_pg(
+    async fn rotate_signing_secret(
         &self,
-        rotation: SecretRotation,
-    ) -> Result<SigningSecrets> {
+        rotation: crate::SecretRotation,
+    ) -> Result<crate::SigningSecrets> {
         self.require_subscription(&rotation.subscription).await?;
         let client = self.client().await?;
         for _ in 0..ROTATION_ATTEMPTS {
-            let before = self.get_signing_secrets_pg(&rotation.subscription).await?;
+            let before = self.get_signing_secrets(&rotation.subscription).await?;
             let previous = previous_to_json(&rotation.previous_after(before.as_ref()));
             let written = match &before {
                 None => {
@@ -218,48 +221,5 @@ impl PostgresStore {
             "the signing secret of {:?} is being rotated elsewhere; try again",
             rotation.subscription
         )))
-    }
-}
-
-#[async_trait]
-impl SecurityStore for PostgresStore {
-    async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
-        self.create_token_pg(token).await
-    }
-
-    async fn get_token(&self, id: &str) -> Result<crate::TokenRecord> {
-        self.get_token_pg(id).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>> {
-        self.list_tokens_pg().await
-    }
-
-    async fn delete_token(&self, id: &str) -> Result<()> {
-        self.delete_token_pg(id).await
-    }
-
-    async fn get_signing_secrets(
-        &self,
-        subscription: &str,
-    ) -> Result<Option<crate::SigningSecrets>> {
-        self.get_signing_secrets_pg(subscription).await
-    }
-
-    async fn ensure_signing_secret(
-        &self,
-        subscription: &str,
-        current: String,
-        now: Timestamp,
-    ) -> Result<crate::SigningSecrets> {
-        self.ensure_signing_secret_pg(subscription, current, now)
-            .await
-    }
-
-    async fn rotate_signing_secret(
-        &self,
-        rotation: crate::SecretRotation,
-    ) -> Result<crate::SigningSecrets> {
-        self.rotate_signing_secret_pg(rotation).await
     }
 }

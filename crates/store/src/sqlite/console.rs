@@ -67,7 +67,10 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
     Ok(Some((sql, args)))
 }
 
-pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<DeliverySearchPage> {
+pub(super) fn search_deliveries(
+    conn: &Connection,
+    query: &DeliverySearch,
+) -> Result<DeliverySearchPage> {
     let Some((sql, args)) = search_statement(query)? else {
         return Ok(DeliverySearchPage::default());
     };
@@ -94,7 +97,7 @@ pub(crate) fn count_by_state_statement(
     )
 }
 
-pub(super) fn count_by_state_in(
+pub(super) fn count_deliveries_by_state(
     conn: &Connection,
     subscription: &str,
     since: Timestamp,
@@ -136,7 +139,7 @@ pub(crate) fn outcome_buckets_statement(
     )
 }
 
-pub(super) fn outcome_buckets_in(
+pub(super) fn outcome_buckets(
     conn: &Connection,
     query: &OutcomeBucketsQuery,
 ) -> Result<Vec<OutcomeBucket>> {
@@ -161,7 +164,7 @@ pub(super) fn outcome_buckets_in(
 impl ConsoleStore for SqliteStore {
     async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
         self.readers
-            .read(move |conn| console::search_in(conn, &query))
+            .read(move |conn| console::search_deliveries(conn, &query))
             .await
     }
 
@@ -172,13 +175,13 @@ impl ConsoleStore for SqliteStore {
     ) -> Result<StateCounts> {
         let subscription = subscription.to_owned();
         self.readers
-            .read(move |conn| console::count_by_state_in(conn, &subscription, since))
+            .read(move |conn| console::count_deliveries_by_state(conn, &subscription, since))
             .await
     }
 
     async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
         self.readers
-            .read(move |conn| console::outcome_buckets_in(conn, &query))
+            .read(move |conn| console::outcome_buckets(conn, &query))
             .await
     }
 }

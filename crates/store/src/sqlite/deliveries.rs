@@ -13,7 +13,7 @@ impl DeliveryStore for SqliteStore {
         let topic = topic.to_owned();
         let outcomes = self
             .writer
-            .write(move |conn| publish_in(conn, &topic, events, now))
+            .write(move |conn| publish(conn, &topic, events, now))
             .await?;
         if outcomes.iter().any(|o| o.deliveries > 0) {
             self.wakeups.notify_one();
@@ -23,7 +23,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
         self.writer
-            .write(move |conn| claim_in(conn, &request))
+            .write(move |conn| claim_due(conn, &request))
             .await
     }
 
@@ -33,7 +33,7 @@ impl DeliveryStore for SqliteStore {
         }
         let fanned_out = self
             .writer
-            .write(move |conn| complete_in(conn, &completions))
+            .write(move |conn| complete_many(conn, &completions))
             .await?;
         if fanned_out {
             self.wakeups.notify_one();
@@ -54,7 +54,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
         self.writer
-            .write(move |conn| ops::release_in(conn, &delivery_ids, now))
+            .write(move |conn| ops::release_claims(conn, &delivery_ids, now))
             .await
     }
 
@@ -80,7 +80,9 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage> {
-        self.readers.read(move |conn| list_in(conn, &query)).await
+        self.readers
+            .read(move |conn| list_deliveries(conn, &query))
+            .await
     }
 
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery> {
@@ -118,7 +120,7 @@ impl DeliveryStore for SqliteStore {
     }
 }
 
-pub(super) fn publish_in(
+pub(super) fn publish(
     conn: &Connection,
     topic: &str,
     events: Vec<CloudEvent>,
@@ -195,7 +197,7 @@ pub(super) fn publish_in(
     Ok(outcomes)
 }
 
-fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
+fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
     let now_ms = millis(request.now);
     let lease_until = request
         .now
@@ -258,7 +260,7 @@ fn claim_in(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
 }
 
 /// Returns whether dead-lettering fanned out new deliveries.
-fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<bool> {
+fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> {
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, failure_reason = ?5,
                 last_status = ?6, last_error = ?7, lease_until = NULL, updated_at = ?8
@@ -300,13 +302,13 @@ fn complete_in(conn: &Connection, completions: &[Completion]) -> Result<bool> {
         }
         if changed > 0 && row.failed {
             let now = timestamp(row.ended_at)?;
-            fanned_out |= lifecycle::dead_letter_in(conn, row.delivery_id, now)?;
+            fanned_out |= lifecycle::dead_letter(conn, row.delivery_id, now)?;
         }
     }
     Ok(fanned_out)
 }
 
-fn list_in(conn: &Connection, query: &DeliveryQuery) -> Result<DeliveryPage> {
+fn list_deliveries(conn: &Connection, query: &DeliveryQuery) -> Result<DeliveryPage> {
     let mut sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
          WHERE d.subscription = ?1"

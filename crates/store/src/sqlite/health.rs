@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
 use super::*;
-use super::{publish_in, read_subscription, topic_exists};
+use super::{publish, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
 
@@ -74,7 +74,7 @@ pub(super) fn accepts_pushes(conn: &Connection, subscription: &str) -> Result<bo
     Ok(blocked == Some(false))
 }
 
-pub(super) fn count_in(
+pub(super) fn count_attempts(
     conn: &Connection,
     subscription: &str,
     since: Timestamp,
@@ -104,7 +104,11 @@ fn subscription_exists(conn: &Connection, name: &str) -> Result<bool> {
         .exists([name])?)
 }
 
-pub(super) fn prune_in(conn: &Connection, before: Timestamp, limit: u32) -> Result<u64> {
+pub(super) fn prune_attempt_counts(
+    conn: &Connection,
+    before: Timestamp,
+    limit: u32,
+) -> Result<u64> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM attempt_counts WHERE (subscription, epoch, bucket) IN
@@ -117,7 +121,7 @@ pub(super) fn prune_in(conn: &Connection, before: Timestamp, limit: u32) -> Resu
 
 /// Returns the changed subscription (if it changed) and whether the
 /// operational event fanned out new deliveries.
-pub(super) fn change_in(
+pub(super) fn change_health(
     conn: &Connection,
     change: &HealthChange,
 ) -> Result<(Option<Subscription>, bool)> {
@@ -142,7 +146,7 @@ pub(super) fn change_in(
     }
     let mut fanned_out = false;
     if let Some(event) = health_change_notice(change, topic_exists(conn, SYSTEM_TOPIC)?) {
-        let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![event], change.now)?;
+        let outcomes = publish(conn, SYSTEM_TOPIC, vec![event], change.now)?;
         fanned_out = outcomes.iter().any(|o| o.deliveries > 0);
     }
     Ok((
@@ -151,7 +155,7 @@ pub(super) fn change_in(
     ))
 }
 
-pub(super) fn set_paused_in(conn: &Connection, name: &str, paused: bool) -> Result<Subscription> {
+pub(super) fn set_paused(conn: &Connection, name: &str, paused: bool) -> Result<Subscription> {
     let changed = conn
         .prepare_cached("UPDATE subscriptions SET paused = ?2 WHERE name = ?1")?
         .execute(params![name, paused])?;
@@ -163,7 +167,7 @@ pub(super) fn set_paused_in(conn: &Connection, name: &str, paused: bool) -> Resu
 
 /// Forgets a deleted subscription's counts, so a new one of the same name
 /// starts clean.
-pub(super) fn forget_in(conn: &Connection, name: &str) -> Result<()> {
+pub(super) fn forget_attempt_counts(conn: &Connection, name: &str) -> Result<()> {
     conn.prepare_cached("DELETE FROM attempt_counts WHERE subscription = ?1")?
         .execute([name])?;
     Ok(())
@@ -178,20 +182,20 @@ impl HealthStore for SqliteStore {
     ) -> Result<redrive_core::health::AttemptCounts> {
         let subscription = subscription.to_owned();
         self.readers
-            .read(move |conn| health::count_in(conn, &subscription, since))
+            .read(move |conn| health::count_attempts(conn, &subscription, since))
             .await
     }
 
     async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.writer
-            .write(move |conn| health::prune_in(conn, before, limit))
+            .write(move |conn| health::prune_attempt_counts(conn, before, limit))
             .await
     }
 
     async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
         let (changed, fanned_out) = self
             .writer
-            .write(move |conn| health::change_in(conn, &change))
+            .write(move |conn| health::change_health(conn, &change))
             .await?;
         // Also for a subscription made healthy again: its backlog is due.
         if fanned_out || changed.is_some() {
@@ -204,7 +208,7 @@ impl HealthStore for SqliteStore {
         let name = name.to_owned();
         let subscription = self
             .writer
-            .write(move |conn| health::set_paused_in(conn, &name, paused))
+            .write(move |conn| health::set_paused(conn, &name, paused))
             .await?;
         self.wakeups.notify_one();
         Ok(subscription)

@@ -16,7 +16,7 @@ mod subscriptions;
 mod topics;
 mod writer;
 
-use deliveries::publish_in;
+use deliveries::publish;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

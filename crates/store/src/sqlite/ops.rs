@@ -13,7 +13,7 @@ use super::*;
 use crate::ops::{QueueStats, StoreReadiness};
 use crate::{Result, StoreError};
 
-pub(super) fn release_in(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
+pub(super) fn release_claims(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
     let now_ms = millis(now);
     let mut record = conn.prepare_cached(
         "INSERT OR IGNORE INTO attempts
@@ -37,7 +37,7 @@ pub(super) fn release_in(conn: &Connection, ids: &[String], now: Timestamp) -> R
     Ok(moved)
 }
 
-pub(super) fn queue_stats_in(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
+pub(super) fn queue_stats(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
     let now_ms = millis(now);
     let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
     // Both queries stay on the partial indexes of scheduled and in-flight
@@ -93,7 +93,7 @@ fn empty(subscription: String) -> QueueStats {
     }
 }
 
-pub(super) fn readiness_in(conn: &Connection) -> Result<StoreReadiness> {
+pub(super) fn readiness(conn: &Connection) -> Result<StoreReadiness> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     Ok(StoreReadiness {
         schema_version: u64::try_from(version).unwrap_or(0),
@@ -104,7 +104,7 @@ pub(super) fn readiness_in(conn: &Connection) -> Result<StoreReadiness> {
 /// Rewrites the database header's application id with its own value: the
 /// header page is dirtied whatever the value, so the commit appends a frame
 /// to the write-ahead log and fails as a real write would on a full disk.
-pub(super) fn check_writes_in(conn: &Connection) -> Result<()> {
+pub(super) fn check_writes(conn: &Connection) -> Result<()> {
     let id: i64 = conn.query_row("PRAGMA application_id", [], |row| row.get(0))?;
     conn.execute_batch(&format!("PRAGMA application_id = {id}"))?;
     Ok(())
@@ -175,16 +175,16 @@ impl OpsStore for SqliteStore {
 
     async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
         self.readers
-            .read(move |conn| ops::queue_stats_in(conn, now))
+            .read(move |conn| ops::queue_stats(conn, now))
             .await
     }
 
     async fn readiness(&self) -> Result<crate::StoreReadiness> {
-        self.readers.read(ops::readiness_in).await
+        self.readers.read(ops::readiness).await
     }
 
     async fn check_writes(&self) -> Result<()> {
-        self.writer.write(ops::check_writes_in).await
+        self.writer.write(ops::check_writes).await
     }
 
     async fn backup_into(&self, path: &Path) -> Result<()> {

@@ -23,7 +23,7 @@ fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-pub(super) fn create_token_in(conn: &Connection, token: &TokenRecord) -> Result<()> {
+pub(super) fn create_token(conn: &Connection, token: &TokenRecord) -> Result<()> {
     let inserted = conn.execute(
         "INSERT INTO api_tokens (id, name, scope, secret_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
@@ -44,7 +44,7 @@ pub(super) fn create_token_in(conn: &Connection, token: &TokenRecord) -> Result<
     Ok(())
 }
 
-pub(super) fn get_token_in(conn: &Connection, id: &str) -> Result<TokenRecord> {
+pub(super) fn get_token(conn: &Connection, id: &str) -> Result<TokenRecord> {
     conn.prepare_cached(&format!(
         "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"
     ))?
@@ -53,7 +53,7 @@ pub(super) fn get_token_in(conn: &Connection, id: &str) -> Result<TokenRecord> {
     .ok_or_else(|| StoreError::not_found("token", id))
 }
 
-pub(super) fn list_tokens_in(conn: &Connection) -> Result<Vec<TokenRecord>> {
+pub(super) fn list_tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
@@ -62,14 +62,14 @@ pub(super) fn list_tokens_in(conn: &Connection) -> Result<Vec<TokenRecord>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn delete_token_in(conn: &Connection, id: &str) -> Result<()> {
+pub(super) fn delete_token(conn: &Connection, id: &str) -> Result<()> {
     if conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? == 0 {
         return Err(StoreError::not_found("token", id));
     }
     Ok(())
 }
 
-pub(super) fn get_secrets_in(
+pub(super) fn get_signing_secrets(
     conn: &Connection,
     subscription: &str,
 ) -> Result<Option<SigningSecrets>> {
@@ -109,7 +109,7 @@ fn require_subscription(conn: &Connection, subscription: &str) -> Result<()> {
     }
 }
 
-pub(super) fn ensure_secret_in(
+pub(super) fn ensure_signing_secret(
     conn: &Connection,
     subscription: &str,
     current: &str,
@@ -121,18 +121,18 @@ pub(super) fn ensure_secret_in(
          VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![subscription, current, millis(now)],
     )?;
-    get_secrets_in(conn, subscription)?
+    get_signing_secrets(conn, subscription)?
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
 }
 
 /// Runs on the writer connection, so nothing rotates in between the read
 /// and the write.
-pub(super) fn rotate_secret_in(
+pub(super) fn rotate_signing_secret(
     conn: &Connection,
     rotation: &SecretRotation,
 ) -> Result<SigningSecrets> {
     require_subscription(conn, &rotation.subscription)?;
-    let before = get_secrets_in(conn, &rotation.subscription)?;
+    let before = get_signing_secrets(conn, &rotation.subscription)?;
     let previous = previous_to_json(&rotation.previous_after(before.as_ref()));
     conn.execute(
         "INSERT INTO signing_secrets (subscription, current, previous_secrets, rotated_at)
@@ -146,7 +146,7 @@ pub(super) fn rotate_secret_in(
             millis(rotation.now)
         ],
     )?;
-    get_secrets_in(conn, &rotation.subscription)?
+    get_signing_secrets(conn, &rotation.subscription)?
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
 }
 
@@ -154,32 +154,32 @@ pub(super) fn rotate_secret_in(
 impl SecurityStore for SqliteStore {
     async fn create_token(&self, token: TokenRecord) -> Result<()> {
         self.writer
-            .write(move |conn| security::create_token_in(conn, &token))
+            .write(move |conn| security::create_token(conn, &token))
             .await
     }
 
     async fn get_token(&self, id: &str) -> Result<TokenRecord> {
         let id = id.to_owned();
         self.readers
-            .read(move |conn| security::get_token_in(conn, &id))
+            .read(move |conn| security::get_token(conn, &id))
             .await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.readers.read(security::list_tokens_in).await
+        self.readers.read(security::list_tokens).await
     }
 
     async fn delete_token(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
         self.writer
-            .write(move |conn| security::delete_token_in(conn, &id))
+            .write(move |conn| security::delete_token(conn, &id))
             .await
     }
 
     async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>> {
         let subscription = subscription.to_owned();
         self.readers
-            .read(move |conn| security::get_secrets_in(conn, &subscription))
+            .read(move |conn| security::get_signing_secrets(conn, &subscription))
             .await
     }
 
@@ -191,13 +191,13 @@ impl SecurityStore for SqliteStore {
     ) -> Result<SigningSecrets> {
         let subscription = subscription.to_owned();
         self.writer
-            .write(move |conn| security::ensure_secret_in(conn, &subscription, &current, now))
+            .write(move |conn| security::ensure_signing_secret(conn, &subscription, &current, now))
             .await
     }
 
     async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets> {
         self.writer
-            .write(move |conn| security::rotate_secret_in(conn, &rotation))
+            .write(move |conn| security::rotate_signing_secret(conn, &rotation))
             .await
     }
 }
@@ -221,7 +221,7 @@ mod tests {
         )
         .unwrap();
         schema::migrate(&conn).unwrap();
-        let a = get_secrets_in(&conn, "a").unwrap().unwrap();
+        let a = get_signing_secrets(&conn, "a").unwrap().unwrap();
         assert_eq!(a.current, "v1:new");
         assert_eq!(
             a.previous,
@@ -231,7 +231,7 @@ mod tests {
             }]
         );
         assert_eq!(a.rotated_at, Timestamp::from_millisecond(1000).unwrap());
-        let b = get_secrets_in(&conn, "b").unwrap().unwrap();
+        let b = get_signing_secrets(&conn, "b").unwrap().unwrap();
         assert!(b.previous.is_empty());
     }
 }

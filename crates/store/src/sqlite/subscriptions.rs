@@ -121,7 +121,7 @@ impl SubscriptionStore for SqliteStore {
                     "DELETE FROM journal_floors WHERE subscription = ?1",
                     [&name],
                 )?;
-                health::forget_in(conn, &name)?;
+                health::forget_attempt_counts(conn, &name)?;
                 if conn.execute("DELETE FROM subscriptions WHERE name = ?1", [&name])? == 0 {
                     return Err(StoreError::not_found("subscription", &name));
                 }
