@@ -14,7 +14,7 @@ use redrive_core::{
     SubscriptionSpec,
 };
 
-use crate::{ClaimRequest, ClaimWant, Completion, DeliveryQuery, Store, StoreError};
+use crate::{ClaimRequest, ClaimWant, Completion, DeliverySearch, Store, StoreError};
 
 mod health;
 mod journal;

@@ -5,10 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::health::AttemptCounts;
-use redrive_core::{
-    Attempt, CloudEvent, Delivery, DeliveryState, FailureReason, Subscription, SubscriptionSpec,
-    Topic,
-};
+use redrive_core::{Attempt, CloudEvent, Delivery, Subscription, SubscriptionSpec, Topic};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -104,24 +101,6 @@ pub struct Completion {
     pub attempt: Attempt,
 }
 
-/// A page of deliveries, newest first.
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryQuery {
-    pub subscription: String,
-    pub state: Option<DeliveryState>,
-    pub reason: Option<FailureReason>,
-    pub limit: u32,
-    /// The `id` of the last delivery of the previous page.
-    pub before: Option<String>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryPage {
-    pub deliveries: Vec<Delivery>,
-    /// Pass as `before` for the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// A delivery with its event and every attempt, oldest first.
 #[derive(Clone, Debug)]
 pub struct DeliveryDetail {
@@ -192,7 +171,6 @@ pub trait DeliveryStore: Send + Sync {
     /// Deliveries no longer in flight are left alone. Returns how many moved.
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail>;
-    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage>;
     /// Schedules a delivery for now, also from `failed` or `delivered`;
     /// refuses (conflict) while it is in flight. An ended delivery gets a
     /// fresh attempt budget, age and retention, as a redrive gives it; a

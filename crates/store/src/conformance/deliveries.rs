@@ -21,14 +21,18 @@ pub async fn publish_fans_out_to_matching_subscriptions(store: &dyn Store) {
     assert_eq!((outcomes[0].duplicate, outcomes[0].deliveries), (false, 2));
     assert_eq!((outcomes[1].duplicate, outcomes[1].deliveries), (false, 1));
 
-    let page = |sub: &str| DeliveryQuery {
+    let page = |sub: &str| DeliverySearch {
         subscription: sub.into(),
         limit: 10,
         ..Default::default()
     };
-    let all = store.list_deliveries(page("all")).await.unwrap().deliveries;
+    let all = store
+        .search_deliveries(page("all"))
+        .await
+        .unwrap()
+        .deliveries;
     let created = store
-        .list_deliveries(page("created"))
+        .search_deliveries(page("created"))
         .await
         .unwrap()
         .deliveries;
@@ -68,7 +72,7 @@ pub async fn duplicate_events_are_reported_and_not_fanned_out(store: &dyn Store)
         .unwrap();
     assert!(!distinct[0].duplicate);
     let page = store
-        .list_deliveries(DeliveryQuery {
+        .search_deliveries(DeliverySearch {
             subscription: "s1".into(),
             limit: 10,
             ..Default::default()
@@ -300,14 +304,14 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
             .await
             .unwrap();
     }
-    let query = |before: Option<String>| DeliveryQuery {
+    let query = |cursor: Option<String>| DeliverySearch {
         subscription: "s1".into(),
         limit: 2,
-        before,
+        cursor,
         ..Default::default()
     };
-    let first = store.list_deliveries(query(None)).await.unwrap();
-    let ids = |page: &crate::DeliveryPage| {
+    let first = store.search_deliveries(query(None)).await.unwrap();
+    let ids = |page: &crate::DeliverySearchPage| {
         page.deliveries
             .iter()
             .map(|d| d.event_id.clone())
@@ -315,12 +319,12 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
     };
     assert_eq!(ids(&first), ["e4", "e3"]);
     let second = store
-        .list_deliveries(query(first.next_cursor.clone()))
+        .search_deliveries(query(first.next_cursor.clone()))
         .await
         .unwrap();
     assert_eq!(ids(&second), ["e2", "e1"]);
     let last = store
-        .list_deliveries(query(second.next_cursor.clone()))
+        .search_deliveries(query(second.next_cursor.clone()))
         .await
         .unwrap();
     assert_eq!(ids(&last), ["e0"]);
@@ -345,20 +349,20 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
         }])
         .await
         .unwrap();
-    let filtered = |state, reason| DeliveryQuery {
+    let filtered = |state, reason| DeliverySearch {
         subscription: "s1".into(),
         state,
         reason,
         limit: 10,
-        before: None,
+        ..Default::default()
     };
     let in_flight = store
-        .list_deliveries(filtered(Some(DeliveryState::InFlight), None))
+        .search_deliveries(filtered(Some(DeliveryState::InFlight), None))
         .await
         .unwrap();
     assert_eq!(in_flight.deliveries.len(), 1);
     let failed = store
-        .list_deliveries(filtered(
+        .search_deliveries(filtered(
             Some(DeliveryState::Failed),
             Some(FailureReason::NonRetryable),
         ))
@@ -367,7 +371,7 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
     assert_eq!(failed.deliveries.len(), 1);
     assert_eq!(failed.deliveries[0].id, claimed[0].delivery.id);
     let none = store
-        .list_deliveries(filtered(
+        .search_deliveries(filtered(
             Some(DeliveryState::Failed),
             Some(FailureReason::AgeExhausted),
         ))
@@ -375,7 +379,7 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
         .unwrap();
     assert!(none.deliveries.is_empty());
     let scheduled = store
-        .list_deliveries(filtered(Some(DeliveryState::Scheduled), None))
+        .search_deliveries(filtered(Some(DeliveryState::Scheduled), None))
         .await
         .unwrap();
     assert_eq!(scheduled.deliveries.len(), 3);
@@ -429,7 +433,7 @@ pub async fn deleting_a_subscription_removes_its_deliveries(store: &dyn Store) {
         .await
         .unwrap();
     let page = store
-        .list_deliveries(DeliveryQuery {
+        .search_deliveries(DeliverySearch {
             subscription: "s1".into(),
             limit: 10,
             ..Default::default()

@@ -8,11 +8,11 @@ use redrive_core::{AttemptKind, Decision, Delivery, DeliveryState, FailureReason
 use serde_json::json;
 
 use super::{at, attempt, claim_at, event, spec, t0, want};
-use crate::{Completion, DeliveryQuery, RedriveBatchRequest, RedriveFilter, Store, StoreError};
+use crate::{Completion, DeliverySearch, RedriveBatchRequest, RedriveFilter, Store, StoreError};
 
 pub(super) async fn deliveries_of(store: &dyn Store, subscription: &str) -> Vec<Delivery> {
     store
-        .list_deliveries(DeliveryQuery {
+        .search_deliveries(DeliverySearch {
             subscription: subscription.into(),
             limit: 100,
             ..Default::default()

@@ -134,47 +134,6 @@ impl DeliveryStore for PostgresStore {
         })
     }
 
-    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
-             WHERE d.subscription = $1
-               AND ($2::text IS NULL OR d.state = $2)
-               AND ($3::text IS NULL OR d.failure_reason = $3)
-               AND ($4::text IS NULL OR d.id < $4)
-             ORDER BY d.id DESC LIMIT $5"
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
-        let limit = query.limit.max(1);
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &query.subscription,
-                    &query.state.map(|s| s.as_str()),
-                    &query.reason.map(|r| r.as_str()),
-                    &query.before,
-                    &big(limit + 1),
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        let mut deliveries = rows
-            .iter()
-            .map(rows::delivery)
-            .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if deliveries.len() > limit as usize {
-            deliveries.truncate(limit as usize);
-            deliveries.last().map(|d| d.id.clone())
-        } else {
-            None
-        };
-        Ok(DeliveryPage {
-            deliveries,
-            next_cursor,
-        })
-    }
-
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery> {
         let client = self.client().await?;
         let changed = client

@@ -50,7 +50,7 @@ use tokio_postgres::error::SqlState;
 use crate::plan::{CompletionRow, FanOut};
 use crate::store::*;
 use crate::{Result, StoreError};
-use rows::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis, timestamp};
+use rows::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, get, millis, timestamp};
 
 /// The channel publishes notify and every node listens on.
 pub(crate) const WAKEUP_CHANNEL: &str = "redrive_due";

@@ -79,12 +79,6 @@ impl DeliveryStore for SqliteStore {
             .await
     }
 
-    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage> {
-        self.readers
-            .read(move |conn| list_deliveries(conn, &query))
-            .await
-    }
-
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery> {
         let id = id.to_owned();
         let delivery = self
@@ -306,41 +300,4 @@ fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> 
         }
     }
     Ok(fanned_out)
-}
-
-fn list_deliveries(conn: &Connection, query: &DeliveryQuery) -> Result<DeliveryPage> {
-    let mut sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE d.subscription = ?1"
-    );
-    let mut args: Vec<rusqlite::types::Value> = vec![query.subscription.clone().into()];
-    if let Some(state) = query.state {
-        args.push(state.as_str().to_owned().into());
-        sql.push_str(&format!(" AND d.state = ?{}", args.len()));
-    }
-    if let Some(reason) = query.reason {
-        args.push(reason.as_str().to_owned().into());
-        sql.push_str(&format!(" AND d.failure_reason = ?{}", args.len()));
-    }
-    if let Some(before) = &query.before {
-        args.push(before.clone().into());
-        sql.push_str(&format!(" AND d.id < ?{}", args.len()));
-    }
-    let limit = query.limit.max(1);
-    args.push(i64::from(limit + 1).into());
-    sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ?{}", args.len()));
-    let mut deliveries = conn
-        .prepare_cached(&sql)?
-        .query_map(rusqlite::params_from_iter(args), rows::delivery)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_cursor = if deliveries.len() > limit as usize {
-        deliveries.truncate(limit as usize);
-        deliveries.last().map(|d| d.id.clone())
-    } else {
-        None
-    };
-    Ok(DeliveryPage {
-        deliveries,
-        next_cursor,
-    })
 }
