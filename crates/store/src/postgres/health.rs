@@ -62,11 +62,7 @@ async fn subscription_exists(client: &impl GenericClient, name: &str) -> Result<
 
 #[async_trait]
 impl HealthStore for PostgresStore {
-    async fn count_attempts(
-        &self,
-        subscription: &str,
-        since: Timestamp,
-    ) -> Result<redrive_core::health::AttemptCounts> {
+    async fn count_attempts(&self, subscription: &str, since: Timestamp) -> Result<AttemptCounts> {
         let client = self.client().await?;
         let row = client
             .query_one(

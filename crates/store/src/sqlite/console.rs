@@ -164,7 +164,7 @@ pub(super) fn outcome_buckets(
 impl ConsoleStore for SqliteStore {
     async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
         self.readers
-            .read(move |conn| console::search_deliveries(conn, &query))
+            .read(move |conn| search_deliveries(conn, &query))
             .await
     }
 
@@ -175,13 +175,13 @@ impl ConsoleStore for SqliteStore {
     ) -> Result<StateCounts> {
         let subscription = subscription.to_owned();
         self.readers
-            .read(move |conn| console::count_deliveries_by_state(conn, &subscription, since))
+            .read(move |conn| count_deliveries_by_state(conn, &subscription, since))
             .await
     }
 
     async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
         self.readers
-            .read(move |conn| console::outcome_buckets(conn, &query))
+            .read(move |conn| outcome_buckets(conn, &query))
             .await
     }
 }

@@ -175,27 +175,23 @@ pub(super) fn forget_attempt_counts(conn: &Connection, name: &str) -> Result<()>
 
 #[async_trait]
 impl HealthStore for SqliteStore {
-    async fn count_attempts(
-        &self,
-        subscription: &str,
-        since: Timestamp,
-    ) -> Result<redrive_core::health::AttemptCounts> {
+    async fn count_attempts(&self, subscription: &str, since: Timestamp) -> Result<AttemptCounts> {
         let subscription = subscription.to_owned();
         self.readers
-            .read(move |conn| health::count_attempts(conn, &subscription, since))
+            .read(move |conn| count_attempts(conn, &subscription, since))
             .await
     }
 
     async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.writer
-            .write(move |conn| health::prune_attempt_counts(conn, before, limit))
+            .write(move |conn| prune_attempt_counts(conn, before, limit))
             .await
     }
 
     async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
         let (changed, fanned_out) = self
             .writer
-            .write(move |conn| health::change_health(conn, &change))
+            .write(move |conn| change_health(conn, &change))
             .await?;
         // Also for a subscription made healthy again: its backlog is due.
         if fanned_out || changed.is_some() {
@@ -208,7 +204,7 @@ impl HealthStore for SqliteStore {
         let name = name.to_owned();
         let subscription = self
             .writer
-            .write(move |conn| health::set_paused(conn, &name, paused))
+            .write(move |conn| set_paused(conn, &name, paused))
             .await?;
         self.wakeups.notify_one();
         Ok(subscription)

@@ -389,7 +389,7 @@ impl LifecycleStore for SqliteStore {
     async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
         let (expired, fanned_out) = self
             .writer
-            .write(move |conn| lifecycle::expire_retention(conn, now, limit))
+            .write(move |conn| expire_retention(conn, now, limit))
             .await?;
         if fanned_out {
             self.wakeups.notify_one();
@@ -401,7 +401,7 @@ impl LifecycleStore for SqliteStore {
         let id = id.to_owned();
         let (delivery, fanned_out) = self
             .writer
-            .write(move |conn| lifecycle::cancel_delivery(conn, &id, now))
+            .write(move |conn| cancel_delivery(conn, &id, now))
             .await?;
         if fanned_out {
             self.wakeups.notify_one();
@@ -411,14 +411,14 @@ impl LifecycleStore for SqliteStore {
 
     async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
         self.readers
-            .read(move |conn| lifecycle::count_redrivable(conn, &filter))
+            .read(move |conn| count_redrivable(conn, &filter))
             .await
     }
 
     async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
         let batch = self
             .writer
-            .write(move |conn| lifecycle::redrive_batch(conn, &request))
+            .write(move |conn| redrive_batch(conn, &request))
             .await?;
         if batch.moved > 0 {
             self.wakeups.notify_one();
@@ -427,14 +427,12 @@ impl LifecycleStore for SqliteStore {
     }
 
     async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
-        self.readers
-            .read(move |conn| lifecycle::journal(conn, &query))
-            .await
+        self.readers.read(move |conn| journal(conn, &query)).await
     }
 
     async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
         self.writer
-            .write(move |conn| lifecycle::purge_history(conn, &request))
+            .write(move |conn| purge_history(conn, &request))
             .await
     }
 }

@@ -174,17 +174,15 @@ impl OpsStore for SqliteStore {
     }
 
     async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
-        self.readers
-            .read(move |conn| ops::queue_stats(conn, now))
-            .await
+        self.readers.read(move |conn| queue_stats(conn, now)).await
     }
 
     async fn readiness(&self) -> Result<crate::StoreReadiness> {
-        self.readers.read(ops::readiness).await
+        self.readers.read(readiness).await
     }
 
     async fn check_writes(&self) -> Result<()> {
-        self.writer.write(ops::check_writes).await
+        self.writer.write(check_writes).await
     }
 
     async fn backup_into(&self, path: &Path) -> Result<()> {

@@ -154,32 +154,28 @@ pub(super) fn rotate_signing_secret(
 impl SecurityStore for SqliteStore {
     async fn create_token(&self, token: TokenRecord) -> Result<()> {
         self.writer
-            .write(move |conn| security::create_token(conn, &token))
+            .write(move |conn| create_token(conn, &token))
             .await
     }
 
     async fn get_token(&self, id: &str) -> Result<TokenRecord> {
         let id = id.to_owned();
-        self.readers
-            .read(move |conn| security::get_token(conn, &id))
-            .await
+        self.readers.read(move |conn| get_token(conn, &id)).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.readers.read(security::list_tokens).await
+        self.readers.read(list_tokens).await
     }
 
     async fn delete_token(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
-        self.writer
-            .write(move |conn| security::delete_token(conn, &id))
-            .await
+        self.writer.write(move |conn| delete_token(conn, &id)).await
     }
 
     async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>> {
         let subscription = subscription.to_owned();
         self.readers
-            .read(move |conn| security::get_signing_secrets(conn, &subscription))
+            .read(move |conn| get_signing_secrets(conn, &subscription))
             .await
     }
 
@@ -191,13 +187,13 @@ impl SecurityStore for SqliteStore {
     ) -> Result<SigningSecrets> {
         let subscription = subscription.to_owned();
         self.writer
-            .write(move |conn| security::ensure_signing_secret(conn, &subscription, &current, now))
+            .write(move |conn| ensure_signing_secret(conn, &subscription, &current, now))
             .await
     }
 
     async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets> {
         self.writer
-            .write(move |conn| security::rotate_signing_secret(conn, &rotation))
+            .write(move |conn| rotate_signing_secret(conn, &rotation))
             .await
     }
 }
