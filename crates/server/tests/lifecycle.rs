@@ -227,9 +227,11 @@ async fn a_non_retryable_code_fails_at_once() {
     }))
     .await;
     let gone = Endpoint::start(|_, _| Reply::status(410)).await;
-    rig.server
+    let (status, patched) = rig
+        .server
         .patch("/v1/subscriptions/push", json!({"endpoint": gone.url}))
         .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
     rig.server.publish_ok("orders", &event("e1", "t")).await;
     let id = rig.server.only_delivery("push").await["id"]
         .as_str()
@@ -237,7 +239,11 @@ async fn a_non_retryable_code_fails_at_once() {
         .to_owned();
     let failed = rig.server.wait_for_state(&id, "failed").await;
     assert_eq!(failed["failure_reason"], "non_retryable");
-    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        failed["attempt_log"].as_array().unwrap().len(),
+        1,
+        "{failed:#}"
+    );
     gone.assert_settles_at(1).await;
     let copy = rig.dead.wait_for(1).await;
     assert_eq!(copy[0].header("ce-deadletterreason"), Some("non_retryable"));
