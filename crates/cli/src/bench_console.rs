@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use jiff::{SignedDuration, Timestamp};
 use redrive_core::{Attempt, CloudEvent, Decision, DeliveryState, FailureReason, SubscriptionSpec};
-use redrive_store::postgres::testing::TestSchema;
+use redrive_store::postgres::ScratchSchema;
 use redrive_store::{
     ClaimRequest, ClaimWant, Completion, DeliverySearch, DeliverySearchPage, OutcomeBucketsQuery,
     PostgresStore, SqliteStore, Store,
@@ -57,7 +57,7 @@ pub async fn run(args: BenchConsoleArgs) -> anyhow::Result<()> {
     let mut schema = None;
     let (store, backend): (Arc<dyn Store>, String) = match &args.database_url {
         Some(url) => {
-            let made = TestSchema::create(url)
+            let made = ScratchSchema::create(url, "redrive_bench")
                 .await
                 .map_err(|err| anyhow::anyhow!("cannot make a schema for the run: {err}"))?;
             let store = PostgresStore::connect(&made.url, Timestamp::now())

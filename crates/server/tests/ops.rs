@@ -426,6 +426,6 @@ async fn the_backup_route_streams_a_sqlite_database() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("redrive.db"), &bytes).unwrap();
     let store = redrive_store::SqliteStore::open(dir.path(), jiff::Timestamp::now()).unwrap();
-    use redrive_store::Store;
+    use redrive_store::TopicStore;
     assert!(store.get_topic("kept").await.is_ok());
 }

@@ -797,7 +797,8 @@ async fn serve_refuses_to_start_on_a_config_with_a_forbidden_endpoint() {
 
 #[tokio::test]
 async fn an_embedded_ipv4_literal_stored_earlier_is_blocked_at_connect_time() {
-    use redrive_store::{SqliteStore, Store};
+    use redrive_store::SqliteStore;
+    use redrive_store::prelude::*;
     // Stored directly, as by an older version: only the connect-time check
     // stands between it and the address it embeds.
     let data = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! redrive's storage layer: one [`Store`] trait that owns every SQL statement,
-//! its SQLite backend, and the conformance suite every backend must pass.
+//! its SQLite and PostgreSQL backends, and (with the `testing` feature,
+//! for tests only) the conformance suite every backend must pass.
 //!
 //! The durability contract: when a write method returns `Ok`, its effect
 //! survives a crash of the process.
@@ -10,10 +11,14 @@ mod console_plans;
 mod error;
 mod health;
 mod lifecycle;
+mod migrations;
 mod ops;
+mod plan;
 mod security;
 mod store;
+mod stored;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;
@@ -27,5 +32,14 @@ pub use postgres::PostgresStore;
 pub use security::*;
 pub use sqlite::SqliteStore;
 pub use store::*;
+
+/// The `Store` trait and its sub-traits, to call store methods through
+/// `dyn Store` or a backend: `use redrive_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::store::{
+        ConsoleStore, DeliveryStore, HealthStore, LifecycleStore, OpsStore, SecurityStore, Store,
+        SubscriptionStore, TopicStore,
+    };
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

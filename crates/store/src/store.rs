@@ -5,10 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::health::AttemptCounts;
-use redrive_core::{
-    Attempt, CloudEvent, Delivery, DeliveryState, FailureReason, Subscription, SubscriptionSpec,
-    Topic,
-};
+use redrive_core::{Attempt, CloudEvent, Delivery, Subscription, SubscriptionSpec, Topic};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -104,24 +101,6 @@ pub struct Completion {
     pub attempt: Attempt,
 }
 
-/// A page of deliveries, newest first.
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryQuery {
-    pub subscription: String,
-    pub state: Option<DeliveryState>,
-    pub reason: Option<FailureReason>,
-    pub limit: u32,
-    /// The `id` of the last delivery of the previous page.
-    pub before: Option<String>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryPage {
-    pub deliveries: Vec<Delivery>,
-    /// Pass as `before` for the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// A delivery with its event and every attempt, oldest first.
 #[derive(Clone, Debug)]
 pub struct DeliveryDetail {
@@ -130,16 +109,19 @@ pub struct DeliveryDetail {
     pub attempts: Vec<Attempt>,
 }
 
-/// Everything redrive keeps. Every operation the server needs is one
-/// method; the hot ones are batched (`publish`, `claim_due`, `complete_many`).
+/// Topics: named streams events are published to.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait TopicStore: Send + Sync {
     async fn create_topic(&self, name: &str, now: Timestamp) -> Result<Topic>;
     async fn get_topic(&self, name: &str) -> Result<Topic>;
     async fn list_topics(&self) -> Result<Vec<Topic>>;
     /// Refuses (conflict) while subscriptions still read from the topic.
     async fn delete_topic(&self, name: &str) -> Result<()>;
+}
 
+/// Subscriptions: a topic's push endpoints with their settings.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
     async fn create_subscription(
         &self,
         spec: SubscriptionSpec,
@@ -155,7 +137,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_subscriptions(&self) -> Result<Vec<Subscription>>;
     /// Deletes the subscription with its deliveries and attempts.
     async fn delete_subscription(&self, name: &str) -> Result<()>;
+}
 
+/// Deliveries: publishing (fan-out), the claim–complete hot path, lease
+/// rescue and release, and reading or retrying one delivery.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
     /// Stores the events and fans each new one out to the topic's matching
     /// subscriptions, all or nothing. Durable when it returns.
     async fn publish(
@@ -164,7 +151,6 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<CloudEvent>,
         now: Timestamp,
     ) -> Result<Vec<PublishOutcome>>;
-
     /// Moves due deliveries to `in_flight` under a lease and counts the attempt.
     /// A backend several processes share enforces the wants' rates across
     /// all of them ([`ClaimWant::rate`]); one process's backend may leave
@@ -179,15 +165,26 @@ pub trait Store: Send + Sync + 'static {
     /// Makes in-flight deliveries whose lease ended before `now` due again,
     /// recording the lost attempt as interrupted. Returns how many.
     async fn rescue_expired(&self, now: Timestamp) -> Result<u64>;
-
+    /// Makes these in-flight deliveries due at `now`, recording their
+    /// unfinished attempt as interrupted, so a restart (or another node)
+    /// retries them at once instead of waiting for their lease to end.
+    /// Deliveries no longer in flight are left alone. Returns how many moved.
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail>;
-    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage>;
     /// Schedules a delivery for now, also from `failed` or `delivered`;
     /// refuses (conflict) while it is in flight. An ended delivery gets a
     /// fresh attempt budget, age and retention, as a redrive gives it; a
     /// scheduled one keeps its own and only becomes due sooner.
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery>;
+    /// Notified whenever work may have become due (a publish, a retry-now),
+    /// so the dispatcher needs no polling for new work.
+    fn wakeups(&self) -> Arc<Notify>;
+}
 
+/// The failure lifecycle: retention expiry, cancel, redrive, the journal
+/// and the history purge.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync {
     /// Fails (`retention_expired`) scheduled deliveries whose event is older
     /// than their subscription's `message_retention` (counted from publish,
     /// or from the last redrive), at most `limit` of them. Returns how many.
@@ -206,12 +203,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one small batch of finished deliveries with their attempts,
     /// and the events nothing references any more.
     async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome>;
+}
 
-    /// Notified whenever work may have become due (a publish, a retry-now),
-    /// so the dispatcher needs no polling for new work.
-    fn wakeups(&self) -> Arc<Notify>;
-
-    // --- endpoint health ---
+/// Endpoint health: per-minute attempt counts, health changes and pause.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
     /// Attempts of `subscription` that ended since its health last changed
     /// and not before `since` (to the minute: counts are kept per minute,
     /// bumped in the write that records each attempt).
@@ -227,7 +223,11 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses or resumes pushes to a subscription. A paused (or disabled)
     /// subscription gets no claims; its deliveries keep their place.
     async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription>;
-    // --- console ---
+}
+
+/// The console's reads: keyset-paged search, counts and outcome buckets.
+#[async_trait]
+pub trait ConsoleStore: Send + Sync {
     /// Deliveries matching every filter of `query`, newest first, keyset
     /// paged: fast at any depth on large subscriptions.
     async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage>;
@@ -240,7 +240,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<StateCounts>;
     /// Delivered and failed deliveries per time bucket, by when they ended.
     async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>>;
-    // --- security: API tokens and signing secrets ---
+}
+
+/// API tokens and signing secrets.
+#[async_trait]
+pub trait SecurityStore: Send + Sync {
     /// Stores a new token; refuses (conflict) an id already taken.
     async fn create_token(&self, token: TokenRecord) -> Result<()>;
     async fn get_token(&self, id: &str) -> Result<TokenRecord>;
@@ -261,12 +265,15 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `new` current and keeps the current one as `previous` (a
     /// subscription without a secret just gets `new`).
     async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets>;
-    // --- ops: metrics, readiness, graceful shutdown, backups ---
-    /// Makes these in-flight deliveries due at `now`, recording their
-    /// unfinished attempt as interrupted, so a restart (or another node)
-    /// retries them at once instead of waiting for their lease to end.
-    /// Deliveries no longer in flight are left alone. Returns how many moved.
-    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
+}
+
+/// Operations: what the backend can do, metrics, readiness, write checks,
+/// backups and flushing.
+#[async_trait]
+pub trait OpsStore: Send + Sync {
+    /// What this backend can do, so callers and the conformance suite
+    /// adapt to it instead of meeting an error at run time.
+    fn capabilities(&self) -> Capabilities;
     /// The backlog of every subscription that has scheduled or in-flight
     /// deliveries, by subscription name.
     async fn queue_stats(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
@@ -281,4 +288,47 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything written so far durable in the main database file,
     /// so a copy of the file alone is complete after shutdown.
     async fn flush(&self) -> Result<()>;
+}
+
+/// Everything redrive keeps: every operation the server needs is one
+/// method of one of the sub-traits, grouped by noun; the hot ones are
+/// batched (`publish`, `claim_due`, `complete_many`). Each backend
+/// implements every sub-trait, one file per noun.
+pub trait Store:
+    TopicStore
+    + SubscriptionStore
+    + DeliveryStore
+    + LifecycleStore
+    + HealthStore
+    + ConsoleStore
+    + SecurityStore
+    + OpsStore
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: TopicStore
+        + SubscriptionStore
+        + DeliveryStore
+        + LifecycleStore
+        + HealthStore
+        + ConsoleStore
+        + SecurityStore
+        + OpsStore
+        + 'static
+{
+}
+
+/// What a backend can do beyond what every backend does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `backup_into` writes a consistent copy while the store serves.
+    pub online_backup: bool,
+    /// Claims hold each want's rate across every process sharing the
+    /// store ([`ClaimWant::rate`]); otherwise the caller enforces it.
+    pub shared_rate_buckets: bool,
+    /// Wake-ups reach other processes sharing the store (LISTEN/NOTIFY);
+    /// otherwise only this process's.
+    pub cross_process_wakeups: bool,
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use redrive_store::conformance::{event, spec, t0};
 use redrive_store::postgres::testing::TestSchema;
-use redrive_store::{JournalPage, JournalQuery, PostgresStore, Store};
+use redrive_store::prelude::*;
+use redrive_store::{JournalPage, JournalQuery, PostgresStore};
 use tokio_postgres::NoTls;
 
 async fn open(schema: &TestSchema) -> PostgresStore {

@@ -13,9 +13,9 @@ use redrive_store::conformance::{event, spec};
 use redrive_store::postgres::testing::{
     TestSchema, latest_version, migrate_to, version_before_partitions, version_before_push_backoff,
 };
+use redrive_store::prelude::*;
 use redrive_store::{
-    ClaimRequest, ClaimWant, Completion, JournalQuery, PostgresStore, PurgeRequest, Store,
-    StoreError,
+    ClaimRequest, ClaimWant, Completion, JournalQuery, PostgresStore, PurgeRequest, StoreError,
 };
 use redrive_testkit::{Runtime, trial};
 use tokio_postgres::NoTls;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use redrive_store::conformance::{event, spec, t0};
 use redrive_store::postgres::testing::TestSchema;
-use redrive_store::{ClaimRate, ClaimRequest, ClaimWant, PostgresStore, Store};
+use redrive_store::prelude::*;
+use redrive_store::{ClaimRate, ClaimRequest, ClaimWant, PostgresStore};
 use redrive_testkit::{Runtime, trial};
 use tokio_postgres::NoTls;
 

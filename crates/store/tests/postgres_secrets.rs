@@ -6,7 +6,8 @@ use jiff::Timestamp;
 use redrive_store::postgres::testing::{
     TestSchema, latest_version, migrate_to, version_before_previous_secrets,
 };
-use redrive_store::{PostgresStore, PreviousSecret, Store};
+use redrive_store::prelude::*;
+use redrive_store::{PostgresStore, PreviousSecret};
 use tokio_postgres::NoTls;
 
 async fn the_migration_keeps_a_previous_secret_within_its_grace(url: String) {

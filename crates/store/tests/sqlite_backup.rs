@@ -1,7 +1,8 @@
 //! Online backups and flushing of the embedded store, on real files.
 
 use redrive_store::conformance::{event, spec, t0};
-use redrive_store::{DeliveryQuery, SqliteStore, Store, StoreError};
+use redrive_store::prelude::*;
+use redrive_store::{DeliverySearch, SqliteStore, StoreError};
 
 #[tokio::test]
 async fn a_backup_is_a_store_that_opens_with_everything_scheduled() {
@@ -34,7 +35,7 @@ async fn a_backup_is_a_store_that_opens_with_everything_scheduled() {
     let restored = SqliteStore::open(restored_dir.path(), t0()).expect("open the copy");
     assert!(restored.readiness().await.expect("readiness").migrated());
     let page = restored
-        .list_deliveries(DeliveryQuery {
+        .search_deliveries(DeliverySearch {
             subscription: "s1".into(),
             limit: 10,
             ..Default::default()

@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use jiff::Timestamp;
 use redrive_core::{Attempt, Delivery, DeliveryState, FailureReason};
-use redrive_store::DeliveryQuery;
+use redrive_store::DeliverySearch;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -87,12 +87,13 @@ pub async fn list(
     state.store.get_subscription(&name).await?;
     let page = state
         .store
-        .list_deliveries(DeliveryQuery {
+        .search_deliveries(DeliverySearch {
             subscription: name,
             state: delivery_state,
             reason,
             limit,
-            before: params.cursor,
+            cursor: params.cursor,
+            ..Default::default()
         })
         .await?;
     Ok(Json(DeliveryList {

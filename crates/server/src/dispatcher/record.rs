@@ -135,6 +135,7 @@ mod tests {
     use super::*;
     use jiff::Timestamp;
     use redrive_core::{Attempt, Decision};
+    use redrive_store::prelude::*;
     use redrive_store::{ClaimRequest, ClaimWant, SqliteStore};
     use std::time::Duration;
 

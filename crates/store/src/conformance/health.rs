@@ -9,7 +9,7 @@ use redrive_core::lifecycle::SYSTEM_TOPIC;
 use serde_json::Value;
 
 use super::{at, attempt, claim_at, event, setup, spec, t0, want};
-use crate::{Completion, DeliveryQuery, HealthChange, Store, StoreError};
+use crate::{Completion, DeliverySearch, HealthChange, Store, StoreError};
 
 /// Publishes `count` events to `orders` at `now`, claims every due
 /// delivery of `subscription` and ends each with `status`: 200 delivers,
@@ -210,7 +210,7 @@ pub async fn health_changes_compare_and_set_and_announce_on_the_system_topic(sto
 
     // One operational event per applied change, in order.
     let ops = store
-        .list_deliveries(DeliveryQuery {
+        .search_deliveries(DeliverySearch {
             subscription: "ops".into(),
             limit: 100,
             ..Default::default()
@@ -326,7 +326,7 @@ pub async fn retention_still_ends_deliveries_of_paused_and_disabled_subscription
     assert_eq!(expired, 2);
     for name in ["s1", "s2"] {
         let deliveries = store
-            .list_deliveries(DeliveryQuery {
+            .search_deliveries(DeliverySearch {
                 subscription: name.into(),
                 limit: 10,
                 ..Default::default()

@@ -1,10 +1,10 @@
 //! Conformance checks of the operational methods: releasing claims at
-//! shutdown, backlog statistics and readiness.
+//! shutdown, backlog statistics, readiness and backups as declared.
 
 use redrive_core::{Decision, DeliveryState, ErrorClass};
 
 use super::{at, attempt, claim_at, event, setup, t0, want};
-use crate::{Completion, QueueStats, Store};
+use crate::{Completion, QueueStats, Store, StoreError};
 
 pub async fn released_claims_are_due_at_once_with_the_attempt_interrupted(store: &dyn Store) {
     setup(store, &["s1"]).await;
@@ -129,4 +129,29 @@ pub async fn a_write_check_commits_and_changes_nothing_a_reader_sees(store: &dyn
     assert_eq!(store.queue_stats(at(2)).await.unwrap(), before);
     assert_eq!(store.list_topics().await.unwrap(), topics);
     assert!(store.readiness().await.unwrap().migrated());
+}
+
+/// A backend that declares online backups writes a copy that refuses to be
+/// overwritten; one that does not refuses the request as invalid (a 4xx
+/// for the caller), never half-writes a file.
+pub async fn backups_follow_the_declared_capability(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "redrive-conformance-backup-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir(&dir).unwrap();
+    let copy = dir.join("copy.db");
+    let made = store.backup_into(&copy).await;
+    let exists = copy.exists();
+    let again = store.backup_into(&copy).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if store.capabilities().online_backup {
+        made.unwrap();
+        assert!(exists, "the backup wrote no file");
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    } else {
+        assert!(matches!(made, Err(StoreError::Invalid(_))), "{made:?}");
+        assert!(!exists, "a refused backup left a file");
+    }
 }

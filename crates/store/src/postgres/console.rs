@@ -6,31 +6,9 @@ use tokio_postgres::types::ToSql;
 
 use super::pg_error;
 use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum};
+use super::*;
 use crate::Result;
 use crate::console::*;
-
-/// Lists order by `(created_at, id)` descending within a subscription;
-/// each filter has an index with that suffix, so a page is a range scan.
-pub(super) const CONSOLE_INDEXES: &str = r#"
-CREATE INDEX deliveries_recent
-    ON deliveries (subscription, created_at, id) INCLUDE (state);
-CREATE INDEX deliveries_recent_by_state
-    ON deliveries (subscription, state, created_at, id);
-CREATE INDEX deliveries_recent_by_status
-    ON deliveries (subscription, last_status, created_at, id)
-    WHERE last_status IS NOT NULL;
-CREATE INDEX deliveries_ended
-    ON deliveries (subscription, updated_at) INCLUDE (state)
-    WHERE state IN ('delivered', 'failed');
-"#;
-
-/// The console's event-type filter starts from the few events of a rare
-/// type instead of walking the subscription's whole history; without it a
-/// rare type reads every event stored. `IF NOT EXISTS`: on a large
-/// `events` table an operator may build it `CONCURRENTLY` before upgrading,
-/// instead of holding publishes for the build.
-pub(super) const EVENT_TYPE_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS events_by_type ON events (type);";
 
 /// Parameters of a console statement, owned so they outlive its building.
 pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -191,6 +169,34 @@ pub(super) async fn outcome_buckets(
         grid.add(index, &state, get(row, 2)?);
     }
     Ok(grid.into_buckets())
+}
+
+#[async_trait]
+impl ConsoleStore for PostgresStore {
+    async fn search_deliveries(
+        &self,
+        query: crate::DeliverySearch,
+    ) -> Result<crate::DeliverySearchPage> {
+        let client = self.client().await?;
+        console::search(&client, &query).await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<crate::StateCounts> {
+        let client = self.client().await?;
+        console::count_by_state(&client, subscription, since).await
+    }
+
+    async fn outcome_buckets(
+        &self,
+        query: crate::OutcomeBucketsQuery,
+    ) -> Result<Vec<crate::OutcomeBucket>> {
+        let client = self.client().await?;
+        console::outcome_buckets(&client, &query).await
+    }
 }
 
 #[cfg(test)]

@@ -5,42 +5,18 @@
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
-use redrive_core::health::{self, AttemptCounts, SubscriptionStatus};
+use redrive_core::health::{AttemptCounts, SubscriptionStatus};
 use redrive_core::lifecycle::SYSTEM_TOPIC;
 use redrive_core::{Health, Subscription};
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
+use super::*;
 use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
-use crate::{HealthChange, Result, StoreError};
+use crate::plan::{counted_from, health_change_notice};
+use crate::{Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- Endpoint health and pause, beside the spec.
-ALTER TABLE subscriptions ADD COLUMN health text NOT NULL DEFAULT 'healthy';
-ALTER TABLE subscriptions ADD COLUMN health_reason text;
--- NULL until the first change: the subscription's creation counts.
-ALTER TABLE subscriptions ADD COLUMN health_changed_at bigint;
-ALTER TABLE subscriptions ADD COLUMN health_epoch bigint NOT NULL DEFAULT 0;
-ALTER TABLE subscriptions ADD COLUMN paused boolean NOT NULL DEFAULT false;
--- Attempts that ended, per subscription, health epoch and minute.
-CREATE TABLE attempt_counts (
-    subscription  text NOT NULL,
-    epoch         bigint NOT NULL,
-    bucket        bigint NOT NULL,
-    succeeded     bigint NOT NULL,
-    failed        bigint NOT NULL,
-    PRIMARY KEY (subscription, epoch, bucket)
-);
-CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
-"#;
-
-/// Bucket width: one minute, in milliseconds.
-const BUCKET_MS: i64 = 60_000;
-
-/// The status columns of `subscriptions`, read by [`status`] at the end of
-/// a row.
-pub(super) const STATUS_COLUMNS: &str =
-    "health, health_reason, COALESCE(health_changed_at, created_at), paused";
+pub(super) use crate::stored::STATUS_COLUMNS;
 
 /// Reads [`STATUS_COLUMNS`] starting at column `first`.
 pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
@@ -57,13 +33,13 @@ pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
 
 /// The part of a completion statement that counts the attempts it
 /// recorded: `recorded` holds `(delivery_id, number)` of the new attempt
-/// rows and `input` their outcome (`state`) and end (`ended_at`). Grouped
+/// rows and `input` their outcome (`state`) and health bucket (`bucket`). Grouped
 /// and ordered so one statement updates each counter once, and concurrent
 /// statements lock counters in the same order.
 pub(super) const COUNT_RECORDED: &str = "counted AS (
            INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
            SELECT d.subscription, s.health_epoch,
-                  i.ended_at - (((i.ended_at % 60000) + 60000) % 60000) AS bucket,
+                  i.bucket,
                   count(*) FILTER (WHERE i.state = 'delivered'),
                   count(*) FILTER (WHERE i.state <> 'delivered')
            FROM recorded r
@@ -76,10 +52,6 @@ pub(super) const COUNT_RECORDED: &str = "counted AS (
                   failed = attempt_counts.failed + EXCLUDED.failed
          )";
 
-fn bucket_of(ms: i64) -> i64 {
-    ms - ms.rem_euclid(BUCKET_MS)
-}
-
 async fn subscription_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
     Ok(client
         .query_opt("SELECT 1 FROM subscriptions WHERE name = $1", &[&name])
@@ -88,12 +60,9 @@ async fn subscription_exists(client: &impl GenericClient, name: &str) -> Result<
         .is_some())
 }
 
-impl PostgresStore {
-    pub(super) async fn count_attempts_pg(
-        &self,
-        subscription: &str,
-        since: Timestamp,
-    ) -> Result<AttemptCounts> {
+#[async_trait]
+impl HealthStore for PostgresStore {
+    async fn count_attempts(&self, subscription: &str, since: Timestamp) -> Result<AttemptCounts> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -101,7 +70,7 @@ impl PostgresStore {
                  FROM subscriptions s JOIN attempt_counts c
                    ON c.subscription = s.name AND c.epoch = s.health_epoch
                  WHERE s.name = $1 AND c.bucket >= $2",
-                &[&subscription, &bucket_of(millis(since))],
+                &[&subscription, &counted_from(since)],
             )
             .await
             .map_err(pg_error)?;
@@ -116,11 +85,7 @@ impl PostgresStore {
         })
     }
 
-    pub(super) async fn prune_attempt_counts_pg(
-        &self,
-        before: Timestamp,
-        limit: u32,
-    ) -> Result<u64> {
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
         let client = self.client().await?;
         client
             .execute(
@@ -133,10 +98,8 @@ impl PostgresStore {
             .map_err(pg_error)
     }
 
-    pub(super) async fn change_health_pg(
-        &self,
-        change: &HealthChange,
-    ) -> Result<Option<Subscription>> {
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        let change = &change;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let changed = tx
@@ -160,15 +123,7 @@ impl PostgresStore {
             }
             return Ok(None);
         }
-        if topic_exists(&tx, SYSTEM_TOPIC).await? {
-            let event = health::health_changed_event(
-                &change.subscription,
-                change.from,
-                change.to,
-                &change.reason,
-                uuid::Uuid::now_v7().to_string(),
-                change.now,
-            );
+        if let Some(event) = health_change_notice(change, topic_exists(&tx, SYSTEM_TOPIC).await?) {
             publish_in(&tx, SYSTEM_TOPIC, vec![event], change.now).await?;
         }
         let subscription = read_subscription(&tx, &change.subscription).await?;
@@ -178,7 +133,7 @@ impl PostgresStore {
         Ok(Some(subscription))
     }
 
-    pub(super) async fn set_paused_pg(&self, name: &str, paused: bool) -> Result<Subscription> {
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
         let client = self.client().await?;
         let changed = client
             .execute(

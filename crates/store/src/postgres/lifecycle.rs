@@ -6,13 +6,15 @@
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
-use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
-use redrive_core::{Decision, Delivery, FailureReason};
+use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::{Delivery, FailureReason};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
+use super::*;
 use super::{partition_drop, partitions};
 use super::{pg_error, publish_in, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
+use crate::plan::{FailureEffects, cancel_decision, failure_topics};
 use crate::{Result, StoreError};
 
 /// Advisory lock keys of the sweeper's two jobs, per schema.
@@ -72,42 +74,33 @@ pub(super) async fn dead_letter_in(
 ) -> Result<bool> {
     let (delivery, event) = read_delivery(client, delivery_id).await?;
     let subscription = read_subscription(client, &delivery.subscription).await?;
-    let Some(failure) = Failure::of(&delivery) else {
-        return Ok(false);
-    };
-    let mut fanned_out = false;
-    let mut copy_id = None;
-    if let Some(topic) = &subscription.spec.dead_letter_topic {
+    let mut exists = Vec::new();
+    for topic in failure_topics(&subscription.spec) {
         if topic_exists(client, topic).await? {
-            let copy =
-                lifecycle::dead_letter_copy(&event, &failure, uuid::Uuid::now_v7().to_string());
-            let id = copy.id.clone();
-            let outcomes = publish_in(client, topic, vec![copy], now).await?;
-            fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
-            client
-                .execute(
-                    "UPDATE deliveries SET dead_letter_event = $2 WHERE id = $1",
-                    &[&delivery.id, &id],
-                )
-                .await
-                .map_err(pg_error)?;
-            copy_id = Some(id);
-        } else {
-            // Deleting a dead-letter topic is refused, so only a race gets here.
-            tracing::warn!(delivery = %delivery.id, topic = %topic,
-                "the dead-letter topic is gone; the failed delivery stays without a copy");
+            exists.push(topic.to_owned());
         }
     }
-    // Failures of the system topic's own subscriptions are not announced
-    // there: a failing operator endpoint would feed itself forever.
-    if subscription.spec.topic != SYSTEM_TOPIC && topic_exists(client, SYSTEM_TOPIC).await? {
-        let notice = lifecycle::delivery_failed_event(
-            &event,
-            &failure,
-            copy_id.as_deref(),
-            uuid::Uuid::now_v7().to_string(),
-            now,
-        );
+    let effects = FailureEffects::plan(
+        &delivery,
+        &event,
+        &subscription.spec,
+        |topic| exists.iter().any(|t| t == topic),
+        now,
+    );
+    let mut fanned_out = false;
+    if let Some((topic, copy)) = effects.dead_letter {
+        let id = copy.id.clone();
+        let outcomes = publish_in(client, &topic, vec![copy], now).await?;
+        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        client
+            .execute(
+                "UPDATE deliveries SET dead_letter_event = $2 WHERE id = $1",
+                &[&delivery.id, &id],
+            )
+            .await
+            .map_err(pg_error)?;
+    }
+    if let Some(notice) = effects.notice {
         let outcomes = publish_in(client, SYSTEM_TOPIC, vec![notice], now).await?;
         fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
     }
@@ -230,14 +223,7 @@ pub(super) async fn cancel(
     tx.execute(
         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, decision)
          VALUES ($1, $2, $3, 0, $4)",
-        &[
-            &id,
-            &number,
-            &millis(now),
-            &serde_json::to_string(&Decision::Failed {
-                reason: FailureReason::Cancelled,
-            })?,
-        ],
+        &[&id, &number, &millis(now), &cancel_decision()?],
     )
     .await
     .map_err(pg_error)?;
@@ -565,4 +551,49 @@ pub(super) async fn purge(
     outcome.more |= examined.len() as i64 >= limit;
     tx.commit().await.map_err(pg_error)?;
     Ok(outcome)
+}
+
+#[async_trait]
+impl LifecycleStore for PostgresStore {
+    async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        let mut client = self.client().await?;
+        let (expired, fanned_out) = lifecycle::expire(&mut client, now, limit).await?;
+        if fanned_out {
+            self.wake();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let mut client = self.client().await?;
+        let (delivery, fanned_out) = lifecycle::cancel(&mut client, id, now).await?;
+        if fanned_out {
+            self.wake();
+        }
+        Ok(delivery)
+    }
+
+    async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
+        let client = self.client().await?;
+        lifecycle::count_redrivable(&client, &filter).await
+    }
+
+    async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
+        let client = self.client().await?;
+        let batch = lifecycle::redrive(&client, &request).await?;
+        if batch.moved > 0 {
+            self.wake();
+        }
+        Ok(batch)
+    }
+
+    async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
+        let client = self.client().await?;
+        lifecycle::journal(&client, &query).await
+    }
+
+    async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
+        let mut client = self.client().await?;
+        lifecycle::purge(&mut client, &request).await
+    }
 }

@@ -4,53 +4,26 @@
 use jiff::Timestamp;
 
 use super::rows::{get, millis, timestamp};
+use super::*;
 use super::{PostgresStore, pg_error, schema};
 use crate::Result;
 use crate::ops::{QueueStats, StoreReadiness};
 
-fn count(value: i64) -> u64 {
+pub(super) fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-impl PostgresStore {
-    pub(super) async fn release_claims_pg(&self, ids: &[String], now: Timestamp) -> Result<u64> {
-        let client = self.client().await?;
-        let now_ms = millis(now);
-        // One statement: the interrupted attempt is recorded exactly for the
-        // claims this call moves back, and both happen or neither.
-        let row = client
-            .query_one(
-                "WITH released AS (
-                   UPDATE deliveries SET state = 'scheduled', next_attempt_at = $1,
-                          lease_until = NULL, last_error = 'interrupted', last_status = NULL,
-                          updated_at = $1
-                   WHERE id = ANY($3::text[]) AND state = 'in_flight'
-                   RETURNING id, attempts, last_attempt_at
-                 ), recorded AS (
-                   INSERT INTO attempts (delivery_id, number, started_at, duration_ms, error,
-                                         error_message, decision)
-                   SELECT id, attempts, COALESCE(last_attempt_at, $1),
-                          GREATEST($1 - COALESCE(last_attempt_at, $1), 0),
-                          'interrupted', 'the attempt did not finish before shutdown',
-                          json_build_object('kind', 'retry', 'at', $2::text,
-                                            'retry', attempts)::text
-                   FROM released
-                   ON CONFLICT DO NOTHING
-                 )
-                 SELECT count(*) FROM released",
-                &[&now_ms, &now.to_string(), &ids],
-            )
-            .await
-            .map_err(pg_error)?;
-        let moved = count(get(&row, 0)?);
-        if moved > 0 {
-            // Another node may take them now.
-            self.wake();
+#[async_trait]
+impl OpsStore for PostgresStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            online_backup: false,
+            shared_rate_buckets: true,
+            cross_process_wakeups: true,
         }
-        Ok(moved)
     }
 
-    pub(super) async fn queue_stats_pg(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
         let client = self.client().await?;
         // Only scheduled and in-flight rows, so the cost follows the
         // backlog, not the kept history.
@@ -81,7 +54,7 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn readiness_pg(&self) -> Result<StoreReadiness> {
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
         let client = self.client().await?;
         let row = client
             .query_one("SELECT version FROM schema_version", &[])
@@ -92,5 +65,29 @@ impl PostgresStore {
             schema_version: u64::try_from(version).unwrap_or(0),
             latest_schema_version: schema::latest_version() as u64,
         })
+    }
+
+    async fn check_writes(&self) -> Result<()> {
+        // Taking a transaction id makes the commit write (and flush) a WAL
+        // record, without touching any table.
+        let client = self.client().await?;
+        client
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn backup_into(&self, _path: &std::path::Path) -> Result<()> {
+        Err(StoreError::Invalid(
+            "backups of a PostgreSQL store are taken with PostgreSQL's own tools (pg_dump, \
+             base backups)"
+                .into(),
+        ))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every write is committed (and so durable) when it returns.
+        Ok(())
     }
 }

@@ -17,16 +17,6 @@ use super::rows::get;
 use crate::store::{ClaimBatch, ClaimRate, ClaimRequest};
 use crate::{Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- One token bucket per rate-limited subscription, shared by every node.
-CREATE TABLE rate_buckets (
-    subscription  text PRIMARY KEY REFERENCES subscriptions (name) ON DELETE CASCADE,
-    tokens        double precision NOT NULL,
-    -- Milliseconds, as the claims' `now`.
-    refilled_at   bigint NOT NULL
-);
-"#;
-
 /// A bucket as this claim found it, refilled to the claim's `now`.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -92,7 +82,7 @@ pub(super) async fn claim_rated(
                 _ => i64::from(want.limit),
             })
             .collect();
-        return super::claim_with(&*client, request, &limits).await;
+        return super::deliveries::claim_with(&*client, request, &limits).await;
     }
     // A subscription's first rated claim creates its bucket, full; the
     // claim then starts over so that every row is locked in order.
@@ -142,7 +132,7 @@ pub(super) async fn claim_rated(
                 }
             })
             .collect();
-        let mut batch = super::claim_with(&tx, request, &limits).await?;
+        let mut batch = super::deliveries::claim_with(&tx, request, &limits).await?;
         let mut claimed: HashMap<&str, f64> = HashMap::new();
         for delivery in &batch.claimed {
             *claimed

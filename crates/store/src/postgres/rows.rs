@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use super::pg_error;
 use crate::{Result, StoreError};
 
-pub(crate) use crate::sqlite::rows::{enum_name, millis};
+pub(crate) use crate::stored::millis;
 
 pub(crate) fn timestamp(ms: i64) -> Result<Timestamp> {
     Timestamp::from_millisecond(ms)
@@ -53,8 +53,7 @@ pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(index).map_err(pg_error)
 }
 
-/// Columns read by [`delivery`], in order; `d` is deliveries, `e` events.
-pub(crate) use crate::sqlite::rows::{DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS};
+pub(crate) use crate::stored::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS};
 
 pub(crate) fn delivery(row: &Row) -> Result<Delivery> {
     let state: String = get(row, 5)?;
@@ -88,8 +87,6 @@ pub(crate) fn event(row: &Row, index: usize) -> Result<CloudEvent> {
     event.data = get(row, index + 1)?;
     Ok(event)
 }
-
-pub(crate) const ATTEMPT_COLUMNS: &str = crate::sqlite::rows::ATTEMPT_COLUMNS;
 
 pub(crate) fn attempt(row: &Row) -> Result<Attempt> {
     let decision: &str = get(row, 7)?;

@@ -4,40 +4,10 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
+use super::*;
 use super::{PostgresStore, pg_error};
 use crate::security::*;
 use crate::{Result, StoreError};
-
-pub(super) const MIGRATION: &str = r#"
--- API tokens: the secret part is kept only as its SHA-256.
-CREATE TABLE api_tokens (
-    id           text PRIMARY KEY,
-    name         text NOT NULL,
-    scope        text NOT NULL,
-    secret_hash  bytea NOT NULL,
-    created_at   bigint NOT NULL
-);
--- Signing secrets, encrypted by the server before they get here; they go
--- with their subscription.
-CREATE TABLE signing_secrets (
-    subscription    text PRIMARY KEY REFERENCES subscriptions (name) ON DELETE CASCADE,
-    current         text NOT NULL,
-    previous        text,
-    previous_until  bigint,
-    rotated_at      bigint NOT NULL
-);
-"#;
-
-/// Keeps every secret replaced by a rotation within its grace period (a
-/// bounded list), not just the last one.
-pub(super) const PREVIOUS_SECRETS_MIGRATION: &str = r#"
-ALTER TABLE signing_secrets ADD COLUMN previous_secrets text NOT NULL DEFAULT '[]';
-UPDATE signing_secrets
-    SET previous_secrets =
-        json_build_array(json_build_object('secret', previous, 'until', previous_until))::text
-    WHERE previous IS NOT NULL AND previous_until IS NOT NULL;
-ALTER TABLE signing_secrets DROP COLUMN previous, DROP COLUMN previous_until;
-"#;
 
 /// How often a rotation retries when another node rotated the same
 /// subscription between its read and its write.
@@ -69,7 +39,23 @@ fn secrets(row: &Row) -> Result<SigningSecrets> {
 }
 
 impl PostgresStore {
-    pub(super) async fn create_token_pg(&self, token: TokenRecord) -> Result<()> {
+    async fn require_subscription(&self, subscription: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                "SELECT 1 FROM subscriptions WHERE name = $1",
+                &[&subscription],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|_| ())
+            .ok_or_else(|| StoreError::not_found("subscription", subscription))
+    }
+}
+
+#[async_trait]
+impl SecurityStore for PostgresStore {
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
         let client = self.client().await?;
         let inserted = client
             .execute(
@@ -94,7 +80,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn get_token_pg(&self, id: &str) -> Result<TokenRecord> {
+    async fn get_token(&self, id: &str) -> Result<crate::TokenRecord> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -107,7 +93,7 @@ impl PostgresStore {
         token(&row)
     }
 
-    pub(super) async fn list_tokens_pg(&self) -> Result<Vec<TokenRecord>> {
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>> {
         let client = self.client().await?;
         client
             .query(
@@ -121,7 +107,7 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn delete_token_pg(&self, id: &str) -> Result<()> {
+    async fn delete_token(&self, id: &str) -> Result<()> {
         let client = self.client().await?;
         let deleted = client
             .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
@@ -133,10 +119,10 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn get_signing_secrets_pg(
+    async fn get_signing_secrets(
         &self,
         subscription: &str,
-    ) -> Result<Option<SigningSecrets>> {
+    ) -> Result<Option<crate::SigningSecrets>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -150,25 +136,12 @@ impl PostgresStore {
             .transpose()
     }
 
-    async fn require_subscription(&self, subscription: &str) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .query_opt(
-                "SELECT 1 FROM subscriptions WHERE name = $1",
-                &[&subscription],
-            )
-            .await
-            .map_err(pg_error)?
-            .map(|_| ())
-            .ok_or_else(|| StoreError::not_found("subscription", subscription))
-    }
-
-    pub(super) async fn ensure_signing_secret_pg(
+    async fn ensure_signing_secret(
         &self,
         subscription: &str,
         current: String,
         now: Timestamp,
-    ) -> Result<SigningSecrets> {
+    ) -> Result<crate::SigningSecrets> {
         self.require_subscription(subscription).await?;
         let client = self.client().await?;
         client
@@ -183,7 +156,7 @@ impl PostgresStore {
                 StoreError::Backend(_) => StoreError::not_found("subscription", subscription),
                 other => other,
             })?;
-        self.get_signing_secrets_pg(subscription)
+        self.get_signing_secrets(subscription)
             .await?
             .ok_or_else(|| StoreError::not_found("subscription", subscription))
     }
@@ -192,14 +165,14 @@ impl PostgresStore {
     /// if the row is still what was read (its current secret, sealed with a
     /// fresh nonce each time, tells): a concurrent rotation on another node
     /// makes this one read again instead of dropping that one's secret.
-    pub(super) async fn rotate_signing_secret_pg(
+    async fn rotate_signing_secret(
         &self,
-        rotation: SecretRotation,
-    ) -> Result<SigningSecrets> {
+        rotation: crate::SecretRotation,
+    ) -> Result<crate::SigningSecrets> {
         self.require_subscription(&rotation.subscription).await?;
         let client = self.client().await?;
         for _ in 0..ROTATION_ATTEMPTS {
-            let before = self.get_signing_secrets_pg(&rotation.subscription).await?;
+            let before = self.get_signing_secrets(&rotation.subscription).await?;
             let previous = previous_to_json(&rotation.previous_after(before.as_ref()));
             let written = match &before {
                 None => {

@@ -7,26 +7,9 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
+use super::*;
 use crate::Result;
 use crate::console::*;
-
-/// Every list orders by `(created_at, id)` descending within a
-/// subscription; each filter has an index with that suffix, so a page is a
-/// range scan whatever the depth. Counts and buckets read covering indexes.
-pub(super) const CONSOLE_INDEXES: &str = r#"
--- The console: newest-first delivery lists, filtered, keyset paged.
-CREATE INDEX deliveries_recent
-    ON deliveries (subscription, created_at, id, state);
-CREATE INDEX deliveries_recent_by_state
-    ON deliveries (subscription, state, created_at, id);
-CREATE INDEX deliveries_recent_by_status
-    ON deliveries (subscription, last_status, created_at, id)
-    WHERE last_status IS NOT NULL;
--- Delivered vs failed over time, by when each ended.
-CREATE INDEX deliveries_ended
-    ON deliveries (subscription, updated_at, state)
-    WHERE state IN ('delivered', 'failed');
-"#;
 
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
@@ -84,7 +67,10 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
     Ok(Some((sql, args)))
 }
 
-pub(super) fn search_in(conn: &Connection, query: &DeliverySearch) -> Result<DeliverySearchPage> {
+pub(super) fn search_deliveries(
+    conn: &Connection,
+    query: &DeliverySearch,
+) -> Result<DeliverySearchPage> {
     let Some((sql, args)) = search_statement(query)? else {
         return Ok(DeliverySearchPage::default());
     };
@@ -111,7 +97,7 @@ pub(crate) fn count_by_state_statement(
     )
 }
 
-pub(super) fn count_by_state_in(
+pub(super) fn count_deliveries_by_state(
     conn: &Connection,
     subscription: &str,
     since: Timestamp,
@@ -153,7 +139,7 @@ pub(crate) fn outcome_buckets_statement(
     )
 }
 
-pub(super) fn outcome_buckets_in(
+pub(super) fn outcome_buckets(
     conn: &Connection,
     query: &OutcomeBucketsQuery,
 ) -> Result<Vec<OutcomeBucket>> {
@@ -172,6 +158,32 @@ pub(super) fn outcome_buckets_in(
         grid.add(index, &state, count);
     }
     Ok(grid.into_buckets())
+}
+
+#[async_trait]
+impl ConsoleStore for SqliteStore {
+    async fn search_deliveries(&self, query: DeliverySearch) -> Result<DeliverySearchPage> {
+        self.readers
+            .read(move |conn| search_deliveries(conn, &query))
+            .await
+    }
+
+    async fn count_deliveries_by_state(
+        &self,
+        subscription: &str,
+        since: Timestamp,
+    ) -> Result<StateCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| count_deliveries_by_state(conn, &subscription, since))
+            .await
+    }
+
+    async fn outcome_buckets(&self, query: OutcomeBucketsQuery) -> Result<Vec<OutcomeBucket>> {
+        self.readers
+            .read(move |conn| outcome_buckets(conn, &query))
+            .await
+    }
 }
 
 #[cfg(test)]

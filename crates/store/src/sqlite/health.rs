@@ -7,42 +7,18 @@
 //! exact, not rounded to the minute of the change.
 
 use jiff::Timestamp;
-use redrive_core::health::{self, AttemptCounts, SubscriptionStatus};
+use redrive_core::health::{AttemptCounts, SubscriptionStatus};
 use redrive_core::lifecycle::SYSTEM_TOPIC;
-use redrive_core::{Attempt, Decision, Health, Subscription};
+use redrive_core::{Health, Subscription};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
-use super::{publish_in, read_subscription, topic_exists};
+use super::*;
+use super::{publish, read_subscription, topic_exists};
+use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthChange, Result, StoreError};
 
-pub(super) const MIGRATION: &str = r#"
--- Endpoint health and pause, beside the spec.
-ALTER TABLE subscriptions ADD COLUMN health TEXT NOT NULL DEFAULT 'healthy';
-ALTER TABLE subscriptions ADD COLUMN health_reason TEXT;
--- NULL until the first change: the subscription's creation counts.
-ALTER TABLE subscriptions ADD COLUMN health_changed_at INTEGER;
-ALTER TABLE subscriptions ADD COLUMN health_epoch INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE subscriptions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
--- Attempts that ended, per subscription, health epoch and minute.
-CREATE TABLE attempt_counts (
-    subscription  TEXT NOT NULL,
-    epoch         INTEGER NOT NULL,
-    bucket        INTEGER NOT NULL,
-    succeeded     INTEGER NOT NULL,
-    failed        INTEGER NOT NULL,
-    PRIMARY KEY (subscription, epoch, bucket)
-) WITHOUT ROWID;
-CREATE INDEX attempt_counts_by_bucket ON attempt_counts (bucket);
-"#;
-
-/// Bucket width: one minute, in milliseconds.
-const BUCKET_MS: i64 = 60_000;
-
-/// The status columns of `subscriptions`, read by [`status`] at the end of
-/// a row.
-pub(super) const STATUS_COLUMNS: &str =
-    "health, health_reason, COALESCE(health_changed_at, created_at), paused";
+pub(super) use crate::stored::STATUS_COLUMNS;
 
 /// Reads [`STATUS_COLUMNS`] starting at column `first`.
 pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<SubscriptionStatus> {
@@ -62,19 +38,14 @@ pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<Subscripti
     })
 }
 
-fn bucket_of(ms: i64) -> i64 {
-    ms - ms.rem_euclid(BUCKET_MS)
-}
-
 /// Counts one recorded attempt of `delivery_id` in its subscription's
 /// current health epoch, in the minute it ended.
 pub(super) fn count_attempt(
     conn: &Connection,
     delivery_id: &str,
-    attempt: &Attempt,
-    ended_at_ms: i64,
+    bucket: i64,
+    succeeded: bool,
 ) -> Result<()> {
-    let succeeded = matches!(attempt.decision, Decision::Delivered);
     conn.prepare_cached(
         "INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
          SELECT d.subscription, s.health_epoch, ?2, ?3, ?4
@@ -86,7 +57,7 @@ pub(super) fn count_attempt(
     )?
     .execute(params![
         delivery_id,
-        bucket_of(ended_at_ms),
+        bucket,
         i64::from(succeeded),
         i64::from(!succeeded),
     ])?;
@@ -103,7 +74,7 @@ pub(super) fn accepts_pushes(conn: &Connection, subscription: &str) -> Result<bo
     Ok(blocked == Some(false))
 }
 
-pub(super) fn count_in(
+pub(super) fn count_attempts(
     conn: &Connection,
     subscription: &str,
     since: Timestamp,
@@ -115,7 +86,7 @@ pub(super) fn count_in(
                ON c.subscription = s.name AND c.epoch = s.health_epoch
              WHERE s.name = ?1 AND c.bucket >= ?2",
         )?
-        .query_row(params![subscription, bucket_of(millis(since))], |row| {
+        .query_row(params![subscription, counted_from(since)], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
     if succeeded == 0 && failed == 0 && !subscription_exists(conn, subscription)? {
@@ -133,7 +104,11 @@ fn subscription_exists(conn: &Connection, name: &str) -> Result<bool> {
         .exists([name])?)
 }
 
-pub(super) fn prune_in(conn: &Connection, before: Timestamp, limit: u32) -> Result<u64> {
+pub(super) fn prune_attempt_counts(
+    conn: &Connection,
+    before: Timestamp,
+    limit: u32,
+) -> Result<u64> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM attempt_counts WHERE (subscription, epoch, bucket) IN
@@ -146,7 +121,7 @@ pub(super) fn prune_in(conn: &Connection, before: Timestamp, limit: u32) -> Resu
 
 /// Returns the changed subscription (if it changed) and whether the
 /// operational event fanned out new deliveries.
-pub(super) fn change_in(
+pub(super) fn change_health(
     conn: &Connection,
     change: &HealthChange,
 ) -> Result<(Option<Subscription>, bool)> {
@@ -170,16 +145,8 @@ pub(super) fn change_in(
         return Ok((None, false));
     }
     let mut fanned_out = false;
-    if topic_exists(conn, SYSTEM_TOPIC)? {
-        let event = health::health_changed_event(
-            &change.subscription,
-            change.from,
-            change.to,
-            &change.reason,
-            uuid::Uuid::now_v7().to_string(),
-            change.now,
-        );
-        let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![event], change.now)?;
+    if let Some(event) = health_change_notice(change, topic_exists(conn, SYSTEM_TOPIC)?) {
+        let outcomes = publish(conn, SYSTEM_TOPIC, vec![event], change.now)?;
         fanned_out = outcomes.iter().any(|o| o.deliveries > 0);
     }
     Ok((
@@ -188,7 +155,7 @@ pub(super) fn change_in(
     ))
 }
 
-pub(super) fn set_paused_in(conn: &Connection, name: &str, paused: bool) -> Result<Subscription> {
+pub(super) fn set_paused(conn: &Connection, name: &str, paused: bool) -> Result<Subscription> {
     let changed = conn
         .prepare_cached("UPDATE subscriptions SET paused = ?2 WHERE name = ?1")?
         .execute(params![name, paused])?;
@@ -200,8 +167,46 @@ pub(super) fn set_paused_in(conn: &Connection, name: &str, paused: bool) -> Resu
 
 /// Forgets a deleted subscription's counts, so a new one of the same name
 /// starts clean.
-pub(super) fn forget_in(conn: &Connection, name: &str) -> Result<()> {
+pub(super) fn forget_attempt_counts(conn: &Connection, name: &str) -> Result<()> {
     conn.prepare_cached("DELETE FROM attempt_counts WHERE subscription = ?1")?
         .execute([name])?;
     Ok(())
+}
+
+#[async_trait]
+impl HealthStore for SqliteStore {
+    async fn count_attempts(&self, subscription: &str, since: Timestamp) -> Result<AttemptCounts> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| count_attempts(conn, &subscription, since))
+            .await
+    }
+
+    async fn prune_attempt_counts(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.writer
+            .write(move |conn| prune_attempt_counts(conn, before, limit))
+            .await
+    }
+
+    async fn change_health(&self, change: crate::HealthChange) -> Result<Option<Subscription>> {
+        let (changed, fanned_out) = self
+            .writer
+            .write(move |conn| change_health(conn, &change))
+            .await?;
+        // Also for a subscription made healthy again: its backlog is due.
+        if fanned_out || changed.is_some() {
+            self.wakeups.notify_one();
+        }
+        Ok(changed)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Subscription> {
+        let name = name.to_owned();
+        let subscription = self
+            .writer
+            .write(move |conn| set_paused(conn, &name, paused))
+            .await?;
+        self.wakeups.notify_one();
+        Ok(subscription)
+    }
 }

@@ -3,14 +3,16 @@
 //! incremental history purge.
 
 use jiff::Timestamp;
-use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
-use redrive_core::{Decision, Delivery, FailureReason};
+use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::{Delivery, FailureReason};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
-use super::{publish_in, read_delivery, read_subscription, topic_exists};
+use super::*;
+use super::{publish, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
+use crate::plan::{FailureEffects, cancel_decision, failure_topics};
 use crate::{Result, StoreError};
 
 /// Creates the built-in operational topic if it is missing.
@@ -48,41 +50,32 @@ pub(super) fn topic_in_use(conn: &Connection, name: &str) -> Result<Option<Strin
 /// copy) and a `redrive.delivery.failed` event on the system topic. Nothing
 /// is lost on a crash: all of it commits with the failure or not at all.
 /// Returns whether new deliveries were fanned out.
-pub(super) fn dead_letter_in(conn: &Connection, delivery_id: &str, now: Timestamp) -> Result<bool> {
+pub(super) fn dead_letter(conn: &Connection, delivery_id: &str, now: Timestamp) -> Result<bool> {
     let (delivery, event) = read_delivery(conn, delivery_id)?;
     let subscription = read_subscription(conn, &delivery.subscription)?;
-    let Some(failure) = Failure::of(&delivery) else {
-        return Ok(false);
-    };
-    let mut fanned_out = false;
-    let mut copy_id = None;
-    if let Some(topic) = &subscription.spec.dead_letter_topic {
+    let mut exists = Vec::new();
+    for topic in failure_topics(&subscription.spec) {
         if topic_exists(conn, topic)? {
-            let copy =
-                lifecycle::dead_letter_copy(&event, &failure, uuid::Uuid::now_v7().to_string());
-            let id = copy.id.clone();
-            let outcomes = publish_in(conn, topic, vec![copy], now)?;
-            fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
-            conn.prepare_cached("UPDATE deliveries SET dead_letter_event = ?2 WHERE id = ?1")?
-                .execute(params![delivery.id, id])?;
-            copy_id = Some(id);
-        } else {
-            // Deleting a dead-letter topic is refused, so only a race gets here.
-            tracing::warn!(delivery = %delivery.id, topic = %topic,
-                "the dead-letter topic is gone; the failed delivery stays without a copy");
+            exists.push(topic.to_owned());
         }
     }
-    // Failures of the system topic's own subscriptions are not announced
-    // there: a failing operator endpoint would feed itself forever.
-    if subscription.spec.topic != SYSTEM_TOPIC && topic_exists(conn, SYSTEM_TOPIC)? {
-        let notice = lifecycle::delivery_failed_event(
-            &event,
-            &failure,
-            copy_id.as_deref(),
-            uuid::Uuid::now_v7().to_string(),
-            now,
-        );
-        let outcomes = publish_in(conn, SYSTEM_TOPIC, vec![notice], now)?;
+    let effects = FailureEffects::plan(
+        &delivery,
+        &event,
+        &subscription.spec,
+        |topic| exists.iter().any(|t| t == topic),
+        now,
+    );
+    let mut fanned_out = false;
+    if let Some((topic, copy)) = effects.dead_letter {
+        let id = copy.id.clone();
+        let outcomes = publish(conn, &topic, vec![copy], now)?;
+        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        conn.prepare_cached("UPDATE deliveries SET dead_letter_event = ?2 WHERE id = ?1")?
+            .execute(params![delivery.id, id])?;
+    }
+    if let Some(notice) = effects.notice {
+        let outcomes = publish(conn, SYSTEM_TOPIC, vec![notice], now)?;
         fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
     }
     Ok(fanned_out)
@@ -90,7 +83,7 @@ pub(super) fn dead_letter_in(conn: &Connection, delivery_id: &str, now: Timestam
 
 /// Fails one delivery that is in one of `from` states, then dead-letters
 /// it. Returns whether it moved and whether anything was fanned out.
-fn fail_in(
+fn fail_one(
     conn: &Connection,
     id: &str,
     from: &str,
@@ -108,11 +101,15 @@ fn fail_in(
     if changed == 0 {
         return Ok((false, false));
     }
-    Ok((true, dead_letter_in(conn, id, now)?))
+    Ok((true, dead_letter(conn, id, now)?))
 }
 
 /// Returns how many expired and whether anything was fanned out.
-pub(super) fn expire_in(conn: &Connection, now: Timestamp, limit: u32) -> Result<(u64, bool)> {
+pub(super) fn expire_retention(
+    conn: &Connection,
+    now: Timestamp,
+    limit: u32,
+) -> Result<(u64, bool)> {
     let subscriptions: Vec<(String, String)> = conn
         .prepare_cached("SELECT name, spec FROM subscriptions ORDER BY name")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
@@ -146,7 +143,7 @@ pub(super) fn expire_in(conn: &Connection, now: Timestamp, limit: u32) -> Result
             )?
             .collect::<rusqlite::Result<_>>()?;
         for id in ids {
-            let (moved, fanned) = fail_in(
+            let (moved, fanned) = fail_one(
                 conn,
                 &id,
                 "'scheduled'",
@@ -160,8 +157,12 @@ pub(super) fn expire_in(conn: &Connection, now: Timestamp, limit: u32) -> Result
     Ok((expired, fanned_out))
 }
 
-pub(super) fn cancel_in(conn: &Connection, id: &str, now: Timestamp) -> Result<(Delivery, bool)> {
-    let (moved, fanned_out) = fail_in(conn, id, "'scheduled'", FailureReason::Cancelled, now)?;
+pub(super) fn cancel_delivery(
+    conn: &Connection,
+    id: &str,
+    now: Timestamp,
+) -> Result<(Delivery, bool)> {
+    let (moved, fanned_out) = fail_one(conn, id, "'scheduled'", FailureReason::Cancelled, now)?;
     if !moved {
         let (delivery, _) = read_delivery(conn, id)?;
         return Err(StoreError::Conflict(format!(
@@ -180,9 +181,7 @@ pub(super) fn cancel_in(conn: &Connection, id: &str, now: Timestamp) -> Result<(
         id,
         crate::lifecycle::cancel_number(cancels),
         millis(now),
-        serde_json::to_string(&Decision::Failed {
-            reason: FailureReason::Cancelled
-        })?
+        cancel_decision()?
     ])?;
     let (delivery, _) = read_delivery(conn, id)?;
     Ok((delivery, fanned_out))
@@ -239,7 +238,7 @@ fn redrive_where(filter: &RedriveFilter) -> Result<(String, Vec<Value>)> {
     Ok((sql, args))
 }
 
-pub(super) fn count_redrivable_in(conn: &Connection, filter: &RedriveFilter) -> Result<u64> {
+pub(super) fn count_redrivable(conn: &Connection, filter: &RedriveFilter) -> Result<u64> {
     read_subscription(conn, &filter.subscription)?;
     let (clause, args) = redrive_where(filter)?;
     let sql = format!(
@@ -251,7 +250,10 @@ pub(super) fn count_redrivable_in(conn: &Connection, filter: &RedriveFilter) -> 
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-pub(super) fn redrive_in(conn: &Connection, request: &RedriveBatchRequest) -> Result<RedriveBatch> {
+pub(super) fn redrive_batch(
+    conn: &Connection,
+    request: &RedriveBatchRequest,
+) -> Result<RedriveBatch> {
     read_subscription(conn, &request.filter.subscription)?;
     let (clause, mut args) = redrive_where(&request.filter)?;
     let mut sql = format!(
@@ -282,7 +284,7 @@ pub(super) fn redrive_in(conn: &Connection, request: &RedriveBatchRequest) -> Re
     })
 }
 
-pub(super) fn journal_in(conn: &Connection, query: &JournalQuery) -> Result<JournalPage> {
+pub(super) fn journal(conn: &Connection, query: &JournalQuery) -> Result<JournalPage> {
     read_subscription(conn, &query.subscription)?;
     let purged_through: i64 = conn
         .prepare_cached("SELECT purged_through FROM journal_floors WHERE subscription = ?1")?
@@ -321,7 +323,7 @@ pub(super) fn journal_in(conn: &Connection, query: &JournalQuery) -> Result<Jour
     })
 }
 
-pub(super) fn purge_in(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOutcome> {
+pub(super) fn purge_history(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOutcome> {
     let before = millis(request.before);
     let limit = i64::from(request.limit.max(1));
     let finished: Vec<(String, String, i64)> = conn
@@ -380,4 +382,57 @@ pub(super) fn purge_in(conn: &Connection, request: &PurgeRequest) -> Result<Purg
     }
     outcome.more |= examined >= limit;
     Ok(outcome)
+}
+
+#[async_trait]
+impl LifecycleStore for SqliteStore {
+    async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
+        let (expired, fanned_out) = self
+            .writer
+            .write(move |conn| expire_retention(conn, now, limit))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let id = id.to_owned();
+        let (delivery, fanned_out) = self
+            .writer
+            .write(move |conn| cancel_delivery(conn, &id, now))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(delivery)
+    }
+
+    async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
+        self.readers
+            .read(move |conn| count_redrivable(conn, &filter))
+            .await
+    }
+
+    async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
+        let batch = self
+            .writer
+            .write(move |conn| redrive_batch(conn, &request))
+            .await?;
+        if batch.moved > 0 {
+            self.wakeups.notify_one();
+        }
+        Ok(batch)
+    }
+
+    async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
+        self.readers.read(move |conn| journal(conn, &query)).await
+    }
+
+    async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
+        self.writer
+            .write(move |conn| purge_history(conn, &request))
+            .await
+    }
 }

@@ -9,10 +9,11 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::rows::{millis, timestamp};
 use super::schema;
+use super::*;
 use crate::ops::{QueueStats, StoreReadiness};
 use crate::{Result, StoreError};
 
-pub(super) fn release_in(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
+pub(super) fn release_claims(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
     let now_ms = millis(now);
     let mut record = conn.prepare_cached(
         "INSERT OR IGNORE INTO attempts
@@ -36,7 +37,7 @@ pub(super) fn release_in(conn: &Connection, ids: &[String], now: Timestamp) -> R
     Ok(moved)
 }
 
-pub(super) fn queue_stats_in(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
+pub(super) fn queue_stats(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
     let now_ms = millis(now);
     let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
     // Both queries stay on the partial indexes of scheduled and in-flight
@@ -92,7 +93,7 @@ fn empty(subscription: String) -> QueueStats {
     }
 }
 
-pub(super) fn readiness_in(conn: &Connection) -> Result<StoreReadiness> {
+pub(super) fn readiness(conn: &Connection) -> Result<StoreReadiness> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     Ok(StoreReadiness {
         schema_version: u64::try_from(version).unwrap_or(0),
@@ -103,7 +104,7 @@ pub(super) fn readiness_in(conn: &Connection) -> Result<StoreReadiness> {
 /// Rewrites the database header's application id with its own value: the
 /// header page is dirtied whatever the value, so the commit appends a frame
 /// to the write-ahead log and fails as a real write would on a full disk.
-pub(super) fn check_writes_in(conn: &Connection) -> Result<()> {
+pub(super) fn check_writes(conn: &Connection) -> Result<()> {
     let id: i64 = conn.query_row("PRAGMA application_id", [], |row| row.get(0))?;
     conn.execute_batch(&format!("PRAGMA application_id = {id}"))?;
     Ok(())
@@ -160,4 +161,44 @@ pub(super) fn checkpoint(database: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[async_trait]
+impl OpsStore for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            online_backup: true,
+            shared_rate_buckets: false,
+            cross_process_wakeups: false,
+        }
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
+        self.readers.read(move |conn| queue_stats(conn, now)).await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        self.readers.read(readiness).await
+    }
+
+    async fn check_writes(&self) -> Result<()> {
+        self.writer.write(check_writes).await
+    }
+
+    async fn backup_into(&self, path: &Path) -> Result<()> {
+        let (database, target) = (self.path.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || ops::backup(&database, &target))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the backup task failed: {err}")))?
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // An empty write first: the checkpoint then covers every write
+        // queued before this call. It runs outside the writer's transaction.
+        self.writer.write(|_| Ok(())).await?;
+        let database = self.path.clone();
+        tokio::task::spawn_blocking(move || ops::checkpoint(&database))
+            .await
+            .map_err(|err| StoreError::Backend(format!("the checkpoint task failed: {err}")))?
+    }
 }

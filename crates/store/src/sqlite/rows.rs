@@ -5,12 +5,6 @@ use redrive_core::{Attempt, CloudEvent, Decision, Delivery};
 use rusqlite::Row;
 use serde::de::DeserializeOwned;
 
-use crate::StoreError;
-
-pub(crate) fn millis(ts: Timestamp) -> i64 {
-    ts.as_millisecond()
-}
-
 pub(crate) fn timestamp(ms: i64) -> rusqlite::Result<Timestamp> {
     Timestamp::from_millisecond(ms).map_err(|err| conversion(Box::new(err)))
 }
@@ -33,20 +27,7 @@ fn opt_enum<T: DeserializeOwned>(text: Option<String>) -> rusqlite::Result<Optio
     text.as_deref().map(parse_enum).transpose()
 }
 
-/// Serde name of a snake_case enum, as stored.
-pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    match serde_json::to_value(value)? {
-        serde_json::Value::String(name) => Ok(name),
-        other => Err(StoreError::Backend(format!("{other} is not an enum name"))),
-    }
-}
-
-/// Columns read by [`delivery`], in order; `d` is deliveries, `e` events.
-pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, e.id, e.source, e.type, d.state, \
-     d.attempts, d.next_attempt_at, d.first_attempt_at, d.last_attempt_at, d.last_status, \
-     d.last_error, d.failure_reason, d.created_at, d.updated_at, d.dead_letter_event, \
-     d.attempts_before_redrive, d.retention_from";
-pub(crate) const DELIVERY_COLUMN_COUNT: usize = 18;
+pub(crate) use crate::stored::{DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
 
 pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = row.get(5)?;
@@ -80,8 +61,7 @@ pub(crate) fn event(attributes: &str, data: Option<Vec<u8>>) -> rusqlite::Result
     Ok(event)
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str = "number, started_at, duration_ms, status, error, \
-     error_message, response_snippet, decision";
+pub(crate) use crate::stored::ATTEMPT_COLUMNS;
 
 pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     let decision: String = row.get(7)?;

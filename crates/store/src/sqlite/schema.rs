@@ -2,130 +2,20 @@
 
 use rusqlite::Connection;
 
+use crate::migrations::{Migration, migration};
 use crate::{Result, StoreError};
 
-/// Each entry moves the schema one version forward; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE topics (
-    name        TEXT PRIMARY KEY,
-    created_at  INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE subscriptions (
-    name        TEXT PRIMARY KEY,
-    topic       TEXT NOT NULL,
-    spec        TEXT NOT NULL,
-    created_at  INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX subscriptions_by_topic ON subscriptions (topic);
-
-CREATE TABLE events (
-    seq           INTEGER PRIMARY KEY,
-    topic         TEXT NOT NULL,
-    source        TEXT NOT NULL,
-    id            TEXT NOT NULL,
-    type          TEXT NOT NULL,
-    attributes    TEXT NOT NULL,
-    data          BLOB,
-    published_at  INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX events_identity ON events (topic, source, id);
-
-CREATE TABLE deliveries (
-    id                TEXT PRIMARY KEY,
-    subscription      TEXT NOT NULL,
-    event_seq         INTEGER NOT NULL,
-    state             TEXT NOT NULL,
-    attempts          INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at   INTEGER,
-    first_attempt_at  INTEGER,
-    last_attempt_at   INTEGER,
-    last_status       INTEGER,
-    last_error        TEXT,
-    failure_reason    TEXT,
-    lease_until       INTEGER,
-    created_at        INTEGER NOT NULL,
-    updated_at        INTEGER NOT NULL
-) WITHOUT ROWID;
--- The due queue: only scheduled rows, so it stays as small as the backlog.
-CREATE INDEX deliveries_due ON deliveries (subscription, next_attempt_at)
-    WHERE state = 'scheduled';
-CREATE INDEX deliveries_leases ON deliveries (lease_until)
-    WHERE state = 'in_flight';
-CREATE INDEX deliveries_by_subscription ON deliveries (subscription, id);
-CREATE INDEX deliveries_by_state ON deliveries (subscription, state, id);
-
-CREATE TABLE attempts (
-    delivery_id       TEXT NOT NULL,
-    number            INTEGER NOT NULL,
-    started_at        INTEGER NOT NULL,
-    duration_ms       INTEGER NOT NULL,
-    status            INTEGER,
-    error             TEXT,
-    error_message     TEXT,
-    response_snippet  TEXT,
-    decision          TEXT NOT NULL,
-    PRIMARY KEY (delivery_id, number)
-) WITHOUT ROWID;
-"#,
-    r#"
--- Failure lifecycle: dead-letter links, redrive budgets, retention, purge.
-ALTER TABLE deliveries ADD COLUMN dead_letter_event TEXT;
-ALTER TABLE deliveries ADD COLUMN attempts_before_redrive INTEGER NOT NULL DEFAULT 0;
--- Retention counts from here when set (the last redrive), else from created_at.
-ALTER TABLE deliveries ADD COLUMN retention_from INTEGER;
--- Retention expiry finds the oldest undelivered deliveries without scanning
--- the backlog (the expression must match the sweeper's query exactly).
-CREATE INDEX deliveries_retention
-    ON deliveries (subscription, COALESCE(retention_from, created_at))
-    WHERE state = 'scheduled';
--- The purge walks finished deliveries oldest first.
-CREATE INDEX deliveries_finished ON deliveries (updated_at)
-    WHERE state IN ('delivered', 'failed');
--- Whether an event is still referenced, and the journal's order.
-CREATE INDEX deliveries_by_event ON deliveries (event_seq);
-CREATE INDEX deliveries_journal ON deliveries (subscription, event_seq);
--- The highest journal position purged per subscription (for 410 Gone).
-CREATE TABLE journal_floors (
-    subscription    TEXT PRIMARY KEY,
-    purged_through  INTEGER NOT NULL
-) WITHOUT ROWID;
-"#,
-    super::health::MIGRATION,
-    super::console::CONSOLE_INDEXES,
-    super::security::MIGRATION,
-    PUSH_BACKOFF_MIGRATION,
-    super::security::PREVIOUS_SECRETS_MIGRATION,
-    JOURNAL_HEAD,
+/// Each entry moves the schema one version forward (see `crate::migrations`).
+const MIGRATIONS: &[Migration] = &[
+    migration!("sqlite", "0001_initial"),
+    migration!("sqlite", "0002_failure_lifecycle"),
+    migration!("sqlite", "0003_endpoint_health"),
+    migration!("sqlite", "0004_console_indexes"),
+    migration!("sqlite", "0005_security"),
+    migration!("sqlite", "0006_push_backoff"),
+    migration!("sqlite", "0007_previous_secrets"),
+    migration!("sqlite", "0008_journal_head"),
 ];
-
-/// Push backoff became a subscription setting, off unless chosen; the
-/// presets that bring it keep it on for subscriptions made before.
-const PUSH_BACKOFF_MIGRATION: &str = r#"
-UPDATE subscriptions SET spec = json_set(spec, '$.push_backoff', json('true'))
- WHERE json_extract(spec, '$.retry_policy.preset') IN ('pubsub', 'eventarc')
-   AND json_type(spec, '$.push_backoff') IS NULL;
-"#;
-
-/// Journal positions (`events.seq`) must never be handed out twice, but an
-/// `INTEGER PRIMARY KEY` without `AUTOINCREMENT` reuses the highest rowid
-/// once the newest events are purged. Rebuilding `events` with
-/// `AUTOINCREMENT` would copy the whole table on upgrade; instead the highest
-/// position ever handed out is kept in a one-row table that every publish
-/// raises. An existing store starts above both its newest event and every
-/// journal floor, so positions a reader has already seen are not renumbered
-/// and any position already reused stays below what comes next.
-const JOURNAL_HEAD: &str = r#"
-CREATE TABLE journal_head (
-    singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
-    last_seq   INTEGER NOT NULL
-);
-INSERT INTO journal_head (singleton, last_seq)
-SELECT 1, MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
-              COALESCE((SELECT MAX(purged_through) FROM journal_floors), 0));
-"#;
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     migrate_to(conn, MIGRATIONS.len())
@@ -143,27 +33,29 @@ pub(crate) fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        let sql = migration.sql;
         let version = index + 1;
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
         ))
         .map_err(|err| {
             let _ = conn.execute_batch("ROLLBACK");
-            StoreError::Backend(format!("schema migration {version} failed: {err}"))
+            StoreError::Backend(format!(
+                "schema migration {version} ({}) failed: {err}",
+                migration.name
+            ))
         })?;
-        tracing::info!(version, "applied schema migration");
+        tracing::info!(version, name = migration.name, "applied schema migration");
     }
     Ok(())
 }
 
 /// The version a migration brings the schema to.
+/// The version the migration `name` brings the schema to.
 #[cfg(test)]
-pub(crate) fn version_of(migration: &str) -> Option<usize> {
-    MIGRATIONS
-        .iter()
-        .position(|m| *m == migration)
-        .map(|index| index + 1)
+pub(crate) fn version_of(name: &str) -> Option<usize> {
+    crate::migrations::version_of(MIGRATIONS, name)
 }
 
 /// The schema version a fully migrated database has.
@@ -177,14 +69,15 @@ mod tests {
 
     use super::*;
     use crate::conformance::{event, spec, t0};
-    use crate::{JournalQuery, SqliteStore, Store};
+    use crate::prelude::*;
+    use crate::{JournalQuery, SqliteStore};
 
     /// A database as the schema before `journal_head` left it, after its
     /// newest events were purged and positions 1 to 3 were handed out again
     /// below a journal floor of 30 (what that schema did).
     fn store_with_reused_positions(dir: &std::path::Path) {
         let conn = Connection::open(dir.join(crate::sqlite::DATABASE_FILE)).unwrap();
-        let before = MIGRATIONS.iter().position(|m| *m == JOURNAL_HEAD).unwrap();
+        let before = version_of("0008_journal_head").unwrap() - 1;
         migrate_to(&conn, before).unwrap();
         conn.execute(
             "INSERT INTO topics (name, created_at) VALUES ('orders', 0)",
@@ -270,15 +163,8 @@ mod tests {
     #[test]
     fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() {
         let conn = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS
-            .iter()
-            .position(|m| *m == PUSH_BACKOFF_MIGRATION)
-            .unwrap();
-        for sql in &MIGRATIONS[..before] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(&format!("PRAGMA user_version = {before}"))
-            .unwrap();
+        let before = version_of("0006_push_backoff").unwrap() - 1;
+        migrate_to(&conn, before).unwrap();
         let specs = [
             ("p", r#"{"name":"p","retry_policy":{"preset":"pubsub"}}"#),
             ("e", r#"{"name":"e","retry_policy":{"preset":"eventarc"}}"#),
@@ -310,5 +196,35 @@ mod tests {
             let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
             assert_eq!(spec["push_backoff"].as_bool(), wanted, "{name}: {spec}");
         }
+    }
+
+    #[test]
+    fn every_migration_file_is_applied_in_order() {
+        crate::migrations::assert_lists_every_file("sqlite", MIGRATIONS);
+    }
+
+    /// A store made by the previous version opens, upgrades to the latest
+    /// and keeps what it held.
+    #[tokio::test]
+    async fn a_store_of_the_previous_version_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(crate::sqlite::DATABASE_FILE)).unwrap();
+            migrate_to(&conn, latest_version() - 1).unwrap();
+            conn.execute(
+                "INSERT INTO topics (name, created_at) VALUES ('orders', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), t0()).unwrap();
+        let topics = store.list_topics().await.unwrap();
+        assert!(topics.iter().any(|t| t.name == "orders"), "{topics:?}");
+        drop(store);
+        let conn = Connection::open(dir.path().join(crate::sqlite::DATABASE_FILE)).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(usize::try_from(version).unwrap(), latest_version());
     }
 }

@@ -4,44 +4,9 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
+use super::*;
 use crate::security::*;
 use crate::{Result, StoreError};
-
-pub(super) const MIGRATION: &str = r#"
--- API tokens: the secret part is kept only as its SHA-256.
-CREATE TABLE api_tokens (
-    id           TEXT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    scope        TEXT NOT NULL,
-    secret_hash  BLOB NOT NULL,
-    created_at   INTEGER NOT NULL
-) WITHOUT ROWID;
--- Signing secrets, encrypted by the server before they get here.
-CREATE TABLE signing_secrets (
-    subscription    TEXT PRIMARY KEY,
-    current         TEXT NOT NULL,
-    previous        TEXT,
-    previous_until  INTEGER,
-    rotated_at      INTEGER NOT NULL
-) WITHOUT ROWID;
--- A subscription created again under a deleted one's name must not inherit
--- its secret.
-CREATE TRIGGER signing_secrets_follow_subscriptions AFTER DELETE ON subscriptions
-BEGIN
-    DELETE FROM signing_secrets WHERE subscription = OLD.name;
-END;
-"#;
-
-/// Keeps every secret replaced by a rotation within its grace period (a
-/// bounded list), not just the last one.
-pub(super) const PREVIOUS_SECRETS_MIGRATION: &str = r#"
-ALTER TABLE signing_secrets ADD COLUMN previous_secrets TEXT NOT NULL DEFAULT '[]';
-UPDATE signing_secrets
-    SET previous_secrets = json_array(json_object('secret', previous, 'until', previous_until))
-    WHERE previous IS NOT NULL AND previous_until IS NOT NULL;
-ALTER TABLE signing_secrets DROP COLUMN previous;
-ALTER TABLE signing_secrets DROP COLUMN previous_until;
-"#;
 
 const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
 
@@ -58,7 +23,7 @@ fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-pub(super) fn create_token_in(conn: &Connection, token: &TokenRecord) -> Result<()> {
+pub(super) fn create_token(conn: &Connection, token: &TokenRecord) -> Result<()> {
     let inserted = conn.execute(
         "INSERT INTO api_tokens (id, name, scope, secret_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
@@ -79,7 +44,7 @@ pub(super) fn create_token_in(conn: &Connection, token: &TokenRecord) -> Result<
     Ok(())
 }
 
-pub(super) fn get_token_in(conn: &Connection, id: &str) -> Result<TokenRecord> {
+pub(super) fn get_token(conn: &Connection, id: &str) -> Result<TokenRecord> {
     conn.prepare_cached(&format!(
         "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"
     ))?
@@ -88,7 +53,7 @@ pub(super) fn get_token_in(conn: &Connection, id: &str) -> Result<TokenRecord> {
     .ok_or_else(|| StoreError::not_found("token", id))
 }
 
-pub(super) fn list_tokens_in(conn: &Connection) -> Result<Vec<TokenRecord>> {
+pub(super) fn list_tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
@@ -97,14 +62,14 @@ pub(super) fn list_tokens_in(conn: &Connection) -> Result<Vec<TokenRecord>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn delete_token_in(conn: &Connection, id: &str) -> Result<()> {
+pub(super) fn delete_token(conn: &Connection, id: &str) -> Result<()> {
     if conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? == 0 {
         return Err(StoreError::not_found("token", id));
     }
     Ok(())
 }
 
-pub(super) fn get_secrets_in(
+pub(super) fn get_signing_secrets(
     conn: &Connection,
     subscription: &str,
 ) -> Result<Option<SigningSecrets>> {
@@ -144,7 +109,7 @@ fn require_subscription(conn: &Connection, subscription: &str) -> Result<()> {
     }
 }
 
-pub(super) fn ensure_secret_in(
+pub(super) fn ensure_signing_secret(
     conn: &Connection,
     subscription: &str,
     current: &str,
@@ -156,18 +121,18 @@ pub(super) fn ensure_secret_in(
          VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![subscription, current, millis(now)],
     )?;
-    get_secrets_in(conn, subscription)?
+    get_signing_secrets(conn, subscription)?
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
 }
 
 /// Runs on the writer connection, so nothing rotates in between the read
 /// and the write.
-pub(super) fn rotate_secret_in(
+pub(super) fn rotate_signing_secret(
     conn: &Connection,
     rotation: &SecretRotation,
 ) -> Result<SigningSecrets> {
     require_subscription(conn, &rotation.subscription)?;
-    let before = get_secrets_in(conn, &rotation.subscription)?;
+    let before = get_signing_secrets(conn, &rotation.subscription)?;
     let previous = previous_to_json(&rotation.previous_after(before.as_ref()));
     conn.execute(
         "INSERT INTO signing_secrets (subscription, current, previous_secrets, rotated_at)
@@ -181,8 +146,56 @@ pub(super) fn rotate_secret_in(
             millis(rotation.now)
         ],
     )?;
-    get_secrets_in(conn, &rotation.subscription)?
+    get_signing_secrets(conn, &rotation.subscription)?
         .ok_or_else(|| StoreError::Backend("a signing secret vanished in its own write".into()))
+}
+
+#[async_trait]
+impl SecurityStore for SqliteStore {
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.writer
+            .write(move |conn| create_token(conn, &token))
+            .await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| get_token(conn, &id)).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.readers.read(list_tokens).await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.writer.write(move |conn| delete_token(conn, &id)).await
+    }
+
+    async fn get_signing_secrets(&self, subscription: &str) -> Result<Option<SigningSecrets>> {
+        let subscription = subscription.to_owned();
+        self.readers
+            .read(move |conn| get_signing_secrets(conn, &subscription))
+            .await
+    }
+
+    async fn ensure_signing_secret(
+        &self,
+        subscription: &str,
+        current: String,
+        now: Timestamp,
+    ) -> Result<SigningSecrets> {
+        let subscription = subscription.to_owned();
+        self.writer
+            .write(move |conn| ensure_signing_secret(conn, &subscription, &current, now))
+            .await
+    }
+
+    async fn rotate_signing_secret(&self, rotation: SecretRotation) -> Result<SigningSecrets> {
+        self.writer
+            .write(move |conn| rotate_signing_secret(conn, &rotation))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -193,7 +206,7 @@ mod tests {
     #[test]
     fn the_migration_keeps_a_previous_secret_within_its_grace() {
         let conn = Connection::open_in_memory().unwrap();
-        let before = schema::version_of(PREVIOUS_SECRETS_MIGRATION).unwrap() - 1;
+        let before = schema::version_of("0007_previous_secrets").unwrap() - 1;
         schema::migrate_to(&conn, before).unwrap();
         conn.execute_batch(
             "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
@@ -204,7 +217,7 @@ mod tests {
         )
         .unwrap();
         schema::migrate(&conn).unwrap();
-        let a = get_secrets_in(&conn, "a").unwrap().unwrap();
+        let a = get_signing_secrets(&conn, "a").unwrap().unwrap();
         assert_eq!(a.current, "v1:new");
         assert_eq!(
             a.previous,
@@ -214,7 +227,7 @@ mod tests {
             }]
         );
         assert_eq!(a.rotated_at, Timestamp::from_millisecond(1000).unwrap());
-        let b = get_secrets_in(&conn, "b").unwrap().unwrap();
+        let b = get_signing_secrets(&conn, "b").unwrap().unwrap();
         assert!(b.previous.is_empty());
     }
 }

@@ -1,0 +1,303 @@
+//! Deliveries on SQLite.
+
+use super::*;
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn publish(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>> {
+        let topic = topic.to_owned();
+        let outcomes = self
+            .writer
+            .write(move |conn| publish(conn, &topic, events, now))
+            .await?;
+        if outcomes.iter().any(|o| o.deliveries > 0) {
+            self.wakeups.notify_one();
+        }
+        Ok(outcomes)
+    }
+
+    async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
+        self.writer
+            .write(move |conn| claim_due(conn, &request))
+            .await
+    }
+
+    async fn complete_many(&self, completions: Vec<Completion>) -> Result<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        let fanned_out = self
+            .writer
+            .write(move |conn| complete_many(conn, &completions))
+            .await?;
+        if fanned_out {
+            self.wakeups.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
+        let moved = self
+            .writer
+            .write(move |conn| rescue(conn, now, Some(now)))
+            .await?;
+        if moved > 0 {
+            self.wakeups.notify_one();
+        }
+        Ok(moved)
+    }
+
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.writer
+            .write(move |conn| ops::release_claims(conn, &delivery_ids, now))
+            .await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| {
+                let (delivery, event) = read_delivery(conn, &id)?;
+                let sql = format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY number"
+                );
+                let attempts = conn
+                    .prepare_cached(&sql)?
+                    .query_map([&id], rows::attempt)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(DeliveryDetail {
+                    delivery,
+                    event,
+                    attempts: crate::lifecycle::order_attempt_log(attempts),
+                })
+            })
+            .await
+    }
+
+    async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery> {
+        let id = id.to_owned();
+        let delivery = self
+            .writer
+            .write(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?2,
+                            failure_reason = NULL, updated_at = ?2,
+                            -- Ended: a fresh budget, age and retention, as a
+                            -- redrive gives. Scheduled: only due sooner.
+                            attempts_before_redrive = CASE WHEN state IN ('failed', 'delivered')
+                                THEN attempts ELSE attempts_before_redrive END,
+                            retention_from = CASE WHEN state IN ('failed', 'delivered')
+                                THEN ?2 ELSE retention_from END
+                     WHERE id = ?1 AND state <> 'in_flight'",
+                    params![id, millis(now)],
+                )?;
+                let (delivery, _) = read_delivery(conn, &id)?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "delivery {id:?} is in flight; retry it once this attempt ends"
+                    )));
+                }
+                Ok(delivery)
+            })
+            .await?;
+        self.wakeups.notify_one();
+        Ok(delivery)
+    }
+
+    fn wakeups(&self) -> Arc<Notify> {
+        self.wakeups.clone()
+    }
+}
+
+pub(super) fn publish(
+    conn: &Connection,
+    topic: &str,
+    events: Vec<CloudEvent>,
+    now: Timestamp,
+) -> Result<Vec<PublishOutcome>> {
+    if !topic_exists(conn, topic)? {
+        return Err(StoreError::not_found("topic", topic));
+    }
+    let rows = conn
+        .prepare_cached("SELECT name, spec FROM subscriptions WHERE topic = ?1")?
+        .query_map([topic], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let fan_out = FanOut::from_stored(rows)?;
+    let now_ms = millis(now);
+    // Positions continue from the highest ever handed out, not from the
+    // highest still stored (see `migrations/sqlite/0008_journal_head.sql`). The newest event is
+    // also consulted so that a row inserted some other way cannot collide.
+    let mut last_seq: i64 = conn
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT last_seq FROM journal_head), 0),
+                        COALESCE((SELECT MAX(seq) FROM events), 0))",
+        )?
+        .query_row([], |row| row.get(0))?;
+    let head_before = last_seq;
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (seq, topic, source, id, type, attributes, data, published_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (topic, source, id) DO NOTHING RETURNING seq",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, subscription, event_seq, state, attempts, next_attempt_at,
+                                 created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'scheduled', 0, ?4, ?4, ?4)",
+    )?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        let attributes = serde_json::to_string(&event)?;
+        let seq: Option<i64> = insert_event
+            .query_row(
+                params![
+                    last_seq + 1,
+                    topic,
+                    event.source,
+                    event.id,
+                    event.ty,
+                    attributes,
+                    event.data,
+                    now_ms
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let mut deliveries = 0;
+        if let Some(seq) = seq {
+            last_seq = seq;
+            for (id, subscription) in fan_out.deliveries(&event) {
+                insert_delivery.execute(params![id, subscription, seq, now_ms])?;
+                deliveries += 1;
+            }
+        }
+        outcomes.push(PublishOutcome {
+            duplicate: seq.is_none(),
+            id: event.id,
+            source: event.source,
+            deliveries,
+        });
+    }
+    if last_seq != head_before {
+        conn.prepare_cached("UPDATE journal_head SET last_seq = ?1")?
+            .execute([last_seq])?;
+    }
+    Ok(outcomes)
+}
+
+fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
+    let now_ms = millis(request.now);
+    let lease_until = request
+        .now
+        .checked_add(request.lease)
+        .map_err(|err| StoreError::Invalid(format!("lease too long: {err}")))?;
+    let mut pick = conn.prepare_cached(
+        "SELECT id, next_attempt_at FROM deliveries
+         WHERE subscription = ?1 AND state = 'scheduled' AND next_attempt_at <= ?2
+         ORDER BY next_attempt_at LIMIT ?3",
+    )?;
+    // A delivery claimed ahead starts when it falls due: that is its
+    // attempt's time.
+    let mut claim = conn.prepare_cached(
+        "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, lease_until = ?1,
+                last_attempt_at = MAX(?2, next_attempt_at),
+                first_attempt_at = COALESCE(first_attempt_at, MAX(?2, next_attempt_at)),
+                next_attempt_at = NULL, updated_at = ?2
+         WHERE id = ?3",
+    )?;
+    let mut next_due = conn.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM deliveries
+         WHERE subscription = ?1 AND state = 'scheduled'",
+    )?;
+    let mut batch = ClaimBatch::default();
+    let mut left = request.limit_total;
+    for want in &request.wants {
+        if !health::accepts_pushes(conn, &want.subscription)? {
+            continue;
+        }
+        let limit = want.limit.min(left);
+        if limit > 0 {
+            let due_by = request
+                .now
+                .checked_add(want.lookahead)
+                .map_err(|err| StoreError::Invalid(format!("lookahead too long: {err}")))?;
+            let picked = pick
+                .query_map(params![want.subscription, millis(due_by), limit], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            left -= u32::try_from(picked.len()).unwrap_or(limit).min(limit);
+            for (id, due_at) in picked {
+                claim.execute(params![millis(lease_until), now_ms, id])?;
+                let (delivery, event) = read_delivery(conn, &id)?;
+                batch.claimed.push(ClaimedDelivery {
+                    delivery,
+                    event,
+                    lease_until,
+                    due_at: timestamp(due_at)?,
+                });
+            }
+        }
+        let due: Option<i64> = next_due.query_row([&want.subscription], |row| row.get(0))?;
+        if let Some(due) = due {
+            let due = timestamp(due)?;
+            batch.next_due_at = Some(batch.next_due_at.map_or(due, |known| known.min(due)));
+        }
+    }
+    Ok(batch)
+}
+
+/// Returns whether dead-lettering fanned out new deliveries.
+fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> {
+    let mut update = conn.prepare_cached(
+        "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, failure_reason = ?5,
+                last_status = ?6, last_error = ?7, lease_until = NULL, updated_at = ?8
+         WHERE id = ?1 AND state = 'in_flight' AND attempts = ?2",
+    )?;
+    let mut record = conn.prepare_cached(
+        "INSERT OR IGNORE INTO attempts
+           (delivery_id, number, started_at, duration_ms, status, error, error_message,
+            response_snippet, decision)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+         WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
+    )?;
+    let mut fanned_out = false;
+    for completion in completions {
+        let row = CompletionRow::plan(completion)?;
+        let changed = update.execute(params![
+            row.delivery_id,
+            row.number,
+            row.state.as_str(),
+            row.next_attempt_at,
+            row.failure_reason,
+            row.status,
+            row.error,
+            row.ended_at,
+        ])?;
+        let recorded = record.execute(params![
+            row.delivery_id,
+            row.number,
+            row.started_at,
+            row.duration_ms,
+            row.status,
+            row.error,
+            row.error_message,
+            row.response_snippet,
+            row.decision,
+        ])?;
+        if recorded > 0 {
+            health::count_attempt(conn, row.delivery_id, row.bucket, row.succeeded)?;
+        }
+        if changed > 0 && row.failed {
+            let now = timestamp(row.ended_at)?;
+            fanned_out |= lifecycle::dead_letter(conn, row.delivery_id, now)?;
+        }
+    }
+    Ok(fanned_out)
+}
