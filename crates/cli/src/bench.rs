@@ -362,7 +362,7 @@ impl LocalServer {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
             database_url: args.database_url.clone(),
-            limits: redrive_server::api::Limits::default(),
+            limits: redrive_server::app::Limits::default(),
             dispatcher: redrive_server::dispatcher::DispatcherConfig {
                 max_in_flight: args.max_in_flight,
                 ..Default::default()

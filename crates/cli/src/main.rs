@@ -267,7 +267,7 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         database_url: args.database_url.filter(|url| !url.is_empty()),
-        limits: redrive_server::api::Limits {
+        limits: redrive_server::app::Limits {
             max_publish_bytes: args.max_publish_bytes,
             max_batch_events: args.security.max_batch_events,
             event: redrive_core::event::EventLimits {

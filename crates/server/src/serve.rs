@@ -11,7 +11,7 @@ use redrive_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::api::{self, AppState, Limits};
+use crate::app::{self, AppState, Limits};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
 use crate::health::{self, HealthConfig};
 use crate::ops::OpsState;
@@ -115,15 +115,17 @@ pub async fn serve(
         ops.store_writes.clone(),
         stopped.clone(),
     ));
+    let push_holds = dispatcher.push_holds();
     let dispatcher = tokio::spawn(dispatcher.run(stopped));
 
-    let app = api::router(AppState {
+    let app = app::router(AppState {
         store: store.clone(),
         subscriptions_changed,
         limits: options.limits,
         jobs: Default::default(),
         security,
         ops: ops.clone(),
+        push_holds,
     });
     match &options.database_url {
         Some(_) => tracing::info!(%address, store = "postgres", "redrive is listening"),

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, from_value};
 use super::subscriptions::spec_from_json;
-use super::{ApiError, AppState};
 use crate::config::{self, Change};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

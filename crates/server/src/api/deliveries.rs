@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::ApiQuery;
-use super::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 const DEFAULT_PAGE: u32 = 50;
 pub(crate) const MAX_PAGE: u32 = 1000;

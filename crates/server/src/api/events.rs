@@ -10,7 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::body_bytes;
-use super::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct PublishResponse {

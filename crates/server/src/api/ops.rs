@@ -12,8 +12,9 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::{ApiError, AppState};
+use crate::error::ApiError;
 use crate::metrics;
+use crate::state::AppState;
 
 /// Bytes read from the backup file per streamed chunk.
 const BACKUP_CHUNK: usize = 256 * 1024;

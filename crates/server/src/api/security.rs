@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, parse_json};
-use super::{ApiError, AppState};
+use crate::error::ApiError;
 use crate::security::auth;
+use crate::state::AppState;
 
 /// Longest token label.
 pub(crate) const MAX_TOKEN_NAME: usize = 200;

@@ -146,8 +146,12 @@ impl Dispatcher {
         self.running = ops.dispatcher_running.clone();
         self.pushes = ops.pushes_in_flight.clone();
         self.writes = ops.store_writes.clone();
-        self.holds = ops.push_holds.clone();
         self
+    }
+
+    /// The pushes this dispatcher holds back, for the API to show.
+    pub fn push_holds(&self) -> Arc<PushHolds> {
+        self.holds.clone()
     }
 
     /// Runs until `shutdown` turns true, then lets in-flight pushes finish
