@@ -2,6 +2,8 @@
 //! answer into its own form (JSON, a page or a redirect).
 
 use jiff::Timestamp;
+
+use crate::clock::Clock;
 use redrive_core::hold::PushesHeld;
 use redrive_core::{Health, Subscription};
 use redrive_store::{HealthChange, RedriveBatchRequest, RedriveFilter, Store, StoreError};
@@ -50,7 +52,7 @@ pub async fn enable_by_hand(state: &AppState, name: &str) -> Result<Subscription
             from: current.status.health,
             to: Health::Healthy,
             reason: "enabled by hand".into(),
-            now: Timestamp::now(),
+            now: state.clock.now(),
         };
         if let Some(enabled) = state.store.change_health(change).await? {
             tracing::info!(subscription = %name, from = current.status.health.as_str(),
@@ -82,13 +84,14 @@ pub async fn redrive(
 ) -> Result<Redriven, StoreError> {
     let total = state.store.count_redrivable(filter.clone()).await?;
     if total <= state.limits.redrive_inline_limit {
-        let moved = redrive_all(&*state.store, filter, |_| {}).await?;
+        let moved = redrive_all(&*state.store, &state.clock, filter, |_| {}).await?;
         return Ok(Redriven::Moved { total, moved });
     }
-    let job = state.jobs.start("redrive", name, total);
+    let job = state.jobs.start("redrive", name, total, state.clock.now());
     tokio::spawn(run_redrive_job(
         state.store.clone(),
         state.jobs.clone(),
+        state.clock.clone(),
         job.id.clone(),
         filter,
     ));
@@ -99,6 +102,7 @@ pub async fn redrive(
 /// running count after each batch.
 pub async fn redrive_all(
     store: &dyn Store,
+    clock: &Clock,
     filter: RedriveFilter,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, StoreError> {
@@ -110,7 +114,7 @@ pub async fn redrive_all(
                 filter: filter.clone(),
                 after: after.take(),
                 limit: REDRIVE_BATCH,
-                now: Timestamp::now(),
+                now: clock.now(),
             })
             .await?;
         moved += batch.moved;
@@ -125,15 +129,16 @@ pub async fn redrive_all(
 async fn run_redrive_job(
     store: std::sync::Arc<dyn Store>,
     jobs: Jobs,
+    clock: Clock,
     id: String,
     filter: RedriveFilter,
 ) {
-    let outcome = redrive_all(&*store, filter, |done| {
+    let outcome = redrive_all(&*store, &clock, filter, |done| {
         jobs.update(&id, |job| job.done = done);
     })
     .await;
     jobs.update(&id, |job| {
-        job.finished_at = Some(Timestamp::now());
+        job.finished_at = Some(clock.now());
         match outcome {
             Ok(moved) => {
                 job.done = moved;

@@ -23,6 +23,8 @@ pub struct AppState {
     /// Subscriptions whose pushes this node's dispatcher holds back (push
     /// backoff or `Retry-After`), until when and why.
     pub push_holds: Arc<PushHolds>,
+    /// The one clock every handler reads (the dispatcher's: tests move it).
+    pub clock: crate::clock::Clock,
 }
 
 impl axum::extract::FromRef<AppState> for crate::security::Security {

@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use jiff::Timestamp;
 use redrive_core::config::{Desired, TopicDecl};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -80,7 +79,7 @@ pub async fn apply(
         &desired,
         &state.security.endpoint_policy,
         request.dry_run,
-        Timestamp::now(),
+        state.clock.now(),
     )
     .await?;
     if !request.dry_run {

@@ -1,6 +1,5 @@
 use axum::Json;
 use axum::extract::{Path, State};
-use jiff::Timestamp;
 use redrive_core::{Attempt, Delivery, DeliveryState, FailureReason};
 use redrive_store::DeliveryQuery;
 use serde::{Deserialize, Serialize};
@@ -123,5 +122,5 @@ pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(state.store.retry_now(&id, Timestamp::now()).await?))
+    Ok(Json(state.store.retry_now(&id, state.clock.now()).await?))
 }

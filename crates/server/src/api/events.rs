@@ -3,7 +3,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use jiff::Timestamp;
 use redrive_core::event::{self, CloudEvent, EventError, EventLimits};
 use redrive_store::PublishOutcome;
 use serde::Serialize;
@@ -43,7 +42,7 @@ pub async fn publish(
     check_limits(&events, &state.limits.event)?;
     let outcomes = state
         .store
-        .publish(&topic, events, Timestamp::now())
+        .publish(&topic, events, state.clock.now())
         .await?;
     state.ops.store_writes.succeeded();
     crate::metrics::published(&topic, &outcomes);

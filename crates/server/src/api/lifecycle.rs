@@ -272,7 +272,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    let delivery = state.store.cancel_delivery(&id, Timestamp::now()).await?;
+    let delivery = state.store.cancel_delivery(&id, state.clock.now()).await?;
     crate::metrics::delivery_finished("failed", "cancelled", 1);
     Ok(Json(delivery))
 }

@@ -8,7 +8,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use jiff::Timestamp;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
@@ -102,7 +101,7 @@ async fn check_writes(state: &AppState) -> (bool, serde_json::Value) {
 /// Prometheus text exposition. The backlog gauges are read from the store
 /// at scrape time, so they are exact whichever process did the work.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let now = Timestamp::now();
+    let now = state.clock.now();
     match (
         state.store.queue_stats(now).await,
         state.store.list_subscriptions().await,

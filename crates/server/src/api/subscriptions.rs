@@ -35,7 +35,7 @@ pub struct SubscriptionAnswer {
 impl SubscriptionAnswer {
     /// `subscription` with the holds `state`'s node knows of.
     pub fn new(state: &AppState, subscription: Subscription) -> SubscriptionAnswer {
-        let pushes_held = crate::actions::pushes_held(state, &subscription, Timestamp::now());
+        let pushes_held = crate::actions::pushes_held(state, &subscription, state.clock.now());
         SubscriptionAnswer {
             subscription,
             pushes_held,
@@ -60,7 +60,7 @@ pub async fn create(
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
-        .create_subscription(spec, Timestamp::now())
+        .create_subscription(spec, state.clock.now())
         .await?;
     if let Err(err) = state
         .security
@@ -145,7 +145,7 @@ pub async fn update(
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store
-        .update_subscription(spec, Timestamp::now())
+        .update_subscription(spec, state.clock.now())
         .await?;
     state.subscriptions_changed.notify_one();
     Ok(Json(SubscriptionAnswer::new(&state, updated)))

@@ -1,7 +1,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use jiff::Timestamp;
 use redrive_core::Topic;
 use redrive_core::names::validate_name;
 use serde::{Deserialize, Serialize};
@@ -31,7 +30,7 @@ pub async fn create(
     validate_name("topic", &body.name).map_err(|err| ApiError::invalid("name", err))?;
     let topic = state
         .store
-        .create_topic(&body.name, Timestamp::now())
+        .create_topic(&body.name, state.clock.now())
         .await?;
     Ok((StatusCode::CREATED, Json(topic)))
 }

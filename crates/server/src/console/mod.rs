@@ -129,7 +129,7 @@ fn frame(session: &ConsoleSession) -> Frame {
 
 /// What may hold `subscription`'s due deliveries back, as this node knows.
 fn waits_of(state: &AppState, subscription: &redrive_core::Subscription) -> Waits {
-    let now = Timestamp::now();
+    let now = state.clock.now();
     Waits {
         held: actions::pushes_held(state, subscription, now),
         rate: subscription.spec.rate,
@@ -139,7 +139,7 @@ fn waits_of(state: &AppState, subscription: &redrive_core::Subscription) -> Wait
 
 async fn load_overview(state: &AppState) -> Result<views::Overview, PageError> {
     let store = &*state.store;
-    let now = Timestamp::now();
+    let now = state.clock.now();
     let topics = store.list_topics().await?;
     let mut subscriptions = Vec::new();
     for sub in store.list_subscriptions().await? {
@@ -321,6 +321,7 @@ async fn load_rows(
     waits: Waits,
 ) -> Result<(DeliveryRows, Option<String>), PageError> {
     let filters = params.filters();
+    let now = waits.now;
     let mut rows = DeliveryRows {
         subscription: name.to_owned(),
         deliveries: Vec::new(),
@@ -330,7 +331,7 @@ async fn load_rows(
         csrf: session.write_csrf().map(str::to_owned),
         waits,
     };
-    let search = match search_from(name, params, Timestamp::now()) {
+    let search = match search_from(name, params, now) {
         Ok(search) => search,
         Err(problem) => return Ok((rows, Some(problem))),
     };
@@ -477,7 +478,7 @@ async fn delivery_waits(
     state: &AppState,
     delivery: &redrive_core::Delivery,
 ) -> Result<Waits, PageError> {
-    let now = Timestamp::now();
+    let now = state.clock.now();
     if redrive_core::hold::delivery_waiting(delivery, None, None, now).is_none() {
         return Ok(Waits {
             now,
@@ -496,7 +497,7 @@ async fn delivery_waits(
 }
 
 async fn retry_now(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
-    state.store.retry_now(&id, Timestamp::now()).await?;
+    state.store.retry_now(&id, state.clock.now()).await?;
     tracing::info!(delivery = %id, "retry requested from the console");
     Ok(Redirect::to(&links::delivery(&id)).into_response())
 }

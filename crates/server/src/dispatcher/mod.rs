@@ -121,6 +121,7 @@ impl Dispatcher {
         config: DispatcherConfig,
         subscriptions_changed: Arc<Notify>,
     ) -> Self {
+        let holds = Arc::new(PushHolds::new(config.clock.clone()));
         Dispatcher {
             store,
             client,
@@ -131,7 +132,7 @@ impl Dispatcher {
             pushes: Arc::default(),
             claimed: Arc::default(),
             writes: Arc::default(),
-            holds: Arc::default(),
+            holds,
         }
     }
 
@@ -474,7 +475,7 @@ async fn attempt(
                 policy: &redrive_core::security::EndpointPolicy::default(),
                 secrets: &[],
             };
-            push::push(client, spec, claimed, guard).await
+            push::push(client, spec, claimed, guard, clock.now()).await
         }
         Some(security) => match security.secrets.keys(&spec.name, clock.now()).await {
             Ok(keys) => {
@@ -483,7 +484,7 @@ async fn attempt(
                     policy: &security.endpoint_policy,
                     secrets: &secrets,
                 };
-                push::push(client, spec, claimed, guard).await
+                push::push(client, spec, claimed, guard, clock.now()).await
             }
             // An unsigned push would be refused by careful receivers and
             // accepted by careless ones: neither is right, so none is sent.
@@ -510,7 +511,7 @@ async fn attempt(
         jitter_sample: rand::random::<f64>(),
     };
     let decision = spec.decide(&result.outcome, &context);
-    let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy);
+    let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy, clock.now());
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
         redrive_core::AttemptOutcome::Error(class) => (None, Some(class)),
@@ -537,7 +538,12 @@ async fn attempt(
 /// the policy caps the retry it delays, so a pause never holds back a
 /// retry longer than the policy lets that answer delay it — and whether
 /// the push got no answer in time.
-fn flow_signal(outcome: &AttemptOutcome, decision: &Decision, policy: &RetryPolicy) -> Signal {
+fn flow_signal(
+    outcome: &AttemptOutcome,
+    decision: &Decision,
+    policy: &RetryPolicy,
+    now: jiff::Timestamp,
+) -> Signal {
     if matches!(decision, Decision::Delivered) {
         return Signal::Success;
     }
@@ -548,9 +554,7 @@ fn flow_signal(outcome: &AttemptOutcome, decision: &Decision, policy: &RetryPoli
         } => Some(match retry_after {
             RetryAfter::Delay(delay) => *delay,
             // An HTTP date is wall-clock time.
-            RetryAfter::At(at) => {
-                Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or_default()
-            }
+            RetryAfter::At(at) => Duration::try_from(at.duration_since(now)).unwrap_or_default(),
         }),
         _ => None,
     }
@@ -752,6 +756,10 @@ mod tests {
     use redrive_core::policy::Backoff;
     use redrive_core::{FailureReason, HumanDuration};
 
+    fn now() -> jiff::Timestamp {
+        Clock::default().now()
+    }
+
     fn fixed(seconds: u64) -> RetryPolicy {
         RetryPolicy {
             backoff: Backoff::Fixed {
@@ -777,7 +785,7 @@ mod tests {
 
     #[test]
     fn retry_after_pauses_at_most_as_long_as_the_policy_lets_it_delay_a_retry() {
-        let signal = |outcome, policy: &RetryPolicy| flow_signal(&outcome, &retry(), policy);
+        let signal = |outcome, policy: &RetryPolicy| flow_signal(&outcome, &retry(), policy, now());
         let pause = |outcome, policy: &RetryPolicy| match signal(outcome, policy) {
             Signal::Failure { retry_after, .. } => retry_after,
             Signal::Success => panic!("not a failure"),
@@ -797,7 +805,7 @@ mod tests {
     #[test]
     fn only_a_timeout_counts_as_holding_the_slot() {
         let policy = fixed(1);
-        let timed_out = |outcome| match flow_signal(&outcome, &retry(), &policy) {
+        let timed_out = |outcome| match flow_signal(&outcome, &retry(), &policy, now()) {
             Signal::Failure { timed_out, .. } => timed_out,
             Signal::Success => panic!("not a failure"),
         };
@@ -808,11 +816,11 @@ mod tests {
             reason: FailureReason::RetriesExhausted,
         };
         assert!(matches!(
-            flow_signal(&answered(500, None), &failed, &policy),
+            flow_signal(&answered(500, None), &failed, &policy, now()),
             Signal::Failure { .. }
         ));
         assert_eq!(
-            flow_signal(&answered(200, None), &Decision::Delivered, &policy),
+            flow_signal(&answered(200, None), &Decision::Delivered, &policy, now()),
             Signal::Success
         );
     }

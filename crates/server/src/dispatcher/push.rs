@@ -61,9 +61,9 @@ pub async fn push(
     spec: &SubscriptionSpec,
     claimed: &ClaimedDelivery,
     guard: Guard<'_>,
+    started_at: Timestamp,
 ) -> PushResult {
     let timeout = spec.timeout.as_duration();
-    let started_at = Timestamp::now();
     let clock = Instant::now();
     let delivery = &claimed.delivery;
     // The client resolves host names through the guarded resolver, but a
