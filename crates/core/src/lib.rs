@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod marks;
 pub mod model;
 pub mod names;
+pub mod outbound;
 pub mod policy;
 pub mod presets;
 pub mod rate;
