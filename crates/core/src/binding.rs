@@ -49,6 +49,17 @@ pub fn binary_headers(event: &CloudEvent) -> Vec<(String, String)> {
     headers
 }
 
+impl CloudEvent {
+    /// The bytes the attributes take as the headers of a binary-mode push.
+    pub fn binary_header_bytes(&self) -> usize {
+        binary_headers(self)
+            .iter()
+            // "name: value\r\n"
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum()
+    }
+}
+
 /// The event in structured mode (`application/cloudevents+json`).
 ///
 /// JSON data is written with the payload's own bytes rather than a

@@ -126,7 +126,8 @@ pub fn parse_toml(
         };
         let mut value = serde_json::to_value(table.get_ref())
             .map_err(|err| fail(format!("cannot read the subscription: {err}")))?;
-        crate::presets::expand_subscription(&mut value).map_err(|err| fail(err.to_string()))?;
+        crate::retry::presets::expand_subscription(&mut value)
+            .map_err(|err| fail(err.to_string()))?;
         let spec: SubscriptionSpec =
             crate::strict::from_value(value).map_err(|err| match &err {
                 crate::strict::InputError::UnknownField { field, .. } => ConfigError {

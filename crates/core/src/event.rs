@@ -27,6 +27,9 @@ pub const MAX_EXTENSION_NAME_LEN: usize = 20;
 /// The content type an event without `datacontenttype` implicitly has.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
+/// Source of redrive's own events.
+pub const SYSTEM_SOURCE: &str = "/redrive";
+
 /// Member names of the JSON format that are not extensions.
 const RESERVED_MEMBERS: [&str; 10] = [
     "id",
@@ -249,15 +252,6 @@ pub enum LimitError {
 }
 
 impl CloudEvent {
-    /// The bytes the attributes take as the headers of a binary-mode push.
-    pub fn binary_header_bytes(&self) -> usize {
-        crate::binding::binary_headers(self)
-            .iter()
-            // "name: value\r\n"
-            .map(|(name, value)| name.len() + value.len() + 4)
-            .sum()
-    }
-
     /// Whether the event stays within `limits`.
     pub fn check_limits(&self, limits: &EventLimits) -> Result<(), LimitError> {
         let count = self.emitted_extensions().count();

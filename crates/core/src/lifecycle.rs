@@ -7,19 +7,18 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::classify::{AttemptOutcome, ErrorClass};
-use crate::decision::{AttemptContext, Decision, FailureReason};
 use crate::duration::HumanDuration;
 use crate::event::CloudEvent;
 use crate::model::{Delivery, SubscriptionSpec};
+use crate::retry::classify::ErrorClass;
+use crate::retry::decision::FailureReason;
 
 /// The built-in topic of operational events (`redrive.delivery.failed`,
 /// `redrive.subscription.*`). Exists in every store.
 pub const SYSTEM_TOPIC: &str = "redrive.system";
 /// Type of the operational event published when a delivery fails.
 pub const DELIVERY_FAILED_TYPE: &str = "redrive.delivery.failed";
-/// Source of redrive's own events.
-pub const SYSTEM_SOURCE: &str = "/redrive";
+pub use crate::event::SYSTEM_SOURCE;
 
 /// `max_delivery_attempts` bounds and default, as in Pub/Sub.
 pub const MIN_DELIVERY_ATTEMPTS: u32 = 5;
@@ -29,15 +28,11 @@ pub const DEFAULT_DELIVERY_ATTEMPTS: u32 = 5;
 /// `message_retention` bounds and default, as in Pub/Sub.
 pub const MIN_MESSAGE_RETENTION: Duration = Duration::from_secs(10 * 60);
 pub const MAX_MESSAGE_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
-pub const DEFAULT_MESSAGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use crate::model::{DEFAULT_MESSAGE_RETENTION, default_message_retention};
 
 /// How long finished deliveries, their attempts and unreferenced events are
 /// kept before the sweeper purges them.
 pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-pub fn default_message_retention() -> HumanDuration {
-    HumanDuration(DEFAULT_MESSAGE_RETENTION)
-}
 
 /// A lifecycle setting of a subscription out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,19 +85,6 @@ impl SubscriptionSpec {
             });
         }
         Ok(())
-    }
-
-    /// The retry policy's decision, then the attempt limit: a retry that
-    /// would pass `max_delivery_attempts` fails as `retries_exhausted`.
-    /// `ctx.attempt` counts attempts since the last redrive.
-    pub fn decide(&self, outcome: &AttemptOutcome, ctx: &AttemptContext) -> Decision {
-        let decision = self.retry_policy.decide(outcome, ctx);
-        match (decision, self.effective_max_delivery_attempts()) {
-            (Decision::Retry { .. }, Some(max)) if ctx.attempt >= max => Decision::Failed {
-                reason: FailureReason::RetriesExhausted,
-            },
-            (decision, _) => decision,
-        }
     }
 }
 
@@ -220,8 +202,19 @@ pub fn delivery_failed_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::classify::AttemptOutcome;
+    use crate::retry::decision::{AttemptContext, Decision};
+
+    fn decide(spec: &SubscriptionSpec, outcome: &AttemptOutcome, ctx: &AttemptContext) -> Decision {
+        crate::retry::decide(
+            &spec.retry_policy,
+            spec.effective_max_delivery_attempts(),
+            outcome,
+            ctx,
+        )
+    }
     use crate::filter::Filter;
-    use crate::policy::{Backoff, RetryPolicy};
+    use crate::retry::policy::{Backoff, RetryPolicy};
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + secs).unwrap()
@@ -290,7 +283,7 @@ mod tests {
             ..spec()
         };
         let decisions: Vec<Decision> = (1..=5)
-            .map(|n| spec.decide(&status(503), &ctx(n, i64::from(n - 1) * 10)))
+            .map(|n| decide(&spec, &status(503), &ctx(n, i64::from(n - 1) * 10)))
             .collect();
         assert_eq!(
             decisions,
@@ -322,23 +315,24 @@ mod tests {
         spec.max_delivery_attempts = Some(10);
         spec.retry_policy.retry_limit = Some(1);
         assert_eq!(
-            spec.decide(&status(500), &ctx(1, 0)),
+            decide(&spec, &status(500), &ctx(1, 0)),
             Decision::Retry {
                 at: t(10),
                 retry: 1
             }
         );
-        assert_eq!(spec.decide(&status(500), &ctx(2, 10)), EXHAUSTED);
+        assert_eq!(decide(&spec, &status(500), &ctx(2, 10)), EXHAUSTED);
     }
 
     #[test]
     fn the_attempt_limit_never_turns_success_or_final_codes_into_exhaustion() {
         let mut spec = spec();
         spec.max_delivery_attempts = Some(5);
-        assert_eq!(spec.decide(&status(200), &ctx(9, 0)), Decision::Delivered);
-        spec.retry_policy.final_codes = vec![crate::classify::StatusRange::single(404).unwrap()];
+        assert_eq!(decide(&spec, &status(200), &ctx(9, 0)), Decision::Delivered);
+        spec.retry_policy.final_codes =
+            vec![crate::retry::classify::StatusRange::single(404).unwrap()];
         assert_eq!(
-            spec.decide(&status(404), &ctx(9, 0)),
+            decide(&spec, &status(404), &ctx(9, 0)),
             Decision::Failed {
                 reason: FailureReason::NonRetryable
             }

@@ -66,7 +66,12 @@ pub(super) async fn attempt(
         now: clock.now(),
         jitter_sample: rand::random::<f64>(),
     };
-    let decision = spec.decide(&result.outcome, &context);
+    let decision = redrive_core::retry::decide(
+        &spec.retry_policy,
+        spec.effective_max_delivery_attempts(),
+        &result.outcome,
+        &context,
+    );
     let signal = flow_signal(&result.outcome, &decision, &spec.retry_policy, clock.now());
     let (status, error) = match result.outcome {
         redrive_core::AttemptOutcome::Response { status, .. } => (Some(status), None),
