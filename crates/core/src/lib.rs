@@ -3,7 +3,6 @@
 //! Time always comes in as a parameter (`now`), so every rule here is tested
 //! with plain values and exact sequences.
 
-pub mod binding;
 pub mod config;
 pub mod dialect;
 pub mod duration;

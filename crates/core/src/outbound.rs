@@ -4,15 +4,12 @@
 
 use jiff::Timestamp;
 
-use crate::binding::{binary_headers, structured_body};
 use crate::dialect::{
     HeadersProfile, PayloadFormat, PushContext, appengine_headers, pubsub_push_body,
 };
-use crate::event::CloudEvent;
+use crate::event::media_type::STRUCTURED;
+use crate::event::{CloudEvent, binary_headers, structured_body};
 use crate::security::SigningSecret;
-
-/// The media type of an event in the JSON format.
-pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// One push of an event, as the dispatcher knows it when it starts.
 #[derive(Clone, Copy, Debug)]
@@ -50,9 +47,7 @@ pub fn request(push: &Push<'_>) -> OutboundRequest {
     // Built before the headers: the signature covers the exact bytes sent.
     let (body, content_type) = match push.payload_format {
         PayloadFormat::CloudeventsBinary => (event.data.clone().unwrap_or_default(), None),
-        PayloadFormat::CloudeventsStructured => {
-            (structured_body(event), Some(STRUCTURED_CONTENT_TYPE))
-        }
+        PayloadFormat::CloudeventsStructured => (structured_body(event), Some(STRUCTURED)),
         PayloadFormat::PubsubPush => (
             pubsub_push_body(event, context),
             Some(crate::event::JSON_CONTENT_TYPE),
