@@ -15,6 +15,7 @@ mod sink;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -120,10 +121,12 @@ struct ServeArgs {
     database_url: Option<String>,
     /// How long a claim outlives the push timeout before another node may
     /// take the delivery over (the retry delay after a node dies), e.g. 30s.
-    #[arg(long, env = "REDRIVE_LEASE_MARGIN", default_value = "30s")]
+    #[arg(long, env = "REDRIVE_LEASE_MARGIN", default_value = "30s",
+        value_parser = at_least(MIN_LEASE_MARGIN))]
     lease_margin: redrive_core::HumanDuration,
     /// Longest wait for due work without a wake-up, e.g. 1s.
-    #[arg(long, env = "REDRIVE_POLL_INTERVAL", default_value = "1s")]
+    #[arg(long, env = "REDRIVE_POLL_INTERVAL", default_value = "1s",
+        value_parser = at_least(MIN_POLL_INTERVAL))]
     poll_interval: redrive_core::HumanDuration,
     /// Largest publish body in bytes.
     #[arg(long, env = "REDRIVE_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
@@ -133,10 +136,12 @@ struct ServeArgs {
     max_in_flight: usize,
     /// How long finished deliveries, their attempts and unreferenced events
     /// are kept before they are purged, e.g. 7d.
-    #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d")]
+    #[arg(long, env = "REDRIVE_HISTORY_RETENTION", default_value = "7d",
+        value_parser = at_least(MIN_HISTORY_RETENTION))]
     history_retention: redrive_core::HumanDuration,
     /// How often endpoint health is judged from recent attempts, e.g. 10s.
-    #[arg(long, env = "REDRIVE_HEALTH_INTERVAL", default_value = "10s")]
+    #[arg(long, env = "REDRIVE_HEALTH_INTERVAL", default_value = "10s",
+        value_parser = at_least(MIN_HEALTH_INTERVAL))]
     health_interval: redrive_core::HumanDuration,
     #[command(flatten)]
     security: security::SecurityArgs,
@@ -180,6 +185,31 @@ fn command() -> clap::Command {
             hidden.iter().fold(sub, |sub, arg| sub.arg(arg.clone()))
         })
     })
+}
+
+// The shortest intervals `serve` accepts: below them the loops they pace
+// would spin, or (the lease margin) a slow node's claims would be taken over
+// while it still pushes.
+const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+const MIN_HISTORY_RETENTION: Duration = Duration::from_secs(1);
+const MIN_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Parses a duration flag, refusing values below `min` with a message that
+/// says the minimum.
+fn at_least(
+    min: Duration,
+) -> impl Fn(&str) -> Result<redrive_core::HumanDuration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let value: redrive_core::HumanDuration = text.parse().map_err(|err| format!("{err}"))?;
+        if value.as_duration() < min {
+            return Err(format!(
+                "must be at least {}",
+                redrive_core::duration::format_duration(min)
+            ));
+        }
+        Ok(value)
+    }
 }
 
 fn main() -> ExitCode {

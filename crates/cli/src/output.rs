@@ -130,19 +130,27 @@ pub fn render(value: &Value, view: View, now: Timestamp) -> String {
             out
         }
         View::Delivery => delivery(value, now),
-        View::Subscription => fields(
-            value,
-            &[
-                "name",
-                "topic",
-                "endpoint",
-                "health",
-                "health_reason",
-                "paused",
-                "retry_policy",
-            ],
-            now,
-        ),
+        View::Subscription => {
+            let mut shown = value.clone();
+            if let Some(held) = shown.get_mut("pushes_held") {
+                *held = Value::String(pushes_held(held, now));
+            }
+            fields(
+                &shown,
+                &[
+                    "name",
+                    "topic",
+                    "endpoint",
+                    "health",
+                    "health_reason",
+                    "paused",
+                    "pushes_held",
+                    "push_backoff",
+                    "retry_policy",
+                ],
+                now,
+            )
+        }
         View::Topic | View::Fields => fields(value, &["name", "id"], now),
     }
 }
@@ -174,6 +182,18 @@ fn when(value: &Value, now: Timestamp) -> String {
     };
     let exact = at.round(jiff::Unit::Second).unwrap_or(at);
     format!("{exact} ({relative})")
+}
+
+/// A subscription's `pushes_held` in words: `no`, or why and until when.
+fn pushes_held(held: &Value, now: Timestamp) -> String {
+    if held.is_null() {
+        return "no".into();
+    }
+    let mut out = format!("held because {}", text(&held["detail"]));
+    if !held["until"].is_null() {
+        out.push_str(&format!(", until {}", when(&held["until"], now)));
+    }
+    out
 }
 
 fn health(subscription: &Value) -> String {
@@ -352,6 +372,25 @@ mod tests {
 
     fn now() -> Timestamp {
         "2026-01-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_held_subscription_says_why_and_until_when() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let held = json!({"name": "n", "pushes_held": {
+            "until": "2026-01-01T00:00:30Z", "reason": "retry_after",
+            "detail": "the endpoint answered 503 with Retry-After"}});
+        let text = render(&held, View::Subscription, now);
+        assert!(
+            text.contains("pushes_held  held because the endpoint answered 503 with Retry-After, until 2026-01-01T00:00:30Z (in 30s)"),
+            "{text}"
+        );
+        let free = render(
+            &json!({"name": "n", "pushes_held": null}),
+            View::Subscription,
+            now,
+        );
+        assert!(free.contains("pushes_held  no"), "{free}");
     }
 
     #[test]

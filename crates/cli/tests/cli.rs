@@ -209,6 +209,37 @@ fn explain_with_min_over_max_backoff_fails_naming_the_flag() {
 }
 
 #[test]
+fn serve_refuses_intervals_below_their_minimum_naming_flag_and_minimum() {
+    let data = tempfile::tempdir().unwrap();
+    let data = data.path().to_str().unwrap();
+    for (flag, value, minimum) in [
+        ("--health-interval", "0s", "1s"),
+        ("--health-interval", "999ms", "1s"),
+        ("--poll-interval", "0s", "50ms"),
+        ("--poll-interval", "10ms", "50ms"),
+        ("--lease-margin", "0s", "1s"),
+        ("--history-retention", "0s", "1s"),
+    ] {
+        let output = redrive(&[
+            "serve",
+            "--data",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            flag,
+            value,
+        ]);
+        let line = one_line_error(&output);
+        assert!(
+            line.contains(flag)
+                && line.contains(value)
+                && line.contains(&format!("at least {minimum}")),
+            "{flag} {value}: {line}"
+        );
+    }
+}
+
+#[test]
 fn help_is_available_for_the_command_and_serve() {
     let output = redrive(&["--help"]);
     assert!(output.status.success(), "{}", stderr(&output));

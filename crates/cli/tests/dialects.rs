@@ -211,6 +211,46 @@ fn export_prints_a_file_that_applies_without_changes() {
 }
 
 #[test]
+fn export_writes_presets_by_name_and_every_preset_round_trips() {
+    let server = start_server(&[]);
+    let mut file = String::from("[[topics]]\nname = \"orders\"\n");
+    for preset in redrive_core::presets::PRESETS {
+        file.push_str(&format!(
+            "\n[[subscriptions]]\nname = \"s-{name}\"\ntopic = \"orders\"\n\
+             endpoint = \"http://127.0.0.1:9/\"\nretry_policy = {{ preset = \"{name}\" }}\n",
+            name = preset.name
+        ));
+    }
+    let applied = server.write("presets.toml", &file);
+    ok(server.run(&["apply", "-f", &applied]));
+    let exported = ok(server.run(&["export"]));
+    for preset in redrive_core::presets::PRESETS {
+        assert!(
+            exported.contains(&format!("preset = \"{}\"", preset.name)),
+            "{}: {exported}",
+            preset.name
+        );
+    }
+    // Nothing the presets or the defaults bring is pinned in the file.
+    for pinned in [
+        "backoff",
+        "success_codes",
+        "timeout",
+        "message_retention",
+        "health_policy",
+    ] {
+        assert!(!exported.contains(pinned), "{pinned}: {exported}");
+    }
+    let file = server.write("exported.toml", &exported);
+    let out = ok(server.run(&["apply", "-f", &file]));
+    let count = redrive_core::presets::PRESETS.len();
+    assert!(
+        out.contains(&format!("0 created, 0 changed, {} unchanged", count + 1)),
+        "{out}"
+    );
+}
+
+#[test]
 fn invalid_files_are_rejected_with_the_line_and_nothing_is_applied() {
     let server = start_server(&[]);
     for (file, needle) in [

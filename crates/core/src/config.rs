@@ -221,11 +221,100 @@ fn check_spec(spec: &SubscriptionSpec) -> Result<(), String> {
 }
 
 /// The declarations as `redrive.toml` text (what `redrive export` prints).
+///
+/// Each subscription lists only what differs from what would apply if it
+/// were left out: a retry policy written from a preset is `preset = "…"`
+/// plus the fields that differ from the preset, and settings equal to their
+/// default (or to what the preset brings) are left out. The file then
+/// follows the presets and defaults as they are where it is applied,
+/// instead of pinning today's values; applied back, it changes nothing.
 pub fn to_toml(desired: &Desired) -> Result<String, ConfigError> {
-    toml::to_string_pretty(desired).map_err(|err| ConfigError {
+    let fail = |message: String| ConfigError {
         line: None,
-        message: format!("cannot write the configuration as TOML: {err}"),
-    })
+        message: format!("cannot write the configuration as TOML: {message}"),
+    };
+    let mut file = toml::Table::new();
+    file.insert("prune".into(), toml::Value::Boolean(desired.prune));
+    let topics = desired
+        .topics
+        .iter()
+        .map(|topic| toml::Table::try_from(topic).map(toml::Value::Table))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| fail(err.to_string()))?;
+    file.insert("topics".into(), toml::Value::Array(topics));
+    let subscriptions = desired
+        .subscriptions
+        .iter()
+        .map(|spec| minimal_subscription(spec).map(toml::Value::Table))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    file.insert("subscriptions".into(), toml::Value::Array(subscriptions));
+    toml::to_string_pretty(&file).map_err(|err| fail(err.to_string()))
+}
+
+/// Fields every subscription writes, whatever their value.
+const IDENTITY: [&str; 3] = ["name", "topic", "endpoint"];
+
+/// `spec` as a TOML table without what equals the value that applies when
+/// it is left out.
+fn minimal_subscription(spec: &SubscriptionSpec) -> Result<toml::Table, String> {
+    let mut table = toml::Table::try_from(spec).map_err(|err| err.to_string())?;
+    // What the same subscription reads as with nothing but its identity
+    // and its preset written.
+    let mut bare = serde_json::json!({
+        "name": spec.name, "topic": spec.topic, "endpoint": spec.endpoint,
+    });
+    if let (Some(preset), Some(fields)) = (&spec.retry_policy.preset, bare.as_object_mut()) {
+        fields.insert(
+            "retry_policy".into(),
+            serde_json::json!({ "preset": preset }),
+        );
+    }
+    crate::retry::presets::expand_subscription(&mut bare).map_err(|err| err.to_string())?;
+    let bare: SubscriptionSpec = serde_json::from_value(bare).map_err(|err| err.to_string())?;
+    let bare = toml::Table::try_from(&bare).map_err(|err| err.to_string())?;
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        if IDENTITY.contains(&key.as_str()) {
+            continue;
+        }
+        let Some(default) = bare.get(&key) else {
+            continue;
+        };
+        if key == "retry_policy" {
+            if let (Some(toml::Value::Table(policy)), toml::Value::Table(default)) =
+                (table.get_mut(&key), default)
+            {
+                minimal_policy(policy, default);
+            }
+        } else if let (Some(toml::Value::Table(fields)), toml::Value::Table(default)) =
+            (table.get_mut(&key), default)
+        {
+            // A table of settings with defaults of their own (health_policy).
+            fields.retain(|field, value| default.get(field) != Some(value));
+        }
+        let empty = matches!(table.get(&key), Some(toml::Value::Table(t)) if t.is_empty());
+        if empty || table.get(&key) == Some(default) {
+            table.remove(&key);
+        }
+    }
+    Ok(table)
+}
+
+/// Leaves in `policy` the preset and the fields that differ from
+/// `default`, the policy its preset (or the default policy) gives. A field
+/// the preset sets and the policy removed (`retry_limit = null`) can't be
+/// written in TOML: the policy is then kept whole, without the preset, so
+/// that it still applies as it is.
+fn minimal_policy(policy: &mut toml::Table, default: &toml::Table) {
+    let removed = default
+        .keys()
+        .any(|field| field != "preset" && !policy.contains_key(field));
+    if removed {
+        policy.remove("preset");
+        return;
+    }
+    policy.retain(|field, value| field == "preset" || default.get(field) != Some(value));
 }
 
 /// The top-level fields in which two subscriptions differ, for the
@@ -250,6 +339,7 @@ pub fn changed_fields(current: &SubscriptionSpec, desired: &SubscriptionSpec) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::policy::RetryPolicy;
 
     fn parse(text: &str) -> Result<ParsedConfig, ConfigError> {
         parse_toml(text, |_| Ok(()))
@@ -311,6 +401,90 @@ retry_policy = { preset = "adobe-io" }
         let desired = parse(GOOD).unwrap().desired;
         let text = to_toml(&desired).unwrap();
         assert_eq!(parse(&text).unwrap().desired, desired, "{text}");
+    }
+
+    fn one_subscription(spec: serde_json::Value) -> Desired {
+        let mut spec = spec;
+        crate::retry::presets::expand_subscription(&mut spec).unwrap();
+        Desired {
+            prune: false,
+            topics: vec![TopicDecl { name: "t".into() }],
+            subscriptions: vec![serde_json::from_value(spec).unwrap()],
+        }
+    }
+
+    #[test]
+    fn export_writes_each_preset_by_name_and_reads_back_unchanged() {
+        for preset in crate::retry::presets::PRESETS {
+            let desired = one_subscription(serde_json::json!({
+                "name": "s", "topic": "t", "endpoint": "http://127.0.0.1:9/",
+                "retry_policy": {"preset": preset.name},
+            }));
+            let text = to_toml(&desired).unwrap();
+            assert_eq!(parse(&text).unwrap().desired, desired, "{text}");
+            let subscription = text.split("[[subscriptions]]").nth(1).unwrap();
+            let lines: Vec<&str> = subscription
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect();
+            assert_eq!(
+                lines,
+                [
+                    "name = \"s\"",
+                    "topic = \"t\"",
+                    "endpoint = \"http://127.0.0.1:9/\"",
+                    "[subscriptions.retry_policy]",
+                    &format!("preset = \"{}\"", preset.name),
+                ],
+                "{}: {text}",
+                preset.name
+            );
+        }
+    }
+
+    #[test]
+    fn export_writes_only_what_differs_from_the_preset_and_the_defaults() {
+        let desired = one_subscription(serde_json::json!({
+            "name": "s", "topic": "t", "endpoint": "http://127.0.0.1:9/",
+            "retry_policy": {"preset": "adobe-io", "retry_limit": 5},
+            "timeout": "20s", "max_concurrency": 8, "health_policy": {"min_attempts": 3},
+        }));
+        let text = to_toml(&desired).unwrap();
+        assert_eq!(parse(&text).unwrap().desired, desired, "{text}");
+        for written in [
+            "preset = \"adobe-io\"",
+            "retry_limit = 5",
+            "timeout = \"20s\"",
+            "max_concurrency = 8",
+            "min_attempts = 3",
+        ] {
+            assert!(text.contains(written), "{written}: {text}");
+        }
+        for left_out in [
+            "backoff",
+            "age_limit",
+            "retry_codes",
+            "message_retention",
+            "window",
+        ] {
+            assert!(!text.contains(left_out), "{left_out}: {text}");
+        }
+
+        // A preset's limit removed can't be written as null in TOML: the
+        // policy goes whole, and applies the same.
+        let unlimited = one_subscription(serde_json::json!({
+            "name": "s", "topic": "t", "endpoint": "http://127.0.0.1:9/",
+            "retry_policy": {"preset": "cloud-tasks", "retry_limit": null},
+        }));
+        let text = to_toml(&unlimited).unwrap();
+        let back = parse(&text).unwrap().desired;
+        let policy = |d: &Desired| RetryPolicy {
+            preset: None,
+            ..d.subscriptions[0].retry_policy.clone()
+        };
+        assert_eq!(policy(&back), policy(&unlimited), "{text}");
+        assert_eq!(back.subscriptions[0].retry_policy.retry_limit, None);
     }
 
     #[test]

@@ -95,8 +95,9 @@ pub fn appengine_headers(ctx: &PushContext<'_>) -> Vec<(String, String)> {
 ///
 /// `attributes` holds the event's extensions under their own names (what a
 /// Pub/Sub publisher set) and its context attributes as `ce-id`,
-/// `ce-source`, `ce-type`, `ce-specversion`, `ce-time`, `ce-subject`, as in
-/// the CloudEvents Pub/Sub binding.
+/// `ce-source`, `ce-type`, `ce-specversion`, `ce-time`, `ce-subject`,
+/// `ce-datacontenttype`, `ce-dataschema`, as in the CloudEvents Pub/Sub
+/// binding.
 pub fn pubsub_push_body(event: &CloudEvent, ctx: &PushContext<'_>) -> Vec<u8> {
     let mut attributes = Map::new();
     for (name, value) in event.emitted_extensions() {
@@ -114,6 +115,7 @@ pub fn pubsub_push_body(event: &CloudEvent, ctx: &PushContext<'_>) -> Vec<u8> {
         ("ce-time", event.time.as_ref()),
         ("ce-subject", event.subject.as_ref()),
         ("ce-datacontenttype", event.datacontenttype.as_ref()),
+        ("ce-dataschema", event.dataschema.as_ref()),
     ];
     for (name, value) in context {
         if let Some(value) = value {
@@ -186,7 +188,23 @@ mod tests {
         assert_eq!(body["message"]["publishTime"], "2024-05-01T11:59:59Z");
         assert_eq!(body["message"]["attributes"]["origin"], "eu");
         assert_eq!(body["message"]["attributes"]["ce-type"], "order.created");
+        assert!(body["message"]["attributes"].get("ce-dataschema").is_none());
         assert_eq!(body["deliveryAttempt"], 2);
+
+        // Every context attribute the event has travels, dataschema too.
+        event.subject = Some("order/42".into());
+        event.time = Some("2024-05-01T11:59:58Z".into());
+        event.datacontenttype = Some("application/json".into());
+        event.dataschema = Some("https://example.com/order.json".into());
+        let body: Value = serde_json::from_slice(&pubsub_push_body(&event, &ctx(1))).unwrap();
+        let attributes = &body["message"]["attributes"];
+        assert_eq!(attributes["ce-subject"], "order/42");
+        assert_eq!(attributes["ce-time"], "2024-05-01T11:59:58Z");
+        assert_eq!(attributes["ce-datacontenttype"], "application/json");
+        assert_eq!(
+            attributes["ce-dataschema"],
+            "https://example.com/order.json"
+        );
         assert_eq!(
             body["subscription"],
             "projects/redrive/subscriptions/emails"

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::duration::HumanDuration;
 use crate::event::CloudEvent;
 use crate::model::{Delivery, SubscriptionSpec};
+use crate::retry::DeliveryLimits;
 use crate::retry::classify::ErrorClass;
 use crate::retry::decision::FailureReason;
 
@@ -86,17 +87,21 @@ impl SubscriptionSpec {
         }
         Ok(())
     }
-}
 
-/// Whether an event published at `published_at` has outlived `retention`
-/// at `now`.
-pub fn retention_expired(published_at: Timestamp, retention: Duration, now: Timestamp) -> bool {
-    match published_at.checked_add(retention) {
-        Ok(deadline) => now >= deadline,
-        // Past the end of time: never.
-        Err(_) => false,
+    /// What the subscription adds to its retry policy's decision (see
+    /// [`retry::decide`](crate::retry::decide)) for a delivery whose
+    /// retention counts from `retention_from`: the publish, or the last
+    /// redrive.
+    pub fn delivery_limits(&self, retention_from: Timestamp) -> DeliveryLimits {
+        DeliveryLimits {
+            max_delivery_attempts: self.effective_max_delivery_attempts(),
+            message_retention: self.message_retention.as_duration(),
+            retention_from,
+        }
     }
 }
+
+pub use crate::retry::retention_expired;
 
 /// The facts of a delivery that just failed, for its dead-letter copy and
 /// its operational event.
@@ -202,17 +207,23 @@ pub fn delivery_failed_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retry::classify::AttemptOutcome;
-    use crate::retry::decision::{AttemptContext, Decision};
 
-    fn decide(spec: &SubscriptionSpec, outcome: &AttemptOutcome, ctx: &AttemptContext) -> Decision {
+    fn decide(
+        spec: &SubscriptionSpec,
+        outcome: &AttemptOutcome,
+        ctx: &AttemptContext,
+        retention_from: Timestamp,
+    ) -> Decision {
         crate::retry::decide(
             &spec.retry_policy,
-            spec.effective_max_delivery_attempts(),
+            &spec.delivery_limits(retention_from),
             outcome,
             ctx,
         )
     }
+    use crate::retry::classify::AttemptOutcome;
+    use crate::retry::decision::{AttemptContext, Decision};
+
     use crate::filter::Filter;
     use crate::retry::policy::{Backoff, RetryPolicy};
 
@@ -277,13 +288,49 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_ending_after_the_retention_fails_the_delivery_instead_of_retrying() {
+        let spec = SubscriptionSpec {
+            message_retention: HumanDuration::from_secs(600),
+            ..spec()
+        };
+        let published = t(0);
+        // Within the retention a failure is retried, even when the retry
+        // falls due after the retention (the sweeper ends it then).
+        assert_eq!(
+            decide(&spec, &status(500), &ctx(1, 599), published),
+            Decision::Retry {
+                at: t(609),
+                retry: 1
+            }
+        );
+        // Ending at or past it, the attempt fails the delivery.
+        for now in [600, 601, 3600] {
+            assert_eq!(
+                decide(&spec, &status(500), &ctx(1, now), published),
+                Decision::Failed {
+                    reason: FailureReason::RetentionExpired
+                }
+            );
+        }
+        // A redrive restarts the count; a success is a success whenever.
+        assert!(matches!(
+            decide(&spec, &status(500), &ctx(1, 3600), t(3500)),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(
+            decide(&spec, &status(200), &ctx(1, 3600), published),
+            Decision::Delivered
+        );
+    }
+
+    #[test]
     fn the_fifth_failed_attempt_fails_with_a_dead_letter_topic() {
         let spec = SubscriptionSpec {
             dead_letter_topic: Some("orders-dead".into()),
             ..spec()
         };
         let decisions: Vec<Decision> = (1..=5)
-            .map(|n| decide(&spec, &status(503), &ctx(n, i64::from(n - 1) * 10)))
+            .map(|n| decide(&spec, &status(503), &ctx(n, i64::from(n - 1) * 10), t(0)))
             .collect();
         assert_eq!(
             decisions,
@@ -315,24 +362,27 @@ mod tests {
         spec.max_delivery_attempts = Some(10);
         spec.retry_policy.retry_limit = Some(1);
         assert_eq!(
-            decide(&spec, &status(500), &ctx(1, 0)),
+            decide(&spec, &status(500), &ctx(1, 0), t(0)),
             Decision::Retry {
                 at: t(10),
                 retry: 1
             }
         );
-        assert_eq!(decide(&spec, &status(500), &ctx(2, 10)), EXHAUSTED);
+        assert_eq!(decide(&spec, &status(500), &ctx(2, 10), t(0)), EXHAUSTED);
     }
 
     #[test]
     fn the_attempt_limit_never_turns_success_or_final_codes_into_exhaustion() {
         let mut spec = spec();
         spec.max_delivery_attempts = Some(5);
-        assert_eq!(decide(&spec, &status(200), &ctx(9, 0)), Decision::Delivered);
+        assert_eq!(
+            decide(&spec, &status(200), &ctx(9, 0), t(0)),
+            Decision::Delivered
+        );
         spec.retry_policy.final_codes =
             vec![crate::retry::classify::StatusRange::single(404).unwrap()];
         assert_eq!(
-            decide(&spec, &status(404), &ctx(9, 0)),
+            decide(&spec, &status(404), &ctx(9, 0), t(0)),
             Decision::Failed {
                 reason: FailureReason::NonRetryable
             }

@@ -80,6 +80,7 @@ mod tests {
             failure_reason: None,
             dead_letter_event: None,
             attempts_before_redrive: 0,
+            redriven_at: None,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
         }

@@ -107,6 +107,43 @@ fn default_max_concurrency() -> u32 {
     DEFAULT_MAX_CONCURRENCY
 }
 
+/// The values in force for the settings a subscription may leave out: what
+/// governs its pushes, whether written or defaulted. Read-only: the API
+/// answers carry it beside the subscription's own fields, which keep what
+/// was written, so an answer sent back changes nothing and a default that
+/// changes later still applies to those who left it out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveSettings {
+    pub timeout: HumanDuration,
+    pub max_concurrency: u32,
+    pub message_retention: HumanDuration,
+    /// The burst of the rate limit: `bucket_size`, else 5; `null` without a
+    /// rate.
+    pub bucket_size: Option<u32>,
+    /// `max_delivery_attempts`, else 5 with a dead-letter topic; `null`:
+    /// only the retry policy limits attempts.
+    pub max_delivery_attempts: Option<u32>,
+    pub headers_profile: crate::dialect::HeadersProfile,
+    pub payload_format: crate::dialect::PayloadFormat,
+    pub push_backoff: bool,
+}
+
+impl SubscriptionSpec {
+    /// The values in force for the settings that have defaults.
+    pub fn effective(&self) -> EffectiveSettings {
+        EffectiveSettings {
+            timeout: self.timeout,
+            max_concurrency: self.max_concurrency,
+            message_retention: self.message_retention,
+            bucket_size: self.rate.map(|_| self.effective_bucket_size()),
+            max_delivery_attempts: self.effective_max_delivery_attempts(),
+            headers_profile: self.headers_profile,
+            payload_format: self.payload_format,
+            push_backoff: self.push_backoff,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Subscription {
     #[serde(flatten)]
@@ -134,8 +171,8 @@ impl Subscription {
     ];
 
     /// What the API adds to a subscription when it answers, computed then
-    /// (`pushes_held`): output only, ignored when sent back.
-    pub const ANSWER_ONLY_FIELDS: &'static [&'static str] = &["pushes_held"];
+    /// (`pushes_held`, `effective`): output only, ignored when sent back.
+    pub const ANSWER_ONLY_FIELDS: &'static [&'static str] = &["pushes_held", "effective"];
 }
 
 /// Takes the read-only fields ([`Subscription::READ_ONLY_FIELDS`] and
@@ -220,17 +257,38 @@ pub struct Delivery {
     /// Attempts made before the last redrive: the attempt budget (retry
     /// numbers, `max_delivery_attempts`) counts from here.
     pub attempts_before_redrive: u32,
+    /// When the last redrive (or retry of an ended delivery) gave it a
+    /// fresh budget: the age limit and retention count from here, while
+    /// `first_attempt_at` keeps the very first attempt.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub redriven_at: Option<Timestamp>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
-/// One HTTP try of a delivery and what was decided after it.
+/// What an entry of a delivery's attempt log records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// An HTTP try of the delivery.
+    #[default]
+    Push,
+    /// The delivery was cancelled: no request was sent, and `number` is
+    /// the attempt it came after (0 when there was none).
+    Cancel,
+}
+
+/// One entry of a delivery's attempt log: an HTTP try and what was decided
+/// after it, or a cancel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     /// 1 for the first attempt, 2 for the first retry, …
     pub number: u32,
+    #[serde(default)]
+    pub kind: AttemptKind,
     #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
     pub duration_ms: u64,
@@ -281,7 +339,45 @@ impl SubscriptionSpec {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn spec(extra: serde_json::Value) -> SubscriptionSpec {
+        let mut spec = json!({"name": "s", "topic": "t", "endpoint": "http://127.0.0.1/"});
+        if let (Some(spec), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra);
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn effective_settings_fill_in_what_applies_when_left_out() {
+        let bare = serde_json::to_value(spec(json!({})).effective()).unwrap();
+        assert_eq!(
+            bare,
+            json!({
+                "timeout": "30s", "max_concurrency": 64, "message_retention": "604800s",
+                "bucket_size": null, "max_delivery_attempts": null,
+                "headers_profile": "standard", "payload_format": "cloudevents-binary",
+                "push_backoff": false
+            })
+        );
+        let set = spec(json!({"rate": "5/s", "dead_letter_topic": "dead"})).effective();
+        assert_eq!(set.bucket_size, Some(5));
+        assert_eq!(set.max_delivery_attempts, Some(5));
+        let written = spec(json!({
+            "rate": "5/s", "bucket_size": 2, "dead_letter_topic": "dead",
+            "max_delivery_attempts": 9, "payload_format": "pubsub-push"
+        }))
+        .effective();
+        assert_eq!(written.bucket_size, Some(2));
+        assert_eq!(written.max_delivery_attempts, Some(9));
+        assert_eq!(
+            written.payload_format,
+            crate::dialect::PayloadFormat::PubsubPush
+        );
+    }
 
     #[test]
     fn a_subscription_answer_is_its_spec_and_read_only_fields_only() {

@@ -52,6 +52,7 @@ fn delivery(state: DeliveryState, attempts: u32) -> Delivery {
         failure_reason: (state == DeliveryState::Failed).then_some(FailureReason::RetriesExhausted),
         dead_letter_event: None,
         attempts_before_redrive: 0,
+        redriven_at: None,
         created_at: at(0),
         updated_at: at(1),
     }
@@ -60,6 +61,7 @@ fn delivery(state: DeliveryState, attempts: u32) -> Delivery {
 fn attempt(number: u32, decision: Decision) -> Attempt {
     Attempt {
         number,
+        kind: redrive_core::AttemptKind::Push,
         started_at: at(i64::from(number)),
         duration_ms: 12,
         status: Some(500),
@@ -270,6 +272,32 @@ fn failures_without_a_status_show_their_error_class() {
         html.contains("Next attempt scheduled at 2027-01-15 08:01:00 UTC."),
         "{html}"
     );
+}
+
+#[test]
+fn a_cancel_shows_in_the_timeline_as_an_entry_of_its_own() {
+    let mut d = delivery(DeliveryState::Failed, 1);
+    d.failure_reason = Some(FailureReason::Cancelled);
+    let tried = attempt(
+        1,
+        Decision::Retry {
+            at: at(60),
+            retry: 1,
+        },
+    );
+    let mut cancel = attempt(
+        1,
+        Decision::Failed {
+            reason: FailureReason::Cancelled,
+        },
+    );
+    cancel.kind = redrive_core::AttemptKind::Cancel;
+    cancel.started_at = at(30);
+    let html = views::timeline(&d, &[tried, cancel]).into_string();
+    assert_eq!(html.matches("data-attempt=").count(), 1, "{html}");
+    assert!(html.contains("data-cancel=\"1\""), "{html}");
+    assert!(html.contains("<strong>Cancelled</strong>"), "{html}");
+    assert!(html.contains("failed because it was cancelled"), "{html}");
 }
 
 #[test]

@@ -247,6 +247,7 @@ async fn pubsub_push_format_sends_the_envelope_with_base64_data() {
         .await;
     let mut event = event("m-7", "order.created");
     event["region"] = json!("eu");
+    event["dataschema"] = json!("https://example.com/order.json");
     server.publish_ok("orders", &event).await;
     let received = endpoint.assert_settles_at(2).await;
     for (n, request) in received.iter().enumerate() {
@@ -264,6 +265,10 @@ async fn pubsub_push_format_sends_the_envelope_with_base64_data() {
         assert_eq!(body["message"]["message_id"], "m-7");
         assert_eq!(body["message"]["attributes"]["region"], "eu");
         assert_eq!(body["message"]["attributes"]["ce-type"], "order.created");
+        assert_eq!(
+            body["message"]["attributes"]["ce-dataschema"],
+            "https://example.com/order.json"
+        );
         timestamp(&body["message"]["publishTime"]);
         assert_eq!(body["deliveryAttempt"], n + 1);
         assert_eq!(body["subscription"], "projects/redrive/subscriptions/push");
@@ -366,4 +371,82 @@ async fn apply_plans_checks_everything_first_and_answers_bad_input_with_400s() {
     for field in ["rate", "bucket_size", "headers_profile", "payload_format"] {
         assert!(spec[field].is_object(), "{field} missing: {spec}");
     }
+}
+
+/// Everything in a subscription answer except what a write stamps anew.
+fn settings(answer: &Value) -> Value {
+    let mut answer = answer.clone();
+    if let Some(fields) = answer.as_object_mut() {
+        fields.remove("updated_at");
+    }
+    answer
+}
+
+#[tokio::test]
+async fn answers_read_back_the_values_in_force_and_round_trip_unchanged() {
+    let server = Server::start().await;
+    server.create_topic("orders").await;
+    server.create_topic("orders-dead").await;
+    let created = server
+        .create_subscription(subscription(
+            "paced",
+            "orders",
+            "http://127.0.0.1:9/",
+            json!({"rate": "5/s", "dead_letter_topic": "orders-dead"}),
+        ))
+        .await;
+    // What was written reads back as written; what applies reads back in
+    // `effective`, defaults included.
+    assert!(created.get("bucket_size").is_none(), "{created}");
+    assert!(created.get("max_delivery_attempts").is_none(), "{created}");
+    assert_eq!(
+        created["effective"],
+        json!({
+            "timeout": created["timeout"], "max_concurrency": 64,
+            "message_retention": "604800s", "bucket_size": 5, "max_delivery_attempts": 5,
+            "headers_profile": "standard", "payload_format": "cloudevents-binary",
+            "push_backoff": false
+        })
+    );
+    let (_, fetched) = server.get("/v1/subscriptions/paced").await;
+    assert_eq!(fetched["effective"], created["effective"]);
+    let (_, listed) = server.get("/v1/subscriptions").await;
+    let listed = listed["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "paced")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["effective"], created["effective"]);
+
+    // A GET answer sent back as a patch or applied changes nothing and
+    // pins no default: removing the rate later still works.
+    let (status, patched) = server
+        .patch("/v1/subscriptions/paced", fetched.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(settings(&patched), settings(&fetched));
+    let (status, applied) = server
+        .post(
+            "/v1/apply",
+            json!({"topics": [{"name": "orders"}, {"name": "orders-dead"}],
+                   "subscriptions": [fetched]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    let changes = applied["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().all(|c| c["change"] == "unchanged"),
+        "{applied}"
+    );
+    let (status, unrated) = server
+        .patch(
+            "/v1/subscriptions/paced",
+            json!({"rate": null, "dead_letter_topic": null}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{unrated}");
+    assert_eq!(unrated["effective"]["bucket_size"], Value::Null);
+    assert_eq!(unrated["effective"]["max_delivery_attempts"], Value::Null);
 }

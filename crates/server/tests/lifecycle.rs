@@ -227,9 +227,11 @@ async fn a_non_retryable_code_fails_at_once() {
     }))
     .await;
     let gone = Endpoint::start(|_, _| Reply::status(410)).await;
-    rig.server
+    let (status, patched) = rig
+        .server
         .patch("/v1/subscriptions/push", json!({"endpoint": gone.url}))
         .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
     rig.server.publish_ok("orders", &event("e1", "t")).await;
     let id = rig.server.only_delivery("push").await["id"]
         .as_str()
@@ -237,7 +239,11 @@ async fn a_non_retryable_code_fails_at_once() {
         .to_owned();
     let failed = rig.server.wait_for_state(&id, "failed").await;
     assert_eq!(failed["failure_reason"], "non_retryable");
-    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        failed["attempt_log"].as_array().unwrap().len(),
+        1,
+        "{failed:#}"
+    );
     gone.assert_settles_at(1).await;
     let copy = rig.dead.wait_for(1).await;
     assert_eq!(copy[0].header("ce-deadletterreason"), Some("non_retryable"));
@@ -311,6 +317,27 @@ async fn cancel_ends_a_scheduled_delivery() {
         .post(&format!("/v1/deliveries/{id}/cancel"), json!({}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // The attempt log ends with the cancel, after the attempt it followed.
+    let log = rig.server.delivery(&id).await["attempt_log"].clone();
+    let entries: Vec<(&str, i64, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["number"].as_i64().unwrap(),
+                a["decision"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [("push", 1, "retry"), ("cancel", 1, "failed")],
+        "{log}"
+    );
+    assert_eq!(log[1]["decision"]["reason"], "cancelled");
 }
 
 /// An endpoint that answers 503 while `down` is set, 200 after.
@@ -523,10 +550,80 @@ async fn journal_pages_oldest_first_and_answers_410_after_purge() {
     let (status, fresh) = read(None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ids(&fresh).is_empty());
+
     let (status, _) = server.get("/v1/subscriptions/push/journal?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = server.get("/v1/subscriptions/nope/journal").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The journal reader of a store idle past its history retention: its
+/// position stays valid and it sees every event published after the purge.
+/// (SQLite only: PostgreSQL drops history a day at a time, and the store
+/// conformance suite holds both backends to the same positions.)
+#[tokio::test]
+async fn a_journal_reader_keeps_its_place_across_a_purge_of_everything() {
+    if on_postgres() {
+        return;
+    }
+    let server = Server::start_configured(
+        Limits::default(),
+        redrive_server::sweeper::SweeperConfig {
+            history_retention: Duration::from_millis(300),
+            ..quick_sweeper()
+        },
+    )
+    .await;
+    let endpoint = Endpoint::ok().await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription("push", "orders", &endpoint.url, json!({})))
+        .await;
+    for i in 0..3 {
+        server
+            .publish_ok("orders", &event(&format!("e{i}"), "t"))
+            .await;
+    }
+    server.wait_all_ended("push", 3).await;
+    let read = |since: i64| {
+        let server = &server;
+        async move {
+            server
+                .get(&format!("/v1/subscriptions/push/journal?since={since}"))
+                .await
+        }
+    };
+    let (_, all) = server.get("/v1/subscriptions/push/journal").await;
+    let reader_at = all["next"].as_i64().unwrap();
+    assert_eq!(all["entries"].as_array().unwrap().len(), 3, "{all}");
+    // Wait for the purge of everything.
+    let deadline = Instant::now() + PATIENCE;
+    while !server.deliveries("push").await.is_empty() {
+        assert!(Instant::now() < deadline, "nothing was purged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // New deliveries wait (nothing listens), so they are not purged in turn.
+    server
+        .patch(
+            "/v1/subscriptions/push",
+            json!({"endpoint": format!("http://127.0.0.1:{}/", closed_port()),
+                   "retry_policy": {"backoff": {"kind": "fixed", "interval": "1h"}}}),
+        )
+        .await;
+    for i in 3..6 {
+        server
+            .publish_ok("orders", &event(&format!("e{i}"), "t"))
+            .await;
+    }
+    let (status, page) = read(reader_at).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    let ids: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e3", "e4", "e5"], "{page}");
+    assert!(entries[0]["position"].as_i64().unwrap() > reader_at);
 }
 
 #[tokio::test]

@@ -74,6 +74,7 @@ checks!(
     cancel_fails_only_a_scheduled_delivery,
     redrive_moves_matching_deliveries_with_a_fresh_budget,
     journal_pages_oldest_first_and_reports_purges,
+    journal_positions_never_go_back_after_a_purge,
     purge_removes_finished_history_and_unreferenced_events,
     new_subscriptions_are_healthy_and_not_paused,
     completions_count_attempts_by_outcome_per_minute,
@@ -164,6 +165,7 @@ fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
 fn attempt(number: u32, started_at: Timestamp, status: u16, decision: Decision) -> Attempt {
     Attempt {
         number,
+        kind: redrive_core::AttemptKind::Push,
         started_at,
         duration_ms: 5,
         status: Some(status),

@@ -124,6 +124,7 @@ async fn partitioned_yesterday(url: &str) -> (TestSchema, tokio_postgres::Client
 fn attempt(number: u32, started_at: Timestamp, decision: Decision) -> Attempt {
     Attempt {
         number,
+        kind: redrive_core::AttemptKind::Push,
         started_at,
         duration_ms: 5,
         status: Some(200),

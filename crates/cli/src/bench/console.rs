@@ -147,6 +147,7 @@ async fn seed(store: &dyn Store, base: Timestamp, batches: u64) -> anyhow::Resul
                     delivery_id: c.delivery.id.clone(),
                     attempt: Attempt {
                         number: 1,
+                        kind: redrive_core::AttemptKind::Push,
                         started_at: end,
                         duration_ms: 3,
                         status: Some(status),

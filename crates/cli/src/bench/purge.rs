@@ -115,6 +115,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
                     delivery_id: c.delivery.id.clone(),
                     attempt: Attempt {
                         number: c.delivery.attempts,
+                        kind: redrive_core::AttemptKind::Push,
                         started_at: now,
                         duration_ms: 1,
                         status: Some(200),

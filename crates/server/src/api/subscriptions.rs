@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use redrive_core::hold::PushesHeld;
-use redrive_core::{Subscription, SubscriptionSpec};
+use redrive_core::{EffectiveSettings, Subscription, SubscriptionSpec};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -19,12 +19,20 @@ pub struct SubscriptionList {
     pub subscriptions: Vec<SubscriptionAnswer>,
 }
 
-/// A subscription as the API answers with it: its settings and status, and
-/// whether its pushes are held back right now.
+/// A subscription as the API answers with it: its settings as written (the
+/// defaults of plain fields filled in) and status, the values in force for
+/// every setting with a default, and whether its pushes are held back right
+/// now.
 #[derive(Serialize, ToSchema)]
 pub struct SubscriptionAnswer {
     #[serde(flatten)]
     pub subscription: Subscription,
+    /// Output only: the values in force for every setting that has a
+    /// default, whether written or left out (`bucket_size` 5 with a rate,
+    /// `max_delivery_attempts` 5 with a dead-letter topic, …). The settings
+    /// themselves keep what was written, so an answer sent back pins no
+    /// default.
+    pub effective: EffectiveSettings,
     /// Output only: what holds the subscription's pushes back now, until
     /// when and why, or `null`. A pause by hand, health `disabled` and a
     /// `rate` of 0 hold on every node; push backoff and `Retry-After` pauses
@@ -37,6 +45,7 @@ impl SubscriptionAnswer {
     pub fn new(state: &AppState, subscription: Subscription) -> SubscriptionAnswer {
         let pushes_held = crate::actions::pushes_held(state, &subscription, state.clock.now());
         SubscriptionAnswer {
+            effective: subscription.spec.effective(),
             subscription,
             pushes_held,
         }

@@ -11,7 +11,7 @@ use redrive_core::hold::{HeldReason, PushesHeld, delivery_waiting};
 use redrive_core::marks::{Mark, marks};
 use redrive_core::rate::Rate;
 use redrive_core::{
-    Attempt, CloudEvent, Decision, Delivery, DeliveryState, ErrorClass, FailureReason,
+    Attempt, AttemptKind, CloudEvent, Decision, Delivery, DeliveryState, ErrorClass, FailureReason,
 };
 use redrive_store::{OutcomeBucket, StateCounts};
 
@@ -693,6 +693,10 @@ pub fn delivery_live(
                     @let waiting = waiting_note(delivery, waits);
                     @if !waiting.0.is_empty() { " — " (waiting) }
                 }
+                dt { "First attempt" } dd { (opt_when(delivery.first_attempt_at)) }
+                @if let Some(redriven) = delivery.redriven_at {
+                    dt { "Fresh budget since" } dd { (when(redriven)) " (redriven after " (delivery.attempts_before_redrive) " attempts)" }
+                }
                 @if let Some(dead) = &delivery.dead_letter_event { dt { "Dead-letter copy" } dd { (ident(dead)) } }
             }
             div.actions { (retry_button(delivery, csrf)) }
@@ -720,19 +724,27 @@ pub fn timeline(delivery: &Delivery, attempts: &[Attempt]) -> Markup {
         } @else {
             ol.timeline {
                 @for a in attempts {
-                    li class=(if a.decision == Decision::Delivered { "ok" } else { "bad" }) data-attempt=(a.number) {
-                        strong { "Attempt " (a.number) } " · " (when(a.started_at)) " · " (a.duration_ms) " ms"
-                        br;
-                        @match (a.status, a.error) {
-                            (Some(status), _) => { "HTTP " (status) }
-                            (None, Some(error)) => { "error: " (error_text(error)) }
-                            (None, None) => { "no answer" }
+                    @if a.kind == AttemptKind::Cancel {
+                        li.bad data-cancel=(a.number) {
+                            strong { "Cancelled" } " · " (when(a.started_at))
+                            br;
+                            (decision_text(&a.decision))
                         }
-                        @if let Some(message) = &a.error_message { " — " span.note { (message) } }
-                        br;
-                        (decision_text(&a.decision))
-                        @if let Some(snippet) = a.response_snippet.as_deref().filter(|s| !s.is_empty()) {
-                            pre.snippet { (truncate_text(snippet, PAYLOAD_TEXT_LIMIT)) }
+                    } @else {
+                        li class=(if a.decision == Decision::Delivered { "ok" } else { "bad" }) data-attempt=(a.number) {
+                            strong { "Attempt " (a.number) } " · " (when(a.started_at)) " · " (a.duration_ms) " ms"
+                            br;
+                            @match (a.status, a.error) {
+                                (Some(status), _) => { "HTTP " (status) }
+                                (None, Some(error)) => { "error: " (error_text(error)) }
+                                (None, None) => { "no answer" }
+                            }
+                            @if let Some(message) = &a.error_message { " — " span.note { (message) } }
+                            br;
+                            (decision_text(&a.decision))
+                            @if let Some(snippet) = a.response_snippet.as_deref().filter(|s| !s.is_empty()) {
+                                pre.snippet { (truncate_text(snippet, PAYLOAD_TEXT_LIMIT)) }
+                            }
                         }
                     }
                 }

@@ -62,13 +62,20 @@ pub(super) async fn attempt(
         attempt: delivery
             .attempts
             .saturating_sub(delivery.attempts_before_redrive),
-        first_attempt_at: delivery.first_attempt_at.unwrap_or(result.started_at),
-        now: clock.now(),
+        // So does the age limit: from the redrive, else the first attempt.
+        first_attempt_at: delivery
+            .redriven_at
+            .or(delivery.first_attempt_at)
+            .unwrap_or(result.started_at),
+        // Stores keep whole milliseconds and cut the rest off: from the next
+        // millisecond, a retry stored for `now + delay` never starts sooner
+        // than the policy's delay after this attempt ended.
+        now: ceil_to_millisecond(clock.now()),
         jitter_sample: rand::random::<f64>(),
     };
     let decision = redrive_core::retry::decide(
         &spec.retry_policy,
-        spec.effective_max_delivery_attempts(),
+        &spec.delivery_limits(delivery.redriven_at.unwrap_or(delivery.created_at)),
         &result.outcome,
         &context,
     );
@@ -82,6 +89,7 @@ pub(super) async fn attempt(
         delivery_id: delivery.id.clone(),
         attempt: Attempt {
             number: delivery.attempts,
+            kind: redrive_core::AttemptKind::Push,
             started_at: result.started_at,
             duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
             status,
@@ -151,6 +159,14 @@ fn log_attempt(
                 attempts = delivery.attempts, reason = reason.as_str(), "delivery failed");
         }
     }
+}
+
+/// `at`, rounded up to a whole millisecond.
+fn ceil_to_millisecond(at: jiff::Timestamp) -> jiff::Timestamp {
+    let round = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Millisecond)
+        .mode(jiff::RoundMode::Ceil);
+    at.round(round).unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -226,6 +242,19 @@ mod tests {
         assert_eq!(
             flow_signal(&answered(200, None), &Decision::Delivered, &policy, now()),
             Signal::Success
+        );
+    }
+
+    #[test]
+    fn attempt_ends_round_up_to_the_millisecond_stores_keep() {
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            super::ceil_to_millisecond(at("2026-01-01T00:00:00.999001Z")),
+            at("2026-01-01T00:00:01Z")
+        );
+        assert_eq!(
+            super::ceil_to_millisecond(at("2026-01-01T00:00:00.5Z")),
+            at("2026-01-01T00:00:00.5Z")
         );
     }
 }

@@ -111,6 +111,19 @@ impl Dispatcher {
                         rate_refill_at = batch.rate_refill_at;
                         claimed_any = !batch.claimed.is_empty();
                         admission.spend_tokens(&batch.claimed);
+                        // A change that committed while the claim ran (a
+                        // PATCH just before the publish it claimed) must be
+                        // what these pushes use, not what was loaded before.
+                        if claimed_any
+                            && self
+                                .subscriptions_changed
+                                .notified()
+                                .now_or_never()
+                                .is_some()
+                            && !self.reload(&mut admission).await
+                        {
+                            admission.loaded_at = None;
+                        }
                         for claimed in batch.claimed {
                             self.start_push(
                                 &mut admission,

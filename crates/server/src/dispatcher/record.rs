@@ -176,6 +176,7 @@ mod tests {
             delivery_id: id.to_owned(),
             attempt: Attempt {
                 number: 1,
+                kind: redrive_core::AttemptKind::Push,
                 started_at: crate::clock::Clock::default().now(),
                 duration_ms: 1,
                 status: Some(200),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use redrive_core::lifecycle::{DELIVERY_FAILED_TYPE, SYSTEM_TOPIC};
-use redrive_core::{Decision, Delivery, DeliveryState, FailureReason, HumanDuration};
+use redrive_core::{AttemptKind, Decision, Delivery, DeliveryState, FailureReason, HumanDuration};
 use serde_json::json;
 
 use super::{at, attempt, claim_at, event, spec, t0, want};
@@ -263,6 +263,73 @@ pub async fn cancel_fails_only_a_scheduled_delivery(store: &dyn Store) {
         store.cancel_delivery("nope", at(4)).await,
         Err(StoreError::NotFound { .. })
     ));
+
+    // The attempt log records each cancel as an entry of its own, after
+    // the attempts before it; a redrive keeps the first attempt's time.
+    let log = |detail: crate::DeliveryDetail| {
+        detail
+            .attempts
+            .iter()
+            .map(|a| (a.kind, a.number, a.started_at, a.decision))
+            .collect::<Vec<_>>()
+    };
+    let cancelled = Decision::Failed {
+        reason: FailureReason::Cancelled,
+    };
+    assert_eq!(
+        log(store.get_delivery(&ids[0]).await.unwrap()),
+        [(AttemptKind::Cancel, 0, at(1), cancelled)]
+    );
+    let retry = |secs| Decision::Retry {
+        at: at(secs),
+        retry: 1,
+    };
+    store
+        .complete_many(vec![Completion {
+            delivery_id: ids[1].clone(),
+            attempt: attempt(1, at(3), 503, retry(4)),
+        }])
+        .await
+        .unwrap();
+    store.cancel_delivery(&ids[1], at(5)).await.unwrap();
+    let moved = store
+        .redrive_batch(RedriveBatchRequest {
+            filter: RedriveFilter::new("s1"),
+            after: None,
+            limit: 100,
+            now: at(6),
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.moved, 2);
+    let claimed = store
+        .claim_due(claim_at(at(7), vec![want("s1", 10)]))
+        .await
+        .unwrap()
+        .claimed;
+    let again = claimed.iter().find(|c| c.delivery.id == ids[1]).unwrap();
+    assert_eq!(again.delivery.first_attempt_at, Some(at(3)));
+    assert_eq!(again.delivery.redriven_at, Some(at(6)));
+    store
+        .complete_many(vec![Completion {
+            delivery_id: ids[1].clone(),
+            attempt: attempt(2, at(7), 503, retry(9)),
+        }])
+        .await
+        .unwrap();
+    store.cancel_delivery(&ids[1], at(8)).await.unwrap();
+    let detail = store.get_delivery(&ids[1]).await.unwrap();
+    assert_eq!(detail.delivery.first_attempt_at, Some(at(3)));
+    assert_eq!(detail.delivery.attempts, 2);
+    assert_eq!(
+        log(detail),
+        [
+            (AttemptKind::Push, 1, at(3), retry(4)),
+            (AttemptKind::Cancel, 1, at(5), cancelled),
+            (AttemptKind::Push, 2, at(7), retry(9)),
+            (AttemptKind::Cancel, 2, at(8), cancelled),
+        ]
+    );
 }
 
 pub async fn redrive_moves_matching_deliveries_with_a_fresh_budget(store: &dyn Store) {
@@ -372,7 +439,12 @@ pub async fn redrive_moves_matching_deliveries_with_a_fresh_budget(store: &dyn S
     assert_eq!(redriven.next_attempt_at, Some(at(300)));
     assert_eq!(redriven.attempts, 1);
     assert_eq!(redriven.attempts_before_redrive, 1);
-    assert_eq!(redriven.first_attempt_at, None);
+    assert_eq!(
+        redriven.first_attempt_at,
+        Some(at(200)),
+        "the first attempt is kept"
+    );
+    assert_eq!(redriven.redriven_at, Some(at(300)));
     let untouched = store.get_delivery(&ids["b"]).await.unwrap().delivery;
     assert_eq!(untouched.state, DeliveryState::Failed);
 
@@ -389,7 +461,8 @@ pub async fn redrive_moves_matching_deliveries_with_a_fresh_budget(store: &dyn S
         .unwrap();
     assert_eq!(again.moved, 0);
 
-    // The next attempt is number 2 overall, with the age counted afresh.
+    // The next attempt is number 2 overall; the age counts afresh from
+    // `redriven_at`.
     let next = store
         .claim_due(claim_at(at(300), vec![want("s1", 100)]))
         .await
@@ -399,7 +472,8 @@ pub async fn redrive_moves_matching_deliveries_with_a_fresh_budget(store: &dyn S
     assert!(next.iter().all(|c| c.delivery.attempts == 2));
     assert!(
         next.iter()
-            .all(|c| c.delivery.first_attempt_at == Some(at(300)))
+            .all(|c| c.delivery.first_attempt_at == Some(at(200))
+                && c.delivery.redriven_at == Some(at(300)))
     );
     // Retention counts from the redrive: a day-old redrive is not expired
     // by a week's retention even for an old event.
@@ -485,6 +559,80 @@ pub async fn journal_pages_oldest_first_and_reports_purges(store: &dyn Store) {
     let after_purge = store.journal(page(None)).await.unwrap();
     assert_eq!(ids(&after_purge), ["e2", "e3"]);
     assert_eq!(after_purge.purged_through, first.entries[1].position);
+}
+
+/// Positions are never handed out twice: after a purge of everything, new
+/// events land above every position read before, so a reader that kept its
+/// last position sees each of them and is not told it fell behind.
+pub async fn journal_positions_never_go_back_after_a_purge(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), t0())
+        .await
+        .unwrap();
+    let read = |since| JournalQuery {
+        subscription: "s1".into(),
+        since,
+        limit: 100,
+    };
+    let ids = |p: &crate::JournalPage| {
+        p.entries
+            .iter()
+            .map(|e| e.event.id.clone())
+            .collect::<Vec<_>>()
+    };
+    store
+        .publish(
+            "orders",
+            vec![event("e0", "t"), event("e1", "t"), event("e2", "t")],
+            at(0),
+        )
+        .await
+        .unwrap();
+    let before = store.journal(read(None)).await.unwrap();
+    assert_eq!(ids(&before), ["e0", "e1", "e2"]);
+    let reader_at = before.entries.last().unwrap().position;
+
+    attempt_all(store, "s1", at(1), 200, Decision::Delivered).await;
+    let mut events_after = 0;
+    loop {
+        let step = store
+            .purge_history(PurgeRequest {
+                before: at(100),
+                limit: 100,
+                events_after,
+            })
+            .await
+            .unwrap();
+        events_after = step.events_cursor;
+        if !step.more {
+            break;
+        }
+    }
+    assert!(deliveries_of(store, "s1").await.is_empty());
+    let emptied = store.journal(read(None)).await.unwrap();
+    assert!(emptied.entries.is_empty());
+    assert_eq!(emptied.purged_through, reader_at);
+
+    // The same identities are free again; they get new positions too.
+    store
+        .publish(
+            "orders",
+            vec![event("e0", "t"), event("e3", "t"), event("e4", "t")],
+            at(200),
+        )
+        .await
+        .unwrap();
+    let after = store.journal(read(Some(reader_at))).await.unwrap();
+    assert_eq!(ids(&after), ["e0", "e3", "e4"]);
+    assert!(
+        after.entries.iter().all(|e| e.position > reader_at),
+        "new positions {:?} must be above {reader_at}",
+        after.entries.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    assert!(after.purged_through <= reader_at);
+    let fresh = store.journal(read(None)).await.unwrap();
+    assert_eq!(ids(&fresh), ["e0", "e3", "e4"]);
 }
 
 pub async fn purge_removes_finished_history_and_unreferenced_events(store: &dyn Store) {

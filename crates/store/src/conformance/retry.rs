@@ -78,13 +78,19 @@ pub async fn retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_schedule
         assert_eq!(retried.failure_reason, None);
         assert_eq!(retried.attempts, 1);
         assert_eq!(retried.attempts_before_redrive, 1, "budget from the retry");
-        assert_eq!(retried.first_attempt_at, None, "age from the next attempt");
+        assert_eq!(
+            retried.first_attempt_at,
+            Some(at(1)),
+            "the first attempt is kept"
+        );
+        assert_eq!(retried.redriven_at, Some(later), "age from the retry");
     }
     let early = store.retry_now(&waiting, at(60)).await.unwrap();
     assert_eq!(early.state, DeliveryState::Scheduled);
     assert_eq!(early.next_attempt_at, Some(at(60)));
     assert_eq!(early.attempts_before_redrive, 0);
     assert_eq!(early.first_attempt_at, Some(at(1)));
+    assert_eq!(early.redriven_at, None);
 
     // Retention still counts from publish for the one retried early, and
     // from the retry for the ended ones.
@@ -105,8 +111,7 @@ pub async fn retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_schedule
     expected.sort();
     assert_eq!(ids, expected);
     assert!(next.iter().all(|c| c.delivery.attempts == 2));
-    assert!(
-        next.iter()
-            .all(|c| c.delivery.first_attempt_at == Some(later))
-    );
+    assert!(next.iter().all(
+        |c| c.delivery.first_attempt_at == Some(at(1)) && c.delivery.redriven_at == Some(later)
+    ));
 }

@@ -7,7 +7,7 @@
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
-use redrive_core::{Delivery, FailureReason};
+use redrive_core::{Decision, Delivery, FailureReason};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
 use super::{partition_drop, partitions};
@@ -209,13 +209,39 @@ pub(super) async fn cancel(
     let tx = client.transaction().await.map_err(pg_error)?;
     let (moved, fanned_out) =
         fail_scheduled(&tx, &[id.to_owned()], FailureReason::Cancelled, now).await?;
-    let (delivery, _) = read_delivery(&tx, id).await?;
     if moved == 0 {
+        let (delivery, _) = read_delivery(&tx, id).await?;
         return Err(StoreError::Conflict(format!(
             "delivery {id:?} is {}; only a scheduled delivery can be cancelled",
             delivery.state.as_str()
         )));
     }
+    // The row lock taken by failing it keeps concurrent cancels apart.
+    let cancels: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM attempts WHERE delivery_id = $1 AND number < 0",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)
+        .and_then(|row| get(&row, 0))?;
+    let number = i32::try_from(crate::lifecycle::cancel_number(cancels))
+        .map_err(|_| StoreError::Backend(format!("delivery {id:?} has too many cancels")))?;
+    tx.execute(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, decision)
+         VALUES ($1, $2, $3, 0, $4)",
+        &[
+            &id,
+            &number,
+            &millis(now),
+            &serde_json::to_string(&Decision::Failed {
+                reason: FailureReason::Cancelled,
+            })?,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    let (delivery, _) = read_delivery(&tx, id).await?;
     tx.commit().await.map_err(pg_error)?;
     Ok((delivery, fanned_out))
 }
@@ -289,7 +315,7 @@ pub(super) async fn redrive(
            FOR UPDATE OF d SKIP LOCKED
          )
          UPDATE deliveries d SET state = 'scheduled', next_attempt_at = $7,
-                failure_reason = NULL, lease_until = NULL, first_attempt_at = NULL,
+                failure_reason = NULL, lease_until = NULL,
                 attempts_before_redrive = d.attempts, retention_from = $7, updated_at = $7
          FROM picked WHERE d.id = picked.id
          RETURNING d.id"
@@ -320,11 +346,65 @@ pub(super) async fn redrive(
     })
 }
 
+/// Journal positions come from a sequence, so concurrent publishes can
+/// commit out of order: a reader that returned position 101 while 100 was
+/// still uncommitted would never see 100. Every publish therefore holds, from
+/// before it draws its first position until it commits, a shared advisory
+/// lock (the guard) whose key carries the sequence's last value at that
+/// moment in its low 48 bits; its positions are all above that value.
+pub(super) fn journal_guard_key() -> String {
+    format!(
+        "(({JOURNAL_GUARD_TAG})::bigint << 48) | LEAST(COALESCE({LAST_POSITION}, 0), {})",
+        (1_i64 << 48) - 1
+    )
+}
+
+/// The top 16 bits of a guard's key: a tag of the schema, so that the
+/// publishes of another redrive schema in the same database do not hold
+/// this schema's readers back. Never 0, so a guard can't share its key with
+/// a lock taken with a 32-bit key (the run-once work's) and make it skip a
+/// turn.
+const JOURNAL_GUARD_TAG: &str =
+    "(hashtext(current_schema() || '.redrive.journal') & 32767) % 32767 + 1";
+
+/// The last position the sequence handed out (NULL before the first).
+const LAST_POSITION: &str =
+    "pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)";
+
+/// The highest position below which every publish has committed or given
+/// up. Read in two statements, each with a fresh view, in this order: the
+/// sequence first, then the guards. A publish that drew a position at or
+/// below the sequence value read first is either visible to the next
+/// statement or still holds a guard whose key is below its positions.
+async fn journal_horizon(client: &impl GenericClient) -> Result<i64> {
+    let last: i64 = client
+        .query_one(&format!("SELECT COALESCE({LAST_POSITION}, 0)"), &[])
+        .await
+        .map_err(pg_error)
+        .and_then(|row| get(&row, 0))?;
+    let guarded: Option<i64> = client
+        .query_one(
+            &format!(
+                "SELECT min(((classid::bigint & 65535) << 32) | objid::bigint) FROM pg_locks
+                 WHERE locktype = 'advisory' AND objsubid = 1
+                   AND (classid::bigint >> 16) = ({JOURNAL_GUARD_TAG})
+                   AND database = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database())"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_error)
+        .and_then(|row| get(&row, 0))?;
+    Ok(guarded.map_or(last, |guarded| guarded.min(last)))
+}
+
 pub(super) async fn journal(
     client: &impl GenericClient,
     query: &JournalQuery,
 ) -> Result<JournalPage> {
     read_subscription(client, &query.subscription).await?;
+    let horizon = journal_horizon(client).await?;
     let purged_through: i64 = client
         .query_opt(
             "SELECT purged_through FROM journal_floors WHERE subscription = $1",
@@ -338,7 +418,7 @@ pub(super) async fn journal(
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, e.seq FROM deliveries d
          JOIN events e ON e.seq = d.event_seq
-         WHERE d.subscription = $1 AND d.event_seq > $2
+         WHERE d.subscription = $1 AND d.event_seq > $2 AND d.event_seq <= $4
          ORDER BY d.event_seq LIMIT $3"
     );
     let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
@@ -349,6 +429,7 @@ pub(super) async fn journal(
                 &query.subscription,
                 &query.since.unwrap_or(0),
                 &big(query.limit.max(1)),
+                &horizon,
             ],
         )
         .await

@@ -601,7 +601,7 @@ impl Store for PostgresStore {
         Ok(DeliveryDetail {
             delivery,
             event,
-            attempts,
+            attempts: crate::lifecycle::order_attempt_log(attempts),
         })
     }
 
@@ -656,8 +656,6 @@ impl Store for PostgresStore {
                         -- redrive gives. Scheduled: only due sooner.
                         attempts_before_redrive = CASE WHEN state IN ('failed', 'delivered')
                             THEN attempts ELSE attempts_before_redrive END,
-                        first_attempt_at = CASE WHEN state IN ('failed', 'delivered')
-                            THEN NULL ELSE first_attempt_at END,
                         retention_from = CASE WHEN state IN ('failed', 'delivered')
                             THEN $2 ELSE retention_from END
                  WHERE id = $1 AND state <> 'in_flight'",
@@ -911,13 +909,18 @@ pub(crate) async fn publish_in(
         }
         fan_out.push((first, count));
     }
+    // The guard is taken before any position is drawn and held until the
+    // commit: journal readers stop below it (see `lifecycle::journal`).
     let stmt = client
-        .prepare_cached(
-            "WITH stored AS (
+        .prepare_cached(&format!(
+            "WITH guard AS (
+               SELECT pg_advisory_xact_lock_shared({guard}) AS held
+             ), stored AS (
                INSERT INTO events (topic, source, id, type, attributes, data, published_at)
                SELECT $1, e.source, e.id, e.type, e.attributes, e.data, $7
                FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
                     AS e(source, id, type, attributes, data)
+               CROSS JOIN guard
                ON CONFLICT (topic, source, id) DO NOTHING
                RETURNING seq, source, id
              ), fanned AS (
@@ -930,7 +933,8 @@ pub(crate) async fn publish_in(
                RETURNING 1
              )
              SELECT source, id FROM stored",
-        )
+            guard = lifecycle::journal_guard_key()
+        ))
         .await
         .map_err(pg_error)?;
     let stored = client

@@ -76,6 +76,7 @@ pub(crate) fn delivery(row: &Row) -> Result<Delivery> {
         updated_at: timestamp(get(row, 14)?)?,
         dead_letter_event: get(row, 15)?,
         attempts_before_redrive: unsigned(get(row, 16)?, "attempts_before_redrive")?,
+        redriven_at: opt_timestamp(get(row, 17)?)?,
     })
 }
 
@@ -93,8 +94,12 @@ pub(crate) const ATTEMPT_COLUMNS: &str = crate::sqlite::rows::ATTEMPT_COLUMNS;
 pub(crate) fn attempt(row: &Row) -> Result<Attempt> {
     let decision: &str = get(row, 7)?;
     let decision: Decision = serde_json::from_str(decision)?;
+    let stored: i32 = get(row, 0)?;
+    let (number, kind) = crate::lifecycle::attempt_number(i64::from(stored))
+        .ok_or_else(|| StoreError::Backend(format!("stored attempt number {stored} is invalid")))?;
     Ok(Attempt {
-        number: unsigned(get(row, 0)?, "attempt number")?,
+        number,
+        kind,
         started_at: timestamp(get(row, 1)?)?,
         duration_ms: u64::try_from(get::<i64>(row, 2)?).unwrap_or(0),
         status: status(get(row, 3)?)?,

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
-use redrive_core::{Delivery, FailureReason};
+use redrive_core::{Decision, Delivery, FailureReason};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -162,13 +162,29 @@ pub(super) fn expire_in(conn: &Connection, now: Timestamp, limit: u32) -> Result
 
 pub(super) fn cancel_in(conn: &Connection, id: &str, now: Timestamp) -> Result<(Delivery, bool)> {
     let (moved, fanned_out) = fail_in(conn, id, "'scheduled'", FailureReason::Cancelled, now)?;
-    let (delivery, _) = read_delivery(conn, id)?;
     if !moved {
+        let (delivery, _) = read_delivery(conn, id)?;
         return Err(StoreError::Conflict(format!(
             "delivery {id:?} is {}; only a scheduled delivery can be cancelled",
             delivery.state.as_str()
         )));
     }
+    let cancels: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM attempts WHERE delivery_id = ?1 AND number < 0")?
+        .query_row([id], |row| row.get(0))?;
+    conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, decision)
+         VALUES (?1, ?2, ?3, 0, ?4)",
+    )?
+    .execute(params![
+        id,
+        crate::lifecycle::cancel_number(cancels),
+        millis(now),
+        serde_json::to_string(&Decision::Failed {
+            reason: FailureReason::Cancelled
+        })?
+    ])?;
+    let (delivery, _) = read_delivery(conn, id)?;
     Ok((delivery, fanned_out))
 }
 
@@ -240,7 +256,7 @@ pub(super) fn redrive_in(conn: &Connection, request: &RedriveBatchRequest) -> Re
     let (clause, mut args) = redrive_where(&request.filter)?;
     let mut sql = format!(
         "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?{now},
-                failure_reason = NULL, lease_until = NULL, first_attempt_at = NULL,
+                failure_reason = NULL, lease_until = NULL,
                 attempts_before_redrive = attempts, retention_from = ?{now}, updated_at = ?{now}
          WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
                       WHERE {clause}",

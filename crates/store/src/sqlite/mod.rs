@@ -464,7 +464,7 @@ impl Store for SqliteStore {
                 Ok(DeliveryDetail {
                     delivery,
                     event,
-                    attempts,
+                    attempts: crate::lifecycle::order_attempt_log(attempts),
                 })
             })
             .await
@@ -486,8 +486,6 @@ impl Store for SqliteStore {
                             -- redrive gives. Scheduled: only due sooner.
                             attempts_before_redrive = CASE WHEN state IN ('failed', 'delivered')
                                 THEN attempts ELSE attempts_before_redrive END,
-                            first_attempt_at = CASE WHEN state IN ('failed', 'delivered')
-                                THEN NULL ELSE first_attempt_at END,
                             retention_from = CASE WHEN state IN ('failed', 'delivered')
                                 THEN ?2 ELSE retention_from END
                      WHERE id = ?1 AND state <> 'in_flight'",
@@ -736,9 +734,19 @@ fn publish_in(
         })
         .collect::<Result<_>>()?;
     let now_ms = millis(now);
+    // Positions continue from the highest ever handed out, not from the
+    // highest still stored (see `schema::JOURNAL_HEAD`). The newest event is
+    // also consulted so that a row inserted some other way cannot collide.
+    let mut last_seq: i64 = conn
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT last_seq FROM journal_head), 0),
+                        COALESCE((SELECT MAX(seq) FROM events), 0))",
+        )?
+        .query_row([], |row| row.get(0))?;
+    let head_before = last_seq;
     let mut insert_event = conn.prepare_cached(
-        "INSERT INTO events (topic, source, id, type, attributes, data, published_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO events (seq, topic, source, id, type, attributes, data, published_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (topic, source, id) DO NOTHING RETURNING seq",
     )?;
     let mut insert_delivery = conn.prepare_cached(
@@ -752,6 +760,7 @@ fn publish_in(
         let seq: Option<i64> = insert_event
             .query_row(
                 params![
+                    last_seq + 1,
                     topic,
                     event.source,
                     event.id,
@@ -765,6 +774,7 @@ fn publish_in(
             .optional()?;
         let mut deliveries = 0;
         if let Some(seq) = seq {
+            last_seq = seq;
             for (subscription, filter) in &subscriptions {
                 if filter.matches(&event) {
                     let id = uuid::Uuid::now_v7().to_string();
@@ -779,6 +789,10 @@ fn publish_in(
             source: event.source,
             deliveries,
         });
+    }
+    if last_seq != head_before {
+        conn.prepare_cached("UPDATE journal_head SET last_seq = ?1")?
+            .execute([last_seq])?;
     }
     Ok(outcomes)
 }

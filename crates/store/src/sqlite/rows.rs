@@ -45,8 +45,8 @@ pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> Result<String, StoreE
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, e.id, e.source, e.type, d.state, \
      d.attempts, d.next_attempt_at, d.first_attempt_at, d.last_attempt_at, d.last_status, \
      d.last_error, d.failure_reason, d.created_at, d.updated_at, d.dead_letter_event, \
-     d.attempts_before_redrive";
-pub(crate) const DELIVERY_COLUMN_COUNT: usize = 17;
+     d.attempts_before_redrive, d.retention_from";
+pub(crate) const DELIVERY_COLUMN_COUNT: usize = 18;
 
 pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = row.get(5)?;
@@ -68,6 +68,7 @@ pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         updated_at: timestamp(row.get(14)?)?,
         dead_letter_event: row.get(15)?,
         attempts_before_redrive: row.get(16)?,
+        redriven_at: opt_timestamp(row.get(17)?)?,
     })
 }
 
@@ -86,8 +87,11 @@ pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     let decision: String = row.get(7)?;
     let decision: Decision =
         serde_json::from_str(&decision).map_err(|err| conversion(Box::new(err)))?;
+    let (number, kind) = crate::lifecycle::attempt_number(row.get(0)?)
+        .ok_or_else(|| conversion(Box::new(crate::lifecycle::BadAttemptNumber)))?;
     Ok(Attempt {
-        number: row.get(0)?,
+        number,
+        kind,
         started_at: timestamp(row.get(1)?)?,
         duration_ms: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
         status: row.get(3)?,

@@ -98,6 +98,7 @@ CREATE TABLE journal_floors (
     super::security::MIGRATION,
     PUSH_BACKOFF_MIGRATION,
     super::security::PREVIOUS_SECRETS_MIGRATION,
+    JOURNAL_HEAD,
 ];
 
 /// Push backoff became a subscription setting, off unless chosen; the
@@ -106,6 +107,24 @@ const PUSH_BACKOFF_MIGRATION: &str = r#"
 UPDATE subscriptions SET spec = json_set(spec, '$.push_backoff', json('true'))
  WHERE json_extract(spec, '$.retry_policy.preset') IN ('pubsub', 'eventarc')
    AND json_type(spec, '$.push_backoff') IS NULL;
+"#;
+
+/// Journal positions (`events.seq`) must never be handed out twice, but an
+/// `INTEGER PRIMARY KEY` without `AUTOINCREMENT` reuses the highest rowid
+/// once the newest events are purged. Rebuilding `events` with
+/// `AUTOINCREMENT` would copy the whole table on upgrade; instead the highest
+/// position ever handed out is kept in a one-row table that every publish
+/// raises. An existing store starts above both its newest event and every
+/// journal floor, so positions a reader has already seen are not renumbered
+/// and any position already reused stays below what comes next.
+const JOURNAL_HEAD: &str = r#"
+CREATE TABLE journal_head (
+    singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+    last_seq   INTEGER NOT NULL
+);
+INSERT INTO journal_head (singleton, last_seq)
+SELECT 1, MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
+              COALESCE((SELECT MAX(purged_through) FROM journal_floors), 0));
 "#;
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
@@ -154,7 +173,99 @@ pub(crate) fn latest_version() -> usize {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::{Connection, params};
+
     use super::*;
+    use crate::conformance::{event, spec, t0};
+    use crate::{JournalQuery, SqliteStore, Store};
+
+    /// A database as the schema before `journal_head` left it, after its
+    /// newest events were purged and positions 1 to 3 were handed out again
+    /// below a journal floor of 30 (what that schema did).
+    fn store_with_reused_positions(dir: &std::path::Path) {
+        let conn = Connection::open(dir.join(crate::sqlite::DATABASE_FILE)).unwrap();
+        let before = MIGRATIONS.iter().position(|m| *m == JOURNAL_HEAD).unwrap();
+        migrate_to(&conn, before).unwrap();
+        conn.execute(
+            "INSERT INTO topics (name, created_at) VALUES ('orders', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO subscriptions (name, topic, spec, created_at, updated_at)
+             VALUES ('s1', 'orders', ?1, 0, 0)",
+            [serde_json::to_string(&spec("s1", "orders")).unwrap()],
+        )
+        .unwrap();
+        for seq in 1..=3_i64 {
+            let id = format!("old{seq}");
+            let attributes = serde_json::to_string(&event(&id, "t")).unwrap();
+            conn.execute(
+                "INSERT INTO events (seq, topic, source, id, type, attributes, published_at)
+                 VALUES (?1, 'orders', '/tests', ?2, 't', ?3, 0)",
+                params![seq, id, attributes],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO deliveries (id, subscription, event_seq, state, created_at,
+                                         updated_at)
+                 VALUES (?1, 's1', ?2, 'delivered', 0, 0)",
+                params![format!("d{seq}"), seq],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO journal_floors (subscription, purged_through) VALUES ('s1', 30)",
+            [],
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_store_keeps_its_positions_and_continues_above_every_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_reused_positions(dir.path());
+        let store = SqliteStore::open(dir.path(), t0()).unwrap();
+        let read = |since| JournalQuery {
+            subscription: "s1".into(),
+            since,
+            limit: 100,
+        };
+        let kept = store.journal(read(None)).await.unwrap();
+        let positions = |page: &crate::JournalPage| {
+            page.entries
+                .iter()
+                .map(|e| (e.event.id.clone(), e.position))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            positions(&kept),
+            [("old1".into(), 1), ("old2".into(), 2), ("old3".into(), 3)]
+        );
+        store
+            .publish("orders", vec![event("new", "t")], t0())
+            .await
+            .unwrap();
+        // A reader that saw the floor's position before the upgrade sees it.
+        let after = store.journal(read(Some(30))).await.unwrap();
+        assert_eq!(positions(&after), [("new".into(), 31)]);
+        drop(store);
+
+        // The head survives a restart with the newest event purged.
+        let conn = Connection::open(dir.path().join(crate::sqlite::DATABASE_FILE)).unwrap();
+        conn.execute("DELETE FROM deliveries WHERE event_seq = 31", [])
+            .unwrap();
+        conn.execute("DELETE FROM events WHERE seq = 31", [])
+            .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), t0()).unwrap();
+        store
+            .publish("orders", vec![event("newer", "t")], t0())
+            .await
+            .unwrap();
+        let again = store.journal(read(Some(31))).await.unwrap();
+        assert_eq!(positions(&again), [("newer".into(), 32)]);
+    }
 
     #[test]
     fn subscriptions_made_before_push_backoff_keep_what_their_preset_brings() {
