@@ -1,8 +1,6 @@
 //! The `redrive` command: the server, a client for its API, and offline tools.
 
 mod bench;
-mod bench_console;
-mod bench_purge;
 mod client;
 mod commands;
 mod dialects;
@@ -68,14 +66,16 @@ enum Command {
     /// Work with retry policies, offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Measure publish and delivery throughput and latency on this machine.
-    Bench(bench::BenchArgs),
-    /// Measure that the database stops growing under steady traffic once
-    /// the history retention passes (drives the embedded store directly).
-    BenchPurge(bench_purge::BenchPurgeArgs),
-    /// Measure the console's reads (pages, filters, counts, buckets) on a
-    /// subscription with 100,000 deliveries (drives the store directly).
-    BenchConsole(bench_console::BenchConsoleArgs),
+    /// Measure this machine: delivery throughput and latency, storage
+    /// under purging, the console's reads.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// The former name of `bench purge`.
+    #[command(hide = true)]
+    BenchPurge(bench::purge::BenchPurgeArgs),
+    /// The former name of `bench console`.
+    #[command(hide = true)]
+    BenchConsole(bench::console::BenchConsoleArgs),
     /// Run a webhook receiver that prints each push (for trying redrive out).
     Sink(sink::SinkArgs),
     /// Manage API tokens on a running server (admin).
@@ -267,9 +267,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", explain::presets_table());
             Ok(())
         }
-        Command::Bench(args) => bench::run(args).await,
-        Command::BenchPurge(args) => bench_purge::run(args).await,
-        Command::BenchConsole(args) => bench_console::run(args).await,
+        Command::Bench(command) => bench::run(command).await,
+        Command::BenchPurge(args) => bench::purge::run(args).await,
+        Command::BenchConsole(args) => bench::console::run(args).await,
         Command::Sink(args) => sink::run(args).await,
         Command::Backup(args) => ops::backup(&cli.server, cli.token.as_deref(), args).await,
         Command::Completions(args) => ops::completions(args, &mut command()),
@@ -297,7 +297,7 @@ async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         database_url: args.database_url.filter(|url| !url.is_empty()),
-        limits: redrive_server::api::Limits {
+        limits: redrive_server::app::Limits {
             max_publish_bytes: args.max_publish_bytes,
             max_batch_events: args.security.max_batch_events,
             event: redrive_core::event::EventLimits {

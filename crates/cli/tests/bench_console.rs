@@ -1,4 +1,4 @@
-//! `redrive bench-console` run as a real process on a small history: it
+//! `redrive bench console` run as a real process on a small history: it
 //! seeds, walks every page and checks each answer against the seed, on
 //! SQLite and, with `REDRIVE_TEST_DATABASE_URL`, on PostgreSQL (in a
 //! schema it drops afterwards; without it that test is reported ignored).
@@ -9,14 +9,14 @@ const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
 
 fn bench(extra: &[&str]) -> String {
     let output = Command::new(REDRIVE)
-        .args(["bench-console", "--deliveries", "3000"])
+        .args(["bench", "console", "--deliveries", "3000"])
         .args(extra)
         .output()
         .expect("redrive runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "bench-console failed:\n{stdout}\n{}",
+        "bench console failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     for measured in [

@@ -126,7 +126,8 @@ pub fn parse_toml(
         };
         let mut value = serde_json::to_value(table.get_ref())
             .map_err(|err| fail(format!("cannot read the subscription: {err}")))?;
-        crate::presets::expand_subscription(&mut value).map_err(|err| fail(err.to_string()))?;
+        crate::retry::presets::expand_subscription(&mut value)
+            .map_err(|err| fail(err.to_string()))?;
         let spec: SubscriptionSpec =
             crate::strict::from_value(value).map_err(|err| match &err {
                 crate::strict::InputError::UnknownField { field, .. } => ConfigError {
@@ -269,7 +270,7 @@ fn minimal_subscription(spec: &SubscriptionSpec) -> Result<toml::Table, String> 
             serde_json::json!({ "preset": preset }),
         );
     }
-    crate::presets::expand_subscription(&mut bare).map_err(|err| err.to_string())?;
+    crate::retry::presets::expand_subscription(&mut bare).map_err(|err| err.to_string())?;
     let bare: SubscriptionSpec = serde_json::from_value(bare).map_err(|err| err.to_string())?;
     let bare = toml::Table::try_from(&bare).map_err(|err| err.to_string())?;
     let keys: Vec<String> = table.keys().cloned().collect();
@@ -338,7 +339,7 @@ pub fn changed_fields(current: &SubscriptionSpec, desired: &SubscriptionSpec) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RetryPolicy;
+    use crate::retry::policy::RetryPolicy;
 
     fn parse(text: &str) -> Result<ParsedConfig, ConfigError> {
         parse_toml(text, |_| Ok(()))
@@ -404,7 +405,7 @@ retry_policy = { preset = "adobe-io" }
 
     fn one_subscription(spec: serde_json::Value) -> Desired {
         let mut spec = spec;
-        crate::presets::expand_subscription(&mut spec).unwrap();
+        crate::retry::presets::expand_subscription(&mut spec).unwrap();
         Desired {
             prune: false,
             topics: vec![TopicDecl { name: "t".into() }],
@@ -414,7 +415,7 @@ retry_policy = { preset = "adobe-io" }
 
     #[test]
     fn export_writes_each_preset_by_name_and_reads_back_unchanged() {
-        for preset in crate::presets::PRESETS {
+        for preset in crate::retry::presets::PRESETS {
             let desired = one_subscription(serde_json::json!({
                 "name": "s", "topic": "t", "endpoint": "http://127.0.0.1:9/",
                 "retry_policy": {"preset": preset.name},

@@ -11,8 +11,6 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::event::CloudEvent;
-use crate::model::SubscriptionSpec;
-use crate::rate::MAX_BUCKET_SIZE;
 
 /// Extra request headers a subscription's pushes carry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -57,34 +55,6 @@ impl HeadersProfile {
 pub struct PushSettingsError {
     pub field: &'static str,
     pub message: String,
-}
-
-impl SubscriptionSpec {
-    /// The bucket size in force when a rate is set.
-    pub fn effective_bucket_size(&self) -> u32 {
-        self.bucket_size
-            .unwrap_or(crate::rate::DEFAULT_BUCKET_SIZE)
-            .max(1)
-    }
-
-    /// Checks the rate limit settings.
-    pub fn validate_push(&self) -> Result<(), PushSettingsError> {
-        if let Some(size) = self.bucket_size
-            && !(1..=MAX_BUCKET_SIZE).contains(&size)
-        {
-            return Err(PushSettingsError {
-                field: "bucket_size",
-                message: format!("must be between 1 and {MAX_BUCKET_SIZE}, got {size}"),
-            });
-        }
-        if self.bucket_size.is_some() && self.rate.is_none() {
-            return Err(PushSettingsError {
-                field: "bucket_size",
-                message: "only applies with a rate; set rate too, e.g. \"5/s\"".into(),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// What one push of a delivery needs to know beyond the event.
@@ -174,6 +144,7 @@ pub fn pubsub_push_body(event: &CloudEvent, ctx: &PushContext<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SubscriptionSpec;
 
     fn ctx(attempt: u32) -> PushContext<'static> {
         PushContext {

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use crate::duration::HumanDuration;
 use crate::event::CloudEvent;
-use crate::lifecycle::SYSTEM_SOURCE;
+use crate::event::SYSTEM_SOURCE;
 
 /// Defaults, as in Adobe I/O Events: at least 10 attempts in 24 hours, 80%
 /// of them failed, makes an endpoint unstable; 24 more hours of that

@@ -7,19 +7,19 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::classify::{AttemptOutcome, ErrorClass};
-use crate::decision::{AttemptContext, Decision, FailureReason};
 use crate::duration::HumanDuration;
 use crate::event::CloudEvent;
 use crate::model::{Delivery, SubscriptionSpec};
+use crate::retry::DeliveryLimits;
+use crate::retry::classify::ErrorClass;
+use crate::retry::decision::FailureReason;
 
 /// The built-in topic of operational events (`redrive.delivery.failed`,
 /// `redrive.subscription.*`). Exists in every store.
 pub const SYSTEM_TOPIC: &str = "redrive.system";
 /// Type of the operational event published when a delivery fails.
 pub const DELIVERY_FAILED_TYPE: &str = "redrive.delivery.failed";
-/// Source of redrive's own events.
-pub const SYSTEM_SOURCE: &str = "/redrive";
+pub use crate::event::SYSTEM_SOURCE;
 
 /// `max_delivery_attempts` bounds and default, as in Pub/Sub.
 pub const MIN_DELIVERY_ATTEMPTS: u32 = 5;
@@ -29,15 +29,11 @@ pub const DEFAULT_DELIVERY_ATTEMPTS: u32 = 5;
 /// `message_retention` bounds and default, as in Pub/Sub.
 pub const MIN_MESSAGE_RETENTION: Duration = Duration::from_secs(10 * 60);
 pub const MAX_MESSAGE_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
-pub const DEFAULT_MESSAGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use crate::model::{DEFAULT_MESSAGE_RETENTION, default_message_retention};
 
 /// How long finished deliveries, their attempts and unreferenced events are
 /// kept before the sweeper purges them.
 pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-pub fn default_message_retention() -> HumanDuration {
-    HumanDuration(DEFAULT_MESSAGE_RETENTION)
-}
 
 /// A lifecycle setting of a subscription out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,49 +88,20 @@ impl SubscriptionSpec {
         Ok(())
     }
 
-    /// The retry policy's decision, then the subscription's limits: a retry
-    /// that would pass `max_delivery_attempts` fails as `retries_exhausted`,
-    /// and one after an attempt that ended once the message retention
-    /// (counted from `retention_from`: the publish or the last redrive) had
-    /// run out fails as `retention_expired` — what the sweeper would do to
-    /// it a moment later, had the attempt not kept it in flight.
-    /// `ctx.attempt` counts attempts since the last redrive.
-    pub fn decide(
-        &self,
-        outcome: &AttemptOutcome,
-        ctx: &AttemptContext,
-        retention_from: Timestamp,
-    ) -> Decision {
-        let decision = self.retry_policy.decide(outcome, ctx);
-        match (decision, self.effective_max_delivery_attempts()) {
-            (Decision::Retry { .. }, Some(max)) if ctx.attempt >= max => Decision::Failed {
-                reason: FailureReason::RetriesExhausted,
-            },
-            (Decision::Retry { .. }, _)
-                if retention_expired(
-                    retention_from,
-                    self.message_retention.as_duration(),
-                    ctx.now,
-                ) =>
-            {
-                Decision::Failed {
-                    reason: FailureReason::RetentionExpired,
-                }
-            }
-            (decision, _) => decision,
+    /// What the subscription adds to its retry policy's decision (see
+    /// [`retry::decide`](crate::retry::decide)) for a delivery whose
+    /// retention counts from `retention_from`: the publish, or the last
+    /// redrive.
+    pub fn delivery_limits(&self, retention_from: Timestamp) -> DeliveryLimits {
+        DeliveryLimits {
+            max_delivery_attempts: self.effective_max_delivery_attempts(),
+            message_retention: self.message_retention.as_duration(),
+            retention_from,
         }
     }
 }
 
-/// Whether an event published at `published_at` has outlived `retention`
-/// at `now`.
-pub fn retention_expired(published_at: Timestamp, retention: Duration, now: Timestamp) -> bool {
-    match published_at.checked_add(retention) {
-        Ok(deadline) => now >= deadline,
-        // Past the end of time: never.
-        Err(_) => false,
-    }
-}
+pub use crate::retry::retention_expired;
 
 /// The facts of a delivery that just failed, for its dead-letter copy and
 /// its operational event.
@@ -240,8 +207,25 @@ pub fn delivery_failed_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decide(
+        spec: &SubscriptionSpec,
+        outcome: &AttemptOutcome,
+        ctx: &AttemptContext,
+        retention_from: Timestamp,
+    ) -> Decision {
+        crate::retry::decide(
+            &spec.retry_policy,
+            &spec.delivery_limits(retention_from),
+            outcome,
+            ctx,
+        )
+    }
+    use crate::retry::classify::AttemptOutcome;
+    use crate::retry::decision::{AttemptContext, Decision};
+
     use crate::filter::Filter;
-    use crate::policy::{Backoff, RetryPolicy};
+    use crate::retry::policy::{Backoff, RetryPolicy};
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + secs).unwrap()
@@ -313,7 +297,7 @@ mod tests {
         // Within the retention a failure is retried, even when the retry
         // falls due after the retention (the sweeper ends it then).
         assert_eq!(
-            spec.decide(&status(500), &ctx(1, 599), published),
+            decide(&spec, &status(500), &ctx(1, 599), published),
             Decision::Retry {
                 at: t(609),
                 retry: 1
@@ -322,7 +306,7 @@ mod tests {
         // Ending at or past it, the attempt fails the delivery.
         for now in [600, 601, 3600] {
             assert_eq!(
-                spec.decide(&status(500), &ctx(1, now), published),
+                decide(&spec, &status(500), &ctx(1, now), published),
                 Decision::Failed {
                     reason: FailureReason::RetentionExpired
                 }
@@ -330,11 +314,11 @@ mod tests {
         }
         // A redrive restarts the count; a success is a success whenever.
         assert!(matches!(
-            spec.decide(&status(500), &ctx(1, 3600), t(3500)),
+            decide(&spec, &status(500), &ctx(1, 3600), t(3500)),
             Decision::Retry { .. }
         ));
         assert_eq!(
-            spec.decide(&status(200), &ctx(1, 3600), published),
+            decide(&spec, &status(200), &ctx(1, 3600), published),
             Decision::Delivered
         );
     }
@@ -346,7 +330,7 @@ mod tests {
             ..spec()
         };
         let decisions: Vec<Decision> = (1..=5)
-            .map(|n| spec.decide(&status(503), &ctx(n, i64::from(n - 1) * 10), t(0)))
+            .map(|n| decide(&spec, &status(503), &ctx(n, i64::from(n - 1) * 10), t(0)))
             .collect();
         assert_eq!(
             decisions,
@@ -378,13 +362,13 @@ mod tests {
         spec.max_delivery_attempts = Some(10);
         spec.retry_policy.retry_limit = Some(1);
         assert_eq!(
-            spec.decide(&status(500), &ctx(1, 0), t(0)),
+            decide(&spec, &status(500), &ctx(1, 0), t(0)),
             Decision::Retry {
                 at: t(10),
                 retry: 1
             }
         );
-        assert_eq!(spec.decide(&status(500), &ctx(2, 10), t(0)), EXHAUSTED);
+        assert_eq!(decide(&spec, &status(500), &ctx(2, 10), t(0)), EXHAUSTED);
     }
 
     #[test]
@@ -392,12 +376,13 @@ mod tests {
         let mut spec = spec();
         spec.max_delivery_attempts = Some(5);
         assert_eq!(
-            spec.decide(&status(200), &ctx(9, 0), t(0)),
+            decide(&spec, &status(200), &ctx(9, 0), t(0)),
             Decision::Delivered
         );
-        spec.retry_policy.final_codes = vec![crate::classify::StatusRange::single(404).unwrap()];
+        spec.retry_policy.final_codes =
+            vec![crate::retry::classify::StatusRange::single(404).unwrap()];
         assert_eq!(
-            spec.decide(&status(404), &ctx(9, 0), t(0)),
+            decide(&spec, &status(404), &ctx(9, 0), t(0)),
             Decision::Failed {
                 reason: FailureReason::NonRetryable
             }

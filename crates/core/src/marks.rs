@@ -60,8 +60,8 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::classify::ErrorClass;
-    use crate::decision::FailureReason;
+    use crate::retry::classify::ErrorClass;
+    use crate::retry::decision::FailureReason;
 
     fn delivery(state: DeliveryState, attempts: u32, last_status: Option<u16>) -> Delivery {
         Delivery {

@@ -4,12 +4,13 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::classify::ErrorClass;
-use crate::decision::{Decision, FailureReason};
 use crate::duration::HumanDuration;
 use crate::filter::Filter;
 use crate::health::{HealthPolicy, SubscriptionStatus};
-use crate::policy::RetryPolicy;
+use crate::rate::MAX_BUCKET_SIZE;
+use crate::retry::classify::ErrorClass;
+use crate::retry::decision::{Decision, FailureReason};
+use crate::retry::policy::RetryPolicy;
 
 /// Default time an endpoint has to answer one push.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -53,7 +54,7 @@ pub struct SubscriptionSpec {
     pub max_delivery_attempts: Option<u32>,
     /// How long after publish an undelivered event is still tried
     /// (10m–31d, default 7d); then its delivery fails as `retention_expired`.
-    #[serde(default = "crate::lifecycle::default_message_retention")]
+    #[serde(default = "default_message_retention")]
     pub message_retention: HumanDuration,
     // --- dialects: rate limit and wire format ---
     /// Pushes per second, minute, hour or day (`"5/s"`, `"1/m"`,
@@ -298,6 +299,42 @@ pub struct Attempt {
     /// The first bytes of the endpoint's answer (lossy UTF-8).
     pub response_snippet: Option<String>,
     pub decision: Decision,
+}
+
+/// `message_retention` when none is set, as in Pub/Sub.
+pub const DEFAULT_MESSAGE_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+pub fn default_message_retention() -> HumanDuration {
+    HumanDuration(DEFAULT_MESSAGE_RETENTION)
+}
+
+impl SubscriptionSpec {
+    /// The bucket size in force when a rate is set.
+    pub fn effective_bucket_size(&self) -> u32 {
+        self.bucket_size
+            .unwrap_or(crate::rate::DEFAULT_BUCKET_SIZE)
+            .max(1)
+    }
+
+    /// Checks the rate limit settings.
+    pub fn validate_push(&self) -> Result<(), crate::dialect::PushSettingsError> {
+        if let Some(size) = self.bucket_size
+            && !(1..=MAX_BUCKET_SIZE).contains(&size)
+        {
+            return Err(crate::dialect::PushSettingsError {
+                field: "bucket_size",
+                message: format!("must be between 1 and {MAX_BUCKET_SIZE}, got {size}"),
+            });
+        }
+        if self.bucket_size.is_some() && self.rate.is_none() {
+            return Err(crate::dialect::PushSettingsError {
+                field: "bucket_size",
+                message: "only applies with a rate; set rate too, e.g. \"5/s\"".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

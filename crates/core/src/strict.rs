@@ -163,7 +163,7 @@ mod tests {
 
     use super::*;
     use crate::model::SubscriptionSpec;
-    use crate::policy::RetryPolicy;
+    use crate::retry::policy::RetryPolicy;
 
     fn spec(extra: Value) -> Value {
         let mut spec = json!({"name": "s", "topic": "t", "endpoint": "http://127.0.0.1/"});

@@ -4,9 +4,9 @@
 //! each so they run with every `cargo test`.
 
 use proptest::prelude::*;
-use redrive_core::binding::{binary_headers, structured_body};
 use redrive_core::classify::{StatusRange, parse_retry_after};
 use redrive_core::duration::parse_duration;
+use redrive_core::event::{binary_headers, structured_body};
 use redrive_core::event::{parse_batch, parse_binary, parse_structured};
 use redrive_core::filter::Filter;
 use serde_json::{Value, json};

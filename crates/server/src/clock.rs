@@ -1,6 +1,7 @@
-//! The time the dispatcher and the sweeper read. Production reads the system
-//! clock; tests move it forward to see retention and history windows pass
-//! without waiting.
+//! The time every part of the server reads: the API, the console, the
+//! dispatcher, the sweeper and the health evaluator. Production reads the
+//! system clock; tests move it forward to see retention and history windows
+//! pass without waiting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -44,7 +44,7 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn start(&self, kind: &str, subscription: &str, total: u64) -> Job {
+    pub fn start(&self, kind: &str, subscription: &str, total: u64, now: Timestamp) -> Job {
         let job = Job {
             id: uuid::Uuid::now_v7().to_string(),
             kind: kind.into(),
@@ -53,7 +53,7 @@ impl Jobs {
             total,
             done: 0,
             error: None,
-            created_at: Timestamp::now(),
+            created_at: now,
             finished_at: None,
         };
         if let Ok(mut jobs) = self.jobs.lock() {

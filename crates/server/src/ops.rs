@@ -16,9 +16,6 @@ pub struct OpsState {
     pub dispatcher_running: Arc<AtomicBool>,
     /// Pushes this process has under way, kept by the dispatcher.
     pub pushes_in_flight: Arc<AtomicUsize>,
-    /// Subscriptions whose pushes this process holds back (push backoff or
-    /// `Retry-After`), until when and why; kept by the dispatcher.
-    pub push_holds: Arc<crate::dispatcher::flow::PushHolds>,
     started_at: Instant,
     /// Where backups are staged before they are streamed (the data
     /// directory: same filesystem as the database, and never a tmpfs).
@@ -33,7 +30,6 @@ impl OpsState {
             draining: AtomicBool::new(false),
             dispatcher_running: Arc::new(AtomicBool::new(false)),
             pushes_in_flight: Arc::new(AtomicUsize::new(0)),
-            push_holds: Arc::default(),
             started_at: Instant::now(),
             staging_dir,
             store_writes: Arc::default(),

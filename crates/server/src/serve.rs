@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use jiff::Timestamp;
 use redrive_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::api::{self, AppState, Limits};
+use crate::app::{self, AppState, Limits};
+use crate::clock::Clock;
 use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
 use crate::health::{self, HealthConfig};
 use crate::ops::OpsState;
@@ -44,7 +44,9 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = open_store(&options).await?;
+    // One clock for the whole server: the dispatcher's, which tests move.
+    let clock = options.dispatcher.clock.clone();
+    let store = open_store(&options, &clock).await?;
     // Only once the store is open: the embedded store then holds the data
     // directory, so no other process is staging a backup there (and a
     // PostgreSQL node never stages one).
@@ -55,7 +57,7 @@ pub async fn serve(
             desired,
             &options.security.endpoint_policy,
             false,
-            Timestamp::now(),
+            clock.now(),
         )
         .await
         .context("cannot apply the configuration file")?;
@@ -115,15 +117,18 @@ pub async fn serve(
         ops.store_writes.clone(),
         stopped.clone(),
     ));
+    let push_holds = dispatcher.push_holds();
     let dispatcher = tokio::spawn(dispatcher.run(stopped));
 
-    let app = api::router(AppState {
+    let app = app::router(AppState {
         store: store.clone(),
         subscriptions_changed,
         limits: options.limits,
         jobs: Default::default(),
         security,
         ops: ops.clone(),
+        push_holds,
+        clock,
     });
     match &options.database_url {
         Some(_) => tracing::info!(%address, store = "postgres", "redrive is listening"),
@@ -172,7 +177,7 @@ pub async fn serve(
     served
 }
 
-async fn open_store(options: &ServeOptions) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(options: &ServeOptions, clock: &Clock) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &options.database_url {
         // The data directory still holds this node's key and admin token.
         std::fs::create_dir_all(&options.data_dir).with_context(|| {
@@ -181,13 +186,13 @@ async fn open_store(options: &ServeOptions) -> anyhow::Result<Arc<dyn Store>> {
                 options.data_dir.display()
             )
         })?;
-        let store = PostgresStore::connect(url, Timestamp::now())
+        let store = PostgresStore::connect(url, clock.now())
             .await
             // The URL may carry a password: name only where it points.
             .with_context(|| format!("cannot open the PostgreSQL store at {}", redact(url)))?;
         return Ok(Arc::new(store));
     }
-    let store = SqliteStore::open(&options.data_dir, Timestamp::now())
+    let store = SqliteStore::open(&options.data_dir, clock.now())
         .with_context(|| format!("cannot open the store in {}", options.data_dir.display()))?;
     Ok(Arc::new(store))
 }

@@ -4,7 +4,7 @@ use redrive_core::SubscriptionSpec;
 use redrive_core::names::validate_name;
 use redrive_core::security::EndpointPolicy;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// Longest push timeout a subscription may ask for.
 const MAX_TIMEOUT_SECS: u64 = 600;

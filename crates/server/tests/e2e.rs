@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use common::{
     Endpoint, Received, Reply, Server, closed_port, event, subscription, tally, timestamp,
 };
-use redrive_server::api::Limits;
+use redrive_server::app::Limits;
 use serde_json::{Value, json};
 
 /// The ce-ids an endpoint received, sorted, for comparing with expectations.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use redrive_server::api::Limits;
+use redrive_server::app::Limits;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::*;
 use redrive_core::security::{EndpointPolicy, parse_networks};
-use redrive_server::api::Limits;
+use redrive_server::app::Limits;
 use redrive_server::security::SecurityOptions;
 use reqwest::StatusCode as Status;
 use serde_json::{Value, json};

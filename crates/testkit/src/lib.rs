@@ -7,6 +7,8 @@
 //! what they need, and makes a missing one a failure instead
 //! (`REDRIVE_REQUIRE_BROWSER=1`, a database URL that must answer).
 
+pub mod import_graph;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,15 +12,12 @@ use crate::config::TopicDecl;
 use crate::dialect::HeadersProfile;
 use crate::duration::{HumanDuration, parse_duration};
 use crate::model::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_SECS, SubscriptionSpec};
-use crate::policy::{Backoff, LimitMode, RetryPolicy};
 use crate::rate::{MAX_BUCKET_SIZE, Rate};
+use crate::retry::policy::{APPENGINE_BACKOFF, Backoff, LimitMode, RetryPolicy};
 
 /// App Engine's defaults for what a queue leaves out.
 const DEFAULT_RATE: &str = "5/s";
 const DEFAULT_BUCKET_SIZE: u32 = 5;
-const DEFAULT_MIN_BACKOFF_SECONDS: f64 = 0.1;
-const DEFAULT_MAX_BACKOFF_SECONDS: f64 = 3600.0;
-const DEFAULT_MAX_DOUBLINGS: u32 = 16;
 
 /// Where each queue's pushes go.
 #[derive(Clone, Debug)]
@@ -263,8 +260,10 @@ fn number<T: std::str::FromStr>(field: &str, value: &Option<String>) -> Result<O
         .transpose()
 }
 
-fn seconds(field: &str, value: &Option<String>, default: f64) -> Result<Duration, String> {
-    let secs = number::<f64>(field, value)?.unwrap_or(default);
+fn seconds(field: &str, value: &Option<String>, default: Duration) -> Result<Duration, String> {
+    let Some(secs) = number::<f64>(field, value)? else {
+        return Ok(default);
+    };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{field} must be 0 or more, got {secs}"));
     }
@@ -311,12 +310,12 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
     let min_backoff = seconds(
         "min-backoff-seconds",
         &queue.min_backoff_seconds,
-        DEFAULT_MIN_BACKOFF_SECONDS,
+        APPENGINE_BACKOFF.min_backoff,
     )?;
     let max_backoff = seconds(
         "max-backoff-seconds",
         &queue.max_backoff_seconds,
-        DEFAULT_MAX_BACKOFF_SECONDS,
+        APPENGINE_BACKOFF.max_backoff,
     )?;
     if min_backoff > max_backoff {
         return Err(format!(
@@ -325,8 +324,8 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
             max_backoff.as_secs_f64()
         ));
     }
-    let max_doublings =
-        number::<u32>("max-doublings", &queue.max_doublings)?.unwrap_or(DEFAULT_MAX_DOUBLINGS);
+    let max_doublings = number::<u32>("max-doublings", &queue.max_doublings)?
+        .unwrap_or(APPENGINE_BACKOFF.max_doublings);
     let retry_policy = RetryPolicy {
         backoff: Backoff::Exponential {
             min_backoff: HumanDuration(min_backoff),
@@ -336,7 +335,7 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
         retry_limit,
         age_limit,
         limit_mode: LimitMode::Both,
-        ..crate::presets::preset("appengine")
+        ..crate::retry::presets::preset("appengine")
             .map_err(|err| err.to_string())?
             .policy()
     };

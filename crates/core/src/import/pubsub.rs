@@ -16,7 +16,7 @@ use crate::lifecycle::{
     MAX_DELIVERY_ATTEMPTS, MAX_MESSAGE_RETENTION, MIN_DELIVERY_ATTEMPTS, default_message_retention,
 };
 use crate::model::{DEFAULT_MAX_CONCURRENCY, SubscriptionSpec};
-use crate::policy::Backoff;
+use crate::retry::policy::Backoff;
 
 /// Pub/Sub's limits, checked as Pub/Sub checks them.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -128,7 +128,7 @@ fn convert(sub: &PubsubSubscription, notes: &mut Vec<String>) -> Result<Subscrip
             "ackDeadlineSeconds must be between 10 and 600, got {ack_deadline}"
         ));
     }
-    let preset = crate::presets::preset("pubsub").map_err(|err| err.to_string())?;
+    let preset = crate::retry::presets::preset("pubsub").map_err(|err| err.to_string())?;
     let mut retry_policy = preset.policy();
     if let Some(policy) = &sub.retry_policy {
         let min = match &policy.minimum_backoff {

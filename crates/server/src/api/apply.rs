@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use jiff::Timestamp;
 use redrive_core::config::{Desired, TopicDecl};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,8 +10,9 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, from_value};
 use super::subscriptions::spec_from_json;
-use super::{ApiError, AppState};
 use crate::config::{self, Change};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +79,7 @@ pub async fn apply(
         &desired,
         &state.security.endpoint_policy,
         request.dry_run,
-        Timestamp::now(),
+        state.clock.now(),
     )
     .await?;
     if !request.dry_run {

@@ -1,13 +1,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
-use jiff::Timestamp;
 use redrive_core::{Attempt, Delivery, DeliveryState, FailureReason};
 use redrive_store::DeliverySearch;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::ApiQuery;
-use super::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 const DEFAULT_PAGE: u32 = 50;
 pub(crate) const MAX_PAGE: u32 = 1000;
@@ -123,5 +123,5 @@ pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(state.store.retry_now(&id, Timestamp::now()).await?))
+    Ok(Json(state.store.retry_now(&id, state.clock.now()).await?))
 }

@@ -3,14 +3,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use jiff::Timestamp;
+use redrive_core::event::media_type::Carried;
 use redrive_core::event::{self, CloudEvent, EventError, EventLimits};
 use redrive_store::PublishOutcome;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::body_bytes;
-use super::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct PublishResponse {
@@ -42,7 +43,7 @@ pub async fn publish(
     check_limits(&events, &state.limits.event)?;
     let outcomes = state
         .store
-        .publish(&topic, events, Timestamp::now())
+        .publish(&topic, events, state.clock.now())
         .await?;
     state.ops.store_writes.succeeded();
     crate::metrics::published(&topic, &outcomes);
@@ -77,16 +78,12 @@ fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<CloudEvent>, Eve
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media_type.as_str() {
-        "application/cloudevents+json" => Ok(vec![event::parse_structured(body)?]),
-        "application/cloudevents-batch+json" => event::parse_batch(body),
-        _ if headers.contains_key("ce-specversion") || headers.contains_key("ce-id") => {
+    match event::media_type::carried(content_type) {
+        Carried::Structured => Ok(vec![event::parse_structured(body)?]),
+        Carried::Batch => event::parse_batch(body),
+        Carried::Other
+            if headers.contains_key("ce-specversion") || headers.contains_key("ce-id") =>
+        {
             let pairs = headers
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_bytes()));

@@ -10,7 +10,7 @@ use redrive_core::strict::InputError;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::ApiError;
+use crate::error::ApiError;
 
 /// A JSON body parsed strictly; errors name the line, column and field,
 /// and an unknown field is refused with the fields known there.

@@ -4,17 +4,12 @@
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use jiff::Timestamp;
-use redrive_core::{Health, Subscription};
 
 use super::subscriptions::SubscriptionAnswer;
-use redrive_store::{HealthChange, StoreError};
 
-use super::{ApiError, AppState};
-
-/// How often `enable` retries when the evaluator changes the health between
-/// its read and its write.
-const ENABLE_TRIES: usize = 5;
+use crate::actions;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -49,20 +44,8 @@ async fn set_paused(
     name: &str,
     paused: bool,
 ) -> Result<Json<SubscriptionAnswer>, ApiError> {
-    let subscription = set_paused_by_hand(&state, name, paused).await?;
+    let subscription = actions::set_paused_by_hand(&state, name, paused).await?;
     Ok(Json(SubscriptionAnswer::new(&state, subscription)))
-}
-
-/// Pauses or resumes pushes (the API and the console both do it).
-pub(crate) async fn set_paused_by_hand(
-    state: &AppState,
-    name: &str,
-    paused: bool,
-) -> Result<Subscription, StoreError> {
-    let subscription = state.store.set_paused(name, paused).await?;
-    tracing::info!(subscription = %name, paused, "pushes paused or resumed by hand");
-    state.subscriptions_changed.notify_one();
-    Ok(subscription)
 }
 
 /// Makes the subscription healthy: a disabled one gets pushes again and
@@ -74,35 +57,6 @@ pub async fn enable(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<SubscriptionAnswer>, ApiError> {
-    let subscription = enable_by_hand(&state, &name).await?;
+    let subscription = actions::enable_by_hand(&state, &name).await?;
     Ok(Json(SubscriptionAnswer::new(&state, subscription)))
-}
-
-/// Makes a disabled or unstable subscription healthy so its backlog flows.
-pub(crate) async fn enable_by_hand(
-    state: &AppState,
-    name: &str,
-) -> Result<Subscription, StoreError> {
-    for _ in 0..ENABLE_TRIES {
-        let current = state.store.get_subscription(name).await?;
-        if current.status.health == Health::Healthy {
-            return Ok(current);
-        }
-        let change = HealthChange {
-            subscription: name.to_owned(),
-            from: current.status.health,
-            to: Health::Healthy,
-            reason: "enabled by hand".into(),
-            now: Timestamp::now(),
-        };
-        if let Some(enabled) = state.store.change_health(change).await? {
-            tracing::info!(subscription = %name, from = current.status.health.as_str(),
-                "subscription enabled by hand");
-            state.subscriptions_changed.notify_one();
-            return Ok(enabled);
-        }
-    }
-    Err(StoreError::Conflict(format!(
-        "the health of subscription {name:?} keeps changing; try again"
-    )))
 }

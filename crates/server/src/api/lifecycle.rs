@@ -8,16 +8,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use redrive_core::{Delivery, DeliveryState, FailureReason, SubscriptionSpec};
-use redrive_store::{JournalQuery, RedriveBatchRequest, RedriveFilter, Store, StoreError};
+use redrive_store::{JournalQuery, RedriveFilter, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiQuery, body_bytes};
-use super::{ApiError, AppState};
-use crate::jobs::{Job, JobState, Jobs};
+use crate::actions::{self, Redriven};
+use crate::error::ApiError;
+use crate::jobs::Job;
+use crate::state::AppState;
 
-/// Deliveries moved per write while redriving.
-const REDRIVE_BATCH: u32 = 500;
 const DEFAULT_JOURNAL_PAGE: u32 = 100;
 pub(crate) const MAX_JOURNAL_PAGE: u32 = 1000;
 
@@ -136,86 +136,25 @@ pub async fn redrive(
         super::extract::parse_json(&body)?
     };
     let filter = filter_from(name.clone(), body)?;
-    let total = state.store.count_redrivable(filter.clone()).await?;
-    if total <= state.limits.redrive_inline_limit {
-        let moved = redrive_all(&*state.store, filter, |_| {}).await?;
-        return Ok((
+    let answer = match actions::redrive(&state, &name, filter).await? {
+        Redriven::Moved { total, moved } => (
             StatusCode::OK,
-            Json(RedriveResponse {
+            RedriveResponse {
                 total,
                 moved: Some(moved),
                 job: None,
-            }),
-        ));
-    }
-    let job = state.jobs.start("redrive", &name, total);
-    tokio::spawn(run_redrive_job(
-        state.store.clone(),
-        state.jobs.clone(),
-        job.id.clone(),
-        filter,
-    ));
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(RedriveResponse {
-            total,
-            moved: None,
-            job: Some(job),
-        }),
-    ))
-}
-
-/// Moves every matching delivery, batch by batch; `progress` learns the
-/// running count after each batch.
-async fn redrive_all(
-    store: &dyn Store,
-    filter: RedriveFilter,
-    mut progress: impl FnMut(u64),
-) -> Result<u64, StoreError> {
-    let mut moved = 0;
-    let mut after = None;
-    loop {
-        let batch = store
-            .redrive_batch(RedriveBatchRequest {
-                filter: filter.clone(),
-                after: after.take(),
-                limit: REDRIVE_BATCH,
-                now: Timestamp::now(),
-            })
-            .await?;
-        moved += batch.moved;
-        progress(moved);
-        match batch.last_id {
-            Some(last) if batch.moved >= u64::from(REDRIVE_BATCH) => after = Some(last),
-            _ => return Ok(moved),
-        }
-    }
-}
-
-async fn run_redrive_job(
-    store: std::sync::Arc<dyn Store>,
-    jobs: Jobs,
-    id: String,
-    filter: RedriveFilter,
-) {
-    let outcome = redrive_all(&*store, filter, |done| {
-        jobs.update(&id, |job| job.done = done);
-    })
-    .await;
-    jobs.update(&id, |job| {
-        job.finished_at = Some(Timestamp::now());
-        match outcome {
-            Ok(moved) => {
-                job.done = moved;
-                job.state = JobState::Succeeded;
-            }
-            Err(err) => {
-                tracing::error!(job = %job.id, error = %err, "redrive job failed");
-                job.error = Some(err.to_string());
-                job.state = JobState::Failed;
-            }
-        }
-    });
+            },
+        ),
+        Redriven::InBackground { total, job } => (
+            StatusCode::ACCEPTED,
+            RedriveResponse {
+                total,
+                moved: None,
+                job: Some(job),
+            },
+        ),
+    };
+    Ok((answer.0, Json(answer.1)))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", responses((status = 200, body = Job), (status = 404)))]
@@ -333,30 +272,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    let delivery = state.store.cancel_delivery(&id, Timestamp::now()).await?;
+    let delivery = state.store.cancel_delivery(&id, state.clock.now()).await?;
     crate::metrics::delivery_finished("failed", "cancelled", 1);
     Ok(Json(delivery))
-}
-
-/// Redrives like `POST /v1/subscriptions/{name}/redrive` does, for other
-/// front ends (the console): small ones before returning, large ones as a
-/// background job. Returns how many deliveries matched.
-pub(crate) async fn redrive_in_background(
-    state: &AppState,
-    name: &str,
-    filter: RedriveFilter,
-) -> Result<u64, StoreError> {
-    let total = state.store.count_redrivable(filter.clone()).await?;
-    if total <= state.limits.redrive_inline_limit {
-        redrive_all(&*state.store, filter, |_| {}).await?;
-    } else {
-        let job = state.jobs.start("redrive", name, total);
-        tokio::spawn(run_redrive_job(
-            state.store.clone(),
-            state.jobs.clone(),
-            job.id,
-            filter,
-        ));
-    }
-    Ok(total)
 }

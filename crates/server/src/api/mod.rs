@@ -3,7 +3,6 @@
 
 mod apply;
 mod deliveries;
-mod error;
 mod events;
 mod extract;
 mod health;
@@ -11,70 +10,27 @@ mod lifecycle;
 mod openapi;
 mod openapi_truth;
 mod ops;
-mod request_logging;
+pub(crate) mod request_logging;
 mod security;
 mod subscriptions;
 mod topics;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use redrive_store::Store;
-use tokio::sync::Notify;
 
-pub use error::ApiError;
-pub(crate) use health::{enable_by_hand, set_paused_by_hand};
-pub(crate) use lifecycle::redrive_in_background;
 pub use openapi::document_json as openapi_document;
 pub use openapi_truth::path_parameters;
-pub(crate) use subscriptions::pushes_held;
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    /// Tells the dispatcher that subscriptions changed.
-    pub subscriptions_changed: Arc<Notify>,
-    pub limits: Limits,
-    /// Background jobs (large redrives).
-    pub jobs: crate::jobs::Jobs,
-    /// Tokens, sessions, signing secrets, network policy and rate limits.
-    pub security: crate::security::Security,
-    /// Draining, dispatcher liveness, backup staging.
-    pub ops: Arc<crate::ops::OpsState>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Largest publish body, in bytes.
-    pub max_publish_bytes: usize,
-    /// Most events in one batch publish.
-    pub max_batch_events: usize,
-    /// What one event may carry (extensions, attribute bytes).
-    pub event: redrive_core::event::EventLimits,
-    /// Redrives matching at most this many deliveries finish before the
-    /// answer; larger ones run as a background job.
-    pub redrive_inline_limit: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_publish_bytes: 1024 * 1024,
-            max_batch_events: 1000,
-            event: Default::default(),
-            redrive_inline_limit: 1000,
-        }
-    }
-}
+use crate::state::AppState;
 
 /// Bodies of every route but publish stay small.
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 const MAX_APPLY_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
+/// The API's routes: `/v1`, the OpenAPI document and the operations
+/// endpoints. `crate::app` adds the console and the guards.
+pub fn routes(state: &AppState) -> Router<AppState> {
     let publish = Router::new()
         .route("/v1/topics/{name}/events", post(events::publish))
         .layer(DefaultBodyLimit::max(state.limits.max_publish_bytes))
@@ -121,52 +77,13 @@ pub fn router(state: AppState) -> Router {
     let declared = Router::new()
         .route("/v1/apply", post(apply::apply))
         .layer(DefaultBodyLimit::max(MAX_APPLY_BODY_BYTES));
-    let router = Router::new()
+    Router::new()
         .merge(publish)
         .merge(admin)
         .merge(declared)
-        .merge(crate::console::router())
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/admin/backup", post(ops::backup))
-        .merge(crate::security::console::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            error::note_store_failures,
-        ))
-        // Outermost last: limits first, then who is asking.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::security::console::console_guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::security::auth::api_guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::security::limits::request_guard,
-        ))
-        .with_state(state);
-    request_logging::layer(router)
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route for {}", uri.path()),
-    )
-}
-
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
 }

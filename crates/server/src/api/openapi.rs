@@ -62,7 +62,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The document as served: generated from the handlers, then completed
 /// with what only the guards and parsers know (see `openapi_truth`).
-pub fn document_json(limits: &super::Limits) -> serde_json::Value {
+pub fn document_json(limits: &crate::state::Limits) -> serde_json::Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     super::openapi_truth::apply(&mut document, limits);
     document

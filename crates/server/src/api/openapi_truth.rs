@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Limits;
+use crate::state::Limits;
 
 /// The pattern of topic and subscription names (`redrive_core::names`):
 /// `.` and `..` are refused because clients collapse them in URL paths.

@@ -8,12 +8,12 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use jiff::Timestamp;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::{ApiError, AppState};
+use crate::error::ApiError;
 use crate::metrics;
+use crate::state::AppState;
 
 /// Bytes read from the backup file per streamed chunk.
 const BACKUP_CHUNK: usize = 256 * 1024;
@@ -101,7 +101,7 @@ async fn check_writes(state: &AppState) -> (bool, serde_json::Value) {
 /// Prometheus text exposition. The backlog gauges are read from the store
 /// at scrape time, so they are exact whichever process did the work.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let now = Timestamp::now();
+    let now = state.clock.now();
     match (
         state.store.queue_stats(now).await,
         state.store.list_subscriptions().await,

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, parse_json};
-use super::{ApiError, AppState};
+use crate::error::ApiError;
 use crate::security::auth;
+use crate::state::AppState;
 
 /// Longest token label.
 pub(crate) const MAX_TOKEN_NAME: usize = 200;
@@ -87,7 +88,7 @@ pub async fn create_token(
         ));
     }
     let (token, record) =
-        auth::new_token(body.name, body.scope, Timestamp::now()).map_err(internal)?;
+        auth::new_token(body.name, body.scope, state.clock.now()).map_err(internal)?;
     state.store.create_token(record.clone()).await?;
     Ok((
         StatusCode::CREATED,
@@ -137,10 +138,10 @@ pub async fn get_secret(
     let keys = state
         .security
         .secrets
-        .keys(&name, Timestamp::now())
+        .keys(&name, state.clock.now())
         .await
         .map_err(internal)?;
-    let now = Timestamp::now();
+    let now = state.clock.now();
     Ok(Json(SecretAnswer {
         secret: keys.current.to_string(),
         previous_valid_until: keys.previous_valid_until(now),
@@ -174,7 +175,7 @@ pub async fn rotate_secret(
         .transpose()
         .map_err(|err| ApiError::invalid("secret", err))?;
     state.store.get_subscription(&name).await?;
-    let now = Timestamp::now();
+    let now = state.clock.now();
     let keys = state
         .security
         .secrets

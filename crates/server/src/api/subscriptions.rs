@@ -10,7 +10,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, from_value, parse_json};
-use super::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 use crate::validate;
 
 #[derive(Serialize, ToSchema)]
@@ -42,23 +43,13 @@ pub struct SubscriptionAnswer {
 impl SubscriptionAnswer {
     /// `subscription` with the holds `state`'s node knows of.
     pub fn new(state: &AppState, subscription: Subscription) -> SubscriptionAnswer {
-        let pushes_held = pushes_held(state, &subscription, Timestamp::now());
+        let pushes_held = crate::actions::pushes_held(state, &subscription, state.clock.now());
         SubscriptionAnswer {
             effective: subscription.spec.effective(),
             subscription,
             pushes_held,
         }
     }
-}
-
-/// What holds `subscription`'s pushes back at `now`, as this node sees it.
-pub fn pushes_held(
-    state: &AppState,
-    subscription: &Subscription,
-    now: Timestamp,
-) -> Option<PushesHeld> {
-    let pause = state.ops.push_holds.pause(&subscription.spec.name, now);
-    redrive_core::hold::pushes_held(subscription, pause, now)
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions", request_body = SubscriptionSpec,
@@ -78,7 +69,7 @@ pub async fn create(
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let subscription = state
         .store
-        .create_subscription(spec, Timestamp::now())
+        .create_subscription(spec, state.clock.now())
         .await?;
     if let Err(err) = state
         .security
@@ -163,7 +154,7 @@ pub async fn update(
     super::lifecycle::check_dead_letter_topic(&*state.store, &spec).await?;
     let updated = state
         .store
-        .update_subscription(spec, Timestamp::now())
+        .update_subscription(spec, state.clock.now())
         .await?;
     state.subscriptions_changed.notify_one();
     Ok(Json(SubscriptionAnswer::new(&state, updated)))

@@ -1,14 +1,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use jiff::Timestamp;
 use redrive_core::Topic;
 use redrive_core::names::validate_name;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::ApiJson;
-use super::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +30,7 @@ pub async fn create(
     validate_name("topic", &body.name).map_err(|err| ApiError::invalid("name", err))?;
     let topic = state
         .store
-        .create_topic(&body.name, Timestamp::now())
+        .create_topic(&body.name, state.clock.now())
         .await?;
     Ok((StatusCode::CREATED, Json(topic)))
 }

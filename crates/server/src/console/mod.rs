@@ -3,6 +3,7 @@
 //! store, asks `redrive-core` what to show, and renders.
 
 pub mod links;
+mod session;
 pub mod views;
 
 use std::time::Duration;
@@ -20,8 +21,10 @@ use redrive_core::{DeliveryState, FailureReason, RetryPolicy};
 use redrive_store::{DeliverySearch, OutcomeBucketsQuery, RedriveFilter, Store, StoreError};
 use serde::Deserialize;
 
-use crate::api::AppState;
+use crate::actions::{self, Redriven};
+use crate::error::PageError;
 use crate::security::console::ConsoleSession;
+use crate::state::AppState;
 use views::{DeliveryRows, Filters, Frame, Waits};
 
 /// Rows per page of a delivery list.
@@ -55,67 +58,21 @@ pub fn router() -> Router<AppState> {
         .route("/console/policy", get(policy))
         .route("/console/assets/{file}", get(asset))
         .route("/console/{*rest}", get(unknown_page))
+        .merge(session::routes())
 }
 
-/// A console failure, rendered as an HTML page with the right status.
-#[derive(Debug)]
-pub struct PageError {
-    status: StatusCode,
-    message: String,
-}
-
-impl PageError {
-    fn bad_request(message: impl Into<String>) -> Self {
-        PageError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        PageError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<StoreError> for PageError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound { .. } => PageError::not_found(err.to_string()),
-            StoreError::Conflict(message) => PageError {
-                status: StatusCode::CONFLICT,
-                message,
-            },
-            StoreError::Invalid(message) => PageError::bad_request(message),
-            StoreError::Unavailable(message) => {
-                tracing::error!(error = %message, "store unavailable");
-                PageError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message,
-                }
-            }
-            StoreError::Backend(message) => {
-                tracing::error!(error = %message, "store failure");
-                PageError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: "the store failed; see the server log".into(),
-                }
-            }
-        }
-    }
-}
-
+/// A console failure renders as a page for its status.
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let page = match self.status {
-            StatusCode::NOT_FOUND => views::not_found(&self.message),
-            StatusCode::BAD_REQUEST => views::error_page("Bad request", &self.message),
-            StatusCode::CONFLICT => views::error_page("Not now", &self.message),
-            _ => views::error_page("Something went wrong", &self.message),
-        };
-        (self.status, html(page)).into_response()
+        self.into_page(|status, message| {
+            let page = match status {
+                StatusCode::NOT_FOUND => views::not_found(message),
+                StatusCode::BAD_REQUEST => views::error_page("Bad request", message),
+                StatusCode::CONFLICT => views::error_page("Not now", message),
+                _ => views::error_page("Something went wrong", message),
+            };
+            (status, html(page)).into_response()
+        })
     }
 }
 
@@ -172,9 +129,9 @@ fn frame(session: &ConsoleSession) -> Frame {
 
 /// What may hold `subscription`'s due deliveries back, as this node knows.
 fn waits_of(state: &AppState, subscription: &redrive_core::Subscription) -> Waits {
-    let now = Timestamp::now();
+    let now = state.clock.now();
     Waits {
-        held: crate::api::pushes_held(state, subscription, now),
+        held: actions::pushes_held(state, subscription, now),
         rate: subscription.spec.rate,
         now,
     }
@@ -182,7 +139,7 @@ fn waits_of(state: &AppState, subscription: &redrive_core::Subscription) -> Wait
 
 async fn load_overview(state: &AppState) -> Result<views::Overview, PageError> {
     let store = &*state.store;
-    let now = Timestamp::now();
+    let now = state.clock.now();
     let topics = store.list_topics().await?;
     let mut subscriptions = Vec::new();
     for sub in store.list_subscriptions().await? {
@@ -210,7 +167,7 @@ async fn load_overview(state: &AppState) -> Result<views::Overview, PageError> {
         subscriptions.push(views::SubscriptionSummary {
             health: health_of(&sub),
             health_reason: sub.status.health_reason.clone(),
-            held: crate::api::pushes_held(state, &sub, now),
+            held: actions::pushes_held(state, &sub, now),
             paused: sub.status.paused,
             name,
             topic: sub.spec.topic.clone(),
@@ -364,6 +321,7 @@ async fn load_rows(
     waits: Waits,
 ) -> Result<(DeliveryRows, Option<String>), PageError> {
     let filters = params.filters();
+    let now = waits.now;
     let mut rows = DeliveryRows {
         subscription: name.to_owned(),
         deliveries: Vec::new(),
@@ -373,7 +331,7 @@ async fn load_rows(
         csrf: session.write_csrf().map(str::to_owned),
         waits,
     };
-    let search = match search_from(name, params, Timestamp::now()) {
+    let search = match search_from(name, params, now) {
         Ok(search) => search,
         Err(problem) => return Ok((rows, Some(problem))),
     };
@@ -449,23 +407,25 @@ async fn subscription_rows(
 async fn redrive_failed(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
     state.store.get_subscription(&name).await?;
     let filter = RedriveFilter::new(name.clone());
-    let total = crate::api::redrive_in_background(&state, &name, filter).await?;
+    let total = match actions::redrive(&state, &name, filter).await? {
+        Redriven::Moved { total, .. } | Redriven::InBackground { total, .. } => total,
+    };
     tracing::info!(subscription = %name, total, "redrive of failed deliveries from the console");
     Ok(Redirect::to(&links::redriven(&name, total)).into_response())
 }
 
 async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
-    crate::api::set_paused_by_hand(&state, &name, true).await?;
+    actions::set_paused_by_hand(&state, &name, true).await?;
     Ok(Redirect::to(&links::subscription(&name)).into_response())
 }
 
 async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
-    crate::api::set_paused_by_hand(&state, &name, false).await?;
+    actions::set_paused_by_hand(&state, &name, false).await?;
     Ok(Redirect::to(&links::subscription(&name)).into_response())
 }
 
 async fn enable(State(state): State<AppState>, Path(name): Path<String>) -> PageResult {
-    crate::api::enable_by_hand(&state, &name).await?;
+    actions::enable_by_hand(&state, &name).await?;
     Ok(Redirect::to(&links::subscription(&name)).into_response())
 }
 
@@ -518,7 +478,7 @@ async fn delivery_waits(
     state: &AppState,
     delivery: &redrive_core::Delivery,
 ) -> Result<Waits, PageError> {
-    let now = Timestamp::now();
+    let now = state.clock.now();
     if redrive_core::hold::delivery_waiting(delivery, None, None, now).is_none() {
         return Ok(Waits {
             now,
@@ -537,7 +497,7 @@ async fn delivery_waits(
 }
 
 async fn retry_now(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
-    state.store.retry_now(&id, Timestamp::now()).await?;
+    state.store.retry_now(&id, state.clock.now()).await?;
     tracing::info!(delivery = %id, "retry requested from the console");
     Ok(Redirect::to(&links::delivery(&id)).into_response())
 }

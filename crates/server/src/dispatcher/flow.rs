@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::clock::Clock;
+
 /// Where a new subscription's window starts: enough for a healthy
 /// endpoint's burst to ramp up within a few round trips, small enough that a
 /// dead endpoint only ever holds a handful of pushes.
@@ -242,12 +244,23 @@ pub struct PushHold {
 /// The pauses in force on this node, per subscription: the dispatcher
 /// writes them as they start and end, the API may read them.
 #[derive(Debug, Default)]
-pub struct PushHolds(Mutex<HashMap<String, PushHold>>);
+pub struct PushHolds {
+    holds: Mutex<HashMap<String, PushHold>>,
+    /// Turns a pause's monotonic end into wall-clock time.
+    clock: Clock,
+}
 
 impl PushHolds {
+    pub fn new(clock: Clock) -> Self {
+        PushHolds {
+            holds: Mutex::default(),
+            clock,
+        }
+    }
+
     /// The pause holding back `subscription`'s pushes at `now`, if any.
     pub fn get(&self, subscription: &str, now: Timestamp) -> Option<PushHold> {
-        let holds = self.0.lock().ok()?;
+        let holds = self.holds.lock().ok()?;
         holds
             .get(subscription)
             .copied()
@@ -268,11 +281,13 @@ impl PushHolds {
     /// Notes the pause `hold` of `flow` (ending at a monotonic instant)
     /// for `subscription`, or that it has none.
     pub(super) fn note(&self, subscription: &str, hold: Option<Hold>) {
-        let Ok(mut holds) = self.0.lock() else { return };
+        let Ok(mut holds) = self.holds.lock() else {
+            return;
+        };
         match hold {
             Some(hold) => {
                 let left = hold.until.saturating_duration_since(Instant::now());
-                let until = Timestamp::now().checked_add(left).unwrap_or(Timestamp::MAX);
+                let until = self.clock.now().checked_add(left).unwrap_or(Timestamp::MAX);
                 holds.insert(
                     subscription.to_owned(),
                     PushHold {
@@ -289,7 +304,7 @@ impl PushHolds {
 
     /// Forgets the subscriptions `keep` does not name.
     pub(super) fn retain(&self, keep: impl Fn(&str) -> bool) {
-        if let Ok(mut holds) = self.0.lock() {
+        if let Ok(mut holds) = self.holds.lock() {
             holds.retain(|name, _| keep(name));
         }
     }

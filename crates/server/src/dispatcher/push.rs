@@ -1,14 +1,13 @@
-//! One push: the HTTP request an endpoint receives, and what came back.
+//! One push: sends the request `redrive_core::outbound` builds (what an
+//! endpoint receives) and reads what came back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use redrive_core::binding::{binary_headers, structured_body};
 use redrive_core::classify::parse_retry_after;
-use redrive_core::dialect::{
-    HeadersProfile, PayloadFormat, PushContext, appengine_headers, pubsub_push_body,
-};
+use redrive_core::dialect::PushContext;
+use redrive_core::outbound::Push;
 use redrive_core::security::{EndpointPolicy, SigningSecret};
 use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES, SubscriptionSpec};
 use redrive_store::ClaimedDelivery;
@@ -53,17 +52,17 @@ pub struct Guard<'a> {
     pub secrets: &'a [SigningSecret],
 }
 
-/// Sends one attempt of `claimed` to the subscription's endpoint, in its
-/// payload format and headers profile, and reads at most the response
-/// snippet, all within the subscription's timeout.
+/// Sends one attempt of `claimed` to the subscription's endpoint (the
+/// request as `redrive_core::outbound::request` builds it) and reads at most
+/// the response snippet, all within the subscription's timeout.
 pub async fn push(
     client: &reqwest::Client,
     spec: &SubscriptionSpec,
     claimed: &ClaimedDelivery,
     guard: Guard<'_>,
+    started_at: Timestamp,
 ) -> PushResult {
     let timeout = spec.timeout.as_duration();
-    let started_at = Timestamp::now();
     let clock = Instant::now();
     let delivery = &claimed.delivery;
     // The client resolves host names through the guarded resolver, but a
@@ -81,53 +80,25 @@ pub async fn push(
             response_snippet: None,
         };
     }
-    let context = PushContext {
-        subscription: &spec.name,
-        delivery_id: &delivery.id,
-        attempt: delivery.attempts,
-        due_at: claimed.due_at,
-        published_at: delivery.created_at,
-    };
-    // Built before the headers: the signature covers the exact bytes sent.
-    let (body, content_type) = match spec.payload_format {
-        PayloadFormat::CloudeventsBinary => (claimed.event.data.clone().unwrap_or_default(), None),
-        PayloadFormat::CloudeventsStructured => (
-            structured_body(&claimed.event),
-            Some("application/cloudevents+json"),
-        ),
-        PayloadFormat::PubsubPush => (
-            pubsub_push_body(&claimed.event, &context),
-            Some("application/json"),
-        ),
-    };
-    let mut request = client
-        .post(&spec.endpoint)
-        .header("webhook-id", &delivery.id)
-        .header("webhook-timestamp", started_at.as_second().to_string())
-        .header("redrive-attempt", delivery.attempts.to_string());
-    if !guard.secrets.is_empty() {
-        let signature = redrive_core::security::sign(
-            guard.secrets,
-            &delivery.id,
-            started_at.as_second(),
-            &body,
-        );
-        request = request.header("webhook-signature", signature);
+    let outbound = redrive_core::outbound::request(&Push {
+        event: &claimed.event,
+        payload_format: spec.payload_format,
+        headers_profile: spec.headers_profile,
+        context: PushContext {
+            subscription: &spec.name,
+            delivery_id: &delivery.id,
+            attempt: delivery.attempts,
+            due_at: claimed.due_at,
+            published_at: delivery.created_at,
+        },
+        started_at,
+        secrets: guard.secrets,
+    });
+    let mut request = client.post(&spec.endpoint);
+    for (name, value) in outbound.headers {
+        request = request.header(name, value);
     }
-    match content_type {
-        Some(content_type) => request = request.header("content-type", content_type),
-        None => {
-            for (name, value) in binary_headers(&claimed.event) {
-                request = request.header(name, value);
-            }
-        }
-    }
-    let mut request = request.body(body);
-    if spec.headers_profile == HeadersProfile::Appengine {
-        for (name, value) in appengine_headers(&context) {
-            request = request.header(name, value);
-        }
-    }
+    let request = request.body(outbound.body);
     let exchange = async {
         let response = request.send().await?;
         let status = response.status().as_u16();

@@ -133,7 +133,6 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jiff::Timestamp;
     use redrive_core::{Attempt, Decision};
     use redrive_store::prelude::*;
     use redrive_store::{ClaimRequest, ClaimWant, SqliteStore};
@@ -143,7 +142,7 @@ mod tests {
         count: usize,
     ) -> (tempfile::TempDir, Arc<SqliteStore>, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let now = Timestamp::now();
+        let now = crate::clock::Clock::default().now();
         let store = Arc::new(SqliteStore::open(dir.path(), now).unwrap());
         store.create_topic("t", now).await.unwrap();
         store
@@ -179,7 +178,7 @@ mod tests {
             attempt: Attempt {
                 number: 1,
                 kind: redrive_core::AttemptKind::Push,
-                started_at: Timestamp::now(),
+                started_at: crate::clock::Clock::default().now(),
                 duration_ms: 1,
                 status: Some(200),
                 error: None,

@@ -16,7 +16,8 @@ use redrive_core::security::{Permission, Scope};
 use redrive_store::{Store, StoreError, TokenRecord};
 use subtle::ConstantTimeEq;
 
-use crate::api::{ApiError, AppState};
+use super::Security;
+use crate::error::ApiError;
 
 pub const TOKEN_PREFIX: &str = "rdv_";
 /// Shortest admin token an operator may choose.
@@ -196,7 +197,7 @@ pub fn forbidden(principal: &Principal, needed: &Permission) -> ApiError {
 /// its rate. `/healthz`, `/readyz` (load balancers probe them without
 /// credentials) and `/openapi.json` stay open.
 pub async fn api_guard(
-    State(state): State<AppState>,
+    State(security): State<Security>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -204,12 +205,7 @@ pub async fn api_guard(
     if !(path.starts_with("/v1/") || path == "/metrics") {
         return next.run(request).await;
     }
-    let principal = match state
-        .security
-        .auth
-        .authenticate_request(request.headers())
-        .await
-    {
+    let principal = match security.auth.authenticate_request(request.headers()).await {
         Ok(principal) => principal,
         Err(err) => return with_challenge(err.into_response()),
     };
@@ -218,7 +214,7 @@ pub async fn api_guard(
         return forbidden(&principal, &needed).into_response();
     }
     if matches!(needed, Permission::Publish { .. })
-        && let Err(retry_after) = state.security.publish_limiter.check(&principal.key)
+        && let Err(retry_after) = security.publish_limiter.check(&principal.key)
     {
         return super::limits::rate_limited(retry_after);
     }

@@ -22,28 +22,27 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redrive_core::security::Scope;
 use subtle::ConstantTimeEq;
 
+use super::Security;
 use super::auth::{self, Principal};
-use crate::api::{ApiError, AppState};
+use crate::error::ApiError;
 
 pub const COOKIE: &str = "redrive_session";
 pub const CSRF_FIELD: &str = "csrf_token";
 pub const CSRF_HEADER: &str = "x-csrf-token";
-const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Largest console form read for its CSRF field.
-const MAX_FORM_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The signed-in person of a console request.
 #[derive(Clone, Debug)]
@@ -124,7 +123,7 @@ impl Sessions {
         })
     }
 
-    fn create(&self, principal: Principal) -> anyhow::Result<String> {
+    pub(crate) fn create(&self, principal: Principal) -> anyhow::Result<String> {
         let id = URL_SAFE_NO_PAD.encode(super::random_bytes::<32>()?);
         let csrf_token = URL_SAFE_NO_PAD.encode(super::random_bytes::<32>()?);
         if let Ok(mut sessions) = self.sessions.lock() {
@@ -149,7 +148,7 @@ impl Sessions {
             .then(|| (session.principal.clone(), session.csrf_token.clone()))
     }
 
-    fn end(&self, id: &str) {
+    pub(crate) fn end(&self, id: &str) {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.remove(id);
         }
@@ -163,7 +162,7 @@ impl Sessions {
     }
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -174,132 +173,8 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// Sign-in and sign-out routes (everything else under `/console` belongs
-/// to the console itself).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/console/login", get(login_form).post(login))
-        .route("/console/logout", post(logout))
-        .route("/console/session", get(session_info))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
-}
-
-/// The signed-in session, for pages that send changes with `fetch` and the
-/// `x-csrf-token` header. Same-origin only: the cookie is `SameSite=Strict`
-/// and no CORS headers are ever sent.
-async fn session_info(session: ConsoleSession) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "scope": session.scope.to_string(),
-        "csrf_token": session.csrf_token,
-    }))
-}
-
-#[derive(serde::Deserialize, Default)]
-pub struct LoginQuery {
-    next: Option<String>,
-}
-
-/// Only console paths are valid targets after sign-in (no open redirect).
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(path)
-            if path.starts_with("/console")
-                && !path.starts_with("/console/login")
-                && !path.contains("//")
-                && !path.contains('\\') =>
-        {
-            path.to_owned()
-        }
-        _ => "/console".to_owned(),
-    }
-}
-
-fn login_page(next: &str, error: Option<&str>) -> Html<String> {
-    Html(crate::console::views::login(next, error).into_string())
-}
-
-async fn login_form(query: axum::extract::Query<LoginQuery>) -> Html<String> {
-    login_page(&safe_next(query.next.as_deref()), None)
-}
-
-#[derive(serde::Deserialize)]
-pub struct LoginForm {
-    token: String,
-    next: Option<String>,
-}
-
-async fn login(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    axum::extract::Form(form): axum::extract::Form<LoginForm>,
-) -> Response {
-    let next = safe_next(form.next.as_deref());
-    if let Err(err) = same_origin(&headers) {
-        return err.into_response();
-    }
-    let principal = match state.security.auth.authenticate(form.token.trim()).await {
-        Ok(principal) => principal,
-        Err(err) => {
-            tracing::info!("console sign-in refused");
-            return (
-                StatusCode::UNAUTHORIZED,
-                login_page(&next, Some(&err.message)),
-            )
-                .into_response();
-        }
-    };
-    if !principal
-        .scope
-        .allows(&redrive_core::security::Permission::Read)
-    {
-        return (
-            StatusCode::FORBIDDEN,
-            login_page(
-                &next,
-                Some("this token may only publish; the console needs a read or admin token"),
-            ),
-        )
-            .into_response();
-    }
-    let id = match state.security.sessions.create(principal) {
-        Ok(id) => id,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot open a console session");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "cannot open a session",
-            )
-            .into_response();
-        }
-    };
-    let cookie = format!(
-        "{COOKIE}={id}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
-    );
-    let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
-}
-
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(id) = session_cookie(&headers) {
-        state.security.sessions.end(&id);
-    }
-    let mut response = Redirect::to("/console/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "redrive_session=; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
-        ),
-    );
-    response
-}
-
 /// A browser's cross-site request carries a foreign `Origin`; refuse it.
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
     else {
         return Ok(());
@@ -328,7 +203,7 @@ fn csrf_refused() -> Response {
 
 /// Guards `/console` (see the module documentation).
 pub async fn console_guard(
-    State(state): State<AppState>,
+    State(security): State<Security>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -341,7 +216,7 @@ pub async fn console_guard(
     {
         return next.run(request).await;
     }
-    let security = &state.security;
+    let security = &security;
     let unsafe_method = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -453,24 +328,7 @@ async fn csrf_of(request: Request) -> Result<(Option<String>, Request), Response
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_console_paths_are_redirect_targets() {
-        assert_eq!(
-            safe_next(Some("/console/deliveries?x=1")),
-            "/console/deliveries?x=1"
-        );
-        for bad in [
-            "https://evil.example/",
-            "//evil.example",
-            "/v1/tokens",
-            "/console//evil",
-            "/console/login",
-        ] {
-            assert_eq!(safe_next(Some(bad)), "/console", "{bad}");
-        }
-        assert_eq!(safe_next(None), "/console");
-    }
+    use axum::http::HeaderValue;
 
     #[test]
     fn the_session_cookie_is_found_among_others() {

@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use redrive_core::security::RequestRate;
 
-use crate::api::{ApiError, AppState};
+use super::Security;
+use crate::error::ApiError;
 
 /// Most request headers accepted (below hyper's own hard limit of 100, so
 /// the client gets a JSON answer rather than a bare 431).
@@ -91,7 +92,7 @@ pub fn rate_limited(retry_after: Duration) -> Response {
 /// request timeout to arrive and be answered (408), e.g. a body trickling
 /// in a byte at a time.
 pub async fn request_guard(
-    State(state): State<AppState>,
+    State(security): State<Security>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -112,7 +113,7 @@ pub async fn request_guard(
         )
         .into_response();
     }
-    let timeout = state.security.request_timeout;
+    let timeout = security.request_timeout;
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

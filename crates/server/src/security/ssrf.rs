@@ -41,11 +41,14 @@ pub fn check_url(policy: &EndpointPolicy, url: &Url) -> Result<(), NetworkError>
 
 /// The create/update check of a subscription's endpoint: a 400 naming the
 /// refused address. (The URL itself was validated before.)
-pub fn check_endpoint(policy: &EndpointPolicy, endpoint: &str) -> Result<(), crate::api::ApiError> {
+pub fn check_endpoint(
+    policy: &EndpointPolicy,
+    endpoint: &str,
+) -> Result<(), crate::error::ApiError> {
     let url = Url::parse(endpoint).map_err(|err| {
-        crate::api::ApiError::invalid("endpoint", format!("{endpoint:?} is not a URL: {err}"))
+        crate::error::ApiError::invalid("endpoint", format!("{endpoint:?} is not a URL: {err}"))
     })?;
-    check_url(policy, &url).map_err(|err| crate::api::ApiError::invalid("endpoint", err))
+    check_url(policy, &url).map_err(|err| crate::error::ApiError::invalid("endpoint", err))
 }
 
 /// Resolves with the system resolver, then keeps only permitted addresses.

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use redrive_server::ServeOptions;
-use redrive_server::api::Limits;
+use redrive_server::app::Limits;
 use redrive_server::clock::Clock;
 use redrive_server::dispatcher::DispatcherConfig;
 use redrive_server::health::HealthConfig;

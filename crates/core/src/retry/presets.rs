@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::classify::StatusRange;
 use crate::duration::HumanDuration;
-use crate::policy::{Backoff, Jitter, LimitMode, RetryPolicy};
+use crate::retry::classify::StatusRange;
+use crate::retry::policy::{Backoff, Jitter, LimitMode, RetryPolicy};
 
 /// One preset: a retry policy plus the subscription settings that come with
 /// it in the source system.
@@ -340,7 +340,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::classify::{AttemptOutcome, ErrorClass, Verdict};
+    use crate::retry::classify::{AttemptOutcome, ErrorClass, Verdict};
 
     fn named(name: &str) -> RetryPolicy {
         preset(name).unwrap().policy()

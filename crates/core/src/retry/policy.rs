@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::classify::StatusRange;
 use crate::duration::HumanDuration;
+use crate::retry::classify::StatusRange;
 
 /// How the delay before each retry grows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -65,9 +65,9 @@ pub enum LimitMode {
 /// 3600s with 16 doublings and no limits.
 ///
 /// Written with `"preset": "NAME"`, the policy starts from that preset
-/// (see [`crate::presets`]) and the fields given beside it override it.
+/// (see [`crate::retry::presets`]) and the fields given beside it override it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "crate::presets::RawRetryPolicy")]
+#[serde(try_from = "crate::retry::presets::RawRetryPolicy")]
 pub struct RetryPolicy {
     /// The preset this policy started from, kept so it reads back as
     /// written.
@@ -103,12 +103,34 @@ pub struct RetryPolicy {
     pub final_codes: Vec<StatusRange>,
 }
 
-pub(crate) fn default_backoff() -> Backoff {
-    Backoff::Exponential {
-        min_backoff: HumanDuration::from_millis(100),
-        max_backoff: HumanDuration::from_secs(3600),
-        max_doublings: 16,
+/// App Engine push queues' backoff defaults (queue.xml, queue.yaml):
+/// 0.1 s doubling 16 times, at most 3600 s. redrive's default too.
+pub const APPENGINE_BACKOFF: ExponentialBackoff = ExponentialBackoff {
+    min_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(3600),
+    max_doublings: 16,
+};
+
+/// The settings of an exponential backoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExponentialBackoff {
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_doublings: u32,
+}
+
+impl From<ExponentialBackoff> for Backoff {
+    fn from(settings: ExponentialBackoff) -> Self {
+        Backoff::Exponential {
+            min_backoff: HumanDuration(settings.min_backoff),
+            max_backoff: HumanDuration(settings.max_backoff),
+            max_doublings: settings.max_doublings,
+        }
     }
+}
+
+pub(crate) fn default_backoff() -> Backoff {
+    APPENGINE_BACKOFF.into()
 }
 
 impl Default for RetryPolicy {

@@ -1,4 +1,4 @@
-//! `redrive bench-console`: how long the console's reads take on one
+//! `redrive bench console`: how long the console's reads take on one
 //! subscription with a large history (100,000 deliveries by default).
 //!
 //! A measurement, not a test: whether each console query is an index range

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::duration::format_duration;
-use crate::policy::{LimitMode, RetryPolicy, ScheduledRetry};
+use crate::retry::policy::{LimitMode, RetryPolicy, ScheduledRetry};
 
 /// The first retries of a policy and why the list stops there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,7 +253,7 @@ pub fn push_backoff_note(on: bool) -> &'static str {
 mod tests {
     use super::*;
     use crate::duration::HumanDuration;
-    use crate::policy::Backoff;
+    use crate::retry::policy::Backoff;
 
     fn ten_to_300() -> RetryPolicy {
         RetryPolicy {
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn pubsub_retries_until_its_retention_runs_out() {
-        let preset = crate::presets::preset("pubsub").unwrap();
+        let preset = crate::retry::presets::preset("pubsub").unwrap();
         let retention = preset.message_retention.unwrap();
         let schedule = preset.policy().schedule_within(20, retention);
         assert_eq!(schedule.retries.len(), 20);

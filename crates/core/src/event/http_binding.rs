@@ -1,9 +1,11 @@
-//! What an endpoint receives: the CloudEvents HTTP binding, outbound.
+//! The CloudEvents HTTP binding in binary mode, both ways: the attributes
+//! as `ce-*` headers and the data as the body.
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
-use crate::event::{CloudEvent, JSON_CONTENT_TYPE, StructuredData};
+use super::media_type::check_media_type;
+use super::*;
 
 /// What the binding requires percent-encoded in a header value: space,
 /// double-quote, percent, and everything outside printable ASCII (controls
@@ -49,32 +51,140 @@ pub fn binary_headers(event: &CloudEvent) -> Vec<(String, String)> {
     headers
 }
 
-/// The event in structured mode (`application/cloudevents+json`).
-///
-/// JSON data is written with the payload's own bytes rather than a
-/// re-serialization, so numbers beyond `f64` precision and member order reach
-/// the endpoint exactly as published in binary mode.
-pub fn structured_body(event: &CloudEvent) -> Vec<u8> {
-    let Some(StructuredData::Json { raw, .. }) = event.structured_data() else {
-        return event.to_structured_json().to_string().into_bytes();
-    };
-    let attributes = Value::Object(event.structured_attributes()).to_string();
-    // Splice `"data":<raw>` in before the closing brace; `raw` parsed as one
-    // JSON value, so the result is one JSON object.
-    let head = attributes.strip_suffix('}').unwrap_or(&attributes);
-    let mut body = Vec::with_capacity(attributes.len() + raw.len() + 8);
-    body.extend_from_slice(head.as_bytes());
-    if head.len() > 1 {
-        body.push(b',');
+impl CloudEvent {
+    /// The bytes the attributes take as the headers of a binary-mode push.
+    pub fn binary_header_bytes(&self) -> usize {
+        binary_headers(self)
+            .iter()
+            // "name: value\r\n"
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum()
     }
-    body.extend_from_slice(br#""data":"#);
-    body.extend_from_slice(raw);
-    body.push(b'}');
-    body
 }
 
 fn encode_header_value(value: &str) -> String {
     utf8_percent_encode(value, HEADER_VALUE).to_string()
+}
+
+/// Parses binary mode: attributes in `ce-*` headers (percent-encoded), the
+/// body is the data, `content-type` is `datacontenttype`.
+///
+/// Extension values arrive as strings: binary mode carries no type
+/// information, so an integer extension comes back as its decimal text.
+pub fn parse_binary<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    body: &[u8],
+) -> Result<CloudEvent, EventError> {
+    // Keyed by attribute name; the header name is rebuilt for errors.
+    let mut attributes: BTreeMap<String, String> = BTreeMap::new();
+    let mut content_type: Option<String> = None;
+    for (name, raw) in headers {
+        let name = name.to_ascii_lowercase();
+        if name == "content-type" {
+            if content_type.is_some() {
+                return Err(EventError::new(name, "must be given only once"));
+            }
+            content_type = Some(content_type_header(raw)?);
+            continue;
+        }
+        let Some(attribute) = name.strip_prefix("ce-") else {
+            continue;
+        };
+        if attributes.contains_key(attribute) {
+            return Err(EventError::new(name, "must be given only once"));
+        }
+        let value = decode_header_value(raw).map_err(|m| EventError::new(&name, m))?;
+        attributes.insert(attribute.to_owned(), value);
+    }
+
+    let mut required = |attribute: &str| -> Result<String, EventError> {
+        let value = attributes.remove(attribute).ok_or_else(|| {
+            EventError::new(format!("ce-{attribute}"), "required header is missing")
+        })?;
+        check_attribute(&value).map_err(|m| EventError::new(format!("ce-{attribute}"), m))?;
+        Ok(value)
+    };
+    let specversion = required("specversion")?;
+    check_specversion(&specversion).map_err(|m| EventError::new("ce-specversion", m))?;
+    let id = required("id")?;
+    let source = required("source")?;
+    let ty = required("type")?;
+
+    let mut optional = |attribute: &str| -> Result<Option<String>, EventError> {
+        let Some(value) = attributes.remove(attribute) else {
+            return Ok(None);
+        };
+        check_attribute(&value).map_err(|m| EventError::new(format!("ce-{attribute}"), m))?;
+        Ok(Some(value))
+    };
+    let subject = optional("subject")?;
+    let time = optional("time")?;
+    if let Some(time) = &time {
+        check_time(time).map_err(|m| EventError::new("ce-time", m))?;
+    }
+    let dataschema = optional("dataschema")?;
+
+    if attributes.contains_key("datacontenttype") {
+        return Err(EventError::new(
+            "ce-datacontenttype",
+            "is not allowed in binary mode; the content-type header carries datacontenttype",
+        ));
+    }
+    let mut extensions = BTreeMap::new();
+    for (name, value) in attributes {
+        let field = format!("ce-{}", excerpt(&name));
+        check_extension_name(&name).map_err(|m| EventError::new(&field, m))?;
+        check_attribute_chars(&value).map_err(|m| EventError::new(&field, m))?;
+        extensions.insert(name, Value::String(value));
+    }
+
+    Ok(CloudEvent {
+        id,
+        source,
+        ty,
+        specversion,
+        subject,
+        time,
+        datacontenttype: content_type,
+        dataschema,
+        extensions,
+        data: (!body.is_empty()).then(|| body.to_vec()),
+    })
+}
+
+fn content_type_header(raw: &[u8]) -> Result<String, EventError> {
+    let value = std::str::from_utf8(raw)
+        .map_err(|_| EventError::new("content-type", "must be ASCII text"))?
+        .trim_matches([' ', '\t']);
+    check_attribute(value)
+        .and_then(|()| check_media_type(value))
+        .map_err(|m| EventError::new("content-type", m))?;
+    Ok(value.to_owned())
+}
+
+/// The binding's decoding: undo double-quoted strings (older producers quote
+/// values with spaces), then one round of percent-decoding, then UTF-8.
+fn decode_header_value(raw: &[u8]) -> Result<String, String> {
+    let raw = raw.trim_ascii();
+    let mut unquoted = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied();
+    let mut quoted = false;
+    while let Some(b) = bytes.next() {
+        match (quoted, b) {
+            (false, b'"') => quoted = true,
+            (true, b'"') => quoted = false,
+            (true, b'\\') => match bytes.next() {
+                Some(escaped) => unquoted.push(escaped),
+                None => return Err("ends inside a backslash escape".to_owned()),
+            },
+            (_, b) => unquoted.push(b),
+        }
+    }
+    if quoted {
+        return Err("has an unterminated double-quoted string".to_owned());
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode(&unquoted).collect();
+    String::from_utf8(decoded).map_err(|_| "is not valid UTF-8 after percent-decoding".to_owned())
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::classify::{AttemptOutcome, RetryAfter, Verdict};
-use crate::policy::{Jitter, RetryPolicy};
+use crate::retry::classify::{AttemptOutcome, RetryAfter, Verdict};
+use crate::retry::policy::{Jitter, RetryPolicy};
 
 /// Why a delivery ended without being delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -80,7 +80,9 @@ impl RetryPolicy {
     /// [`may_retry`](Self::may_retry) allows it at the delivery's current age.
     /// The wait is the backoff delay with jitter applied, raised to honour a
     /// `Retry-After` answer up to [`retry_after_cap`](Self::retry_after_cap).
-    pub fn decide(&self, outcome: &AttemptOutcome, ctx: &AttemptContext) -> Decision {
+    /// A delivery's decision also weighs its attempt limit: see
+    /// [`retry::decide`](super::decide).
+    pub(super) fn decide(&self, outcome: &AttemptOutcome, ctx: &AttemptContext) -> Decision {
         match self.classify(outcome) {
             Verdict::Success => return Decision::Delivered,
             Verdict::Final => {
@@ -158,9 +160,9 @@ fn scale(d: Duration, sample: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{ErrorClass, StatusRange, parse_retry_after};
     use crate::duration::HumanDuration;
-    use crate::policy::{Backoff, LimitMode};
+    use crate::retry::classify::{ErrorClass, StatusRange, parse_retry_after};
+    use crate::retry::policy::{Backoff, LimitMode};
 
     fn t(secs: i64) -> Timestamp {
         let start: Timestamp = "2024-05-01T12:00:00Z".parse().unwrap();

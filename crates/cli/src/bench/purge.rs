@@ -1,4 +1,4 @@
-//! `redrive bench-purge`: shows that storage stays bounded under steady
+//! `redrive bench purge`: shows that storage stays bounded under steady
 //! traffic once the history retention passes.
 //!
 //! It drives the embedded store directly (no HTTP, so that a million events

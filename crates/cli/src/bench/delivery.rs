@@ -1,4 +1,4 @@
-//! `redrive bench`: publish and delivery throughput and latency, end to end.
+//! `redrive bench delivery`: publish and delivery throughput and latency, end to end.
 //!
 //! A sink on 127.0.0.1 answers every push with 200 at once and notes when
 //! each event first arrives. Events go in through the real HTTP API, from
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-/// `redrive bench`'s options. `--server` is the CLI's global flag: given on
+/// `redrive bench delivery`'s options. `--server` is the CLI's global flag: given on
 /// the command line, the bench runs against that server; otherwise (its
 /// default, and `REDRIVE_SERVER`, are ignored here) against a server it
 /// starts in this process.
@@ -362,7 +362,7 @@ impl LocalServer {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
             database_url: args.database_url.clone(),
-            limits: redrive_server::api::Limits::default(),
+            limits: redrive_server::app::Limits::default(),
             dispatcher: redrive_server::dispatcher::DispatcherConfig {
                 max_in_flight: args.max_in_flight,
                 ..Default::default()
