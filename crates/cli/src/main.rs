@@ -3,7 +3,7 @@
 mod bench;
 mod client;
 mod commands;
-mod dialects;
+mod declared;
 mod explain;
 mod health;
 mod lifecycle;
@@ -86,12 +86,12 @@ enum Command {
     /// Print shell completions: bash, zsh, fish, elvish or powershell.
     Completions(ops::CompletionsArgs),
     /// Apply a redrive.toml to a running server, printing what changed.
-    Apply(dialects::ApplyArgs),
+    Apply(declared::ApplyArgs),
     /// Print the server's topics and subscriptions as a redrive.toml.
     Export,
     /// Create topics and subscriptions from another system's configuration.
     #[command(subcommand)]
-    Import(dialects::ImportCommand),
+    Import(declared::ImportCommand),
 }
 
 #[derive(Subcommand)]
@@ -274,11 +274,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => ops::backup(&cli.server, cli.token.as_deref(), args).await,
         Command::Completions(args) => ops::completions(args, &mut command()),
         Command::Apply(args) => {
-            dialects::apply(&client(&cli.server, cli.token.as_deref())?, args).await
+            declared::apply(&client(&cli.server, cli.token.as_deref())?, args).await
         }
-        Command::Export => dialects::export(&client(&cli.server, cli.token.as_deref())?).await,
+        Command::Export => declared::export(&client(&cli.server, cli.token.as_deref())?).await,
         Command::Import(command) => {
-            dialects::import(&client(&cli.server, cli.token.as_deref())?, command).await
+            declared::import(&client(&cli.server, cli.token.as_deref())?, command).await
         }
     }
 }
@@ -290,7 +290,7 @@ fn client(server: &str, token: Option<&str>) -> anyhow::Result<client::Client> {
 async fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
     let (security, generated) = args.security.options(&args.data_dir)?;
     let config = match &args.config {
-        Some(path) => Some(dialects::read_config(path)?.desired),
+        Some(path) => Some(declared::read_config(path)?.desired),
         None => None,
     };
     let options = redrive_server::ServeOptions {

@@ -52,7 +52,7 @@ pub async fn serve(
     // PostgreSQL node never stages one).
     crate::backup_staging::remove_leftovers(&options.data_dir);
     if let Some(desired) = &options.config {
-        let changes = crate::config::apply(
+        let changes = crate::declared::apply(
             &*store,
             desired,
             &options.security.endpoint_policy,

@@ -129,7 +129,7 @@ fn markup_in_list_rows_is_escaped() {
     let rows = views::DeliveryRows {
         subscription: "hooks".into(),
         deliveries: vec![delivery(DeliveryState::Failed, 3)],
-        filters: views::Filters {
+        filters: redrive_server::console::links::Filters {
             event_type: NASTY.into(),
             ..Default::default()
         },

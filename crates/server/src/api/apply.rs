@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, from_value};
 use super::subscriptions::spec_from_json;
-use crate::config::{self, Change};
+use crate::declared::{self, Change};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -74,7 +74,7 @@ pub async fn apply(
         topics,
         subscriptions,
     };
-    let changes = config::apply(
+    let changes = declared::apply(
         &*state.store,
         &desired,
         &state.security.endpoint_policy,

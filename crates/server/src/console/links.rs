@@ -2,7 +2,37 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::views::Filters;
+/// The filters of a subscription's list, as typed (they round-trip into
+/// the form and the links).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub state: String,
+    pub reason: String,
+    pub event_type: String,
+    pub status: String,
+    pub since: String,
+    pub until: String,
+}
+
+impl Filters {
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("state", self.state.as_str()),
+            ("reason", self.reason.as_str()),
+            ("type", self.event_type.as_str()),
+            ("status", self.status.as_str()),
+            ("since", self.since.as_str()),
+            ("until", self.until.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs().is_empty()
+    }
+}
 
 /// Everything but unreserved characters is encoded, in paths and queries.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC

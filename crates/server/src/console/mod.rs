@@ -25,7 +25,8 @@ use crate::actions::{self, Redriven};
 use crate::error::PageError;
 use crate::security::console::ConsoleSession;
 use crate::state::AppState;
-use views::{DeliveryRows, Filters, Frame, Waits};
+use links::Filters;
+use views::{DeliveryRows, Frame, Waits};
 
 /// Rows per page of a delivery list.
 const PAGE_SIZE: u32 = 50;

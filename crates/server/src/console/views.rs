@@ -16,6 +16,7 @@ use redrive_core::{
 use redrive_store::{OutcomeBucket, StateCounts};
 
 use super::links;
+use super::links::Filters;
 
 /// Most payload bytes shown as text; the rest is cut with a note.
 pub const PAYLOAD_TEXT_LIMIT: usize = 64 * 1024;
@@ -357,38 +358,6 @@ pub fn outcome_chart(buckets: &[OutcomeBucket]) -> Markup {
 // ---------------------------------------------------------------------------
 // Subscription
 // ---------------------------------------------------------------------------
-
-/// The filters of a subscription's list, as typed (they round-trip into
-/// the form and the links).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filters {
-    pub state: String,
-    pub reason: String,
-    pub event_type: String,
-    pub status: String,
-    pub since: String,
-    pub until: String,
-}
-
-impl Filters {
-    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("state", self.state.as_str()),
-            ("reason", self.reason.as_str()),
-            ("type", self.event_type.as_str()),
-            ("status", self.status.as_str()),
-            ("since", self.since.as_str()),
-            ("until", self.until.as_str()),
-        ]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pairs().is_empty()
-    }
-}
 
 pub struct SubscriptionPage {
     pub name: String,

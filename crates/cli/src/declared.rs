@@ -12,7 +12,7 @@ use redrive_core::duration::format_duration;
 use redrive_core::import::Imported;
 use redrive_core::import::appengine::EndpointRule;
 use redrive_core::lifecycle::SYSTEM_TOPIC;
-use redrive_server::config::{Change, ChangeKind, check_subscription};
+use redrive_server::declared::{Change, ChangeKind, check_subscription};
 use serde_json::{Value, json};
 
 use crate::client::Client;
