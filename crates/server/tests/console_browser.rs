@@ -29,8 +29,21 @@ struct Browser {
     _profile: TempDir,
 }
 
-/// Starts chromedriver and a headless Chromium.
+/// Starts chromedriver and a headless Chromium. On a loaded machine a
+/// starting chromedriver sometimes drops its first session's connection:
+/// that is tried again with a fresh driver, a few times, before failing.
 async fn browser(programs: BrowserPrograms) -> Browser {
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        match start_browser(&programs).await {
+            Ok(browser) => return browser,
+            Err(err) => last_error = err,
+        }
+    }
+    panic!("a Chromium session through chromedriver: {last_error}");
+}
+
+async fn start_browser(programs: &BrowserPrograms) -> Result<Browser, String> {
     let BrowserPrograms {
         chromium,
         chromedriver: driver,
@@ -39,7 +52,7 @@ async fn browser(programs: BrowserPrograms) -> Browser {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
-    let child = Command::new(&driver)
+    let child = Command::new(driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -77,12 +90,12 @@ async fn browser(programs: BrowserPrograms) -> Browser {
         .capabilities(capabilities)
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
-        .expect("a Chromium session through chromedriver");
-    Browser {
+        .map_err(|err| format!("{err:?}"))?;
+    Ok(Browser {
         client,
         _driver: child,
         _profile: profile,
-    }
+    })
 }
 
 fn screenshot_dir() -> PathBuf {
