@@ -104,15 +104,17 @@ fn prune_forgets_only_receipts_older_than_the_cutoff_on_sqlite(_: ()) {
     );
 }
 
-/// A client on a fresh schema of the test database at `url`.
-async fn pg(url: &str) -> (String, tokio_postgres::Client) {
+/// A client on a fresh schema of the test database at `url`, the URL
+/// scoped to that schema, and a client outside it to drop it with
+/// ([`drop_schema`]).
+async fn pg(url: &str) -> (String, tokio_postgres::Client, Scratch) {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let schema = format!("receiver_test_{}_{nanos}", std::process::id());
-    let client = pg_connect(url).await;
-    client
+    let admin = pg_connect(url).await;
+    admin
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
         .unwrap();
@@ -124,7 +126,23 @@ async fn pg(url: &str) -> (String, tokio_postgres::Client) {
         .batch_execute("CREATE TABLE effects (id TEXT)")
         .await
         .unwrap();
-    (scoped, client)
+    (scoped, client, Scratch { admin, schema })
+}
+
+/// A test's schema and a connection outside it.
+struct Scratch {
+    admin: tokio_postgres::Client,
+    schema: String,
+}
+
+/// Drops the test's schema once the test has passed (a failed test leaves
+/// it for a look).
+async fn drop_schema(scratch: Scratch) {
+    scratch
+        .admin
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", scratch.schema))
+        .await
+        .unwrap();
 }
 
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
@@ -146,7 +164,7 @@ async fn effects(client: &tokio_postgres::Client) -> i64 {
 async fn a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt_on_postgres(
     url: String,
 ) {
-    let (_, mut client) = pg(&url).await;
+    let (_, mut client, scratch) = pg(&url).await;
     let record = async |tx: &tokio_postgres::Transaction<'_>, d: &Delivery| {
         tx.execute("INSERT INTO effects (id) VALUES ($1)", &[&d.event.id])
             .await?;
@@ -183,10 +201,12 @@ async fn a_duplicate_does_not_run_the_handler_and_a_rollback_forgets_the_receipt
         Outcome::Processed
     );
     assert_eq!(effects(&client).await, 2);
+    drop(client);
+    drop_schema(scratch).await;
 }
 
 async fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgres(url: String) {
-    let (url, client) = pg(&url).await;
+    let (url, client, scratch) = pg(&url).await;
     let (inside_tx, inside_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let mut first_client = pg_connect(&url).await;
@@ -225,6 +245,8 @@ async fn a_push_arriving_while_the_first_runs_waits_and_is_a_duplicate_on_postgr
             .unwrap(),
         1
     );
+    drop(client);
+    drop_schema(scratch).await;
 }
 
 fn main() -> std::process::ExitCode {
