@@ -9,17 +9,18 @@ use std::process::Command;
 
 mod common;
 
-use common::REDRIVE;
+use common::{REDRIVE, without_redrive_env};
 
 /// The width help text is wrapped to, whatever the terminal.
 const COLUMNS: &str = "100";
 
 fn help(path: &[String]) -> String {
-    let output = Command::new(REDRIVE)
+    // Defaults shown in the help must not come from the test's own
+    // environment.
+    let output = without_redrive_env(&mut Command::new(REDRIVE))
         .args(path)
         .arg("--help")
         .env("COLUMNS", COLUMNS)
-        .env_clear_redrive()
         .output()
         .expect("redrive runs");
     assert!(
@@ -61,23 +62,6 @@ fn render(path: &mut Vec<String>, page: &mut String) {
         path.push(sub);
         render(path, page);
         path.pop();
-    }
-}
-
-trait ClearRedrive {
-    fn env_clear_redrive(&mut self) -> &mut Self;
-}
-
-impl ClearRedrive for Command {
-    /// Defaults shown in the help must not come from the test's own
-    /// environment.
-    fn env_clear_redrive(&mut self) -> &mut Self {
-        for (name, _) in std::env::vars() {
-            if name.starts_with("REDRIVE_") {
-                self.env_remove(name);
-            }
-        }
-        self
     }
 }
 

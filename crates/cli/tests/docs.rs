@@ -40,11 +40,7 @@ fn shell(script: &str, dir: &Path) -> Command {
         .env("PATH", std::env::join_paths(paths).expect("a PATH"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("REDRIVE_") {
-            command.env_remove(name);
-        }
-    }
+    common::without_redrive_env(&mut command);
     command
 }
 

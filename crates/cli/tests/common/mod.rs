@@ -15,6 +15,18 @@ use serde_json::Value;
 
 pub const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
 
+/// Leaves none of redrive's variables (`REDRIVE_*`) from the test's own
+/// environment to `command`, so what it prints depends on its arguments
+/// alone.
+pub fn without_redrive_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars() {
+        if name.starts_with("REDRIVE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// How long a server may take to say where it listens, or to print a line.
 const STARTUP: Duration = Duration::from_secs(30);
 
