@@ -56,12 +56,7 @@ impl Dispatcher {
             }
             // A change announced while the loop was busy elsewhere: reload
             // before claiming, so no push goes out on a stale endpoint.
-            if self
-                .subscriptions_changed
-                .notified()
-                .now_or_never()
-                .is_some()
-            {
+            if self.change_announced() {
                 admission.loaded_at = None;
             }
             if admission
@@ -115,11 +110,7 @@ impl Dispatcher {
                         // PATCH just before the publish it claimed) must be
                         // what these pushes use, not what was loaded before.
                         if claimed_any
-                            && self
-                                .subscriptions_changed
-                                .notified()
-                                .now_or_never()
-                                .is_some()
+                            && self.change_announced()
                             && !self.reload(&mut admission).await
                         {
                             admission.loaded_at = None;
@@ -187,6 +178,15 @@ impl Dispatcher {
         self.drain(tasks).await;
         drop(recorder);
         let _ = recording.await;
+    }
+
+    /// Whether a subscription change was announced since the last look
+    /// (taking the announcement).
+    fn change_announced(&self) -> bool {
+        self.subscriptions_changed
+            .notified()
+            .now_or_never()
+            .is_some()
     }
 
     async fn reload(&self, admission: &mut Admission) -> bool {
