@@ -9,6 +9,7 @@ use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum};
 use super::*;
 use crate::Result;
 use crate::console::*;
+use crate::stored::EVERY_STATE;
 
 /// Parameters of a console statement, owned so they outlive its building.
 pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -101,10 +102,13 @@ pub(super) async fn search(
 pub(crate) fn count_by_state_statement(
     subscription: &str,
     since: jiff::Timestamp,
-) -> (&'static str, Params) {
+) -> (String, Params) {
     (
-        "SELECT state, COUNT(*) FROM deliveries
-         WHERE subscription = $1 AND created_at >= $2 GROUP BY state",
+        format!(
+            "SELECT state, COUNT(*) FROM deliveries
+             WHERE subscription = $1 AND state IN {EVERY_STATE} AND created_at >= $2
+             GROUP BY state"
+        ),
         vec![Box::new(subscription.to_owned()), Box::new(millis(since))],
     )
 }
@@ -115,7 +119,7 @@ pub(super) async fn count_by_state(
     since: jiff::Timestamp,
 ) -> Result<StateCounts> {
     let (sql, args) = count_by_state_statement(subscription, since);
-    let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+    let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
     let found = client
         .query(&stmt, &borrowed(&args))
         .await

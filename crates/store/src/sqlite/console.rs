@@ -10,6 +10,7 @@ use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
 use super::*;
 use crate::Result;
 use crate::console::*;
+use crate::stored::EVERY_STATE;
 
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
@@ -89,10 +90,13 @@ pub(super) fn search_deliveries(
 pub(crate) fn count_by_state_statement(
     subscription: &str,
     since: Timestamp,
-) -> (&'static str, Vec<Value>) {
+) -> (String, Vec<Value>) {
     (
-        "SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_recent
-         WHERE subscription = ?1 AND created_at >= ?2 GROUP BY state",
+        format!(
+            "SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_recent_by_state
+             WHERE subscription = ?1 AND state IN {EVERY_STATE} AND created_at >= ?2
+             GROUP BY state"
+        ),
         vec![subscription.to_owned().into(), millis(since).into()],
     )
 }
@@ -104,7 +108,7 @@ pub(super) fn count_deliveries_by_state(
 ) -> Result<StateCounts> {
     let mut counts = StateCounts::default();
     let (sql, args) = count_by_state_statement(subscription, since);
-    let mut statement = conn.prepare_cached(sql)?;
+    let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(rusqlite::params_from_iter(args), |row| {
         let state: String = row.get(0)?;
         let count: i64 = row.get(1)?;
