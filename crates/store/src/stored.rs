@@ -20,28 +20,7 @@ pub(crate) const DELIVERY_COLUMN_COUNT: usize = 18;
 pub(crate) const ATTEMPT_COLUMNS: &str = "number, started_at, duration_ms, status, error, \
      error_message, response_snippet, decision";
 
-/// Every delivery state, as an SQL list: counts by state name them all so
-/// that the `(subscription, state, created_at)` index is read as one range
-/// per state.
-pub(crate) const EVERY_STATE: &str = "('scheduled', 'in_flight', 'delivered', 'failed')";
-
 /// The status columns of `subscriptions`, read by each backend's
 /// `health::status` at the end of a row.
 pub(crate) const STATUS_COLUMNS: &str =
     "health, health_reason, COALESCE(health_changed_at, created_at), paused";
-
-#[cfg(test)]
-mod tests {
-    use redrive_core::DeliveryState;
-
-    #[test]
-    fn every_state_lists_each_delivery_state_once() {
-        let listed: Vec<&str> = super::EVERY_STATE
-            .trim_matches(|c| c == '(' || c == ')')
-            .split(", ")
-            .map(|quoted| quoted.trim_matches('\''))
-            .collect();
-        let known: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(listed, known);
-    }
-}

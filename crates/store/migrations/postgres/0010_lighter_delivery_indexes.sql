@@ -1,11 +1,6 @@
 -- A delivery row is written three times (published, claimed, finished),
--- and each write adds an entry to every index (an update that changes an
--- indexed column, `state` here, is never a heap-only update). Two indexes
--- only repeated others (`deliveries_recent*` serve every query that read
--- them), and `deliveries_recent` carried `state` so that counts by state
--- could read it alone: counts by state now read
--- `deliveries_recent_by_state`.
+-- and each write adds an entry to every index: an update that changes an
+-- indexed column (`state`) is never a heap-only update. Two indexes only
+-- repeated others: `deliveries_recent*` serve every query that read them.
 DROP INDEX deliveries_by_subscription;
 DROP INDEX deliveries_by_state;
-DROP INDEX deliveries_recent;
-CREATE INDEX deliveries_recent ON deliveries (subscription, created_at, id);

@@ -10,7 +10,6 @@ use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
 use super::*;
 use crate::Result;
 use crate::console::*;
-use crate::stored::EVERY_STATE;
 
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
@@ -84,6 +83,10 @@ pub(super) fn search_deliveries(
         query.page_limit(),
     ))
 }
+
+/// Every delivery state, as an SQL list: counts by state name them all so
+/// that `deliveries_recent_by_state` is read as one range per state.
+const EVERY_STATE: &str = "('scheduled', 'in_flight', 'delivered', 'failed')";
 
 /// The statement counting a subscription's deliveries by state, and its
 /// parameters.
@@ -192,3 +195,19 @@ impl ConsoleStore for SqliteStore {
 
 #[cfg(test)]
 mod plans;
+
+#[cfg(test)]
+mod every_state_tests {
+    use redrive_core::DeliveryState;
+
+    #[test]
+    fn every_state_lists_each_delivery_state_once() {
+        let listed: Vec<&str> = super::EVERY_STATE
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|quoted| quoted.trim_matches('\''))
+            .collect();
+        let known: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(listed, known);
+    }
+}

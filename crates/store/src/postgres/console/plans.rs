@@ -324,7 +324,7 @@ async fn every_console_query_is_an_index_range() {
         }
         let (sql, args) = count_by_state_statement("s1", noon());
         checker
-            .check(mode, "counts by state", &sql, &args, false)
+            .check(mode, "counts by state", sql, &args, false)
             .await;
         let (sql, args) =
             outcome_buckets_statement("s1", millis(noon()) - 86_400_000, millis(noon()), 3_600_000);
