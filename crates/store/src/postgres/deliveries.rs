@@ -21,7 +21,7 @@ impl DeliveryStore for PostgresStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
-        let mut client = self.client().await?;
+        let mut client = self.bookkeeping_client().await?;
         if request.wants.iter().any(|want| want.rate.is_some()) {
             return rate::claim_rated(&mut client, &request).await;
         }
@@ -33,7 +33,7 @@ impl DeliveryStore for PostgresStore {
         if completions.is_empty() {
             return Ok(());
         }
-        let mut client = self.client().await?;
+        let mut client = self.bookkeeping_client().await?;
         let fanned_out = complete_in(&mut client, &completions).await?;
         if fanned_out {
             self.wake();
@@ -42,7 +42,7 @@ impl DeliveryStore for PostgresStore {
     }
 
     async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
-        let client = self.client().await?;
+        let client = self.bookkeeping_client().await?;
         // Rows another node is completing right now are skipped: their
         // completion wins, and the next rescue looks again.
         let moved = client
@@ -77,7 +77,7 @@ impl DeliveryStore for PostgresStore {
 
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
         let ids = &delivery_ids;
-        let client = self.client().await?;
+        let client = self.bookkeeping_client().await?;
         let now_ms = millis(now);
         // One statement: the interrupted attempt is recorded exactly for the
         // claims this call moves back, and both happen or neither.

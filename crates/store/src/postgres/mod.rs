@@ -108,6 +108,12 @@ fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
 
 pub struct PostgresStore {
     pool: Pool,
+    /// Connections for claims and attempt outcomes, whose commits do not
+    /// wait for the log to reach the disk (`synchronous_commit = off`): a
+    /// database crash may undo the last of them, which at worst pushes
+    /// again what was in flight, as at-least-once allows. A later durable
+    /// commit (a publish) flushes them too: the log is one sequence.
+    bookkeeping: Pool,
     wakeups: Arc<Notify>,
     /// Asks the announcer to tell the other nodes there is work.
     announce: Arc<Notify>,
@@ -122,6 +128,11 @@ impl Drop for PostgresStore {
     }
 }
 
+const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+/// Connections for bookkeeping: one claim loop and one recorder per node
+/// use one each at a time; lease rescues and releases are rare.
+const BOOKKEEPING_POOL_SIZE: usize = 4;
+
 impl PostgresStore {
     /// Connects to `url` (a `postgres://` URL; `pool_size=N` among its query
     /// parameters sets the pool size), migrates the schema and starts
@@ -135,6 +146,17 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("redrive");
         }
+        // Every statement is prepared once per connection and run many
+        // times; on the partitioned history tables planning each run anew
+        // (PostgreSQL's first five runs, and any whose generic plan looks
+        // dearer) cost more than running it. The console's queries are
+        // checked to stay index ranges under generic plans. Options in the
+        // URL come after, so an operator's own setting wins.
+        let options = match config.get_options() {
+            Some(own) => format!("{GENERIC_PLANS} {own}"),
+            None => GENERIC_PLANS.to_owned(),
+        };
+        config.options(&options);
         let (mut client, connection) = config.connect(NoTls).await.map_err(|err| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", pg_error(err)))
         })?;
@@ -171,6 +193,18 @@ impl PostgresStore {
             .map_err(|err| {
                 StoreError::Invalid(format!("cannot build the connection pool: {err}"))
             })?;
+        let mut unsynced = config.clone();
+        unsynced.options(&format!("-c synchronous_commit=off {options}"));
+        let bookkeeping = Pool::builder(Manager::from_config(
+            unsynced,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        ))
+        .max_size(BOOKKEEPING_POOL_SIZE)
+        .build()
+        .map_err(|err| StoreError::Invalid(format!("cannot build the connection pool: {err}")))?;
         let wakeups = Arc::new(Notify::new());
         let own = listen::Announcer::default();
         let listener = tokio::spawn(listen::run(config.clone(), wakeups.clone(), own.clone()));
@@ -178,6 +212,7 @@ impl PostgresStore {
         let announcer = tokio::spawn(listen::announce(config, announce.clone(), own));
         Ok(PostgresStore {
             pool,
+            bookkeeping,
             wakeups,
             announce,
             listener,
@@ -187,6 +222,11 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// A connection for bookkeeping: see `PostgresStore::bookkeeping`.
+    async fn bookkeeping_client(&self) -> Result<deadpool_postgres::Object> {
+        self.bookkeeping.get().await.map_err(pool_error)
     }
 
     /// Wakes this node's dispatcher now and the other nodes' shortly
