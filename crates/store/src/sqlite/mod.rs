@@ -2,19 +2,31 @@
 //! process. Writes go through a single writer thread that group-commits
 //! (synchronous = FULL, so a commit is on disk when it returns); reads use a
 //! small pool of connections on the blocking thread pool.
+//!
+//! Mirrored file for file by `postgres/`: each file holds one job for this
+//! backend — the store's nouns (`topics`, `subscriptions`, `deliveries`,
+//! `lifecycle`, `health`, `console`, `security`, `ops`, one per sub-trait of
+//! `Store`), `connection` (the writer thread and the read pool), `claims`
+//! (rescuing leases no completion ended), `wakeups` (the in-process signal),
+//! `history` (the purge), `schema` (migrations), `rows` (row decoding) and
+//! `testing` (a store in a temporary directory, feature `testing`).
 
+mod claims;
+mod connection;
 mod console;
 mod deliveries;
 mod health;
+mod history;
 mod lifecycle;
 mod ops;
-mod readers;
 pub(crate) mod rows;
 mod schema;
 mod security;
 mod subscriptions;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod topics;
-mod writer;
+mod wakeups;
 
 use deliveries::publish;
 
@@ -22,18 +34,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use jiff::Timestamp;
-use redrive_core::{CloudEvent, Delivery, Subscription, SubscriptionSpec, Topic};
-use rusqlite::{Connection, OptionalExtension, params};
+use redrive_core::{CloudEvent, Delivery, Subscription, SubscriptionSpec};
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::Notify;
 
-use crate::plan::{CompletionRow, FanOut};
-use crate::store::*;
 use crate::{Result, StoreError};
-use readers::Readers;
-use rows::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis, timestamp};
-use writer::Writer;
+use connection::{Readers, Writer};
+use rows::{DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, timestamp};
 
 pub(crate) const DATABASE_FILE: &str = "redrive.db";
 const LOCK_FILE: &str = "redrive.lock";
@@ -71,7 +79,7 @@ impl SqliteStore {
         )?;
         schema::migrate(&conn)?;
         lifecycle::ensure_system_topic(&conn, now)?;
-        let recovered = rescue(&conn, now, None)?;
+        let recovered = claims::rescue(&conn, now, None)?;
         if recovered > 0 {
             tracing::info!(
                 recovered,
@@ -81,7 +89,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Writer::start(conn)?,
             readers: Arc::new(Readers::new(path.clone())),
-            wakeups: Arc::new(Notify::new()),
+            wakeups: wakeups::signal(),
             _lock: lock,
             path,
         })
@@ -112,29 +120,6 @@ fn lock_dir(dir: &Path) -> Result<File> {
             path.display()
         ))),
     }
-}
-
-/// Makes in-flight deliveries due again, recording their lost attempt as
-/// interrupted. `lease_before`: only those whose lease ended before it.
-fn rescue(conn: &Connection, now: Timestamp, lease_before: Option<Timestamp>) -> Result<u64> {
-    let now_ms = millis(now);
-    let cutoff = lease_before.map(millis).unwrap_or(i64::MAX);
-    conn.execute(
-        "INSERT OR IGNORE INTO attempts
-           (delivery_id, number, started_at, duration_ms, error, error_message, decision)
-         SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
-                'interrupted', 'the attempt did not finish: its process stopped or its lease ran out',
-                json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
-         FROM deliveries WHERE state = 'in_flight' AND lease_until < ?3",
-        params![now_ms, now.to_string(), cutoff],
-    )?;
-    let moved = conn.execute(
-        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
-                last_error = 'interrupted', last_status = NULL, updated_at = ?1
-         WHERE state = 'in_flight' AND lease_until < ?2",
-        params![now_ms, cutoff],
-    )?;
-    Ok(moved as u64)
 }
 
 fn topic_exists(conn: &Connection, name: &str) -> Result<bool> {
