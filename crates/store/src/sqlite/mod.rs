@@ -71,12 +71,16 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(|err| {
             StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
         })?;
+        // Savepoints' and statements' undo journals in memory: on disk they
+        // cost a write system call per page a write job first touches.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA busy_timeout = 5000;
-             PRAGMA cache_size = -32000;",
+             PRAGMA cache_size = -32000;
+             PRAGMA temp_store = MEMORY;",
         )?;
+        connection::fix_query_plans(&conn)?;
         schema::migrate(&conn)?;
         lifecycle::ensure_system_topic(&conn, now)?;
         let recovered = claims::rescue(&conn, now, None)?;
