@@ -7,18 +7,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{Api, RunningServer};
+use common::{Api, Endpoint, RunningServer};
 
 /// The admin token the server runs with, as users would run it.
 const TOKEN: &str = "durability-admin-token-0123456789";
@@ -33,31 +29,6 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a graceful stop may take.
 const STOP_PATIENCE: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------
-// This file's use of the API, over real HTTP
-// ---------------------------------------------------------------------------
-
-impl Api {
-    async fn setup(&self, endpoint: &str, max_concurrency: u32) {
-        let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = self
-            .post(
-                "/v1/subscriptions",
-                json!({
-                    "name": "orders-hook",
-                    "topic": "orders",
-                    "endpoint": endpoint,
-                    "retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}},
-                    "timeout": "2s",
-                    "max_concurrency": max_concurrency,
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-}
 
 fn event(id: &str) -> Value {
     json!({
@@ -85,112 +56,46 @@ struct Seen {
 }
 
 /// Phases of a kill test, so that a push in flight at the kill, whose
-/// answer nobody read, does not count as delivered.
-const FIRST_PROCESS: u8 = 0;
+/// answer nobody read, does not count as delivered. The first process runs
+/// in phase 0, where every endpoint starts.
 const KILLING: u8 = 1;
 const SECOND_PROCESS: u8 = 2;
 
-/// A real endpoint that takes `latency` to answer 200 and records every
-/// ce-id it receives.
-#[derive(Clone)]
-struct Recorder {
-    url: String,
-    state: Arc<RecorderState>,
+/// How often a test looks at what the endpoint received.
+const POLL: Duration = Duration::from_millis(5);
+
+/// What the endpoint received, per ce-id.
+fn per_event(endpoint: &Endpoint) -> BTreeMap<String, Seen> {
+    endpoint
+        .by_ce_id()
+        .into_iter()
+        .map(|(id, pushes)| {
+            let seen = Seen {
+                pushes: pushes.len(),
+                highest_attempt: pushes
+                    .iter()
+                    .map(|push| {
+                        push.header("redrive-attempt")
+                            .and_then(|attempt| attempt.parse().ok())
+                            .unwrap_or(0)
+                    })
+                    .max()
+                    .unwrap_or(0),
+                acknowledged: pushes
+                    .iter()
+                    .any(|push| push.acknowledged_unless_in(KILLING)),
+            };
+            (id, seen)
+        })
+        .collect()
 }
 
-struct RecorderState {
-    latency: Duration,
-    seen: Mutex<BTreeMap<String, Seen>>,
-    requests: AtomicUsize,
-    phase: AtomicU8,
-}
-
-impl Recorder {
-    async fn start(latency: Duration) -> Recorder {
-        let state = Arc::new(RecorderState {
-            latency,
-            seen: Mutex::default(),
-            requests: AtomicUsize::new(0),
-            phase: AtomicU8::new(FIRST_PROCESS),
-        });
-        let app = Router::new().fallback(record).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Recorder {
-            url: format!("http://{address}/hook"),
-            state,
-        }
-    }
-
-    fn set_phase(&self, phase: u8) {
-        self.state.phase.store(phase, Ordering::SeqCst);
-    }
-
-    fn seen(&self) -> BTreeMap<String, Seen> {
-        self.state.seen.lock().unwrap().clone()
-    }
-
-    /// Distinct ce-ids received.
-    fn unique(&self) -> usize {
-        self.state.seen.lock().unwrap().len()
-    }
-
-    /// Distinct ce-ids acknowledged.
-    fn acknowledged(&self) -> usize {
-        let seen = self.state.seen.lock().unwrap();
-        seen.values().filter(|s| s.acknowledged).count()
-    }
-
-    fn requests(&self) -> usize {
-        self.state.requests.load(Ordering::SeqCst)
-    }
-
-    async fn wait_until(&self, patience: Duration, done: impl Fn(&Recorder) -> bool) -> bool {
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if done(self) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        done(self)
-    }
-
-    async fn wait_for_unique(&self, count: usize, patience: Duration) -> bool {
-        self.wait_until(patience, |r| r.unique() >= count).await
-    }
-}
-
-async fn record(State(state): State<Arc<RecorderState>>, headers: HeaderMap) -> StatusCode {
-    let arrived_in = state.phase.load(Ordering::SeqCst);
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let id = header("ce-id");
-    let attempt: u32 = header("redrive-attempt").parse().unwrap_or(0);
-    state.requests.fetch_add(1, Ordering::SeqCst);
-    {
-        let mut seen = state.seen.lock().unwrap();
-        let entry = seen.entry(id.clone()).or_default();
-        entry.pushes += 1;
-        entry.highest_attempt = entry.highest_attempt.max(attempt);
-    }
-    if !state.latency.is_zero() {
-        tokio::time::sleep(state.latency).await;
-    }
-    let answered_in = state.phase.load(Ordering::SeqCst);
-    if arrived_in == answered_in
-        && answered_in != KILLING
-        && let Some(entry) = state.seen.lock().unwrap().get_mut(&id)
-    {
-        entry.acknowledged = true;
-    }
-    StatusCode::OK
+/// Distinct ce-ids acknowledged.
+fn acknowledged(endpoint: &Endpoint) -> usize {
+    per_event(endpoint)
+        .values()
+        .filter(|s| s.acknowledged)
+        .count()
 }
 
 // ---------------------------------------------------------------------------
@@ -201,11 +106,11 @@ async fn kill_9_mid_delivery_loses_no_accepted_event(_: ()) {
     const EVENTS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let endpoint = Recorder::start(Duration::from_millis(40)).await;
+    let endpoint = Endpoint::ok_after(Duration::from_millis(40)).await;
 
     let first = start_server(&data, &dir.path().join("first.log")).await;
     let api = Api::new(&first.url, TOKEN);
-    api.setup(&endpoint.url, 4).await;
+    common::create_orders_hook(&api, &endpoint.url, "0.1s", "2s", 4).await;
     let mut accepted = HashSet::new();
     for batch in 0..EVENTS / 50 {
         let events: Vec<Value> = (0..50)
@@ -222,7 +127,9 @@ async fn kill_9_mid_delivery_loses_no_accepted_event(_: ()) {
 
     // Some delivered, four in flight, the rest waiting: now kill -9.
     assert!(
-        endpoint.wait_for_unique(40, Duration::from_secs(20)).await,
+        endpoint
+            .wait_until(Duration::from_secs(20), POLL, |e| e.unique() >= 40)
+            .await,
         "deliveries did not start; log:\n{}",
         first.log()
     );
@@ -238,9 +145,9 @@ async fn kill_9_mid_delivery_loses_no_accepted_event(_: ()) {
     let second = start_server(&data, &dir.path().join("second.log")).await;
     let api = Api::new(&second.url, TOKEN);
     endpoint
-        .wait_until(Duration::from_secs(60), |r| r.acknowledged() >= EVENTS)
+        .wait_until(Duration::from_secs(60), POLL, |e| acknowledged(e) >= EVENTS)
         .await;
-    let seen = endpoint.seen();
+    let seen = per_event(&endpoint);
     let missing: Vec<&String> = accepted
         .iter()
         .filter(|id| !seen.get(*id).is_some_and(|s| s.acknowledged))
@@ -260,7 +167,7 @@ async fn kill_9_mid_delivery_loses_no_accepted_event(_: ()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         delivered = api.count("orders-hook", "delivered").await;
     }
-    let duplicates = endpoint.requests() - EVENTS;
+    let duplicates = endpoint.count() - EVENTS;
     let repeated = seen.values().filter(|s| s.pushes > 1).count();
     // An endpoint that always answers 200 sees a second attempt only when
     // the first one was interrupted.
@@ -333,16 +240,18 @@ async fn second_server_on_a_data_dir_in_use_exits_with_an_error(_: ()) {
 async fn data_survives_a_clean_restart(_: ()) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let endpoint = Recorder::start(Duration::ZERO).await;
+    let endpoint = Endpoint::ok().await;
 
     let first = start_server(&data, &dir.path().join("first.log")).await;
     let api = Api::new(&first.url, TOKEN);
-    api.setup(&endpoint.url, 4).await;
+    common::create_orders_hook(&api, &endpoint.url, "0.1s", "2s", 4).await;
     let events: Vec<Value> = ["a", "b", "c"].iter().map(|id| event(id)).collect();
     let (status, body) = api.publish_batch("orders", &events).await;
     assert_eq!(status, 202, "{body}");
     assert!(
-        endpoint.wait_for_unique(3, Duration::from_secs(10)).await,
+        endpoint
+            .wait_until(Duration::from_secs(10), POLL, |e| e.unique() >= 3)
+            .await,
         "log:\n{}",
         first.log()
     );
@@ -394,12 +303,14 @@ async fn data_survives_a_clean_restart(_: ()) {
     let (status, body) = api.publish_batch("orders", &[event("d")]).await;
     assert_eq!(status, 202, "{body}");
     assert!(
-        endpoint.wait_for_unique(4, Duration::from_secs(10)).await,
+        endpoint
+            .wait_until(Duration::from_secs(10), POLL, |e| e.unique() >= 4)
+            .await,
         "log:\n{}",
         second.log()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(endpoint.requests(), 4, "an event was pushed twice");
+    assert_eq!(endpoint.count(), 4, "an event was pushed twice");
 }
 
 // ---------------------------------------------------------------------------
@@ -476,7 +387,7 @@ async fn publish_one(api: &Api, id: &str) -> (u16, Option<String>) {
     (response.status().as_u16(), retry_after)
 }
 
-async fn readyz(api: &Api) -> (u16, Value) {
+async fn readyz(api: &Api) -> (StatusCode, Value) {
     api.get("/readyz").await
 }
 
@@ -490,15 +401,17 @@ async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push(
     let server = RunningServer::start_async(command, &log).await;
     let api = Api::new(&server.url, TOKEN);
     // Each push takes long enough for the disk to fill while it is under way.
-    let endpoint = Recorder::start(Duration::from_millis(400)).await;
-    api.setup(&endpoint.url, 64).await;
+    let endpoint = Endpoint::ok_after(Duration::from_millis(400)).await;
+    common::create_orders_hook(&api, &endpoint.url, "0.1s", "2s", 64).await;
 
     let mut accepted: Vec<String> = (0..16).map(|i| format!("early-{i}")).collect();
     let early: Vec<Value> = accepted.iter().map(|id| event(id)).collect();
     let (status, body) = api.publish_batch("orders", &early).await;
     assert_eq!(status, 202, "{body}");
     assert!(
-        endpoint.wait_for_unique(early.len(), PATIENCE).await,
+        endpoint
+            .wait_until(PATIENCE, POLL, |e| e.unique() >= early.len())
+            .await,
         "log:\n{}",
         server.log()
     );
@@ -571,7 +484,7 @@ async fn a_full_disk_answers_503_logs_little_and_recovers_without_a_double_push(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let seen = endpoint.seen();
+    let seen = per_event(&endpoint);
     for id in &accepted {
         assert_eq!(seen.get(id).map(|s| s.pushes), Some(1), "{id}: {seen:?}");
     }

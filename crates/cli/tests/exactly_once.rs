@@ -200,7 +200,7 @@ fn free_port() -> u16 {
 async fn wait_all_delivered(api: &Api, done: impl Fn(&Value) -> bool) -> BTreeMap<String, u64> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let delivered = api.deliveries("orders-receiver", "delivered").await;
+        let delivered = api.deliveries_in("orders-receiver", "delivered").await;
         if delivered.len() == EVENTS && delivered.iter().all(&done) {
             return delivered
                 .iter()
@@ -228,21 +228,15 @@ async fn run(database_arg: &str, database: Database, dir: &Path) {
             .unwrap_or_else(|problem| panic!("redrive serve did not start: {problem}"));
     let api = Api::new(&server.url, TOKEN);
     let port = free_port();
-    let (status, body) = api.post("/v1/topics", json!({"name": "orders"})).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = api
-        .post(
-            "/v1/subscriptions",
-            json!({
-                "name": "orders-receiver",
-                "topic": "orders",
-                "endpoint": format!("http://127.0.0.1:{port}/orders"),
-                "retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}},
-                "timeout": "5s",
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    api.create_topic("orders").await;
+    api.create_subscription(json!({
+        "name": "orders-receiver",
+        "topic": "orders",
+        "endpoint": format!("http://127.0.0.1:{port}/orders"),
+        "retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}},
+        "timeout": "5s",
+    }))
+    .await;
     let (status, body) = api.get("/v1/subscriptions/orders-receiver/secret").await;
     assert_eq!(status, 200, "{body}");
     let secret = body["secret"].as_str().expect("a secret").to_owned();
@@ -297,7 +291,7 @@ async fn run(database_arg: &str, database: Database, dir: &Path) {
     // Redrive every delivery once by hand, killing the receiver halfway.
     let ids: Vec<String> = first_pass.keys().cloned().collect();
     for (half, chunk) in ids.chunks(EVENTS / 2).enumerate() {
-        let statuses: Vec<u16> = futures::stream::iter(chunk)
+        let statuses: Vec<reqwest::StatusCode> = futures::stream::iter(chunk)
             .map(|id| {
                 let api = &api;
                 async move {

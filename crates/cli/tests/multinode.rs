@@ -6,19 +6,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use redrive_store::postgres::testing::TestSchema;
 use redrive_testkit::{Runtime, trial};
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{Api, RunningServer};
+use common::{Api, Endpoint, RunningServer};
 
 // ---------------------------------------------------------------------------
 // A node
@@ -62,27 +58,6 @@ const TOKEN: &str = "multinode-admin-token-0123456789";
 /// Base64 of 32 bytes: the key of every node's signing secrets.
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-impl Api {
-    async fn setup(&self, endpoint: &str) {
-        let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = self
-            .post(
-                "/v1/subscriptions",
-                json!({
-                    "name": "orders-hook",
-                    "topic": "orders",
-                    "endpoint": endpoint,
-                    "retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}},
-                    "timeout": "2s",
-                    "max_concurrency": 8,
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-}
-
 fn event(id: &str) -> Value {
     json!({
         "specversion": "1.0",
@@ -98,106 +73,38 @@ fn event(id: &str) -> Value {
 // The endpoint
 // ---------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Seen {
-    /// ce-id → pushes received.
-    pushes: BTreeMap<String, usize>,
-    /// ce-id → pushes being answered right now.
-    open: BTreeMap<String, usize>,
-    /// ce-id → when its last push was answered.
-    answered: BTreeMap<String, Instant>,
-    /// When each ce-id was first received.
-    first_seen: BTreeMap<String, Instant>,
+/// How often a test looks at what the endpoint received.
+const POLL: Duration = Duration::from_millis(5);
+
+/// ce-ids whose push was still open, or answered so recently that the
+/// node may not have recorded it yet: the attempts in flight at a kill.
+fn in_flight(endpoint: &Endpoint, recent: Duration) -> BTreeSet<String> {
+    endpoint
+        .by_ce_id()
+        .into_iter()
+        .filter(|(_, pushes)| {
+            pushes.iter().any(|push| {
+                push.answered
+                    .is_none_or(|answered| answered.at.elapsed() <= recent)
+            })
+        })
+        .map(|(id, _)| id)
+        .collect()
 }
 
-/// A real endpoint answering 200 after `latency`, recording every push.
-#[derive(Clone)]
-struct Recorder {
-    url: String,
-    seen: Arc<Mutex<Seen>>,
-    latency: Duration,
+/// When each ce-id was first received.
+fn first_seen(endpoint: &Endpoint) -> BTreeMap<String, Instant> {
+    endpoint
+        .by_ce_id()
+        .into_iter()
+        .filter_map(|(id, pushes)| Some((id, pushes.iter().map(|push| push.at).min()?)))
+        .collect()
 }
 
-impl Recorder {
-    async fn start(latency: Duration) -> Recorder {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let recorder = Recorder {
-            url: String::new(),
-            seen,
-            latency,
-        };
-        let app = Router::new().fallback(record).with_state(recorder.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let address = listener.local_addr().expect("an address");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("the endpoint runs") });
-        Recorder {
-            url: format!("http://{address}/hook"),
-            ..recorder
-        }
-    }
-
-    fn unique(&self) -> usize {
-        self.seen.lock().expect("the lock").pushes.len()
-    }
-
-    fn requests(&self) -> usize {
-        self.seen.lock().expect("the lock").pushes.values().sum()
-    }
-
-    /// ce-ids whose push was still open, or answered so recently that the
-    /// node may not have recorded it yet: the attempts in flight at a kill.
-    fn in_flight(&self, recent: Duration) -> BTreeSet<String> {
-        let seen = self.seen.lock().expect("the lock");
-        let mut ids: BTreeSet<String> = seen
-            .open
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.extend(
-            seen.answered
-                .iter()
-                .filter(|(_, at)| at.elapsed() <= recent)
-                .map(|(id, _)| id.clone()),
-        );
-        ids
-    }
-
-    async fn wait_for_unique(&self, count: usize, patience: Duration) -> bool {
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if self.unique() >= count {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        self.unique() >= count
-    }
-}
-
-async fn record(State(recorder): State<Recorder>, headers: HeaderMap) -> StatusCode {
-    let id = headers
-        .get("ce-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    {
-        let mut seen = recorder.seen.lock().expect("the lock");
-        *seen.pushes.entry(id.clone()).or_default() += 1;
-        *seen.open.entry(id.clone()).or_default() += 1;
-        seen.first_seen
-            .entry(id.clone())
-            .or_insert_with(Instant::now);
-    }
-    tokio::time::sleep(recorder.latency).await;
-    let mut seen = recorder.seen.lock().expect("the lock");
-    if let Some(open) = seen.open.get_mut(&id) {
-        *open = open.saturating_sub(1);
-    }
-    seen.answered.insert(id, Instant::now());
-    StatusCode::OK
+async fn wait_for_unique(endpoint: &Endpoint, count: usize, patience: Duration) -> bool {
+    endpoint
+        .wait_until(patience, POLL, |e| e.unique() >= count)
+        .await
 }
 
 /// Publishes `ids` in batches of `batch`, round-robin over `apis`, and
@@ -225,7 +132,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
     let schema = TestSchema::create(&base).await.expect("a test schema");
     let database_url = format!("{}&pool_size=6", schema.url);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let endpoint = Recorder::start(Duration::from_millis(100)).await;
+    let endpoint = Endpoint::ok_after(Duration::from_millis(100)).await;
 
     let a = start_node(&database_url, dir.path(), "a", &[]).await;
     let b = start_node(&database_url, dir.path(), "b", &[]).await;
@@ -235,7 +142,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
         Api::new(&b.url, TOKEN),
         Api::new(&c.url, TOKEN),
     );
-    api_a.setup(&endpoint.url).await;
+    common::create_orders_hook(&api_a, &endpoint.url, "0.1s", "2s", 8).await;
 
     let first: Vec<String> = (0..450).map(|i| format!("e-{i:04}")).collect();
     let mut accepted = publish_spread(&[&api_a, &api_b, &api_c], &first, 15).await;
@@ -243,7 +150,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
 
     // Mid-run: some delivered, some in flight on every node, most waiting.
     assert!(
-        endpoint.wait_for_unique(150, Duration::from_secs(30)).await,
+        wait_for_unique(&endpoint, 150, Duration::from_secs(30)).await,
         "deliveries did not start; log of a:\n{}",
         a.log()
     );
@@ -251,7 +158,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
     // Anything a's process had pushed but not recorded is in flight now or
     // was answered moments ago; after this, nothing of a's reaches the
     // endpoint any more.
-    let in_flight_at_kill = endpoint.in_flight(Duration::from_millis(100));
+    let in_flight_at_kill = in_flight(&endpoint, Duration::from_millis(100));
     let at_kill = endpoint.unique();
     assert!(
         at_kill < accepted.len(),
@@ -271,9 +178,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
 
     // Every accepted event arrives, the killed node's included once its
     // leases (2s timeout + 5s margin) run out and another node rescues them.
-    let arrived = endpoint
-        .wait_for_unique(accepted.len(), Duration::from_secs(60))
-        .await;
+    let arrived = wait_for_unique(&endpoint, accepted.len(), Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut delivered = api_c.count("orders-hook", "delivered").await;
     while delivered < accepted.len() && Instant::now() < deadline {
@@ -290,9 +195,12 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
     assert_eq!(api_b.count("orders-hook", "failed").await, 0);
 
     // Duplicates only for attempts that were in flight on the killed node.
-    let seen = endpoint.seen.lock().expect("the lock");
-    let duplicated: BTreeSet<&String> = seen
-        .pushes
+    let pushes: BTreeMap<String, usize> = endpoint
+        .by_ce_id()
+        .into_iter()
+        .map(|(id, pushes)| (id, pushes.len()))
+        .collect();
+    let duplicated: BTreeSet<&String> = pushes
         .iter()
         .filter(|(_, n)| **n > 1)
         .map(|(id, _)| id)
@@ -309,34 +217,25 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_restarted(base: Str
         unexplained.is_empty(),
         "pushed twice without being in flight at the kill: {unexplained:?}"
     );
-    let unknown: Vec<&String> = seen
-        .pushes
-        .keys()
-        .filter(|id| !accepted.contains(*id))
-        .collect();
+    let unknown: Vec<&String> = pushes.keys().filter(|id| !accepted.contains(*id)).collect();
     assert!(unknown.is_empty(), "pushes of unknown events: {unknown:?}");
     eprintln!(
         "3 nodes, kill -9 after {at_kill}/{} events and a restart: none lost; \
          {} duplicate pushes over {} events, all in flight at the kill ({} were)",
         accepted.len(),
-        endpoint_requests(&seen) - accepted.len(),
+        pushes.values().sum::<usize>() - accepted.len(),
         duplicated.len(),
         in_flight_at_kill.len()
     );
-    drop(seen);
     drop((b, c));
     drop(schema);
-}
-
-fn endpoint_requests(seen: &Seen) -> usize {
-    seen.pushes.values().sum()
 }
 
 async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay(base: String) {
     let schema = TestSchema::create(&base).await.expect("a test schema");
     let database_url = format!("{}&pool_size=4", schema.url);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let endpoint = Recorder::start(Duration::ZERO).await;
+    let endpoint = Endpoint::ok().await;
 
     // The publishing node pushes nothing itself; the other one polls only
     // every 10 s, so a quick push can only come from the wake-up.
@@ -355,7 +254,7 @@ async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay(base: 
     )
     .await;
     let api = Api::new(&publisher.url, TOKEN);
-    api.setup(&endpoint.url).await;
+    common::create_orders_hook(&api, &endpoint.url, "0.1s", "2s", 8).await;
     // Let the pusher see the new subscription (it re-reads every 5 s).
     tokio::time::sleep(Duration::from_secs(6)).await;
 
@@ -366,14 +265,12 @@ async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay(base: 
         let (status, body) = api.publish_batch("orders", &[event(&id)]).await;
         assert_eq!(status, 202, "{body}");
         assert!(
-            endpoint
-                .wait_for_unique(i + 1, Duration::from_secs(20))
-                .await,
+            wait_for_unique(&endpoint, i + 1, Duration::from_secs(20)).await,
             "not pushed; log:\n{}",
             pusher.log()
         );
-        let first_seen = endpoint.seen.lock().expect("the lock").first_seen[&id];
-        latencies.push(first_seen.duration_since(sent));
+        let arrived = first_seen(&endpoint)[&id];
+        latencies.push(arrived.duration_since(sent));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     latencies.sort();
@@ -382,7 +279,7 @@ async fn a_publish_on_one_node_is_pushed_by_another_without_polling_delay(base: 
         median < Duration::from_millis(500),
         "a publish on another node took {latencies:?} to be pushed"
     );
-    assert_eq!(endpoint.requests(), 5);
+    assert_eq!(endpoint.count(), 5);
     drop((publisher, pusher));
     drop(schema);
 }
@@ -391,27 +288,22 @@ async fn a_rate_limit_holds_for_two_nodes_together(base: String) {
     let schema = TestSchema::create(&base).await.expect("a test schema");
     let database_url = format!("{}&pool_size=4", schema.url);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let endpoint = Recorder::start(Duration::ZERO).await;
+    let endpoint = Endpoint::ok().await;
 
     let a = start_node(&database_url, dir.path(), "a", &[]).await;
     let api_a = Api::new(&a.url, TOKEN);
-    let (status, body) = api_a.post("/v1/topics", json!({"name": "orders"})).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = api_a
-        .post(
-            "/v1/subscriptions",
-            json!({
-                "name": "orders-hook",
-                "topic": "orders",
-                "endpoint": endpoint.url,
-                "timeout": "2s",
-                "max_concurrency": 50,
-                "rate": "20/s",
-                "bucket_size": 5,
-            }),
-        )
+    api_a.create_topic("orders").await;
+    api_a
+        .create_subscription(json!({
+            "name": "orders-hook",
+            "topic": "orders",
+            "endpoint": endpoint.url,
+            "timeout": "2s",
+            "max_concurrency": 50,
+            "rate": "20/s",
+            "bucket_size": 5,
+        }))
         .await;
-    assert_eq!(status, 201, "{body}");
     // Started after the subscription exists, so it knows it at once.
     let b = start_node(&database_url, dir.path(), "b", &[]).await;
     let api_b = Api::new(&b.url, TOKEN);
@@ -421,16 +313,12 @@ async fn a_rate_limit_holds_for_two_nodes_together(base: String) {
     assert_eq!(accepted.len(), ids.len());
 
     assert!(
-        endpoint.wait_for_unique(1, Duration::from_secs(10)).await,
+        wait_for_unique(&endpoint, 1, Duration::from_secs(10)).await,
         "nothing was pushed; log of a:\n{}",
         a.log()
     );
     let window = Duration::from_secs(3);
-    let first = endpoint
-        .seen
-        .lock()
-        .expect("the lock")
-        .first_seen
+    let first = first_seen(&endpoint)
         .values()
         .min()
         .copied()
@@ -439,11 +327,7 @@ async fn a_rate_limit_holds_for_two_nodes_together(base: String) {
         (first + window + Duration::from_millis(300)).saturating_duration_since(Instant::now()),
     )
     .await;
-    let in_window = endpoint
-        .seen
-        .lock()
-        .expect("the lock")
-        .first_seen
+    let in_window = first_seen(&endpoint)
         .values()
         .filter(|at| at.duration_since(first) <= window)
         .count();
@@ -465,7 +349,7 @@ async fn a_rate_limit_holds_for_two_nodes_together(base: String) {
         in_window >= allowed / 2,
         "only {in_window} pushes in the first 3 s"
     );
-    assert_eq!(endpoint.requests(), endpoint.unique(), "no push twice");
+    assert_eq!(endpoint.count(), endpoint.unique(), "no push twice");
     drop((a, b));
     drop(schema);
 }

@@ -5,18 +5,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{Api, REDRIVE, RunningServer};
+use common::{Api, Endpoint, REDRIVE, Reply, RunningServer};
 
 /// The admin token the servers under test run with, as users would.
 const TOKEN: &str = "ops-admin-token-0123456789abcdef";
@@ -32,50 +29,22 @@ async fn start_server(data: &Path, log: &Path, extra: &[&str]) -> RunningServer 
 // This file's use of the API, over real HTTP
 // ---------------------------------------------------------------------------
 
-impl Api {
-    /// Publishes a batch; `None` when the server no longer answers.
-    async fn try_publish(&self, events: &[Value]) -> Option<(u16, Value)> {
-        let response = self
-            .http
-            .post(format!("{}/v1/topics/orders/events", self.base))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::from(events.to_vec()).to_string())
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        let text = response.text().await.ok()?;
-        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
+/// Publishes a batch; `None` when the server no longer answers.
+async fn try_publish(api: &Api, events: &[Value]) -> Option<(u16, Value)> {
+    let response = api.batch_request("orders", events).send().await.ok()?;
+    let status = response.status().as_u16();
+    let text = response.text().await.ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
 
-    async fn setup(&self, endpoint: &str, retry_interval: &str) {
-        let (status, body) = self.post("/v1/topics", json!({"name": "orders"})).await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = self
-            .post(
-                "/v1/subscriptions",
-                json!({
-                    "name": "orders-hook",
-                    "topic": "orders",
-                    "endpoint": endpoint,
-                    "retry_policy": {"backoff": {"kind": "fixed", "interval": retry_interval}},
-                    "timeout": "30s",
-                    "max_concurrency": 8,
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    async fn wait_delivered(&self, count: usize, patience: Duration) -> usize {
-        let deadline = Instant::now() + patience;
-        loop {
-            let delivered = self.deliveries("orders-hook", "delivered").await.len();
-            if delivered >= count || Instant::now() > deadline {
-                return delivered;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+async fn wait_delivered(api: &Api, count: usize, patience: Duration) -> usize {
+    let deadline = Instant::now() + patience;
+    loop {
+        let delivered = api.deliveries_in("orders-hook", "delivered").await.len();
+        if delivered >= count || Instant::now() > deadline {
+            return delivered;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -89,94 +58,59 @@ fn event(id: &str) -> Value {
     })
 }
 
+/// Phases of a restart test: the first process runs in phase 0, where
+/// every endpoint starts.
 const FIRST: u8 = 0;
 const BETWEEN: u8 = 1;
 const SECOND: u8 = 2;
 
+/// How often a test looks at what the endpoint received.
+const POLL: Duration = Duration::from_millis(10);
+
 /// A real endpoint: ids starting with `slow` take 10s while the first
-/// process runs; `failing` makes every answer 503. An id is acknowledged
-/// when a 200 was answered within the phase it arrived in.
-#[derive(Clone)]
-struct Recorder {
-    url: String,
-    state: Arc<RecorderState>,
-}
-
-#[derive(Default)]
-struct RecorderState {
-    phase: AtomicU8,
-    failing: AtomicBool,
-    /// ce-id → (pushes, acknowledged)
-    seen: Mutex<BTreeMap<String, (usize, bool)>>,
-}
-
-impl Recorder {
-    async fn start() -> Recorder {
-        let state = Arc::new(RecorderState::default());
-        let app = Router::new().fallback(record).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Recorder {
-            url: format!("http://{address}/hook"),
-            state,
+/// process runs; while `failing` is set, every answer is 503. An id is
+/// acknowledged when a 200 was answered within the phase it arrived in.
+async fn start_endpoint(failing: Arc<AtomicBool>) -> Endpoint {
+    Endpoint::start(move |request, _| {
+        if failing.load(Ordering::SeqCst) {
+            return Reply::status(503);
         }
-    }
-
-    fn seen(&self) -> BTreeMap<String, (usize, bool)> {
-        self.state.seen.lock().unwrap().clone()
-    }
-
-    fn acknowledged(&self, prefix: &str) -> usize {
-        self.seen()
-            .iter()
-            .filter(|(id, (_, ack))| *ack && id.starts_with(prefix))
-            .count()
-    }
-
-    fn received(&self, prefix: &str) -> usize {
-        self.seen()
-            .keys()
-            .filter(|id| id.starts_with(prefix))
-            .count()
-    }
-
-    async fn wait_until(&self, patience: Duration, done: impl Fn(&Recorder) -> bool) -> bool {
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if done(self) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let id = request.header("ce-id").unwrap_or_default();
+        if id.starts_with("slow") && request.phase == FIRST {
+            Reply::ok().after(Duration::from_secs(10))
+        } else {
+            Reply::ok().after(Duration::from_millis(20))
         }
-        done(self)
-    }
+    })
+    .await
 }
 
-async fn record(State(state): State<Arc<RecorderState>>, headers: HeaderMap) -> StatusCode {
-    let arrived_in = state.phase.load(Ordering::SeqCst);
-    let id = headers
-        .get("ce-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    state.seen.lock().unwrap().entry(id.clone()).or_default().0 += 1;
-    if state.failing.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let latency = if id.starts_with("slow") && arrived_in == FIRST {
-        Duration::from_secs(10)
-    } else {
-        Duration::from_millis(20)
-    };
-    tokio::time::sleep(latency).await;
-    if state.phase.load(Ordering::SeqCst) == arrived_in
-        && arrived_in != BETWEEN
-        && let Some(entry) = state.seen.lock().unwrap().get_mut(&id)
-    {
-        entry.1 = true;
-    }
-    StatusCode::OK
+/// ce-id → (pushes, acknowledged).
+fn per_event(endpoint: &Endpoint) -> BTreeMap<String, (usize, bool)> {
+    endpoint
+        .by_ce_id()
+        .into_iter()
+        .map(|(id, pushes)| {
+            let acknowledged = pushes
+                .iter()
+                .any(|push| push.acknowledged_unless_in(BETWEEN));
+            (id, (pushes.len(), acknowledged))
+        })
+        .collect()
+}
+
+fn acknowledged(endpoint: &Endpoint, prefix: &str) -> usize {
+    per_event(endpoint)
+        .iter()
+        .filter(|(id, (_, ack))| *ack && id.starts_with(prefix))
+        .count()
+}
+
+fn received(endpoint: &Endpoint, prefix: &str) -> usize {
+    per_event(endpoint)
+        .keys()
+        .filter(|id| id.starts_with(prefix))
+        .count()
 }
 
 // ---------------------------------------------------------------------------
@@ -187,7 +121,8 @@ async fn record(State(state): State<Arc<RecorderState>>, headers: HeaderMap) -> 
 async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let endpoint = Recorder::start().await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let endpoint = start_endpoint(failing.clone()).await;
     let mut first = start_server(
         &data,
         &dir.path().join("first.log"),
@@ -195,15 +130,15 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
     )
     .await;
     let api = Arc::new(Api::new(&first.url, TOKEN));
-    api.setup(&endpoint.url, "0.1s").await;
+    common::create_orders_hook(&api, &endpoint.url, "0.1s", "30s", 8).await;
 
     // Three pushes that cannot finish within the drain timeout.
     let slow: Vec<Value> = (0..3).map(|i| event(&format!("slow-{i}"))).collect();
-    let (status, body) = api.try_publish(&slow).await.expect("publish");
+    let (status, body) = try_publish(&api, &slow).await.expect("publish");
     assert_eq!(status, 202, "{body}");
     assert!(
         endpoint
-            .wait_until(Duration::from_secs(10), |r| r.received("slow") == 3)
+            .wait_until(Duration::from_secs(10), POLL, |e| received(e, "slow") == 3)
             .await,
         "slow pushes did not start; log:\n{}",
         first.log()
@@ -220,7 +155,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
                 let events: Vec<Value> = (0..10)
                     .map(|i| event(&format!("fast-{batch:05}-{i}")))
                     .collect();
-                match api.try_publish(&events).await {
+                match try_publish(&api, &events).await {
                     Some((202, body)) => {
                         for outcome in body["events"].as_array().unwrap() {
                             accepted.insert(outcome["id"].as_str().unwrap().to_owned());
@@ -240,7 +175,8 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
     };
     assert!(
         endpoint
-            .wait_until(Duration::from_secs(20), |r| r.acknowledged("fast") >= 100)
+            .wait_until(Duration::from_secs(20), POLL, |e| acknowledged(e, "fast")
+                >= 100)
             .await,
         "deliveries did not flow; log:\n{}",
         first.log()
@@ -261,7 +197,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
     assert_eq!(readiness.1["checks"]["shutting_down"], true);
     let status = tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(20)));
     let took = stopping.elapsed();
-    endpoint.state.phase.store(BETWEEN, Ordering::SeqCst);
+    endpoint.set_phase(BETWEEN);
     let first_log = first.log();
     assert!(
         status.success(),
@@ -280,11 +216,11 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
     assert!(other.is_empty(), "unexpected answers: {other:?}");
     assert!(refused > 0, "no publish was refused while draining");
 
-    endpoint.state.phase.store(SECOND, Ordering::SeqCst);
+    endpoint.set_phase(SECOND);
     let second = start_server(&data, &dir.path().join("second.log"), &[]).await;
     let api = Api::new(&second.url, TOKEN);
     let total = accepted.len() + slow.len();
-    let delivered = api.wait_delivered(total, Duration::from_secs(60)).await;
+    let delivered = wait_delivered(&api, total, Duration::from_secs(60)).await;
     let second_log = second.log();
     assert_eq!(delivered, total, "log:\n{second_log}");
     // Nothing was left in flight for the new process to rescue.
@@ -292,7 +228,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
         !second_log.contains("left in flight by a previous process"),
         "a lease was left behind; log:\n{second_log}"
     );
-    let seen = endpoint.seen();
+    let seen = per_event(&endpoint);
     for id in accepted
         .iter()
         .chain(["slow-0", "slow-1", "slow-2"].map(str::to_owned).iter())
@@ -303,7 +239,7 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
         );
     }
     // The released pushes show the interrupted attempt, then the success.
-    for delivery in api.deliveries("orders-hook", "delivered").await {
+    for delivery in api.deliveries_in("orders-hook", "delivered").await {
         if !delivery["event_id"].as_str().unwrap().starts_with("slow") {
             continue;
         }
@@ -328,24 +264,24 @@ async fn sigterm_under_load_drains_refuses_publishes_and_leaves_no_lease_behind(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = Recorder::start().await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let endpoint = start_endpoint(failing.clone()).await;
     let live = start_server(&dir.path().join("live"), &dir.path().join("live.log"), &[]).await;
     let api = Api::new(&live.url, TOKEN);
-    api.setup(&endpoint.url, "3s").await;
-    let (status, body) = api
-        .try_publish(&[event("done-1"), event("done-2")])
+    common::create_orders_hook(&api, &endpoint.url, "3s", "30s", 8).await;
+    let (status, body) = try_publish(&api, &[event("done-1"), event("done-2")])
         .await
         .unwrap();
     assert_eq!(status, 202, "{body}");
-    assert_eq!(api.wait_delivered(2, Duration::from_secs(10)).await, 2);
+    assert_eq!(wait_delivered(&api, 2, Duration::from_secs(10)).await, 2);
     // These fail once and wait 3s for their retry when the copy is taken.
-    endpoint.state.failing.store(true, Ordering::SeqCst);
+    failing.store(true, Ordering::SeqCst);
     let waiting: Vec<Value> = (0..5).map(|i| event(&format!("wait-{i}"))).collect();
-    let (status, body) = api.try_publish(&waiting).await.unwrap();
+    let (status, body) = try_publish(&api, &waiting).await.unwrap();
     assert_eq!(status, 202, "{body}");
     assert!(
         endpoint
-            .wait_until(Duration::from_secs(10), |r| r.received("wait") == 5)
+            .wait_until(Duration::from_secs(10), POLL, |e| received(e, "wait") == 5)
             .await
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -370,7 +306,7 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("wrote"));
     // Published after the copy: not in it.
-    let (status, _) = api.try_publish(&[event("after")]).await.unwrap();
+    let (status, _) = try_publish(&api, &[event("after")]).await.unwrap();
     assert_eq!(status, 202);
     drop(live);
 
@@ -383,10 +319,10 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
         restored_dir.join("secret.key"),
     )
     .unwrap();
-    endpoint.state.failing.store(false, Ordering::SeqCst);
+    failing.store(false, Ordering::SeqCst);
     let restored = start_server(&restored_dir, &dir.path().join("restored.log"), &[]).await;
     let api = Api::new(&restored.url, TOKEN);
-    let scheduled = api.deliveries("orders-hook", "scheduled").await;
+    let scheduled = api.deliveries_in("orders-hook", "scheduled").await;
     assert_eq!(
         scheduled.len(),
         5,
@@ -396,8 +332,8 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
         scheduled.iter().all(|d| d["attempts"] == 1),
         "{scheduled:?}"
     );
-    assert_eq!(api.wait_delivered(7, Duration::from_secs(20)).await, 7);
-    let pushes = endpoint.seen();
+    assert_eq!(wait_delivered(&api, 7, Duration::from_secs(20)).await, 7);
+    let pushes = per_event(&endpoint);
     assert_eq!(pushes["done-1"].0, 1, "a delivered event was pushed again");
     assert!(!pushes.contains_key("after") || pushes["after"].0 == 1);
     let (status, _) = api
@@ -405,7 +341,7 @@ async fn backup_of_a_running_server_restores_with_deliveries_still_scheduled() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        api.deliveries("orders-hook", "delivered").await.len(),
+        api.deliveries_in("orders-hook", "delivered").await.len(),
         7,
         "the copy has 7 deliveries"
     );
@@ -486,8 +422,9 @@ fn version_names_the_commit_and_completions_cover_the_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = Recorder::start().await;
-    endpoint.state.failing.store(true, Ordering::SeqCst);
+    let failing = Arc::new(AtomicBool::new(false));
+    let endpoint = start_endpoint(failing.clone()).await;
+    failing.store(true, Ordering::SeqCst);
     let mut server = start_server(
         &dir.path().join("data"),
         &dir.path().join("server.log"),
@@ -501,33 +438,27 @@ async fn json_logs_carry_request_ids_and_failures_but_no_payloads() {
     .await;
     let api = Api::new(&server.url, TOKEN);
     let (status, _) = api
-        .call(
+        .send(
             api.http
                 .get(format!("{}/v1/topics", server.url))
                 .header("x-request-id", "log-test-42"),
         )
         .await;
     assert_eq!(status, 200);
-    let (status, body) = api.post("/v1/topics", json!({"name": "orders"})).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = api
-        .post(
-            "/v1/subscriptions",
-            json!({
-                "name": "orders-hook",
-                "topic": "orders",
-                "endpoint": format!("{}?token=endpoint-secret", endpoint.url),
-                "retry_policy": {"backoff": {"kind": "immediate"}, "retry_limit": 1},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    api.create_topic("orders").await;
+    api.create_subscription(json!({
+        "name": "orders-hook",
+        "topic": "orders",
+        "endpoint": format!("{}?token=endpoint-secret", endpoint.url),
+        "retry_policy": {"backoff": {"kind": "immediate"}, "retry_limit": 1},
+    }))
+    .await;
     let mut secret = event("logged-1");
     secret["data"] = json!({"card": "payload-secret-4242"});
-    let (status, body) = api.try_publish(&[secret]).await.unwrap();
+    let (status, body) = try_publish(&api, &[secret]).await.unwrap();
     assert_eq!(status, 202, "{body}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api.deliveries("orders-hook", "failed").await.is_empty() {
+    while api.deliveries_in("orders-hook", "failed").await.is_empty() {
         assert!(Instant::now() < deadline, "log:\n{}", server.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

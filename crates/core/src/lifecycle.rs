@@ -224,7 +224,6 @@ mod tests {
     use crate::retry::classify::AttemptOutcome;
     use crate::retry::decision::{AttemptContext, Decision};
 
-    use crate::filter::Filter;
     use crate::retry::policy::{Backoff, RetryPolicy};
 
     fn t(secs: i64) -> Timestamp {
@@ -233,27 +232,14 @@ mod tests {
 
     fn spec() -> SubscriptionSpec {
         SubscriptionSpec {
-            name: "orders-push".into(),
-            topic: "orders".into(),
-            endpoint: "http://127.0.0.1:9/hook".into(),
-            filter: Filter::default(),
             retry_policy: RetryPolicy {
                 backoff: Backoff::Fixed {
                     interval: HumanDuration::from_secs(10),
                 },
                 ..RetryPolicy::default()
             },
-            timeout: HumanDuration::from_secs(30),
             max_concurrency: 8,
-            dead_letter_topic: None,
-            max_delivery_attempts: None,
-            message_retention: default_message_retention(),
-            rate: None,
-            bucket_size: None,
-            headers_profile: Default::default(),
-            payload_format: Default::default(),
-            health_policy: Default::default(),
-            push_backoff: false,
+            ..SubscriptionSpec::new("orders-push", "orders", "http://127.0.0.1:9/hook")
         }
     }
 

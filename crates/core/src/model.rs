@@ -90,6 +90,34 @@ pub struct SubscriptionSpec {
 }
 
 impl SubscriptionSpec {
+    /// A subscription of `topic` pushing to `endpoint`, every other field as
+    /// a request or config file that leaves it out gets it: each default is
+    /// the one serde fills in (the test below holds the two together).
+    pub fn new(
+        name: impl Into<String>,
+        topic: impl Into<String>,
+        endpoint: impl Into<String>,
+    ) -> SubscriptionSpec {
+        SubscriptionSpec {
+            name: name.into(),
+            topic: topic.into(),
+            endpoint: endpoint.into(),
+            filter: Filter::default(),
+            retry_policy: RetryPolicy::default(),
+            timeout: default_timeout(),
+            max_concurrency: default_max_concurrency(),
+            dead_letter_topic: None,
+            max_delivery_attempts: None,
+            message_retention: default_message_retention(),
+            rate: None,
+            bucket_size: None,
+            headers_profile: crate::dialect::HeadersProfile::default(),
+            payload_format: crate::dialect::PayloadFormat::default(),
+            health_policy: HealthPolicy::default(),
+            push_backoff: false,
+        }
+    }
+
     /// A spec as a store keeps it (JSON this program wrote): fields a newer
     /// version added are dropped rather than refused, so nodes of two
     /// versions can share a database during an upgrade.
@@ -349,6 +377,12 @@ mod tests {
             spec.extend(extra);
         }
         serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn new_gives_every_field_the_default_a_request_leaving_it_out_gets() {
+        let built = SubscriptionSpec::new("s", "t", "http://127.0.0.1/");
+        assert_eq!(built, spec(json!({})));
     }
 
     #[test]

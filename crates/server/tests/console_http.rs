@@ -12,15 +12,15 @@ use serde_json::json;
 /// A script's client: the admin token as a bearer header (no CSRF token
 /// needed), redirects left visible.
 fn no_redirects() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", common::TOKEN)
-            .parse()
-            .expect("a header value"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
+    redrive_testkit::api::client(Some(common::TOKEN))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A browser's client before it signs in: no token, redirects visible.
+fn anonymous_no_redirects() -> reqwest::Client {
+    redrive_testkit::api::client(None)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("an HTTP client")
@@ -278,11 +278,7 @@ async fn pause_resume_and_enable_buttons_change_the_subscription() {
 /// Signs in at `/console/login` with `token`; the session cookie
 /// (`name=value`) and its CSRF token.
 async fn sign_in(server: &Server, token: &str) -> (String, String) {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("an HTTP client");
+    let http = anonymous_no_redirects();
     let form = form_urlencoded::Serializer::new(String::new())
         .append_pair("token", token)
         .finish();
@@ -340,11 +336,7 @@ async fn a_read_only_session_sees_no_write_buttons_and_cannot_post_them() {
     assert_eq!(status.as_u16(), 201, "{created}");
     let read_token = created["token"].as_str().expect("the token");
 
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("an HTTP client");
+    let http = anonymous_no_redirects();
     let pages = [
         "/console/subscriptions/hooks".to_owned(),
         "/console/subscriptions/hooks/rows".to_owned(),

@@ -46,8 +46,7 @@ impl FormBody for reqwest::RequestBuilder {
 }
 
 fn anonymous() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+    redrive_testkit::api::client(None)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client")

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use redrive_core::{
-    Attempt, CloudEvent, Decision, DeliveryState, ErrorClass, FailureReason, Filter,
-    SubscriptionSpec,
+    Attempt, CloudEvent, Decision, DeliveryState, ErrorClass, FailureReason, SubscriptionSpec,
 };
 
 use crate::{ClaimRequest, ClaimWant, Completion, DeliverySearch, Store, StoreError};
@@ -115,22 +114,8 @@ fn at(seconds: i64) -> Timestamp {
 
 pub fn spec(name: &str, topic: &str) -> SubscriptionSpec {
     SubscriptionSpec {
-        name: name.into(),
-        topic: topic.into(),
-        endpoint: "http://127.0.0.1:9/hook".into(),
-        filter: Filter::default(),
-        retry_policy: Default::default(),
-        timeout: redrive_core::HumanDuration::from_secs(30),
         max_concurrency: 8,
-        dead_letter_topic: None,
-        max_delivery_attempts: None,
-        message_retention: redrive_core::lifecycle::default_message_retention(),
-        rate: None,
-        bucket_size: None,
-        headers_profile: Default::default(),
-        payload_format: Default::default(),
-        health_policy: Default::default(),
-        push_backoff: false,
+        ..SubscriptionSpec::new(name, topic, "http://127.0.0.1:9/hook")
     }
 }
 

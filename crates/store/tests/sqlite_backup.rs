@@ -2,13 +2,13 @@
 
 use redrive_store::conformance::{event, spec, t0};
 use redrive_store::prelude::*;
+use redrive_store::sqlite::testing::TestStore;
 use redrive_store::{DeliverySearch, SqliteStore, StoreError};
 
 #[tokio::test]
 async fn a_backup_is_a_store_that_opens_with_everything_scheduled() {
-    let live_dir = tempfile::tempdir().expect("temp dir");
+    let store = TestStore::open(t0()).expect("open");
     let restored_dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(live_dir.path(), t0()).expect("open");
     store.create_topic("orders", t0()).await.expect("topic");
     store
         .create_subscription(spec("s1", "orders"), t0())
@@ -54,17 +54,16 @@ async fn a_backup_is_a_store_that_opens_with_everything_scheduled() {
 
 #[tokio::test]
 async fn flush_leaves_the_database_file_complete_without_its_wal() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path(), t0()).expect("open");
+    let store = TestStore::open(t0()).expect("open");
     store.create_topic("orders", t0()).await.expect("topic");
     store.flush().await.expect("flush");
-    let wal = dir.path().join("redrive.db-wal");
+    let wal = store.dir().join("redrive.db-wal");
     let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     assert_eq!(wal_len, 0, "the WAL still holds pages after a flush");
     // A copy of the main file alone has the topic.
     let copy_dir = tempfile::tempdir().expect("temp dir");
     std::fs::copy(
-        dir.path().join("redrive.db"),
+        store.dir().join("redrive.db"),
         copy_dir.path().join("redrive.db"),
     )
     .expect("copy");

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use redrive_store::SqliteStore;
 use redrive_store::conformance::{CHECKS, t0};
+use redrive_store::sqlite::testing::TestStore;
 use redrive_testkit::{Need, Runtime, trial};
 
 fn main() -> ExitCode {
@@ -14,9 +14,8 @@ fn main() -> ExitCode {
         .iter()
         .map(|&(name, check)| {
             trial(name, &need, Runtime::CurrentThread, move |()| async move {
-                let dir = tempfile::tempdir().expect("a temporary directory");
-                let store = SqliteStore::open(dir.path(), t0()).expect("the store opens");
-                check(&store).await;
+                let store = TestStore::open(t0()).expect("the store opens");
+                check(&*store).await;
             })
         })
         .collect();

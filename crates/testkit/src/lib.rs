@@ -1,5 +1,8 @@
-//! The harness of redrive's test suites that need something this machine
-//! may lack (a PostgreSQL database, Chromium and chromedriver).
+//! redrive's test kit, a dev-dependency only: what the test files would
+//! otherwise each write again — a recording webhook endpoint
+//! ([`endpoint`]), a client of the HTTP API ([`api`]) — and the harness of
+//! the test suites that need something this machine may lack (a PostgreSQL
+//! database, Chromium and chromedriver).
 //!
 //! Run through it (`harness = false`), such a test is reported as
 //! *ignored*, with the reason and how to run it, when its need is missing,
@@ -7,6 +10,8 @@
 //! what they need, and makes a missing one a failure instead
 //! (`REDRIVE_REQUIRE_BROWSER=1`, a database URL that must answer).
 
+pub mod api;
+pub mod endpoint;
 pub mod import_graph;
 
 use std::future::Future;

@@ -102,9 +102,7 @@ fn at(base: Timestamp, second: u64) -> Timestamp {
 
 async fn seed(store: &dyn Store, base: Timestamp, batches: u64) -> anyhow::Result<()> {
     store.create_topic(TOPIC, base).await?;
-    let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
-        "name": SUBSCRIPTION, "topic": TOPIC, "endpoint": "http://127.0.0.1:9/hook",
-    }))?;
+    let spec = SubscriptionSpec::new(SUBSCRIPTION, TOPIC, "http://127.0.0.1:9/hook");
     store.create_subscription(spec, base).await?;
     for batch in 0..batches {
         let events = (0..BATCH).map(|i| event(batch * BATCH + i)).collect();

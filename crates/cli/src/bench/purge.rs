@@ -61,9 +61,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
         ..SweeperConfig::default()
     };
     store.create_topic("bench", clock.now()).await?;
-    let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
-        "name": "bench-sub", "topic": "bench", "endpoint": "http://127.0.0.1:9/hook",
-    }))?;
+    let spec = SubscriptionSpec::new("bench-sub", "bench", "http://127.0.0.1:9/hook");
     store.create_subscription(spec, clock.now()).await?;
 
     let batch = args.batch.max(1);

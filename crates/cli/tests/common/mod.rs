@@ -1,9 +1,10 @@
 //! What the CLI integration tests share: the `redrive` binary run as a user
-//! runs it, a `redrive serve` child process, and a small JSON client for
-//! its API over real HTTP.
+//! runs it, a `redrive serve` child process, and the set-up of a topic and
+//! subscription through the test kit's API client.
 
-// Every test file is its own crate and uses only part of this module.
-#![allow(dead_code)]
+// Every test file is its own crate and uses only part of this module and
+// of what it re-exports.
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+pub use redrive_testkit::api::Api;
+pub use redrive_testkit::endpoint::{Endpoint, Reply};
+use serde_json::json;
 
 pub const REDRIVE: &str = env!("CARGO_BIN_EXE_redrive");
 
@@ -222,84 +225,24 @@ impl Drop for RunningServer {
     }
 }
 
-/// The API of a running server, with an admin token.
-pub struct Api {
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
-impl Api {
-    pub fn new(base: &str, token: &str) -> Api {
-        redrive_server::dispatcher::push::install_crypto_provider();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().expect("a header value"),
-        );
-        Api {
-            base: base.to_owned(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .default_headers(headers)
-                .build()
-                .expect("an HTTP client"),
-        }
-    }
-
-    /// The status and the JSON body (`Null` when empty).
-    pub async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("the API answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("a body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer: {text}"))
-        };
-        (status, body)
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    pub async fn publish_batch(&self, topic: &str, events: &[Value]) -> (u16, Value) {
-        let request = self
-            .http
-            .post(format!("{}/v1/topics/{topic}/events", self.base))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::from(events.to_vec()).to_string());
-        self.call(request).await
-    }
-
-    /// The deliveries of `subscription` in `state`, every page of them.
-    pub async fn deliveries(&self, subscription: &str, state: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path =
-                format!("/v1/subscriptions/{subscription}/deliveries?state={state}&limit=500");
-            if let Some(cursor) = &cursor {
-                path.push_str(&format!("&cursor={cursor}"));
-            }
-            let (status, body) = self.get(&path).await;
-            assert_eq!(status, 200, "{body}");
-            all.extend(body["deliveries"].as_array().cloned().unwrap_or_default());
-            match body["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return all,
-            }
-        }
-    }
-
-    /// How many deliveries of `subscription` are in `state`.
-    pub async fn count(&self, subscription: &str, state: &str) -> usize {
-        self.deliveries(subscription, state).await.len()
-    }
+/// Creates the topic `orders` and its subscription `orders-hook` pushing
+/// to `endpoint`: a fixed backoff of `retry_interval`, pushes timing out
+/// after `timeout`, at most `max_concurrency` at once.
+pub async fn create_orders_hook(
+    api: &Api,
+    endpoint: &str,
+    retry_interval: &str,
+    timeout: &str,
+    max_concurrency: u32,
+) {
+    api.create_topic("orders").await;
+    api.create_subscription(json!({
+        "name": "orders-hook",
+        "topic": "orders",
+        "endpoint": endpoint,
+        "retry_policy": {"backoff": {"kind": "fixed", "interval": retry_interval}},
+        "timeout": timeout,
+        "max_concurrency": max_concurrency,
+    }))
+    .await;
 }

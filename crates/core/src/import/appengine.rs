@@ -11,7 +11,7 @@ use super::{ImportError, Imported};
 use crate::config::TopicDecl;
 use crate::dialect::HeadersProfile;
 use crate::duration::{HumanDuration, parse_duration};
-use crate::model::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_SECS, SubscriptionSpec};
+use crate::model::{DEFAULT_MAX_CONCURRENCY, SubscriptionSpec};
 use crate::rate::{MAX_BUCKET_SIZE, Rate};
 use crate::retry::policy::{APPENGINE_BACKOFF, Backoff, LimitMode, RetryPolicy};
 
@@ -340,24 +340,15 @@ fn subscription(queue: &RawQueue, endpoints: &EndpointRule) -> Result<Subscripti
             .policy()
     };
     retry_policy.validate().map_err(|err| err.to_string())?;
+    // Everything else as a subscription leaving it out gets; App Engine
+    // keeps a queue's retry parameters exactly: no push backoff.
     Ok(SubscriptionSpec {
-        name: name.clone(),
-        topic: name.clone(),
-        endpoint: endpoints.endpoint(name),
-        filter: Default::default(),
         retry_policy,
-        timeout: HumanDuration::from_secs(DEFAULT_TIMEOUT_SECS),
         max_concurrency: max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY),
-        dead_letter_topic: None,
-        max_delivery_attempts: None,
-        message_retention: crate::lifecycle::default_message_retention(),
         rate: Some(rate),
         bucket_size: Some(bucket_size),
         headers_profile: HeadersProfile::Appengine,
-        payload_format: Default::default(),
-        health_policy: Default::default(),
-        // App Engine keeps a queue's retry parameters exactly: no push backoff.
-        push_backoff: false,
+        ..SubscriptionSpec::new(name.clone(), name.clone(), endpoints.endpoint(name))
     })
 }
 

@@ -15,7 +15,7 @@ use crate::filter::Filter;
 use crate::lifecycle::{
     MAX_DELIVERY_ATTEMPTS, MAX_MESSAGE_RETENTION, MIN_DELIVERY_ATTEMPTS, default_message_retention,
 };
-use crate::model::{DEFAULT_MAX_CONCURRENCY, SubscriptionSpec};
+use crate::model::SubscriptionSpec;
 use crate::retry::policy::Backoff;
 
 /// Pub/Sub's limits, checked as Pub/Sub checks them.
@@ -209,23 +209,16 @@ fn convert(sub: &PubsubSubscription, notes: &mut Vec<String>) -> Result<Subscrip
         ));
     }
     Ok(SubscriptionSpec {
-        name,
-        topic: short_name(&sub.topic).to_owned(),
-        endpoint,
         filter,
         retry_policy,
         timeout: HumanDuration::from_secs(ack_deadline),
-        max_concurrency: DEFAULT_MAX_CONCURRENCY,
         dead_letter_topic,
         max_delivery_attempts,
         message_retention,
-        rate: None,
-        bucket_size: None,
-        headers_profile: Default::default(),
         payload_format: PayloadFormat::PubsubPush,
-        health_policy: Default::default(),
         // Pub/Sub slows a failing push subscription down; so does the import.
         push_backoff: preset.push_backoff,
+        ..SubscriptionSpec::new(name, short_name(&sub.topic), endpoint)
     })
 }
 

@@ -1,12 +1,14 @@
 //! The console's reads on PostgreSQL, each served by an index of the
 //! migration below (the same shapes as on SQLite).
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
 use tokio_postgres::types::ToSql;
 
-use super::pg_error;
 use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum};
-use super::*;
+use super::{PostgresStore, pg_error};
+use crate::ConsoleStore;
 use crate::Result;
 use crate::console::*;
 
@@ -178,7 +180,7 @@ impl ConsoleStore for PostgresStore {
         query: crate::DeliverySearch,
     ) -> Result<crate::DeliverySearchPage> {
         let client = self.client().await?;
-        console::search(&client, &query).await
+        search(&client, &query).await
     }
 
     async fn count_deliveries_by_state(
@@ -187,7 +189,7 @@ impl ConsoleStore for PostgresStore {
         since: Timestamp,
     ) -> Result<crate::StateCounts> {
         let client = self.client().await?;
-        console::count_by_state(&client, subscription, since).await
+        count_by_state(&client, subscription, since).await
     }
 
     async fn outcome_buckets(
@@ -195,7 +197,7 @@ impl ConsoleStore for PostgresStore {
         query: crate::OutcomeBucketsQuery,
     ) -> Result<Vec<crate::OutcomeBucket>> {
         let client = self.client().await?;
-        console::outcome_buckets(&client, &query).await
+        outcome_buckets(&client, &query).await
     }
 }
 

@@ -1,7 +1,26 @@
 //! Deliveries on PostgreSQL.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use redrive_core::{CloudEvent, Delivery};
+use tokio::sync::Notify;
+
+// Claims with a rate limit take their tokens in `claims.rs`.
+use super::claims as rate;
 use super::ops::count;
-use super::*;
+use super::rows::{
+    self, ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, get, millis, timestamp,
+};
+use super::{PostgresStore, health, lifecycle, pg_error, read_delivery};
+use crate::plan::{CompletionRow, FanOut};
+use crate::{
+    ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
+    PublishOutcome, Result, StoreError,
+};
 
 #[async_trait]
 impl DeliveryStore for PostgresStore {

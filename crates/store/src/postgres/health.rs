@@ -3,6 +3,7 @@
 //! that records each attempt, health changes as compare-and-set with their
 //! operational event in the same transaction, and pause.
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use redrive_core::health::{AttemptCounts, SubscriptionStatus};
@@ -11,10 +12,9 @@ use redrive_core::{Health, Subscription};
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
-use super::*;
 use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
-use crate::{Result, StoreError};
+use crate::{HealthStore, Result, StoreError};
 
 pub(super) use crate::stored::STATUS_COLUMNS;
 

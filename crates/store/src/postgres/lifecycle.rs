@@ -1,25 +1,26 @@
 //! The failure lifecycle on PostgreSQL: dead-lettering in the transaction
-//! that fails a delivery, retention expiry, redrive, the journal and the
-//! incremental history purge. The sweeper's work (expiry, purge) takes a
+//! that fails a delivery, retention expiry, redrive and the journal (the
+//! history purge is `history.rs`'s). The sweeper's work (expiry, purge) takes a
 //! transaction-scoped advisory lock: with several nodes, one sweeps at a
 //! time and the others skip their turn instead of contending for rows.
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use redrive_core::lifecycle::SYSTEM_TOPIC;
 use redrive_core::{Delivery, FailureReason};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, millis};
-use super::*;
-use super::{partition_drop, partitions};
-use super::{pg_error, publish_in, read_delivery, read_subscription, topic_exists};
+use super::{
+    PostgresStore, history, pg_error, publish_in, read_delivery, read_subscription, topic_exists,
+};
 use crate::lifecycle::*;
 use crate::plan::{FailureEffects, cancel_decision, failure_topics};
-use crate::{Result, StoreError};
+use crate::{LifecycleStore, Result, StoreError};
 
-/// Advisory lock keys of the sweeper's two jobs, per schema.
+/// The advisory lock key of retention expiry, per schema (the purge's is
+/// `history.rs`'s).
 const EXPIRE_LOCK: &str = "hashtext(current_schema() || '.redrive.expire')";
-const PURGE_LOCK: &str = "hashtext(current_schema() || '.redrive.purge')";
 
 /// Creates the built-in operational topic if it is missing.
 pub(super) async fn ensure_system_topic(
@@ -435,129 +436,11 @@ pub(super) async fn journal(
     })
 }
 
-pub(super) async fn purge(
-    client: &mut deadpool_postgres::Object,
-    request: &PurgeRequest,
-) -> Result<PurgeOutcome> {
-    let before = millis(request.before);
-    let limit = i64::from(request.limit.max(1));
-    let mut outcome = PurgeOutcome {
-        events_cursor: request.events_after,
-        ..PurgeOutcome::default()
-    };
-    let raw: &mut tokio_postgres::Client = client;
-    // Partitions follow the ids, which follow the real clock.
-    if let Err(err) = partitions::ensure_ahead(raw, Timestamp::now()).await {
-        tracing::warn!(error = %err, "cannot create the coming days' history partitions");
-    }
-    // A partition that can't go (say, an operator's view depends on it)
-    // must not stop the rest of the purge: it is logged every turn instead.
-    let dropped = match partition_drop::drop_expired(raw, before, PURGE_LOCK).await {
-        Ok(dropped) => dropped,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot drop expired history partitions");
-            partition_drop::Dropped::default()
-        }
-    };
-    if dropped.other_node {
-        tracing::debug!("another node is purging history; skipping this turn");
-        return Ok(outcome);
-    }
-    if let Some(first) = dropped.first_seq {
-        // The walk over unreferenced events goes back to the first event
-        // of the dropped deliveries and deletes their events on its way.
-        outcome.events_cursor = outcome.events_cursor.min(first.saturating_sub(1));
-    }
-    let tx = client.transaction().await.map_err(pg_error)?;
-    if !super::try_xact_lock(&*tx, PURGE_LOCK)
-        .await
-        .map_err(pg_error)?
-    {
-        tracing::debug!("another node is purging history; skipping this turn");
-        return Ok(outcome);
-    }
-    // One batch of finished deliveries with their attempts, raising each
-    // subscription's journal floor to what went. Only the default partition
-    // is purged row by row: day partitions go whole once their day passed
-    // the cutoff.
-    let row = tx
-        .query_one(
-            "WITH finished AS (
-               SELECT id FROM deliveries_default
-               WHERE state IN ('delivered', 'failed') AND updated_at < $1
-               ORDER BY updated_at LIMIT $2
-               FOR UPDATE SKIP LOCKED
-             ), gone_attempts AS (
-               DELETE FROM attempts_default a USING finished f WHERE a.delivery_id = f.id
-               RETURNING 1
-             ), gone AS (
-               DELETE FROM deliveries_default d USING finished f WHERE d.id = f.id
-               RETURNING d.subscription, d.event_seq
-             ), floors AS (
-               INSERT INTO journal_floors (subscription, purged_through)
-               SELECT subscription, max(event_seq) FROM gone GROUP BY subscription
-               ON CONFLICT (subscription) DO UPDATE
-                 SET purged_through = GREATEST(journal_floors.purged_through,
-                                               excluded.purged_through)
-             )
-             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
-                    COALESCE((SELECT array_agg(DISTINCT event_seq) FROM gone), '{}')",
-            &[&before, &limit],
-        )
-        .await
-        .map_err(pg_error)?;
-    let deleted = u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0);
-    outcome.deliveries = dropped.deliveries + deleted;
-    outcome.attempts = dropped.attempts + u64::try_from(get::<i64>(&row, 1)?).unwrap_or(0);
-    let seqs: Vec<i64> = get(&row, 2)?;
-    outcome.more = dropped.more || deleted >= u64::try_from(limit).unwrap_or(u64::MAX);
-    let delete_unreferenced = tx
-        .prepare_cached(
-            "DELETE FROM events e WHERE e.seq = ANY($1)
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
-        )
-        .await
-        .map_err(pg_error)?;
-    if !seqs.is_empty() {
-        outcome.events += tx
-            .execute(&delete_unreferenced, &[&seqs])
-            .await
-            .map_err(pg_error)?;
-    }
-    // Events no delivery ever read (no subscription matched, or copies on a
-    // topic nobody subscribes to), walked once in publish order.
-    let candidates: Vec<(i64, i64)> = tx
-        .query(
-            "SELECT seq, published_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&outcome.events_cursor, &limit],
-        )
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
-        .collect::<Result<_>>()?;
-    let examined: Vec<i64> = candidates
-        .iter()
-        .take_while(|(_, published_at)| *published_at < before)
-        .map(|(seq, _)| *seq)
-        .collect();
-    if let Some(last) = examined.last() {
-        outcome.events_cursor = *last;
-        outcome.events += tx
-            .execute(&delete_unreferenced, &[&examined])
-            .await
-            .map_err(pg_error)?;
-    }
-    outcome.more |= examined.len() as i64 >= limit;
-    tx.commit().await.map_err(pg_error)?;
-    Ok(outcome)
-}
-
 #[async_trait]
 impl LifecycleStore for PostgresStore {
     async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
         let mut client = self.client().await?;
-        let (expired, fanned_out) = lifecycle::expire(&mut client, now, limit).await?;
+        let (expired, fanned_out) = expire(&mut client, now, limit).await?;
         if fanned_out {
             self.wake();
         }
@@ -566,7 +449,7 @@ impl LifecycleStore for PostgresStore {
 
     async fn cancel_delivery(&self, id: &str, now: Timestamp) -> Result<Delivery> {
         let mut client = self.client().await?;
-        let (delivery, fanned_out) = lifecycle::cancel(&mut client, id, now).await?;
+        let (delivery, fanned_out) = cancel(&mut client, id, now).await?;
         if fanned_out {
             self.wake();
         }
@@ -575,12 +458,12 @@ impl LifecycleStore for PostgresStore {
 
     async fn count_redrivable(&self, filter: RedriveFilter) -> Result<u64> {
         let client = self.client().await?;
-        lifecycle::count_redrivable(&client, &filter).await
+        count_redrivable(&client, &filter).await
     }
 
     async fn redrive_batch(&self, request: RedriveBatchRequest) -> Result<RedriveBatch> {
         let client = self.client().await?;
-        let batch = lifecycle::redrive(&client, &request).await?;
+        let batch = redrive(&client, &request).await?;
         if batch.moved > 0 {
             self.wake();
         }
@@ -589,11 +472,11 @@ impl LifecycleStore for PostgresStore {
 
     async fn journal(&self, query: JournalQuery) -> Result<JournalPage> {
         let client = self.client().await?;
-        lifecycle::journal(&client, &query).await
+        journal(&client, &query).await
     }
 
     async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
         let mut client = self.client().await?;
-        lifecycle::purge(&mut client, &request).await
+        history::purge(&mut client, &request).await
     }
 }

@@ -1,13 +1,13 @@
 //! API tokens and signing secrets on PostgreSQL.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
-use super::*;
 use super::{PostgresStore, pg_error};
 use crate::security::*;
-use crate::{Result, StoreError};
+use crate::{Result, SecurityStore, StoreError};
 
 /// How often a rotation retries when another node rotated the same
 /// subscription between its read and its write.

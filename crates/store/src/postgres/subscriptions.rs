@@ -1,6 +1,12 @@
 //! Subscriptions on PostgreSQL.
 
-use super::*;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::{Subscription, SubscriptionSpec};
+
+use super::rows::{get, millis};
+use super::{PostgresStore, health, pg_error, read_subscription, subscription_from};
+use crate::{Result, StoreError, SubscriptionStore};
 
 #[async_trait]
 impl SubscriptionStore for PostgresStore {

@@ -1,6 +1,12 @@
 //! Topics on PostgreSQL.
 
-use super::*;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::Topic;
+
+use super::rows::{get, millis, timestamp};
+use super::{PostgresStore, lifecycle, pg_error};
+use crate::{Result, StoreError, TopicStore};
 
 #[async_trait]
 impl TopicStore for PostgresStore {

@@ -1,13 +1,15 @@
 //! The console's reads on SQLite, each served by an index of the
 //! migration below so they stay fast on subscriptions with many deliveries.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::DeliveryState;
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
+use super::SqliteStore;
 use super::rows::{self, DELIVERY_COLUMNS, millis, parse_enum};
-use super::*;
+use crate::ConsoleStore;
 use crate::Result;
 use crate::console::*;
 

@@ -1,6 +1,21 @@
 //! Deliveries on SQLite.
 
-use super::*;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::{CloudEvent, Delivery};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+use super::claims::rescue;
+use super::rows::{self, ATTEMPT_COLUMNS, millis, timestamp};
+use super::{SqliteStore, health, lifecycle, ops, read_delivery, topic_exists};
+use crate::plan::{CompletionRow, FanOut};
+use crate::{
+    ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
+    PublishOutcome, Result, StoreError,
+};
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {

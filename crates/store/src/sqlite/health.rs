@@ -6,6 +6,7 @@
 //! of health increments: "attempts since the health last changed" is then
 //! exact, not rounded to the minute of the change.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::health::{AttemptCounts, SubscriptionStatus};
 use redrive_core::lifecycle::SYSTEM_TOPIC;
@@ -13,10 +14,9 @@ use redrive_core::{Health, Subscription};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{millis, timestamp};
-use super::*;
-use super::{publish, read_subscription, topic_exists};
+use super::{SqliteStore, publish, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
-use crate::{HealthChange, Result, StoreError};
+use crate::{HealthChange, HealthStore, Result, StoreError};
 
 pub(super) use crate::stored::STATUS_COLUMNS;
 
@@ -195,7 +195,7 @@ impl HealthStore for SqliteStore {
             .await?;
         // Also for a subscription made healthy again: its backlog is due.
         if fanned_out || changed.is_some() {
-            self.wakeups.notify_one();
+            self.wake();
         }
         Ok(changed)
     }
@@ -206,7 +206,7 @@ impl HealthStore for SqliteStore {
             .writer
             .write(move |conn| set_paused(conn, &name, paused))
             .await?;
-        self.wakeups.notify_one();
+        self.wake();
         Ok(subscription)
     }
 }

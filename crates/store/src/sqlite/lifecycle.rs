@@ -1,7 +1,8 @@
 //! The failure lifecycle on SQLite: dead-lettering in the transaction that
-//! fails a delivery, retention expiry, redrive, the journal and the
-//! incremental history purge.
+//! fails a delivery, retention expiry, redrive and the journal. The history
+//! purge is `history.rs`'s.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::lifecycle::SYSTEM_TOPIC;
 use redrive_core::{Delivery, FailureReason};
@@ -9,11 +10,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
-use super::*;
-use super::{publish, read_delivery, read_subscription, topic_exists};
+use super::{SqliteStore, history, publish, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
 use crate::plan::{FailureEffects, cancel_decision, failure_topics};
-use crate::{Result, StoreError};
+use crate::{LifecycleStore, Result, StoreError};
 
 /// Creates the built-in operational topic if it is missing.
 pub(super) fn ensure_system_topic(conn: &Connection, now: Timestamp) -> Result<()> {
@@ -323,67 +323,6 @@ pub(super) fn journal(conn: &Connection, query: &JournalQuery) -> Result<Journal
     })
 }
 
-pub(super) fn purge_history(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOutcome> {
-    let before = millis(request.before);
-    let limit = i64::from(request.limit.max(1));
-    let finished: Vec<(String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT id, subscription, event_seq FROM deliveries
-             WHERE state IN ('delivered', 'failed') AND updated_at < ?1
-             ORDER BY updated_at LIMIT ?2",
-        )?
-        .query_map(params![before, limit], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut outcome = PurgeOutcome {
-        more: finished.len() as i64 >= limit,
-        events_cursor: request.events_after,
-        ..PurgeOutcome::default()
-    };
-    let mut delete_attempts = conn.prepare_cached("DELETE FROM attempts WHERE delivery_id = ?1")?;
-    let mut delete_delivery = conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
-    let mut raise_floor = conn.prepare_cached(
-        "INSERT INTO journal_floors (subscription, purged_through) VALUES (?1, ?2)
-         ON CONFLICT (subscription)
-         DO UPDATE SET purged_through = MAX(purged_through, excluded.purged_through)",
-    )?;
-    // Deletes an event unless some delivery still reads it.
-    let mut delete_unreferenced = conn.prepare_cached(
-        "DELETE FROM events WHERE seq = ?1
-           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
-    )?;
-    for (id, subscription, seq) in &finished {
-        outcome.attempts += delete_attempts.execute([id])? as u64;
-        outcome.deliveries += delete_delivery.execute([id])? as u64;
-        raise_floor.execute(params![subscription, seq])?;
-    }
-    for (_, _, seq) in &finished {
-        outcome.events += delete_unreferenced.execute([seq])? as u64;
-    }
-    // Events no delivery ever read (no subscription matched, or copies on a
-    // topic nobody subscribes to), walked once in publish order.
-    let candidates: Vec<(i64, i64)> = conn
-        .prepare_cached(
-            "SELECT seq, published_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(params![request.events_after, limit], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut examined = 0;
-    for (seq, published_at) in candidates {
-        if published_at >= before {
-            break;
-        }
-        outcome.events += delete_unreferenced.execute([seq])? as u64;
-        outcome.events_cursor = seq;
-        examined += 1;
-    }
-    outcome.more |= examined >= limit;
-    Ok(outcome)
-}
-
 #[async_trait]
 impl LifecycleStore for SqliteStore {
     async fn expire_retention(&self, now: Timestamp, limit: u32) -> Result<u64> {
@@ -392,7 +331,7 @@ impl LifecycleStore for SqliteStore {
             .write(move |conn| expire_retention(conn, now, limit))
             .await?;
         if fanned_out {
-            self.wakeups.notify_one();
+            self.wake();
         }
         Ok(expired)
     }
@@ -404,7 +343,7 @@ impl LifecycleStore for SqliteStore {
             .write(move |conn| cancel_delivery(conn, &id, now))
             .await?;
         if fanned_out {
-            self.wakeups.notify_one();
+            self.wake();
         }
         Ok(delivery)
     }
@@ -421,7 +360,7 @@ impl LifecycleStore for SqliteStore {
             .write(move |conn| redrive_batch(conn, &request))
             .await?;
         if batch.moved > 0 {
-            self.wakeups.notify_one();
+            self.wake();
         }
         Ok(batch)
     }
@@ -432,7 +371,7 @@ impl LifecycleStore for SqliteStore {
 
     async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
         self.writer
-            .write(move |conn| purge_history(conn, &request))
+            .write(move |conn| history::purge(conn, &request))
             .await
     }
 }

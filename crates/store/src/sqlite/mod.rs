@@ -1,20 +1,34 @@
 //! The embedded store: SQLite in WAL mode in a data directory owned by one
-//! process. Writes go through a single writer thread that group-commits
-//! (synchronous = FULL, so a commit is on disk when it returns); reads use a
-//! small pool of connections on the blocking thread pool.
+//! process. Writes go through a single writer thread that group-commits:
+//! publishes and API changes are on disk when they return (fsync'd), claims
+//! and attempt outcomes are committed at once and fsync'd with the next
+//! durable commit (see `connection.rs`); reads use a small pool of
+//! connections on the blocking thread pool.
+//!
+//! Mirrored file for file by `postgres/`: each file holds one job for this
+//! backend — the store's nouns (`topics`, `subscriptions`, `deliveries`,
+//! `lifecycle`, `health`, `console`, `security`, `ops`, one per sub-trait of
+//! `Store`), `connection` (the writer thread and the read pool), `claims`
+//! (rescuing leases no completion ended), `wakeups` (the in-process signal),
+//! `history` (the purge), `schema` (migrations), `rows` (row decoding) and
+//! `testing` (a store in a temporary directory, feature `testing`).
 
+mod claims;
+mod connection;
 mod console;
 mod deliveries;
 mod health;
+mod history;
 mod lifecycle;
 mod ops;
-mod readers;
 pub(crate) mod rows;
 mod schema;
 mod security;
 mod subscriptions;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod topics;
-mod writer;
+mod wakeups;
 
 use deliveries::publish;
 
@@ -22,18 +36,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use jiff::Timestamp;
-use redrive_core::{CloudEvent, Delivery, Subscription, SubscriptionSpec, Topic};
-use rusqlite::{Connection, OptionalExtension, params};
+use redrive_core::{CloudEvent, Delivery, Subscription, SubscriptionSpec};
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::Notify;
 
-use crate::plan::{CompletionRow, FanOut};
-use crate::store::*;
 use crate::{Result, StoreError};
-use readers::Readers;
-use rows::{ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis, timestamp};
-use writer::Writer;
+use connection::{Readers, Writer};
+use rows::{DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, timestamp};
 
 pub(crate) const DATABASE_FILE: &str = "redrive.db";
 const LOCK_FILE: &str = "redrive.lock";
@@ -77,10 +87,10 @@ impl SqliteStore {
              PRAGMA temp_store = MEMORY;
              PRAGMA wal_autocheckpoint = 8000;",
         )?;
-        fix_query_plans(&conn)?;
+        connection::fix_query_plans(&conn)?;
         schema::migrate(&conn)?;
         lifecycle::ensure_system_topic(&conn, now)?;
-        let recovered = rescue(&conn, now, None)?;
+        let recovered = claims::rescue(&conn, now, None)?;
         if recovered > 0 {
             tracing::info!(
                 recovered,
@@ -90,7 +100,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Writer::start(conn)?,
             readers: Arc::new(Readers::new(path.clone())),
-            wakeups: Arc::new(Notify::new()),
+            wakeups: wakeups::signal(),
             _lock: lock,
             path,
         })
@@ -100,19 +110,6 @@ impl SqliteStore {
     pub fn database_path(&self) -> &Path {
         &self.path
     }
-}
-
-/// One plan per statement, made when it is first prepared. Otherwise SQLite
-/// prepares a cached statement again whenever a parameter it compared with a
-/// partial index's condition is bound anew — every run of the hot path's
-/// statements, a tenth of the server's CPU. Every statement here names its
-/// states as literals, so the plans need no parameter's value.
-pub(crate) fn fix_query_plans(conn: &Connection) -> Result<()> {
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )?;
-    Ok(())
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {
@@ -134,29 +131,6 @@ fn lock_dir(dir: &Path) -> Result<File> {
             path.display()
         ))),
     }
-}
-
-/// Makes in-flight deliveries due again, recording their lost attempt as
-/// interrupted. `lease_before`: only those whose lease ended before it.
-fn rescue(conn: &Connection, now: Timestamp, lease_before: Option<Timestamp>) -> Result<u64> {
-    let now_ms = millis(now);
-    let cutoff = lease_before.map(millis).unwrap_or(i64::MAX);
-    conn.execute(
-        "INSERT OR IGNORE INTO attempts
-           (delivery_id, number, started_at, duration_ms, error, error_message, decision)
-         SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
-                'interrupted', 'the attempt did not finish: its process stopped or its lease ran out',
-                json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
-         FROM deliveries WHERE state = 'in_flight' AND lease_until < ?3",
-        params![now_ms, now.to_string(), cutoff],
-    )?;
-    let moved = conn.execute(
-        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
-                last_error = 'interrupted', last_status = NULL, updated_at = ?1
-         WHERE state = 'in_flight' AND lease_until < ?2",
-        params![now_ms, cutoff],
-    )?;
-    Ok(moved as u64)
 }
 
 fn topic_exists(conn: &Connection, name: &str) -> Result<bool> {

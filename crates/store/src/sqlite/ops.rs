@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::rows::{millis, timestamp};
-use super::schema;
-use super::*;
+use super::{SqliteStore, schema};
 use crate::ops::{QueueStats, StoreReadiness};
-use crate::{Result, StoreError};
+use crate::{Capabilities, OpsStore, Result, StoreError};
 
 pub(super) fn release_claims(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
     let now_ms = millis(now);
@@ -187,7 +187,7 @@ impl OpsStore for SqliteStore {
 
     async fn backup_into(&self, path: &Path) -> Result<()> {
         let (database, target) = (self.path.clone(), path.to_owned());
-        tokio::task::spawn_blocking(move || ops::backup(&database, &target))
+        tokio::task::spawn_blocking(move || backup(&database, &target))
             .await
             .map_err(|err| StoreError::Backend(format!("the backup task failed: {err}")))?
     }
@@ -197,7 +197,7 @@ impl OpsStore for SqliteStore {
         // queued before this call. It runs outside the writer's transaction.
         self.writer.write(|_| Ok(())).await?;
         let database = self.path.clone();
-        tokio::task::spawn_blocking(move || ops::checkpoint(&database))
+        tokio::task::spawn_blocking(move || checkpoint(&database))
             .await
             .map_err(|err| StoreError::Backend(format!("the checkpoint task failed: {err}")))?
     }

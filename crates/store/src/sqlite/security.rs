@@ -1,12 +1,13 @@
 //! API tokens and signing secrets on SQLite.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::SqliteStore;
 use super::rows::{millis, timestamp};
-use super::*;
 use crate::security::*;
-use crate::{Result, StoreError};
+use crate::{Result, SecurityStore, StoreError};
 
 const TOKEN_COLUMNS: &str = "id, name, scope, secret_hash, created_at";
 

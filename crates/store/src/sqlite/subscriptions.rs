@@ -1,6 +1,13 @@
 //! Subscriptions on SQLite.
 
-use super::*;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::{Subscription, SubscriptionSpec};
+use rusqlite::params;
+
+use super::rows::{millis, timestamp};
+use super::{SqliteStore, health, read_subscription, topic_exists};
+use crate::{Result, StoreError, SubscriptionStore};
 
 #[async_trait]
 impl SubscriptionStore for SqliteStore {

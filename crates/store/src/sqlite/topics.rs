@@ -1,6 +1,13 @@
 //! Topics on SQLite.
 
-use super::*;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redrive_core::Topic;
+use rusqlite::{OptionalExtension, params};
+
+use super::rows::{millis, timestamp};
+use super::{SqliteStore, lifecycle, topic_exists};
+use crate::{Result, StoreError, TopicStore};
 
 #[async_trait]
 impl TopicStore for SqliteStore {

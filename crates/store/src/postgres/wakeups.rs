@@ -1,4 +1,8 @@
-//! Wake-ups across nodes: a dedicated connection LISTENs on the wake-up
+//! Wake-ups on PostgreSQL: a write that made work due wakes this node's
+//! dispatcher through the store's in-process `Notify` ([`PostgresStore::wake`])
+//! and tells the other nodes with a NOTIFY.
+//!
+//! Across nodes: a dedicated connection LISTENs on the wake-up
 //! channel and turns each notification into a local wake-up of the
 //! dispatcher. If the connection drops it is re-opened; meanwhile the
 //! dispatcher's polling keeps delivering, only a little later.
@@ -19,16 +23,60 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::WAKEUP_CHANNEL;
+use super::PostgresStore;
+
+/// The channel the announcer notifies and every node listens on.
+const WAKEUP_CHANNEL: &str = "redrive_due";
 
 /// Pause before re-opening a lost listening connection.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// The node's listener and announcer, running until the store drops.
+pub(super) struct Listening {
+    /// Asks the announcer to tell the other nodes there is work.
+    announce: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+    announcer: tokio::task::JoinHandle<()>,
+}
+
+impl Listening {
+    /// Starts listening on connections of `config` (outside the pool, which
+    /// would hand a listening connection to other work): notifications wake
+    /// `wakeups`.
+    pub(super) fn start(config: &tokio_postgres::Config, wakeups: Arc<Notify>) -> Listening {
+        let own = Announcer::default();
+        let listener = tokio::spawn(run(config.clone(), wakeups, own.clone()));
+        let announce = Arc::new(Notify::new());
+        let announcer = tokio::spawn(self::announce(config.clone(), announce.clone(), own));
+        Listening {
+            announce,
+            listener,
+            announcer,
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.announcer.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Wakes this node's dispatcher now and the other nodes' shortly
+    /// (after the work is committed).
+    pub(super) fn wake(&self) {
+        self.wakeups.notify_one();
+        self.listening.announce.notify_one();
+    }
+}
 
 /// The server process of this node's announcing connection, so the
 /// listener can tell its own notifications from other nodes'. 0 while
 /// unknown.
 #[derive(Clone, Default)]
-pub(super) struct Announcer(Arc<AtomicI32>);
+struct Announcer(Arc<AtomicI32>);
 
 impl Announcer {
     fn is(&self, process_id: i32) -> bool {
@@ -38,7 +86,7 @@ impl Announcer {
 }
 
 /// Runs until the store drops it (the task is aborted).
-pub(super) async fn run(config: tokio_postgres::Config, wakeups: Arc<Notify>, own: Announcer) {
+async fn run(config: tokio_postgres::Config, wakeups: Arc<Notify>, own: Announcer) {
     loop {
         match listen(&config, &wakeups, &own).await {
             Ok(()) => tracing::warn!("the wake-up connection closed; reopening it"),
@@ -89,11 +137,7 @@ async fn listen(
 
 /// Sends a NOTIFY each time it is asked, coalescing requests that arrive
 /// while one is being sent. Runs until the store drops it.
-pub(super) async fn announce(
-    config: tokio_postgres::Config,
-    requests: Arc<Notify>,
-    own: Announcer,
-) {
+async fn announce(config: tokio_postgres::Config, requests: Arc<Notify>, own: Announcer) {
     loop {
         own.0.store(0, Ordering::Relaxed);
         match announce_on(&config, &requests, &own).await {

@@ -1,4 +1,7 @@
-//! Subscription rate limits shared by every node on the database.
+//! Claims on PostgreSQL beyond the plain claim statement (which is
+//! `deliveries.rs`'s, as are the single statements that rescue expired
+//! leases and release them at shutdown): subscription rate limits shared by
+//! every node on the database.
 //!
 //! Each rate-limited subscription has one token bucket row. A claim that
 //! asks for such a subscription locks its bucket row for the claim's

@@ -1,21 +1,149 @@
-//! The purge's first step on PostgreSQL: whole days of history dropped as
-//! partitions. A range partition can go once every id in it was made before
+//! The history purge on PostgreSQL, run by one node at a time under a
+//! transaction-scoped advisory lock (a node that finds it taken skips its
+//! turn).
+//!
+//! First, whole days of history go as partitions (see `schema.rs` for the
+//! layout). A range partition can go once every id in it was made before
 //! the purge's cutoff; its finished rows are then exactly what a row-by-row
 //! purge would delete, and the few others (still scheduled or in flight,
-//! finished after the cutoff) move to the default partition first.
+//! finished after the cutoff) move to the default partition first. Then
+//! the default partition is purged row by row, a batch per call, raising
+//! each subscription's journal floor, and events no delivery reads any
+//! more are deleted, walked once in publish order.
 
+use jiff::Timestamp;
 use tokio_postgres::Client;
 
-use super::partitions::{
-    ATTEMPT_TABLE_COLUMNS, DELIVERY_TABLE_COLUMNS, LOCK_TIMEOUT, PARTITION_LOCK, bound_millis,
-    lock_timed_out,
+use super::rows::{get, millis};
+use super::schema::{
+    self, ATTEMPT_TABLE_COLUMNS, DELIVERY_TABLE_COLUMNS, LOCK_TIMEOUT, PARTITION_LOCK,
+    bound_millis, lock_timed_out,
 };
-use super::pg_error;
+use super::{pg_error, try_xact_lock};
+use crate::lifecycle::{PurgeOutcome, PurgeRequest};
 use crate::{Result, StoreError};
+
+/// The purge's advisory lock key, per schema.
+const PURGE_LOCK: &str = "hashtext(current_schema() || '.redrive.purge')";
+
+pub(super) async fn purge(
+    client: &mut deadpool_postgres::Object,
+    request: &PurgeRequest,
+) -> Result<PurgeOutcome> {
+    let before = millis(request.before);
+    let limit = i64::from(request.limit.max(1));
+    let mut outcome = PurgeOutcome {
+        events_cursor: request.events_after,
+        ..PurgeOutcome::default()
+    };
+    let raw: &mut tokio_postgres::Client = client;
+    // Partitions follow the ids, which follow the real clock.
+    if let Err(err) = schema::ensure_ahead(raw, Timestamp::now()).await {
+        tracing::warn!(error = %err, "cannot create the coming days' history partitions");
+    }
+    // A partition that can't go (say, an operator's view depends on it)
+    // must not stop the rest of the purge: it is logged every turn instead.
+    let dropped = match drop_expired(raw, before, PURGE_LOCK).await {
+        Ok(dropped) => dropped,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot drop expired history partitions");
+            Dropped::default()
+        }
+    };
+    if dropped.other_node {
+        tracing::debug!("another node is purging history; skipping this turn");
+        return Ok(outcome);
+    }
+    if let Some(first) = dropped.first_seq {
+        // The walk over unreferenced events goes back to the first event
+        // of the dropped deliveries and deletes their events on its way.
+        outcome.events_cursor = outcome.events_cursor.min(first.saturating_sub(1));
+    }
+    let tx = client.transaction().await.map_err(pg_error)?;
+    if !try_xact_lock(&*tx, PURGE_LOCK).await.map_err(pg_error)? {
+        tracing::debug!("another node is purging history; skipping this turn");
+        return Ok(outcome);
+    }
+    // One batch of finished deliveries with their attempts, raising each
+    // subscription's journal floor to what went. Only the default partition
+    // is purged row by row: day partitions go whole once their day passed
+    // the cutoff.
+    let row = tx
+        .query_one(
+            "WITH finished AS (
+               SELECT id FROM deliveries_default
+               WHERE state IN ('delivered', 'failed') AND updated_at < $1
+               ORDER BY updated_at LIMIT $2
+               FOR UPDATE SKIP LOCKED
+             ), gone_attempts AS (
+               DELETE FROM attempts_default a USING finished f WHERE a.delivery_id = f.id
+               RETURNING 1
+             ), gone AS (
+               DELETE FROM deliveries_default d USING finished f WHERE d.id = f.id
+               RETURNING d.subscription, d.event_seq
+             ), floors AS (
+               INSERT INTO journal_floors (subscription, purged_through)
+               SELECT subscription, max(event_seq) FROM gone GROUP BY subscription
+               ON CONFLICT (subscription) DO UPDATE
+                 SET purged_through = GREATEST(journal_floors.purged_through,
+                                               excluded.purged_through)
+             )
+             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
+                    COALESCE((SELECT array_agg(DISTINCT event_seq) FROM gone), '{}')",
+            &[&before, &limit],
+        )
+        .await
+        .map_err(pg_error)?;
+    let deleted = u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0);
+    outcome.deliveries = dropped.deliveries + deleted;
+    outcome.attempts = dropped.attempts + u64::try_from(get::<i64>(&row, 1)?).unwrap_or(0);
+    let seqs: Vec<i64> = get(&row, 2)?;
+    outcome.more = dropped.more || deleted >= u64::try_from(limit).unwrap_or(u64::MAX);
+    let delete_unreferenced = tx
+        .prepare_cached(
+            "DELETE FROM events e WHERE e.seq = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
+        )
+        .await
+        .map_err(pg_error)?;
+    if !seqs.is_empty() {
+        outcome.events += tx
+            .execute(&delete_unreferenced, &[&seqs])
+            .await
+            .map_err(pg_error)?;
+    }
+    // Events no delivery ever read (no subscription matched, or copies on a
+    // topic nobody subscribes to), walked once in publish order.
+    let candidates: Vec<(i64, i64)> = tx
+        .query(
+            "SELECT seq, published_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&outcome.events_cursor, &limit],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .collect::<Result<_>>()?;
+    let examined: Vec<i64> = candidates
+        .iter()
+        .take_while(|(_, published_at)| *published_at < before)
+        .map(|(seq, _)| *seq)
+        .collect();
+    if let Some(last) = examined.last() {
+        outcome.events_cursor = *last;
+        outcome.events += tx
+            .execute(&delete_unreferenced, &[&examined])
+            .await
+            .map_err(pg_error)?;
+    }
+    outcome.more |= examined.len() as i64 >= limit;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(outcome)
+}
 
 /// What dropping partitions did in one purge turn.
 #[derive(Debug, Default)]
-pub(super) struct Dropped {
+struct Dropped {
     pub deliveries: u64,
     pub attempts: u64,
     /// The lowest event position among purged deliveries: their events are
@@ -50,11 +178,7 @@ enum Outcome {
 /// Drops the partitions whose every id was made before `before_ms`,
 /// oldest first. Empty ones go freely; of those holding rows, one per call,
 /// so each exclusive lock on the tables stays short.
-pub(super) async fn drop_expired(
-    client: &mut Client,
-    before_ms: i64,
-    purge_lock: &str,
-) -> Result<Dropped> {
+async fn drop_expired(client: &mut Client, before_ms: i64, purge_lock: &str) -> Result<Dropped> {
     let mut dropped = Dropped::default();
     let expired = expired_partitions(client, before_ms).await?;
     let mut dropped_rows = false;
