@@ -52,7 +52,7 @@ const BOOKKEEPING_POOL_SIZE: usize = 4;
 pub(super) fn bookkeeping_pool(config: &tokio_postgres::Config) -> Result<Pool> {
     let mut unsynced = config.clone();
     let options = config.get_options().unwrap_or_default();
-    unsynced.options(&format!("-c synchronous_commit=off {options}"));
+    unsynced.options(format!("-c synchronous_commit=off {options}"));
     pool(&unsynced, BOOKKEEPING_POOL_SIZE)
 }
 
