@@ -204,6 +204,7 @@ fn explicit_server(matches: &clap::ArgMatches) -> Option<String> {
 }
 
 /// The options with the case's values filled in and checked.
+#[derive(Clone)]
 pub struct Settings {
     case: Option<Case>,
     events: usize,
@@ -369,6 +370,17 @@ async fn run_once(
             settings.runs
         ));
         let raw = raw_phase(settings, token.as_deref(), address, &run_id).await?;
+        // Pushes are single events: with batches, the loopback rate of
+        // single-event requests is what deliveries are compared with.
+        let raw_single = if settings.batch > 1 {
+            let single = Settings {
+                batch: 1,
+                ..settings.clone()
+            };
+            Some(raw_phase(&single, token.as_deref(), address, &run_id).await?)
+        } else {
+            None
+        };
         let server = match external {
             Some(url) => ServerUnderTest::external(url, token.clone()),
             None => ServerUnderTest::start(settings, token.clone().unwrap_or_default()).await?,
@@ -384,6 +396,7 @@ async fn run_once(
         server.stop().await;
         Ok(Run {
             raw,
+            raw_single,
             server: measured?,
         })
     }

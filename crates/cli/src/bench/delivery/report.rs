@@ -12,7 +12,11 @@ use super::results::{Percentiles, RawResults, ServerResults, ServerUsage, ms};
 
 /// One run: the raw phase, then the server phase.
 pub struct Run {
+    /// The generator's own requests straight to the sink.
     pub raw: RawResults,
+    /// With batches, the same connections posting single events (the size
+    /// of a push) straight to the sink.
+    pub raw_single: Option<RawResults>,
     pub server: ServerResults,
 }
 
@@ -23,16 +27,22 @@ impl Run {
         ratio(self.server.publish_rate, self.raw.events_per_second)
     }
 
-    /// Delivered events/s over the raw requests/s: a push is one request
-    /// over loopback, so this is the share of the machine's loopback
-    /// request rate the server turns into deliveries.
+    /// Delivered events/s over the raw single-event requests/s: a push is
+    /// one single-event request over loopback, so this is the share of the
+    /// machine's loopback request rate the server turns into deliveries.
     pub fn delivery_share(&self) -> Option<f64> {
-        ratio(self.server.delivery_rate, self.raw.requests_per_second)
+        ratio(self.server.delivery_rate, self.raw_pushes().requests_per_second)
+    }
+
+    /// The raw figure deliveries compare with.
+    fn raw_pushes(&self) -> &RawResults {
+        self.raw_single.as_ref().unwrap_or(&self.raw)
     }
 
     fn to_json(&self) -> Value {
         json!({
             "raw": self.raw.to_json(),
+            "raw_single_events": self.raw_single.as_ref().map(RawResults::to_json),
             "server": self.server.to_json(),
             "publish_share_of_raw": self.publish_share(),
             "delivery_share_of_raw": self.delivery_share(),
@@ -67,6 +77,7 @@ pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
 /// The figures a run line and the median line show, in the same columns.
 struct Figures {
     raw_requests_per_second: Option<f64>,
+    raw_single_requests_per_second: Option<f64>,
     raw_events_per_second: Option<f64>,
     raw_p50_ms: Option<f64>,
     raw_p99_ms: Option<f64>,
@@ -91,6 +102,7 @@ impl Figures {
         let server = &run.server;
         Figures {
             raw_requests_per_second: Some(run.raw.requests_per_second),
+            raw_single_requests_per_second: Some(run.raw_pushes().requests_per_second),
             raw_events_per_second: Some(run.raw.events_per_second),
             raw_p50_ms: latency(run.raw.latency, |p| p.p50),
             raw_p99_ms: latency(run.raw.latency, |p| p.p99),
@@ -117,6 +129,7 @@ impl Figures {
         let m = |pick: fn(&Figures) -> Option<f64>| median(all.iter().map(pick));
         Figures {
             raw_requests_per_second: m(|f| f.raw_requests_per_second),
+            raw_single_requests_per_second: m(|f| f.raw_single_requests_per_second),
             raw_events_per_second: m(|f| f.raw_events_per_second),
             raw_p50_ms: m(|f| f.raw_p50_ms),
             raw_p99_ms: m(|f| f.raw_p99_ms),
@@ -139,6 +152,7 @@ impl Figures {
     fn to_json(&self) -> Value {
         json!({
             "raw_requests_per_second": self.raw_requests_per_second,
+            "raw_single_event_requests_per_second": self.raw_single_requests_per_second,
             "raw_events_per_second": self.raw_events_per_second,
             "raw_request_p50_ms": self.raw_p50_ms,
             "raw_request_p99_ms": self.raw_p99_ms,
@@ -156,13 +170,13 @@ impl Figures {
         })
     }
 
-    /// The table's cells, in [`COLUMNS`] order.
-    fn cells(&self, label: String) -> Vec<String> {
+    /// The table's cells, in [`columns_for`] order.
+    fn cells(&self, label: String, batched: bool) -> Vec<String> {
         let count = |v: Option<f64>| v.map_or("-".to_owned(), |v| thousands(v.round() as u64));
         let share = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         let millis = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
         let whole = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
-        vec![
+        let mut cells = vec![
             label,
             count(self.raw_requests_per_second),
             millis(self.raw_p99_ms),
@@ -179,8 +193,22 @@ impl Figures {
             millis(self.e2e_max_ms),
             whole(self.missing),
             whole(self.duplicates),
-        ]
+        ];
+        if batched {
+            cells.insert(3, count(self.raw_single_requests_per_second));
+        }
+        cells
     }
+}
+
+/// The table's headers; with batches, a column for the raw single-event
+/// requests/s that deliveries are compared with.
+fn columns_for(batched: bool) -> Vec<String> {
+    let mut columns: Vec<String> = COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    if batched {
+        columns.insert(3, "raw single req/s".to_owned());
+    }
+    columns
 }
 
 const COLUMNS: [&str; 16] = [
@@ -274,12 +302,13 @@ impl Report<'_> {
             },
         );
         out.push('\n');
-        let mut rows: Vec<Vec<String>> = vec![COLUMNS.iter().map(|c| (*c).to_owned()).collect()];
+        let batched = s.batch > 1;
+        let mut rows: Vec<Vec<String>> = vec![columns_for(batched)];
         for (index, run) in self.runs.iter().enumerate() {
-            rows.push(Figures::of(run).cells((index + 1).to_string()));
+            rows.push(Figures::of(run).cells((index + 1).to_string(), batched));
         }
         if self.runs.len() > 1 {
-            rows.push(Figures::median(&self.runs).cells("median".to_owned()));
+            rows.push(Figures::median(&self.runs).cells("median".to_owned(), batched));
         }
         out.push_str(&columns(&rows));
         out.push('\n');
@@ -287,10 +316,21 @@ impl Report<'_> {
             out,
             "raw: the same publishers, connections, bodies and pacing posting straight to the sink."
         );
-        let _ = writeln!(
-            out,
-            "of raw: published events/s ÷ raw events/s; delivered/s ÷ raw requests/s (a push is one request)."
-        );
+        if batched {
+            let _ = writeln!(
+                out,
+                "raw single: the same publishers and connections posting single events (a push's size)."
+            );
+            let _ = writeln!(
+                out,
+                "of raw: published events/s ÷ raw events/s; delivered/s ÷ raw single req/s (a push is one request)."
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "of raw: published events/s ÷ raw events/s; delivered/s ÷ raw req/s (a push is one request)."
+            );
+        }
         for (index, run) in self.runs.iter().enumerate() {
             let run_no = index + 1;
             if let ServerUsage::Unavailable(reason) = &run.server.usage {
