@@ -92,14 +92,7 @@ fn reports_the_servers_cpu_and_memory_beside_the_raw_loopback_figure() {
 
 #[test]
 fn the_table_gives_each_run_and_their_median() {
-    let output = bench(&[
-        "--case",
-        "sqlite-batch",
-        "--events",
-        "400",
-        "--runs",
-        "2",
-    ]);
+    let output = bench(&["--case", "sqlite-batch", "--events", "400", "--runs", "2"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -15,7 +15,8 @@ use super::Settings;
 /// What one publisher saw.
 #[derive(Default)]
 pub struct PublisherLog {
-    /// (first event index, events in the request, when the request started).
+    /// (first event index, events in the request, when the request started
+    /// or, paced, was due if that is earlier).
     pub accepted: Vec<(usize, usize, Instant)>,
     /// Latency of every request that was answered, accepted or not.
     pub latencies: Vec<Duration>,
@@ -155,8 +156,10 @@ async fn publisher(plan: Arc<Plan>) -> PublisherLog {
             break;
         }
         let count = plan.batch.min(plan.events - first);
-        if let Some(rate) = plan.rate {
-            let due = plan.start + Duration::from_secs_f64(first as f64 / rate);
+        let due = plan
+            .rate
+            .map(|rate| plan.start + Duration::from_secs_f64(first as f64 / rate));
+        if let Some(due) = due {
             tokio::time::sleep_until(due.into()).await;
         }
         if Instant::now() >= plan.deadline {
@@ -164,6 +167,10 @@ async fn publisher(plan: Arc<Plan>) -> PublisherLog {
         }
         let body = plan.body(first, count);
         let started = Instant::now();
+        // Paced, an event's latency counts from when it was due: a server
+        // too slow for the pace holds the publishers back, and that wait is
+        // part of what a producer at this rate would see.
+        let since = due.map_or(started, |due| due.min(started));
         log.first_start.get_or_insert(started);
         log.requests += 1;
         let sent = plan
@@ -186,7 +193,7 @@ async fn publisher(plan: Arc<Plan>) -> PublisherLog {
             Ok((status, _)) if status.is_success() => {
                 log.latencies.push(answered.duration_since(started));
                 log.last_answer = Some(answered);
-                log.accepted.push((first, count, started));
+                log.accepted.push((first, count, since));
                 plan.accepted_events.fetch_add(count, Ordering::Relaxed);
             }
             Ok((status, text)) => {

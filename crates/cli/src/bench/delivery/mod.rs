@@ -104,8 +104,10 @@ pub enum Case {
     /// SQLite, 100-event batches, 8 connections, unpaced (50,000 events).
     SqliteBatch,
     /// SQLite, single events paced at 2,000/s, 64 connections (20,000 events).
+    #[value(name = "sqlite-paced-2k")]
     SqlitePaced2k,
     /// SQLite, single events paced at 10,000/s, 64 connections (50,000 events).
+    #[value(name = "sqlite-paced-10k")]
     SqlitePaced10k,
     /// PostgreSQL, single events, 64 connections, one node (20,000 events).
     PostgresSingle,

@@ -31,7 +31,10 @@ impl Run {
     /// one single-event request over loopback, so this is the share of the
     /// machine's loopback request rate the server turns into deliveries.
     pub fn delivery_share(&self) -> Option<f64> {
-        ratio(self.server.delivery_rate, self.raw_pushes().requests_per_second)
+        ratio(
+            self.server.delivery_rate,
+            self.raw_pushes().requests_per_second,
+        )
     }
 
     /// The raw figure deliveries compare with.
