@@ -4,6 +4,9 @@
 //! out to, the row a completion writes, what a failure publishes, which
 //! health bucket an attempt counts in) live only here and in `core`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use jiff::Timestamp;
 use redrive_core::lifecycle::{self, Failure, SYSTEM_TOPIC};
 use redrive_core::{
@@ -30,7 +33,36 @@ pub(crate) fn counted_from(since: Timestamp) -> i64 {
 /// The subscriptions of one topic, with their filters parsed once for a
 /// whole batch of events.
 pub(crate) struct FanOut {
-    targets: Vec<(String, Filter)>,
+    targets: Vec<(String, Arc<Filter>)>,
+}
+
+/// Most parsed filters kept; past it the memo starts again, empty.
+const MEMO_CAPACITY: usize = 4096;
+
+/// Filters parsed from stored specs, by the stored text. A publish reads its
+/// topic's subscriptions every time (a change must apply to the next
+/// publish), and parsing their specs cost more than the rest of a
+/// single-event publish; a spec whose text is unchanged needs no parse.
+/// Keyed by content, so it can never answer for a changed spec.
+static PARSED_FILTERS: LazyLock<Mutex<HashMap<String, Arc<Filter>>>> =
+    LazyLock::new(Mutex::default);
+
+fn filter_of(stored_spec: &str) -> Result<Arc<Filter>> {
+    if let Some(filter) = PARSED_FILTERS
+        .lock()
+        .ok()
+        .and_then(|memo| memo.get(stored_spec).cloned())
+    {
+        return Ok(filter);
+    }
+    let filter = Arc::new(SubscriptionSpec::from_stored(stored_spec)?.filter);
+    if let Ok(mut memo) = PARSED_FILTERS.lock() {
+        if memo.len() >= MEMO_CAPACITY {
+            memo.clear();
+        }
+        memo.insert(stored_spec.to_owned(), filter.clone());
+    }
+    Ok(filter)
 }
 
 impl FanOut {
@@ -42,10 +74,7 @@ impl FanOut {
     {
         let targets = rows
             .into_iter()
-            .map(|(name, spec)| {
-                let spec = SubscriptionSpec::from_stored(spec.as_ref())?;
-                Ok((name.into(), spec.filter))
-            })
+            .map(|(name, spec)| Ok((name.into(), filter_of(spec.as_ref())?)))
             .collect::<Result<_>>()?;
         Ok(FanOut { targets })
     }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!("postgres", "0007_event_type_index"),
     migration!("postgres", "0008_push_backoff"),
     migration!("postgres", "0009_previous_secrets"),
+    migration!("postgres", "0010_lighter_delivery_indexes"),
 ];
 
 /// The advisory lock key of migrations, per schema so that databases

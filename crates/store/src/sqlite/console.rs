@@ -84,15 +84,22 @@ pub(super) fn search_deliveries(
     ))
 }
 
+/// Every delivery state, as an SQL list: counts by state name them all so
+/// that `deliveries_recent_by_state` is read as one range per state.
+const EVERY_STATE: &str = "('scheduled', 'in_flight', 'delivered', 'failed')";
+
 /// The statement counting a subscription's deliveries by state, and its
 /// parameters.
 pub(crate) fn count_by_state_statement(
     subscription: &str,
     since: Timestamp,
-) -> (&'static str, Vec<Value>) {
+) -> (String, Vec<Value>) {
     (
-        "SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_recent
-         WHERE subscription = ?1 AND created_at >= ?2 GROUP BY state",
+        format!(
+            "SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_recent_by_state
+             WHERE subscription = ?1 AND state IN {EVERY_STATE} AND created_at >= ?2
+             GROUP BY state"
+        ),
         vec![subscription.to_owned().into(), millis(since).into()],
     )
 }
@@ -104,7 +111,7 @@ pub(super) fn count_deliveries_by_state(
 ) -> Result<StateCounts> {
     let mut counts = StateCounts::default();
     let (sql, args) = count_by_state_statement(subscription, since);
-    let mut statement = conn.prepare_cached(sql)?;
+    let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(rusqlite::params_from_iter(args), |row| {
         let state: String = row.get(0)?;
         let count: i64 = row.get(1)?;
@@ -188,3 +195,19 @@ impl ConsoleStore for SqliteStore {
 
 #[cfg(test)]
 mod plans;
+
+#[cfg(test)]
+mod every_state_tests {
+    use redrive_core::DeliveryState;
+
+    #[test]
+    fn every_state_lists_each_delivery_state_once() {
+        let listed: Vec<&str> = super::EVERY_STATE
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|quoted| quoted.trim_matches('\''))
+            .collect();
+        let known: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(listed, known);
+    }
+}

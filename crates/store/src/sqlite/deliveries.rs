@@ -23,7 +23,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
         self.writer
-            .write(move |conn| claim_due(conn, &request))
+            .write_bookkeeping(move |conn| claim_due(conn, &request))
             .await
     }
 
@@ -33,7 +33,7 @@ impl DeliveryStore for SqliteStore {
         }
         let fanned_out = self
             .writer
-            .write(move |conn| complete_many(conn, &completions))
+            .write_bookkeeping(move |conn| complete_many(conn, &completions))
             .await?;
         if fanned_out {
             self.wakeups.notify_one();
@@ -44,7 +44,7 @@ impl DeliveryStore for SqliteStore {
     async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
         let moved = self
             .writer
-            .write(move |conn| rescue(conn, now, Some(now)))
+            .write_bookkeeping(move |conn| rescue(conn, now, Some(now)))
             .await?;
         if moved > 0 {
             self.wakeups.notify_one();
@@ -54,7 +54,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
         self.writer
-            .write(move |conn| ops::release_claims(conn, &delivery_ids, now))
+            .write_bookkeeping(move |conn| ops::release_claims(conn, &delivery_ids, now))
             .await
     }
 

@@ -51,6 +51,7 @@ impl Readers {
             StoreError::Unavailable(format!("cannot open {}: {err}", self.path.display()))
         })?;
         conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;")?;
+        super::fix_query_plans(&conn)?;
         Ok(conn)
     }
 

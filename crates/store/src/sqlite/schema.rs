@@ -15,6 +15,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!("sqlite", "0006_push_backoff"),
     migration!("sqlite", "0007_previous_secrets"),
     migration!("sqlite", "0008_journal_head"),
+    migration!("sqlite", "0009_lighter_delivery_indexes"),
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {

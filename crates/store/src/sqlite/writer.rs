@@ -1,8 +1,19 @@
 //! The single writer: one thread owns the write connection and commits every
 //! queued write in one transaction, so a burst of publishes pays one fsync.
+//!
+//! Two kinds of write share the thread. A *durable* write (a publish, an
+//! API change) is fsync'd before it answers: it survives power loss. A
+//! *bookkeeping* write (a claim, an attempt's outcome, a lease rescue) is
+//! committed but not fsync'd: a crash of the process keeps it (the log is
+//! in the OS's hands), and a power loss may undo it, which at worst pushes
+//! again what was in flight — the at-least-once contract already allows
+//! that, and a restart makes everything in flight due again anyway. A
+//! durable commit, a checkpoint, or the idle sync below makes every
+//! earlier commit durable too, since they share the one log file.
 
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -11,9 +22,22 @@ use crate::{Result, StoreError};
 
 /// Most jobs folded into one transaction; bounds the latency of the first.
 const MAX_JOBS_PER_COMMIT: usize = 512;
+/// How long bookkeeping may stay unsynced once the writer is idle: bounds
+/// what a power loss can undo when no durable write comes to sync it.
+const IDLE_SYNC_AFTER: Duration = Duration::from_millis(200);
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn QueuedWrite>;
+
+/// Whether a write must be on disk before it answers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Durability {
+    /// fsync'd before the caller hears of it.
+    Synced,
+    /// Committed at once, fsync'd with the next durable commit or when the
+    /// writer falls idle; see the module's doc.
+    Bookkeeping,
+}
 
 /// A write waiting for the next group commit.
 trait QueuedWrite: Send {
@@ -21,10 +45,12 @@ trait QueuedWrite: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Reply;
     /// Answers without running, when no transaction could be opened.
     fn fail(self: Box<Self>, err: StoreError);
+    fn durability(&self) -> Durability;
 }
 
 struct PendingWrite<T, F> {
     work: F,
+    durability: Durability,
     reply: oneshot::Sender<Result<T>>,
 }
 
@@ -43,6 +69,10 @@ where
 
     fn fail(self: Box<Self>, err: StoreError) {
         let _ = self.reply.send(Err(err));
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
     }
 }
 
@@ -71,8 +101,30 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.queue(Durability::Synced, work).await
+    }
+
+    /// Like [`Writer::write`], for bookkeeping: answers once committed,
+    /// before it is fsync'd (see the module's doc for why that is safe).
+    pub(crate) async fn write_bookkeeping<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue(Durability::Bookkeeping, work).await
+    }
+
+    async fn queue<T, F>(&self, durability: Durability, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(PendingWrite { work, reply });
+        let job: Job = Box::new(PendingWrite {
+            work,
+            durability,
+            reply,
+        });
         let jobs = self
             .jobs
             .as_ref()
@@ -94,22 +146,82 @@ impl Drop for Writer {
     }
 }
 
+/// Runs `sql`, a statement without parameters, through the statement cache:
+/// the writer sends the same few transaction statements thousands of times
+/// a second, and parsing them each time shows in profiles.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    run_cached(conn, "SAVEPOINT job")?;
     match work(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
+            run_cached(conn, "RELEASE job")?;
             Ok(value)
         }
         Err(err) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            run_cached(conn, "ROLLBACK TO job")?;
+            run_cached(conn, "RELEASE job")?;
             Err(err)
         }
     }
 }
 
+/// The connection's `synchronous` setting, changed only when a batch needs
+/// the other one.
+struct SyncMode {
+    current: Durability,
+}
+
+impl SyncMode {
+    fn set(&mut self, conn: &Connection, wanted: Durability) -> rusqlite::Result<()> {
+        if self.current != wanted {
+            run_cached(
+                conn,
+                match wanted {
+                    Durability::Synced => "PRAGMA synchronous = FULL",
+                    Durability::Bookkeeping => "PRAGMA synchronous = NORMAL",
+                },
+            )?;
+            self.current = wanted;
+        }
+        Ok(())
+    }
+}
+
 fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+    let mut mode = SyncMode {
+        current: Durability::Synced,
+    };
+    // When the oldest commit not yet fsync'd was made.
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let first = match unsynced_since {
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(since) => {
+                let left = IDLE_SYNC_AFTER.saturating_sub(since.elapsed());
+                match queue.recv_timeout(left) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Failed (a full disk): try again after as long.
+                        unsynced_since = if sync_log(&conn, &mut mode) {
+                            None
+                        } else {
+                            Some(Instant::now())
+                        };
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        sync_log(&conn, &mut mode);
+                        break;
+                    }
+                }
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match queue.try_recv() {
@@ -117,17 +229,62 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let durability = if batch
+            .iter()
+            .any(|job| job.durability() == Durability::Synced)
+        {
+            Durability::Synced
+        } else {
+            Durability::Bookkeeping
+        };
         let size = batch.len();
-        let started = std::time::Instant::now();
-        commit_batch(&conn, batch);
+        let started = Instant::now();
+        if let Err(err) = mode.set(&conn, durability) {
+            // Run it on the setting the connection has: at worst a
+            // bookkeeping batch is fsync'd.
+            tracing::debug!(error = %err, "cannot change the sync setting");
+        }
+        let committed = commit_batch(&conn, batch);
+        match (committed, mode.current) {
+            (true, Durability::Synced) => unsynced_since = None,
+            (true, Durability::Bookkeeping) => {
+                unsynced_since.get_or_insert(started);
+            }
+            (false, _) => {}
+        }
         metrics::histogram!("redrive_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("redrive_store_commit_batch_size").record(size as f64);
     }
     tracing::debug!("sqlite writer stopped");
 }
 
-fn commit_batch(conn: &Connection, batch: Vec<Job>) {
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+/// Makes every commit so far durable with a durable commit of its own: it
+/// rewrites the database header (see `ops::check_writes`), so there is a
+/// frame to commit, and its fsync covers every frame before it.
+fn sync_log(conn: &Connection, mode: &mut SyncMode) -> bool {
+    let synced = mode
+        .set(conn, Durability::Synced)
+        .map_err(StoreError::from)
+        .and_then(|()| {
+            run_cached(conn, "BEGIN IMMEDIATE")?;
+            let written = super::ops::check_writes(conn);
+            match written {
+                Ok(()) => Ok(run_cached(conn, "COMMIT")?),
+                Err(err) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(err)
+                }
+            }
+        });
+    if let Err(err) = &synced {
+        tracing::debug!(error = %err, "cannot sync the write-ahead log");
+    }
+    synced.is_ok()
+}
+
+/// Runs the batch in one transaction; whether it committed.
+fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
+    if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
         let err = StoreError::from(err);
         // Every job's caller gets the error and reports it (once per
         // interval while the disk is full, not once per batch here).
@@ -135,15 +292,17 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
         for job in batch {
             job.fail(err.clone());
         }
-        return;
+        return false;
     }
     let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(conn)).collect();
-    let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+    let commit = run_cached(conn, "COMMIT").map_err(StoreError::from);
     if let Err(err) = &commit {
         tracing::debug!(error = %err, "group commit failed");
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let committed = commit.is_ok();
     for reply in replies {
         reply(commit.clone());
     }
+    committed
 }

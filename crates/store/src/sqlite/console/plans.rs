@@ -108,7 +108,7 @@ fn every_console_query_is_an_index_range() {
         }
     }
     let (sql, args) = count_by_state_statement("s1", noon());
-    failures.extend(check(&conn, "counts by state", sql, &args, false));
+    failures.extend(check(&conn, "counts by state", &sql, &args, false));
     let (sql, args) =
         outcome_buckets_statement("s1", millis(noon()) - 86_400_000, millis(noon()), 3_600_000);
     failures.extend(check(&conn, "outcome buckets", sql, &args, false));
