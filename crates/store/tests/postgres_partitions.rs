@@ -548,8 +548,6 @@ async fn partitioning_a_schema_keeps_every_row(url: String) {
         [
             "attempts_pkey",
             "deliveries_by_event",
-            "deliveries_by_state",
-            "deliveries_by_subscription",
             "deliveries_due",
             "deliveries_ended",
             "deliveries_finished",
