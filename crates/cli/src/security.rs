@@ -36,8 +36,10 @@ pub struct SecurityArgs {
     /// How long a rotated-out signing secret keeps signing, beside the new one.
     #[arg(long, env = "REDRIVE_SECRET_ROTATION_GRACE", default_value = "24h")]
     secret_rotation_grace: HumanDuration,
-    /// Publish requests each token may make, e.g. 1000/s, 6000/m, or unlimited.
-    #[arg(long, env = "REDRIVE_PUBLISH_RATE_LIMIT", default_value = "1000/s")]
+    /// Publish requests each token may make, e.g. 20000/s or 6000/m; none by
+    /// default (a limit is for sharing a server fairly among producers: the
+    /// store's own pace already bounds how fast publishes are accepted).
+    #[arg(long, env = "REDRIVE_PUBLISH_RATE_LIMIT", default_value = "unlimited")]
     publish_rate_limit: RequestRate,
     /// Most events in one batch publish.
     #[arg(long, env = "REDRIVE_MAX_BATCH_EVENTS", default_value_t = 1000)]

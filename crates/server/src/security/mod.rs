@@ -56,10 +56,10 @@ impl Default for SecurityOptions {
             endpoint_policy: EndpointPolicy::default(),
             secret_key: None,
             rotation_grace: Duration::from_secs(24 * 3600),
-            publish_rate: RequestRate {
-                count: 1000,
-                per: Duration::from_secs(1),
-            },
+            // No limit unless one is set: the store's own pace bounds how
+            // fast publishes are accepted, and a fixed figure would either
+            // cap a fast machine or protect nothing on a slow one.
+            publish_rate: RequestRate::UNLIMITED,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
         }

@@ -1,0 +1,129 @@
+//! A process's CPU time and peak resident memory, read from `/proc` (Linux
+//! only; elsewhere the figures are unavailable and the report says so).
+
+use std::time::Duration;
+
+/// What `/proc/PID/stat` and `/proc/PID/status` say about one process.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcessSample {
+    /// User plus system CPU time of all its threads so far.
+    pub cpu: Duration,
+    /// Peak resident set size (`VmHWM`) in bytes.
+    pub peak_rss: u64,
+}
+
+/// `pid`'s CPU time and peak RSS, or why they cannot be read.
+#[cfg(target_os = "linux")]
+pub fn sample(pid: u32) -> anyhow::Result<ProcessSample> {
+    use anyhow::Context;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let ticks = cpu_ticks(&stat).with_context(|| format!("/proc/{pid}/stat is not as expected"))?;
+    let peak_rss =
+        peak_rss(&status).with_context(|| format!("/proc/{pid}/status has no VmHWM line"))?;
+    Ok(ProcessSample {
+        cpu: ticks_to_duration(ticks, rustix::param::clock_ticks_per_second()),
+        peak_rss,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn sample(_pid: u32) -> anyhow::Result<ProcessSample> {
+    anyhow::bail!("CPU time and peak RSS are read from /proc, which only Linux has")
+}
+
+/// This process's own figures (the generator and the sink).
+pub fn sample_self() -> anyhow::Result<ProcessSample> {
+    sample(std::process::id())
+}
+
+/// utime + stime, in clock ticks, from a `/proc/PID/stat` line. The command
+/// name (field 2) is in parentheses and may itself hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+pub fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    let after_name = stat
+        .rfind(')')
+        .map(|end| &stat[end + 1..])
+        .ok_or_else(|| anyhow::anyhow!("no command name in parentheses"))?;
+    // After the name: state (field 3), ..., utime (field 14), stime (field 15).
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut next = |name: &str| -> anyhow::Result<u64> {
+        let text = fields
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no {name} field"))?;
+        text.parse()
+            .map_err(|err| anyhow::anyhow!("{name} {text:?}: {err}"))
+    };
+    let utime = next("utime")?;
+    let stime = next("stime")?;
+    Ok(utime + stime)
+}
+
+/// `VmHWM` of a `/proc/PID/status` text, in bytes.
+pub fn peak_rss(status: &str) -> anyhow::Result<u64> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM line"))?;
+    let kib = line
+        .trim()
+        .strip_suffix("kB")
+        .map(str::trim)
+        .ok_or_else(|| anyhow::anyhow!("VmHWM {line:?} is not in kB"))?;
+    let kib: u64 = kib
+        .parse()
+        .map_err(|err| anyhow::anyhow!("VmHWM {line:?}: {err}"))?;
+    Ok(kib * 1024)
+}
+
+fn ticks_to_duration(ticks: u64, per_second: u64) -> Duration {
+    if per_second == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(ticks / per_second)
+        + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_add_utime_and_stime_past_an_awkward_name() {
+        let stat = "4242 (red) drive (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    1234 56 0 0 20 0 9 0 1000 20000000 3000 18446744073709551615";
+        assert_eq!(cpu_ticks(stat).unwrap(), 1234 + 56);
+        assert!(cpu_ticks("4242 redrive S 1").is_err());
+        assert!(cpu_ticks("4242 (redrive) S 1 2").is_err());
+    }
+
+    #[test]
+    fn peak_rss_is_vmhwm_in_bytes() {
+        let status =
+            "Name:\tredrive\nVmPeak:\t  900000 kB\nVmHWM:\t   45120 kB\nVmRSS:\t 40000 kB\n";
+        assert_eq!(peak_rss(status).unwrap(), 45_120 * 1024);
+        assert!(peak_rss("Name:\tredrive\n").is_err());
+    }
+
+    #[test]
+    fn ticks_become_durations() {
+        assert_eq!(ticks_to_duration(250, 100), Duration::from_millis(2500));
+        assert_eq!(ticks_to_duration(3, 1000), Duration::from_millis(3));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_can_be_sampled() {
+        // Burn a little CPU so the figure cannot be zero at 100 ticks/s.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let sample = sample_self().unwrap();
+        assert!(sample.cpu > Duration::ZERO);
+        assert!(sample.peak_rss > 0);
+    }
+}

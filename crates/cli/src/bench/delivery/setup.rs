@@ -1,0 +1,113 @@
+//! The bench's topic and subscription, made (and, where they would outlive
+//! the run, removed) through the server's API like any client would.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use super::progress;
+
+/// The `Authorization` header every bench request carries.
+pub fn auth_headers(token: Option<&str>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .context("the token cannot be sent in a header")?,
+        );
+    }
+    Ok(headers)
+}
+
+/// A topic and one subscription pushing to the sink, named after the run.
+pub struct BenchTopic {
+    admin: reqwest::Client,
+    base: String,
+    pub topic: String,
+    subscription: String,
+}
+
+impl BenchTopic {
+    pub async fn create(
+        base: &str,
+        token: Option<&str>,
+        run_id: &str,
+        sink: SocketAddr,
+        endpoint_concurrency: u32,
+    ) -> anyhow::Result<BenchTopic> {
+        let admin = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(auth_headers(token)?)
+            .build()
+            .context("cannot build the HTTP client")?;
+        let topic = format!("bench-{run_id}");
+        let subscription = format!("bench-{run_id}");
+        admin_call(
+            &admin,
+            reqwest::Method::POST,
+            &format!("{base}/v1/topics"),
+            Some(json!({"name": topic})),
+        )
+        .await
+        .context("cannot create the bench topic")?;
+        admin_call(
+            &admin,
+            reqwest::Method::POST,
+            &format!("{base}/v1/subscriptions"),
+            Some(json!({
+                "name": subscription,
+                "topic": topic,
+                "endpoint": format!("http://{sink}/push"),
+                "max_concurrency": endpoint_concurrency,
+            })),
+        )
+        .await
+        .context("cannot create the bench subscription")?;
+        Ok(BenchTopic {
+            admin,
+            base: base.to_owned(),
+            topic,
+            subscription,
+        })
+    }
+
+    /// Removes the subscription and the topic, so an external server or a
+    /// shared database is left as it was (a leftover subscription would
+    /// take dispatcher slots in later runs); a failure is only noted.
+    pub async fn remove(self) {
+        for path in [
+            format!("/v1/subscriptions/{}", self.subscription),
+            format!("/v1/topics/{}", self.topic),
+        ] {
+            let url = format!("{}{path}", self.base);
+            if let Err(err) = admin_call(&self.admin, reqwest::Method::DELETE, &url, None).await {
+                progress(format_args!("bench: cannot clean up {path}: {err:#}"));
+            }
+        }
+    }
+}
+
+async fn admin_call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> anyhow::Result<()> {
+    let mut request = client.request(method.clone(), url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        bail!("{method} {url} answered {status}: {}", text.trim());
+    }
+    Ok(())
+}
