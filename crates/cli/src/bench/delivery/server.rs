@@ -6,6 +6,8 @@
 //! panic, Ctrl-C): `kill_on_drop` is the guard against orphan servers.
 
 use std::process::Stdio;
+
+use base64::Engine;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -63,8 +65,12 @@ impl ServerUnderTest {
             token: Some(token.clone()),
             nodes: Vec::with_capacity(settings.nodes),
         };
+        // Nodes sharing a database must share the key that encrypts the
+        // signing secrets: each one's fresh data directory would make its own.
+        let secret_key = base64::engine::general_purpose::STANDARD
+            .encode(redrive_server::security::random_bytes::<32>()?);
         for _ in 0..settings.nodes {
-            let (base, node) = ServerProcess::start(settings, &token).await?;
+            let (base, node) = ServerProcess::start(settings, &token, &secret_key).await?;
             // Owned by `server` before anything else can fail, so an error
             // below still kills it.
             server.nodes.push(node);
@@ -115,7 +121,11 @@ impl ServerUnderTest {
 }
 
 impl ServerProcess {
-    async fn start(settings: &Settings, token: &str) -> anyhow::Result<(String, ServerProcess)> {
+    async fn start(
+        settings: &Settings,
+        token: &str,
+        secret_key: &str,
+    ) -> anyhow::Result<(String, ServerProcess)> {
         let exe = std::env::current_exe().context("cannot find this executable to run serve")?;
         let data_dir = tempfile::Builder::new()
             .prefix("redrive-bench-")
@@ -141,6 +151,7 @@ impl ServerProcess {
             .args(["--max-in-flight", &settings.max_in_flight.to_string()])
             .args(["--log-level", "warn"])
             .env("REDRIVE_API_TOKEN", token)
+            .env("REDRIVE_SECRET_KEY", secret_key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
