@@ -314,18 +314,25 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
     committed
 }
 
-/// One plan per statement, made when it is first prepared. Otherwise SQLite
-/// prepares a cached statement again whenever a parameter it compared with a
-/// partial index's condition is bound anew — every run of the hot path's
-/// statements, a tenth of the server's CPU. Every statement here names its
-/// states as literals, so the plans need no parameter's value.
-pub(super) fn fix_query_plans(conn: &Connection) -> Result<()> {
+/// Statements prepared once per connection and kept. The cache holds every
+/// statement a connection runs (rusqlite's default of 16 is fewer than the
+/// writer's hot path uses, so statements were parsed again at every turn).
+/// And one plan per statement, made when it is first prepared: otherwise
+/// SQLite prepares a cached statement again whenever a parameter it
+/// compared with a partial index's condition is bound anew — every run of
+/// the hot path's statements, a tenth of the server's CPU. Every statement
+/// here names its states as literals, so the plans need no parameter's value.
+pub(super) fn keep_prepared_statements(conn: &Connection) -> Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
     Ok(())
 }
+
+/// More than the distinct statements one connection runs.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
 
 /// Idle connections kept; more may be opened under load and are then closed.
 const MAX_IDLE: usize = 8;
@@ -371,7 +378,7 @@ impl Readers {
             StoreError::Unavailable(format!("cannot open {}: {err}", self.path.display()))
         })?;
         conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;")?;
-        fix_query_plans(&conn)?;
+        keep_prepared_statements(&conn)?;
         Ok(conn)
     }
 

@@ -87,7 +87,7 @@ impl SqliteStore {
              PRAGMA temp_store = MEMORY;
              PRAGMA wal_autocheckpoint = 8000;",
         )?;
-        connection::fix_query_plans(&conn)?;
+        connection::keep_prepared_statements(&conn)?;
         schema::migrate(&conn)?;
         lifecycle::ensure_system_topic(&conn, now)?;
         let recovered = claims::rescue(&conn, now, None)?;
