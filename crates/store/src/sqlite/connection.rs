@@ -10,8 +10,9 @@
 //! in the OS's hands), and a power loss may undo it, which at worst pushes
 //! again what was in flight — the at-least-once contract already allows
 //! that, and a restart makes everything in flight due again anyway. A
-//! durable commit, a checkpoint, or the idle sync below makes every
-//! earlier commit durable too, since they share the one log file.
+//! durable commit, a checkpoint, or a sync at most `SYNC_WITHIN` after the
+//! first unsynced commit makes every earlier commit durable too, since they
+//! share the one log file.
 //!
 //! The readers: a small pool of read connections, used on the blocking
 //! thread pool; WAL mode lets them read while the writer commits.
@@ -29,9 +30,10 @@ use crate::{Result, StoreError};
 
 /// Most jobs folded into one transaction; bounds the latency of the first.
 const MAX_JOBS_PER_COMMIT: usize = 512;
-/// How long bookkeeping may stay unsynced once the writer is idle: bounds
-/// what a power loss can undo when no durable write comes to sync it.
-const IDLE_SYNC_AFTER: Duration = Duration::from_millis(200);
+/// How long bookkeeping may stay unsynced: bounds what a power loss can undo
+/// when no durable write comes to sync it. A busy writer syncs the batch
+/// that comes after it; an idle one syncs on its own.
+const SYNC_WITHIN: Duration = Duration::from_millis(200);
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn QueuedWrite>;
@@ -210,7 +212,7 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             },
             Some(since) => {
-                let left = IDLE_SYNC_AFTER.saturating_sub(since.elapsed());
+                let left = SYNC_WITHIN.saturating_sub(since.elapsed());
                 match queue.recv_timeout(left) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
@@ -236,9 +238,11 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let durability = if batch
-            .iter()
-            .any(|job| job.durability() == Durability::Synced)
+        let overdue = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_WITHIN);
+        let durability = if overdue
+            || batch
+                .iter()
+                .any(|job| job.durability() == Durability::Synced)
         {
             Durability::Synced
         } else {
