@@ -186,13 +186,11 @@ struct SyncMode {
 impl SyncMode {
     fn set(&mut self, conn: &Connection, wanted: Durability) -> rusqlite::Result<()> {
         if self.current != wanted {
-            run_cached(
-                conn,
-                match wanted {
-                    Durability::Synced => "PRAGMA synchronous = FULL",
-                    Durability::Bookkeeping => "PRAGMA synchronous = NORMAL",
-                },
-            )?;
+            // Not cached: SQLite prepares a pragma again at every run anyway.
+            conn.execute_batch(match wanted {
+                Durability::Synced => "PRAGMA synchronous = FULL",
+                Durability::Bookkeeping => "PRAGMA synchronous = NORMAL",
+            })?;
             self.current = wanted;
         }
         Ok(())
@@ -392,5 +390,110 @@ impl Readers {
         {
             idle.push(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redrive_core::{Attempt, AttemptKind, Decision};
+
+    use crate::conformance::{event, spec, t0};
+    use crate::prelude::*;
+    use crate::sqlite::SqliteStore;
+    use crate::{ClaimRequest, ClaimWant, Completion};
+
+    /// Every statement the writer ran, with how often it ran and how often
+    /// SQLite prepared it again.
+    fn writer_statements(conn: &rusqlite::Connection) -> Vec<(String, i32, i32)> {
+        let mut found = Vec::new();
+        // SAFETY: the handle is the writer's own open connection, used on
+        // its thread; `sqlite3_next_stmt` walks that connection's prepared
+        // statements, which stay alive while it is borrowed here.
+        unsafe {
+            let db = conn.handle();
+            let mut stmt = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                let sql = std::ffi::CStr::from_ptr(rusqlite::ffi::sqlite3_sql(stmt))
+                    .to_string_lossy()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let status = |op| rusqlite::ffi::sqlite3_stmt_status(stmt, op, 0);
+                found.push((
+                    sql,
+                    status(rusqlite::ffi::SQLITE_STMTSTATUS_RUN),
+                    status(rusqlite::ffi::SQLITE_STMTSTATUS_REPREPARE),
+                ));
+                stmt = rusqlite::ffi::sqlite3_next_stmt(db, stmt);
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn the_hot_path_prepares_each_statement_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), t0()).unwrap();
+        store.create_topic("orders", t0()).await.unwrap();
+        store
+            .create_subscription(spec("s", "orders"), t0())
+            .await
+            .unwrap();
+        for round in 0..5 {
+            let events = (0..10)
+                .map(|i| event(&format!("e{round}-{i}"), "t"))
+                .collect();
+            store.publish("orders", events, t0()).await.unwrap();
+            let claimed = store
+                .claim_due(ClaimRequest {
+                    now: t0(),
+                    lease: Duration::from_secs(30),
+                    wants: vec![ClaimWant {
+                        subscription: "s".into(),
+                        limit: 100,
+                        rate: None,
+                        lookahead: Duration::ZERO,
+                    }],
+                    limit_total: 100,
+                })
+                .await
+                .unwrap()
+                .claimed;
+            let completions = claimed
+                .iter()
+                .map(|c| Completion {
+                    delivery_id: c.delivery.id.clone(),
+                    attempt: Attempt {
+                        number: 1,
+                        kind: AttemptKind::Push,
+                        started_at: t0(),
+                        duration_ms: 1,
+                        status: Some(200),
+                        error: None,
+                        error_message: None,
+                        response_snippet: None,
+                        decision: Decision::Delivered,
+                    },
+                })
+                .collect();
+            store.complete_many(completions).await.unwrap();
+        }
+        let statements = store
+            .writer
+            .write(|conn| Ok(writer_statements(conn)))
+            .await
+            .unwrap();
+        // The delivery row's statements ran once per delivery: 50 times.
+        assert!(
+            statements.iter().filter(|(_, runs, _)| *runs >= 50).count() >= 4,
+            "{statements:#?}"
+        );
+        let prepared_again: Vec<_> = statements
+            .iter()
+            .filter(|(_, _, again)| *again > 0)
+            .collect();
+        assert!(prepared_again.is_empty(), "{prepared_again:#?}");
     }
 }
