@@ -134,7 +134,7 @@ pub fn event(id: &str, ty: &str) -> CloudEvent {
     }
 }
 
-fn want(subscription: &str, limit: u32) -> ClaimWant {
+pub(crate) fn want(subscription: &str, limit: u32) -> ClaimWant {
     ClaimWant {
         subscription: subscription.into(),
         limit,
@@ -152,7 +152,7 @@ fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
     }
 }
 
-fn attempt(number: u32, started_at: Timestamp, status: u16, decision: Decision) -> Attempt {
+pub(crate) fn attempt(number: u32, started_at: Timestamp, status: u16, decision: Decision) -> Attempt {
     Attempt {
         number,
         kind: redrive_core::AttemptKind::Push,

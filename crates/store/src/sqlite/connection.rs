@@ -397,12 +397,12 @@ impl Readers {
 mod tests {
     use std::time::Duration;
 
-    use redrive_core::{Attempt, AttemptKind, Decision};
+    use redrive_core::Decision;
 
-    use crate::conformance::{event, spec, t0};
+    use crate::conformance::{attempt, event, spec, t0, want};
     use crate::prelude::*;
     use crate::sqlite::SqliteStore;
-    use crate::{ClaimRequest, ClaimWant, Completion};
+    use crate::{ClaimRequest, Completion};
 
     /// Every statement the writer ran, with how often it ran and how often
     /// SQLite prepared it again.
@@ -450,12 +450,7 @@ mod tests {
                 .claim_due(ClaimRequest {
                     now: t0(),
                     lease: Duration::from_secs(30),
-                    wants: vec![ClaimWant {
-                        subscription: "s".into(),
-                        limit: 100,
-                        rate: None,
-                        lookahead: Duration::ZERO,
-                    }],
+                    wants: vec![want("s", 100)],
                     limit_total: 100,
                 })
                 .await
@@ -465,17 +460,7 @@ mod tests {
                 .iter()
                 .map(|c| Completion {
                     delivery_id: c.delivery.id.clone(),
-                    attempt: Attempt {
-                        number: 1,
-                        kind: AttemptKind::Push,
-                        started_at: t0(),
-                        duration_ms: 1,
-                        status: Some(200),
-                        error: None,
-                        error_message: None,
-                        response_snippet: None,
-                        decision: Decision::Delivered,
-                    },
+                    attempt: attempt(1, t0(), 200, Decision::Delivered),
                 })
                 .collect();
             store.complete_many(completions).await.unwrap();
