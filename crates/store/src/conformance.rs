@@ -152,7 +152,12 @@ fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
     }
 }
 
-pub(crate) fn attempt(number: u32, started_at: Timestamp, status: u16, decision: Decision) -> Attempt {
+pub(crate) fn attempt(
+    number: u32,
+    started_at: Timestamp,
+    status: u16,
+    decision: Decision,
+) -> Attempt {
     Attempt {
         number,
         kind: redrive_core::AttemptKind::Push,
