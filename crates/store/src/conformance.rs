@@ -143,7 +143,7 @@ pub(crate) fn want(subscription: &str, limit: u32) -> ClaimWant {
     }
 }
 
-fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
+pub(crate) fn claim_at(now: Timestamp, wants: Vec<ClaimWant>) -> ClaimRequest {
     ClaimRequest {
         now,
         lease: Duration::from_secs(60),

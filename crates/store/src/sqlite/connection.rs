@@ -395,14 +395,12 @@ impl Readers {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use redrive_core::Decision;
 
-    use crate::conformance::{attempt, event, spec, t0, want};
+    use crate::Completion;
+    use crate::conformance::{attempt, claim_at, event, spec, t0, want};
     use crate::prelude::*;
     use crate::sqlite::SqliteStore;
-    use crate::{ClaimRequest, Completion};
 
     /// Every statement the writer ran, with how often it ran and how often
     /// SQLite prepared it again.
@@ -447,12 +445,7 @@ mod tests {
                 .collect();
             store.publish("orders", events, t0()).await.unwrap();
             let claimed = store
-                .claim_due(ClaimRequest {
-                    now: t0(),
-                    lease: Duration::from_secs(30),
-                    wants: vec![want("s", 100)],
-                    limit_total: 100,
-                })
+                .claim_due(claim_at(t0(), vec![want("s", 100)]))
                 .await
                 .unwrap()
                 .claimed;

@@ -6,11 +6,10 @@
 //! panic, Ctrl-C): `kill_on_drop` is the guard against orphan servers.
 
 use std::process::Stdio;
-
-use base64::Engine;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use base64::Engine;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
