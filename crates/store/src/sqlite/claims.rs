@@ -15,8 +15,8 @@ use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use super::rows::millis;
-use crate::store::{ClaimStore, Unclaim};
 use crate::Result;
+use crate::store::{ClaimStore, Unclaim};
 
 #[async_trait]
 impl ClaimStore for SqliteStore {
