@@ -61,6 +61,10 @@ fn unclaim(conn: &Connection, claims: &[Unclaim], now: Timestamp) -> Result<u64>
     Ok(moved)
 }
 
+// In-flight rows are found one subscription at a time on
+// `deliveries_recent_by_state` (a delivery lives only as long as its
+// subscription): a lease index would cost every claim and outcome a write.
+
 /// Makes in-flight deliveries due again, recording their lost attempt as
 /// interrupted. `lease_before`: only those whose lease ended before it.
 pub(super) fn rescue(
@@ -76,13 +80,16 @@ pub(super) fn rescue(
          SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
                 'interrupted', 'the attempt did not finish: its process stopped or its lease ran out',
                 json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
-         FROM deliveries WHERE state = 'in_flight' AND lease_until < ?3",
+         FROM deliveries
+         WHERE subscription IN (SELECT name FROM subscriptions)
+           AND state = 'in_flight' AND lease_until < ?3",
         params![now_ms, now.to_string(), cutoff],
     )?;
     let moved = conn.execute(
         "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
                 last_error = 'interrupted', last_status = NULL, updated_at = ?1
-         WHERE state = 'in_flight' AND lease_until < ?2",
+         WHERE subscription IN (SELECT name FROM subscriptions)
+           AND state = 'in_flight' AND lease_until < ?2",
         params![now_ms, cutoff],
     )?;
     Ok(moved as u64)
