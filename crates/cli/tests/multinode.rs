@@ -1,6 +1,8 @@
 //! Several real `redrive serve` processes on one PostgreSQL database: any
 //! node accepts publishes, any node delivers, a node killed with SIGKILL
-//! loses nothing, and a node that publishes wakes the others at once.
+//! loses nothing, a node that publishes wakes the others at once, and a
+//! node started with another secret key leaves its deliveries to the
+//! others.
 //! Reads REDRIVE_TEST_DATABASE_URL; without it the tests are reported
 //! ignored, with the reason.
 
@@ -26,6 +28,17 @@ const STOP_PATIENCE: Duration = Duration::from_secs(40);
 /// A `redrive serve` node on the shared database, its data in
 /// `dir/NAME-data` and its log in `dir/NAME.log`.
 async fn start_node(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> RunningServer {
+    start_node_with_key(database_url, dir, name, SECRET_KEY, extra).await
+}
+
+/// [`start_node`] with `secret_key` as the key of its signing secrets.
+async fn start_node_with_key(
+    database_url: &str,
+    dir: &Path,
+    name: &str,
+    secret_key: &str,
+    extra: &[&str],
+) -> RunningServer {
     let mut command = common::bare_command();
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -33,9 +46,10 @@ async fn start_node(database_url: &str, dir: &Path, name: &str, extra: &[&str]) 
         .args(["--database-url", database_url])
         // A dead node's deliveries come back after timeout + margin.
         .args(["--lease-margin", "5s"])
-        // Every node shares one admin token and one secret key, as a
-        // deployment on one database must; the receivers are local.
-        .args(["--api-token", TOKEN, "--secret-key", SECRET_KEY])
+        // Every node shares one admin token and (but for a test of the
+        // mistake) one secret key, as a deployment on one database must;
+        // the receivers are local.
+        .args(["--api-token", TOKEN, "--secret-key", secret_key])
         .args(["--allow-endpoint-networks", "127.0.0.0/8"])
         .args(["--publish-rate-limit", "unlimited"])
         .args(extra);
@@ -57,6 +71,8 @@ async fn start_node(database_url: &str, dir: &Path, name: &str, extra: &[&str]) 
 const TOKEN: &str = "multinode-admin-token-0123456789";
 /// Base64 of 32 bytes: the key of every node's signing secrets.
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Another key, for a node set up by mistake.
+const OTHER_SECRET_KEY: &str = "HxAREhMUFRYXGBkaGxwdHh8AAQIDBAUGBwgJCgsMDQ4=";
 
 fn event(id: &str) -> Value {
     json!({
@@ -354,6 +370,125 @@ async fn a_rate_limit_holds_for_two_nodes_together(base: String) {
     drop(schema);
 }
 
+/// What a node logs when a pause for an unreadable signing secret starts.
+const UNREADABLE_SECRET: &str = "this node's secret key is not the one it was stored with";
+
+/// Polls `api` until the subscription's pushes are held for `reason`.
+async fn wait_for_hold(api: &Api, reason: &str, patience: Duration) -> Value {
+    let deadline = Instant::now() + patience;
+    loop {
+        let (status, body) = api.get("/v1/subscriptions/orders-hook").await;
+        assert_eq!(status, 200, "{body}");
+        if body["pushes_held"]["reason"] == reason || Instant::now() >= deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_node_with_another_secret_key_leaves_every_delivery_to_the_others(base: String) {
+    let schema = TestSchema::create(&base).await.expect("a test schema");
+    let database_url = format!("{}&pool_size=4", schema.url);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoint = Endpoint::ok_after(Duration::from_millis(20)).await;
+
+    // The subscription's secret is stored under a's key.
+    let a = start_node(&database_url, dir.path(), "a", &[]).await;
+    common::create_orders_hook(&Api::new(&a.url, TOKEN), &endpoint.url, "0.1s", "2s", 8).await;
+    assert!(
+        a.terminate(STOP_PATIENCE).success(),
+        "a should stop cleanly"
+    );
+
+    // b, started with another key, is alone when the first events come:
+    // it claims them, cannot sign them, and hands them back untouched.
+    let b = start_node_with_key(&database_url, dir.path(), "b", OTHER_SECRET_KEY, &[]).await;
+    let api_b = Api::new(&b.url, TOKEN);
+    let first: Vec<String> = (0..20).map(|i| format!("k-{i:04}")).collect();
+    let mut accepted = publish_spread(&[&api_b], &first, 10).await;
+    let held = wait_for_hold(&api_b, "signing_secret_unreadable", Duration::from_secs(10)).await;
+    let held_at = Instant::now();
+    assert_eq!(
+        held["pushes_held"]["reason"],
+        "signing_secret_unreadable",
+        "{held:#}; log of b:\n{}",
+        b.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api_b.count("orders-hook", "scheduled").await < first.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = api_b.deliveries_in("orders-hook", "scheduled").await;
+    assert_eq!(waiting.len(), first.len(), "{waiting:#?}");
+    assert!(
+        waiting.iter().all(|d| d["attempts"] == 0),
+        "b spent attempts: {waiting:#?}"
+    );
+    assert_eq!(endpoint.count(), 0, "b sent a push it could not sign");
+
+    // a is back: it pushes what b handed back at once, and both nodes take
+    // publishes until b's pause ended and b met the secret once more.
+    let a = start_node(&database_url, dir.path(), "a2", &[]).await;
+    let api_a = Api::new(&a.url, TOKEN);
+    assert!(
+        wait_for_unique(&endpoint, first.len(), Duration::from_secs(10)).await,
+        "a did not push what b handed back; log of a:\n{}",
+        a.log()
+    );
+    let mut n = first.len();
+    while b.log().matches(UNREADABLE_SECRET).count() < 2
+        && held_at.elapsed() < Duration::from_secs(45)
+    {
+        let ids: Vec<String> = (n..n + 5).map(|i| format!("k-{i:04}")).collect();
+        n += ids.len();
+        accepted.extend(publish_spread(&[&api_a, &api_b], &ids, 5).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pauses = b.log().matches(UNREADABLE_SECRET).count();
+    assert!(
+        pauses >= 2,
+        "b did not look again after its pause; log of b:\n{}",
+        b.log()
+    );
+
+    // Every event went out once, as its first attempt, and none failed.
+    assert!(
+        wait_for_unique(&endpoint, accepted.len(), Duration::from_secs(30)).await,
+        "{} of {} events arrived; log of a:\n{}",
+        endpoint.unique(),
+        accepted.len(),
+        a.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut delivered = api_a.deliveries_in("orders-hook", "delivered").await;
+    while delivered.len() < accepted.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered = api_a.deliveries_in("orders-hook", "delivered").await;
+    }
+    assert_eq!(delivered.len(), accepted.len());
+    let later: Vec<&Value> = delivered.iter().filter(|d| d["attempts"] != 1).collect();
+    assert!(
+        later.is_empty(),
+        "not delivered at the first attempt: {later:#?}"
+    );
+    assert_eq!(api_a.count("orders-hook", "failed").await, 0);
+    assert_eq!(endpoint.count(), endpoint.unique(), "no push twice");
+    // One error per pause of b, not one per delivery it handed back.
+    let elapsed = held_at.elapsed().as_secs() as usize;
+    assert!(
+        pauses <= 2 + elapsed / 30,
+        "{pauses} errors in {elapsed}s; log of b:\n{}",
+        b.log()
+    );
+    eprintln!(
+        "2 nodes, one with another secret key: {} events delivered, each at its first \
+         attempt; the other node paused {pauses} times",
+        accepted.len()
+    );
+    drop((a, b));
+    drop(schema);
+}
+
 fn main() -> std::process::ExitCode {
     let need = redrive_testkit::postgres();
     redrive_testkit::run(vec![
@@ -368,6 +503,12 @@ fn main() -> std::process::ExitCode {
             &need,
             Runtime::MultiThread(2),
             a_publish_on_one_node_is_pushed_by_another_without_polling_delay,
+        ),
+        trial(
+            "a_node_with_another_secret_key_leaves_every_delivery_to_the_others",
+            &need,
+            Runtime::MultiThread(2),
+            a_node_with_another_secret_key_leaves_every_delivery_to_the_others,
         ),
         trial(
             "a_rate_limit_holds_for_two_nodes_together",

@@ -3,10 +3,11 @@
 //! later than their schedule.
 //!
 //! Three holds are the subscription's own and every node sees them: a pause
-//! by hand, endpoint health `disabled`, and a `rate` of 0. Two are pauses one
-//! node's dispatcher keeps in memory — push backoff and an endpoint's
-//! `Retry-After` — so each node reports only its own; they come in here as a
-//! [`NodePause`] with the time it ends.
+//! by hand, endpoint health `disabled`, and a `rate` of 0. Three are pauses
+//! one node's dispatcher keeps in memory — push backoff, an endpoint's
+//! `Retry-After`, and a signing secret this node cannot read — so each node
+//! reports only its own; they come in here as a [`NodePause`] with the time
+//! it ends.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub enum HeldReason {
     PushBackoff,
     /// The endpoint answered 429 or 503 with `Retry-After` (this node).
     RetryAfter,
+    /// This node cannot read the subscription's signing secret, so it signs
+    /// and sends nothing (this node).
+    SigningSecretUnreadable,
 }
 
 impl HeldReason {
@@ -41,6 +45,7 @@ impl HeldReason {
             HeldReason::RateZero => "rate_zero",
             HeldReason::PushBackoff => "push_backoff",
             HeldReason::RetryAfter => "retry_after",
+            HeldReason::SigningSecretUnreadable => "signing_secret_unreadable",
         }
     }
 
@@ -52,6 +57,7 @@ impl HeldReason {
             HeldReason::RateZero => "rate is 0",
             HeldReason::PushBackoff => "push backoff",
             HeldReason::RetryAfter => "Retry-After",
+            HeldReason::SigningSecretUnreadable => "signing secret unreadable",
         }
     }
 }
@@ -63,6 +69,9 @@ pub enum NodePause {
     PushBackoff { consecutive_failures: u32 },
     /// The endpoint asked to wait (429 or 503 with `Retry-After`).
     RetryAfter,
+    /// This node could not read the signing secret; it looks again when
+    /// the pause ends.
+    SigningSecretUnreadable,
 }
 
 /// Pushes to a subscription are held back: until when, why, in words.
@@ -148,6 +157,15 @@ pub fn pushes_held(
              by the retry policy's longest delay and 60s)"
                 .to_owned(),
         ),
+        NodePause::SigningSecretUnreadable => (
+            HeldReason::SigningSecretUnreadable,
+            "this node cannot read the subscription's signing secret, most likely because its \
+             secret key (--secret-key, REDRIVE_SECRET_KEY or DATA/secret.key) is not the one the \
+             secret was stored with (its log says): it signs and sends nothing, the deliveries \
+             stay scheduled without spending attempts for nodes with the right key to push, and \
+             this node tries again when the hold ends"
+                .to_owned(),
+        ),
     };
     Some(PushesHeld {
         until: Some(until),
@@ -177,6 +195,9 @@ impl Waiting<'_> {
                 HeldReason::RateZero => "waiting: the subscription's rate is 0".to_owned(),
                 HeldReason::PushBackoff => "held back by push backoff".to_owned(),
                 HeldReason::RetryAfter => "held back by the endpoint's Retry-After".to_owned(),
+                HeldReason::SigningSecretUnreadable => {
+                    "held back: this node cannot read the signing secret".to_owned()
+                }
             },
             Waiting::Rate(rate) => format!("waiting its turn under the rate limit of {rate}"),
             Waiting::Turn => "due: waiting for a push slot".to_owned(),
@@ -290,6 +311,15 @@ mod tests {
         assert!(
             held.detail
                 .starts_with("the endpoint answered 429 or 503 with Retry-After")
+        );
+        let unreadable = Some((until, NodePause::SigningSecretUnreadable));
+        let held = pushes_held(&sub, unreadable, at(NOW)).unwrap();
+        assert_eq!(held.reason, HeldReason::SigningSecretUnreadable);
+        assert_eq!(held.reason.as_str(), "signing_secret_unreadable");
+        assert!(held.detail.contains("secret key"), "{}", held.detail);
+        assert_eq!(
+            Waiting::Held(&held).short(),
+            "held back: signing secret unreadable"
         );
     }
 

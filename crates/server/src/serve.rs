@@ -16,6 +16,7 @@ use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
 use crate::health::{self, HealthConfig};
 use crate::ops::OpsState;
 use crate::security::{Security, SecurityOptions};
+use crate::state::Shared;
 use crate::sweeper::{self, SweeperConfig};
 
 #[derive(Clone, Debug)]
@@ -120,7 +121,7 @@ pub async fn serve(
     let push_holds = dispatcher.push_holds();
     let dispatcher = tokio::spawn(dispatcher.run(stopped));
 
-    let app = app::router(AppState {
+    let app = app::router(AppState::new(Shared {
         store: store.clone(),
         subscriptions_changed,
         limits: options.limits,
@@ -129,7 +130,7 @@ pub async fn serve(
         ops: ops.clone(),
         push_holds,
         clock,
-    });
+    }));
     match &options.database_url {
         Some(_) => tracing::info!(%address, store = "postgres", "redrive is listening"),
         None => tracing::info!(%address, data_dir = %options.data_dir.display(),

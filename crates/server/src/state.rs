@@ -7,9 +7,27 @@ use tokio::sync::Notify;
 
 use crate::dispatcher::flow::PushHolds;
 
-/// What every handler can reach.
+/// What every handler can reach. Middleware clones it for every request,
+/// so it is one shared pointer to [`Shared`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The application state's parts.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Tells the dispatcher that subscriptions changed.
     pub subscriptions_changed: Arc<Notify>,

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{Endpoint, PATIENCE, Reply, Server, event, quick_sweeper, subscription, timestamp};
+use common::{
+    Endpoint, PATIENCE, Reply, Server, event, quick_sweeper, subscription, timestamp, wait_for_hold,
+};
 use serde_json::{Value, json};
 
 /// Polls a subscription until its health is `health`; returns it.
@@ -805,23 +807,6 @@ async fn asks_to_wait_30s() -> Endpoint {
         }
     })
     .await
-}
-
-/// Polls a subscription until what holds its pushes is `reason`.
-async fn wait_for_hold(server: &Server, name: &str, reason: &str) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (status, body) = server.get(&format!("/v1/subscriptions/{name}")).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        if body["pushes_held"]["reason"] == reason {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}'s pushes were not held by {reason}: {body:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

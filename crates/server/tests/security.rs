@@ -575,6 +575,74 @@ async fn a_second_rotation_within_the_grace_keeps_the_first_secret_signing() {
     assert!(verifies(&secrets[4], &received[1]));
 }
 
+/// Base64 of 32 bytes: a secret key, and another one.
+const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const OTHER_SECRET_KEY: &str = "HxAREhMUFRYXGBkaGxwdHh8AAQIDBAUGBwgJCgsMDQ4=";
+
+fn with_secret_key(key: &'static str) -> impl FnOnce(&mut redrive_server::ServeOptions) {
+    move |options| options.security.secret_key = Some(key.to_owned())
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_read_the_signing_secret_sends_nothing_and_spends_no_attempt() {
+    let endpoint = Endpoint::ok().await;
+    let server = Server::start_tuned(
+        Limits::default(),
+        quick_sweeper(),
+        with_secret_key(SECRET_KEY),
+    )
+    .await;
+    server.create_topic("orders").await;
+    server
+        .create_subscription(subscription("s", "orders", &endpoint.url, json!({})))
+        .await;
+    let (_, body) = server.get("/v1/subscriptions/s/secret").await;
+    let secret = body["secret"].as_str().unwrap().to_owned();
+
+    // Started again with another key: the stored secret does not open.
+    let server = server.restart(with_secret_key(OTHER_SECRET_KEY)).await;
+    server.publish_ok("orders", &event("e1", "t")).await;
+    let published = jiff::Timestamp::now();
+    let held = wait_for_hold(&server, "s", "signing_secret_unreadable").await;
+    let detail = held["pushes_held"]["detail"].as_str().unwrap();
+    assert!(detail.contains("secret key"), "{detail}");
+    let pause = timestamp(&held["pushes_held"]["until"]).duration_since(published);
+    assert!(
+        pause > jiff::SignedDuration::from_secs(25) && pause <= jiff::SignedDuration::from_secs(31),
+        "held for {pause}: {held:#}"
+    );
+    // Another event while held waits too; neither was sent nor attempted.
+    server.publish_ok("orders", &event("e2", "t")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = server.deliveries("s").await;
+    assert_eq!(waiting.len(), 2);
+    for delivery in &waiting {
+        assert_eq!(delivery["state"], "scheduled", "{delivery}");
+        assert_eq!(delivery["attempts"], 0, "{delivery}");
+        assert!(
+            timestamp(&delivery["next_attempt_at"]) <= jiff::Timestamp::now(),
+            "{delivery}"
+        );
+        let detail = server.delivery(delivery["id"].as_str().unwrap()).await;
+        assert_eq!(detail["attempt_log"], json!([]), "{detail:#}");
+    }
+    assert_eq!(endpoint.count(), 0);
+
+    // The right key again: both go out, signed, as first attempts.
+    let server = server.restart(with_secret_key(SECRET_KEY)).await;
+    let received = endpoint.wait_for(2).await;
+    for push in &received {
+        assert!(verifies(&secret, push), "{:?}", push.headers);
+    }
+    let delivered = server.wait_all_ended("s", 2).await;
+    for delivery in &delivered {
+        assert_eq!(delivery["state"], "delivered", "{delivery}");
+        assert_eq!(delivery["attempts"], 1, "{delivery}");
+    }
+    let (_, body) = server.get("/v1/subscriptions/s").await;
+    assert_eq!(body["pushes_held"], Value::Null, "{body}");
+}
+
 #[tokio::test]
 async fn signing_secrets_are_encrypted_at_rest() {
     use redrive_server::security::{SecretBook, SecretCipher};

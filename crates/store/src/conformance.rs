@@ -98,6 +98,7 @@ checks!(
     retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_scheduled_one,
     a_rated_want_within_its_burst_is_served_whole,
     a_claim_ahead_takes_what_falls_due_within_the_lookahead,
+    an_unclaimed_delivery_is_as_before_the_claim,
     a_write_check_commits_and_changes_nothing_a_reader_sees,
     rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound,
     backups_follow_the_declared_capability,

@@ -37,8 +37,8 @@ pub use store::*;
 /// `dyn Store` or a backend: `use redrive_store::prelude::*;`.
 pub mod prelude {
     pub use crate::store::{
-        ConsoleStore, DeliveryStore, HealthStore, LifecycleStore, OpsStore, SecurityStore, Store,
-        SubscriptionStore, TopicStore,
+        ClaimStore, ConsoleStore, DeliveryStore, HealthStore, LifecycleStore, OpsStore,
+        SecurityStore, Store, SubscriptionStore, TopicStore,
     };
 }
 

@@ -94,6 +94,29 @@ pub struct ClaimBatch {
     pub rate_refill_at: Option<Timestamp>,
 }
 
+/// A claim handed back whole: its push never started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unclaim {
+    pub delivery_id: String,
+    /// The attempt the claim counted ([`ClaimedDelivery::delivery`]'s
+    /// `attempts`): a claim taken over since counts another, and is left
+    /// alone.
+    pub attempt: u32,
+    /// When the delivery was due before the claim
+    /// ([`ClaimedDelivery::due_at`]).
+    pub due_at: Timestamp,
+}
+
+impl From<&ClaimedDelivery> for Unclaim {
+    fn from(claimed: &ClaimedDelivery) -> Self {
+        Unclaim {
+            delivery_id: claimed.delivery.id.clone(),
+            attempt: claimed.delivery.attempts,
+            due_at: claimed.due_at,
+        }
+    }
+}
+
 /// The end of one attempt, to record.
 #[derive(Clone, Debug)]
 pub struct Completion {
@@ -179,6 +202,19 @@ pub trait DeliveryStore: Send + Sync {
     /// Notified whenever work may have become due (a publish, a retry-now),
     /// so the dispatcher needs no polling for new work.
     fn wakeups(&self) -> Arc<Notify>;
+}
+
+/// Claims beyond taking and completing them (`DeliveryStore`'s).
+#[async_trait]
+pub trait ClaimStore: Send + Sync {
+    /// Undoes claims whose push never started, as if they had not been
+    /// made: each delivery is scheduled again at its old due time, with
+    /// the attempt count and first and last attempt times it had before,
+    /// and no attempt is recorded. Any claimer may take it again at once
+    /// (on PostgreSQL the other nodes are woken). A delivery no longer in
+    /// flight under that claim's attempt is left alone. Returns how many
+    /// were handed back.
+    async fn unclaim(&self, claims: Vec<Unclaim>, now: Timestamp) -> Result<u64>;
 }
 
 /// The failure lifecycle: retention expiry, cancel, redrive, the journal
@@ -298,6 +334,7 @@ pub trait Store:
     TopicStore
     + SubscriptionStore
     + DeliveryStore
+    + ClaimStore
     + LifecycleStore
     + HealthStore
     + ConsoleStore
@@ -311,6 +348,7 @@ impl<T> Store for T where
     T: TopicStore
         + SubscriptionStore
         + DeliveryStore
+        + ClaimStore
         + LifecycleStore
         + HealthStore
         + ConsoleStore

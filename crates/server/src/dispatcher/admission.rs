@@ -10,8 +10,8 @@ use redrive_core::Subscription;
 use redrive_core::rate::TokenBucket;
 use redrive_store::{ClaimRate, ClaimWant, ClaimedDelivery};
 
-use super::Finished;
 use super::flow::{Flow, PushHolds};
+use super::{Ended, Finished};
 
 /// Most deliveries of one subscription claimed in one round.
 const MAX_CLAIM_PER_SUBSCRIPTION: u32 = 256;
@@ -95,7 +95,15 @@ impl Admission {
         if let Some(flow) = self.flows.get_mut(&finished.subscription) {
             let now = Instant::now();
             let before = flow.hold(now);
-            flow.record(finished.ticket, finished.signal, now);
+            match finished.ended {
+                Ended::Pushed { ticket, signal } => flow.record(ticket, signal, now),
+                // Every claim of the round finds the same: said once.
+                Ended::Unsigned(unsigned) => {
+                    if flow.secret_unreadable(unsigned.pause(), now) {
+                        unsigned.log(&finished.subscription);
+                    }
+                }
+            }
             let after = flow.hold(now);
             if after != before {
                 if let Some(hold) = after {

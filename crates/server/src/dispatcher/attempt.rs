@@ -1,8 +1,10 @@
 //! One attempt: push, ask core for the decision, and tell the flow
-//! control what the push showed.
+//! control what the push showed. The push is signed with secrets read
+//! before it (`signing`): a push that cannot be signed is no attempt.
 
 use std::time::Duration;
 
+use redrive_core::security::EndpointPolicy;
 use redrive_core::{
     Attempt, AttemptContext, AttemptOutcome, Decision, ErrorClass, RetryAfter, RetryPolicy,
     Subscription,
@@ -11,52 +13,31 @@ use redrive_store::{ClaimedDelivery, Completion};
 
 use super::flow::Signal;
 use crate::clock::Clock;
+use crate::security::secrets::Keys;
 
 use super::push;
 
-/// Pushes once and decides what follows; also says what the push tells
-/// the subscription's flow control.
+/// Pushes once, signed with `keys` (none: unsigned, for a dispatcher set
+/// up without security), and decides what follows; also says what the
+/// push tells the subscription's flow control.
 pub(super) async fn attempt(
     client: &reqwest::Client,
     subscription: &Subscription,
     claimed: &ClaimedDelivery,
     clock: &Clock,
     security: Option<&crate::security::Security>,
+    keys: Option<&Keys>,
 ) -> (Completion, Signal) {
     let spec = &subscription.spec;
     let delivery = &claimed.delivery;
-    let result = match security {
-        None => {
-            let guard = push::Guard {
-                policy: &redrive_core::security::EndpointPolicy::default(),
-                secrets: &[],
-            };
-            push::push(client, spec, claimed, guard, clock.now()).await
-        }
-        Some(security) => match security.secrets.keys(&spec.name, clock.now()).await {
-            Ok(keys) => {
-                let secrets = keys.signing_at(clock.now());
-                let guard = push::Guard {
-                    policy: &security.endpoint_policy,
-                    secrets: &secrets,
-                };
-                push::push(client, spec, claimed, guard, clock.now()).await
-            }
-            // An unsigned push would be refused by careful receivers and
-            // accepted by careless ones: neither is right, so none is sent.
-            Err(err) => {
-                tracing::error!(subscription = %spec.name, error = %format!("{err:#}"),
-                    "cannot read the signing secret; the attempt is not sent");
-                push::PushResult {
-                    started_at: clock.now(),
-                    duration: Duration::ZERO,
-                    outcome: redrive_core::AttemptOutcome::Error(redrive_core::ErrorClass::Other),
-                    error_message: Some(format!("cannot sign the push: {err:#}")),
-                    response_snippet: None,
-                }
-            }
-        },
+    let open = EndpointPolicy::default();
+    let policy = security.map_or(&open, |security| &*security.endpoint_policy);
+    let secrets = keys.map(|keys| keys.signing_at(clock.now()));
+    let guard = push::Guard {
+        policy,
+        secrets: secrets.as_deref().unwrap_or_default(),
     };
+    let result = push::push(client, spec, claimed, guard, clock.now()).await;
     let context = AttemptContext {
         // The budget counts from the last redrive.
         attempt: delivery

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use redrive_store::{ClaimRequest, ClaimedDelivery};
+use redrive_store::{ClaimRequest, ClaimedDelivery, Store, Unclaim};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -16,7 +16,7 @@ use super::flow::Flow;
 
 use super::admission::Admission;
 use super::attempt::attempt;
-use super::{Dispatcher, Finished, record};
+use super::{Dispatcher, Ended, Finished, record, signing};
 
 /// How often leases that ran out are looked for.
 const RESCUE_INTERVAL: Duration = Duration::from_secs(5);
@@ -263,31 +263,57 @@ impl Dispatcher {
         let claimed_set = self.claimed.clone();
         let pushes = self.pushes.clone();
         let recorder = recorder.clone();
+        let store = self.store.clone();
         tasks.spawn(async move {
-            // Claimed ahead: the push starts when the delivery falls due.
-            if let Ok(early) = Duration::try_from(claimed.due_at.duration_since(clock.now()))
-                && !early.is_zero()
-            {
-                tokio::time::sleep(early).await;
-            }
-            let (completion, signal) =
-                attempt(&client, &subscription, &claimed, &clock, security.as_ref()).await;
-            let recorded = completion.attempt.clone();
-            match recorder.record(completion).await {
-                Ok(()) => crate::metrics::attempt_recorded(&subscription.spec.name, &recorded),
-                // The lease runs out and the delivery is tried again.
-                Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
-                    "cannot record an attempt"),
-            }
+            let name = subscription.spec.name.clone();
+            let pushed = match signing::keys(security.as_ref(), &name, clock.now()).await {
+                Ok(keys) => {
+                    // Claimed ahead: the push starts when the delivery falls due.
+                    if let Ok(early) =
+                        Duration::try_from(claimed.due_at.duration_since(clock.now()))
+                        && !early.is_zero()
+                    {
+                        tokio::time::sleep(early).await;
+                    }
+                    let (completion, signal) = attempt(
+                        &client,
+                        &subscription,
+                        &claimed,
+                        &clock,
+                        security.as_ref(),
+                        keys.as_ref(),
+                    )
+                    .await;
+                    let recorded = completion.attempt.clone();
+                    match recorder.record(completion).await {
+                        Ok(()) => crate::metrics::attempt_recorded(&name, &recorded),
+                        // The lease runs out and the delivery is tried again.
+                        Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
+                            "cannot record an attempt"),
+                    }
+                    Some(Finished {
+                        subscription: name,
+                        ended: Ended::Pushed { ticket, signal },
+                    })
+                }
+                Err(unsigned) => {
+                    // The pause first, so this node does not claim again
+                    // what it is about to hand back.
+                    let _ = done.send(Finished {
+                        subscription: name,
+                        ended: Ended::Unsigned(unsigned),
+                    });
+                    hand_back(store.as_ref(), &claimed, clock.now()).await;
+                    None
+                }
+            };
             if let Ok(mut set) = claimed_set.lock() {
                 set.remove(&claimed.delivery.id);
             }
             pushes.fetch_sub(1, Ordering::SeqCst);
-            let _ = done.send(Finished {
-                subscription: subscription.spec.name.clone(),
-                ticket,
-                signal,
-            });
+            if let Some(finished) = pushed {
+                let _ = done.send(finished);
+            }
         });
     }
 
@@ -334,6 +360,15 @@ impl Dispatcher {
                 "cannot release unfinished claims; they are retried when their lease ends"
             ),
         }
+    }
+}
+
+/// Hands back a claim whose push never started: scheduled as it was, no
+/// attempt spent, for any node to take.
+async fn hand_back(store: &dyn Store, claimed: &ClaimedDelivery, now: jiff::Timestamp) {
+    if let Err(err) = store.unclaim(vec![Unclaim::from(claimed)], now).await {
+        tracing::warn!(delivery = %claimed.delivery.id, error = %err,
+            "cannot hand back a claim that was not pushed; it is due again when its lease ends");
     }
 }
 

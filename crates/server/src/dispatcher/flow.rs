@@ -26,6 +26,11 @@
 //! that long: the endpoint asked for it. The pause is capped like the retry
 //! it delays — by the policy's longest delay — and at 60 s.
 //!
+//! A node that cannot read a subscription's signing secret (its secret key
+//! is not the one the secret was stored with) pauses it too, on that node
+//! only, for [`SECRET_UNREADABLE_PAUSE`]: it would sign nothing, so it
+//! leaves the deliveries to nodes that can, and looks again after.
+//!
 //! A pause only holds back claims: deliveries due meanwhile stay scheduled
 //! and are claimed after it, so pauses consume no attempts.
 //!
@@ -51,6 +56,11 @@ pub const INITIAL_WINDOW: u32 = 16;
 pub const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause, from backoff or `Retry-After`.
 pub const MAX_PAUSE: Duration = Duration::from_secs(60);
+/// How long a node that cannot read a subscription's signing secret leaves
+/// its deliveries to other nodes before it looks again: long enough to log
+/// the trouble a couple of times a minute, not once per delivery; short
+/// enough that a secret rotated to one this node can read is used soon.
+pub const SECRET_UNREADABLE_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a finished push tells the flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +87,8 @@ pub enum HoldReason {
     PushBackoff { consecutive_failures: u32 },
     /// The endpoint answered 429 or 503 with `Retry-After`.
     RetryAfter,
+    /// This node cannot read the subscription's signing secret.
+    SigningSecretUnreadable,
 }
 
 impl From<HoldReason> for redrive_core::hold::NodePause {
@@ -88,6 +100,9 @@ impl From<HoldReason> for redrive_core::hold::NodePause {
                 consecutive_failures,
             },
             HoldReason::RetryAfter => redrive_core::hold::NodePause::RetryAfter,
+            HoldReason::SigningSecretUnreadable => {
+                redrive_core::hold::NodePause::SigningSecretUnreadable
+            }
         }
     }
 }
@@ -110,6 +125,7 @@ pub struct Flow {
     streak: u32,
     backoff_until: Option<Instant>,
     retry_after_until: Option<Instant>,
+    secret_unreadable_until: Option<Instant>,
 }
 
 impl Flow {
@@ -123,6 +139,7 @@ impl Flow {
             streak: 0,
             backoff_until: None,
             retry_after_until: None,
+            secret_unreadable_until: None,
         }
     }
 
@@ -168,7 +185,11 @@ impl Flow {
             until,
             reason: HoldReason::RetryAfter,
         });
-        [backoff, retry_after]
+        let secret = self.secret_unreadable_until.map(|until| Hold {
+            until,
+            reason: HoldReason::SigningSecretUnreadable,
+        });
+        [backoff, retry_after, secret]
             .into_iter()
             .flatten()
             .filter(|hold| hold.until > now)
@@ -204,6 +225,22 @@ impl Flow {
                 }
             }
         }
+    }
+
+    /// Pauses for `wait` because a push found the signing secret
+    /// unreadable; true when this starts a pause (none of this kind was in
+    /// force), false for the pushes of the same round finding the same. A
+    /// pause is never lengthened: every round of claims after it looks
+    /// again.
+    pub fn secret_unreadable(&mut self, wait: Duration, now: Instant) -> bool {
+        if self
+            .secret_unreadable_until
+            .is_some_and(|until| until > now)
+        {
+            return false;
+        }
+        self.secret_unreadable_until = Some(now + wait);
+        true
     }
 
     fn answered(&mut self) {
@@ -545,6 +582,28 @@ mod tests {
             flow.hold(now).map(|h| h.reason),
             Some(HoldReason::RetryAfter)
         );
+    }
+
+    #[test]
+    fn an_unreadable_secret_pauses_once_per_round_without_touching_the_window() {
+        let now = Instant::now();
+        let mut flow = Flow::new(64, false);
+        let wait = Duration::from_secs(30);
+        assert!(flow.secret_unreadable(wait, now));
+        // The other pushes of that round find the same: no new pause.
+        assert!(!flow.secret_unreadable(wait, now + ms(5)));
+        assert_eq!(
+            flow.hold(now + ms(5)),
+            Some(Hold {
+                until: now + wait,
+                reason: HoldReason::SigningSecretUnreadable
+            })
+        );
+        assert_eq!(flow.allowed(now + wait - ms(1)), 0);
+        assert_eq!(flow.allowed(now + wait), 16);
+        // Found again after it: a new pause.
+        assert!(flow.secret_unreadable(wait, now + wait));
+        assert_eq!(flow.paused_until(now + wait), Some(now + wait + wait));
     }
 
     #[test]

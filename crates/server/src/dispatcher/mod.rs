@@ -8,9 +8,10 @@
 //!
 //! `claim_loop` wakes, claims and starts pushes; `admission` says what each
 //! subscription may claim now (concurrency, rate, flow windows, pauses);
-//! `attempt` pushes once and asks core for the decision; `push` only sends
-//! the request `redrive_core::outbound` builds; `record` writes outcomes in
-//! batches.
+//! `signing` reads the secrets a push is signed with (a node that cannot
+//! hands the claim back and pauses the subscription); `attempt` pushes once
+//! and asks core for the decision; `push` only sends the request
+//! `redrive_core::outbound` builds; `record` writes outcomes in batches.
 
 mod admission;
 mod attempt;
@@ -18,6 +19,7 @@ mod claim_loop;
 pub mod flow;
 pub mod push;
 mod record;
+mod signing;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -75,11 +77,19 @@ pub struct Dispatcher {
     holds: Arc<PushHolds>,
 }
 
-/// A push that ended, for the dispatcher loop's bookkeeping.
+/// A claim whose push ended, or never started, for the dispatcher loop's
+/// bookkeeping.
 struct Finished {
     subscription: String,
-    ticket: Ticket,
-    signal: Signal,
+    ended: Ended,
+}
+
+enum Ended {
+    /// Pushed: what it tells the flow.
+    Pushed { ticket: Ticket, signal: Signal },
+    /// Not sent: the signing secret could not be read, and the claim was
+    /// handed back.
+    Unsigned(signing::Unsigned),
 }
 
 impl Dispatcher {

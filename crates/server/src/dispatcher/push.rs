@@ -67,8 +67,10 @@ pub async fn push(
     let delivery = &claimed.delivery;
     // The client resolves host names through the guarded resolver, but a
     // literal address never reaches a resolver: it is checked here.
-    let refused = match reqwest::Url::parse(&spec.endpoint) {
-        Ok(url) => crate::security::ssrf::check_url(guard.policy, &url).err(),
+    // Parsed once: the client would parse the string again.
+    let url = reqwest::Url::parse(&spec.endpoint);
+    let refused = match &url {
+        Ok(url) => crate::security::ssrf::check_url(guard.policy, url).err(),
         Err(_) => None,
     };
     if let Some(err) = refused {
@@ -94,7 +96,11 @@ pub async fn push(
         started_at,
         secrets: guard.secrets,
     });
-    let mut request = client.post(&spec.endpoint);
+    // An endpoint that does not parse fails in `send`, as a request error.
+    let mut request = match url {
+        Ok(url) => client.post(url),
+        Err(_) => client.post(&spec.endpoint),
+    };
     for (name, value) in outbound.headers {
         request = request.header(name, value);
     }

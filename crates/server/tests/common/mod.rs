@@ -36,8 +36,11 @@ pub struct Server {
     /// The sweeper's clock: tests move it forward to pass retention windows.
     pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
-    _data: TempDir,
-    _schema: Option<TestSchema>,
+    /// The task running the server: done once it let go of its store.
+    serving: Option<tokio::task::JoinHandle<()>>,
+    /// Kept while the server runs; `None` only inside a restart.
+    data: Option<TempDir>,
+    schema: Option<TestSchema>,
 }
 
 impl Server {
@@ -72,10 +75,42 @@ impl Server {
         sweeper: SweeperConfig,
         tune: impl FnOnce(&mut ServeOptions),
     ) -> Server {
-        redrive_server::dispatcher::push::install_crypto_provider();
-        let clock = sweeper.clock.clone();
         let data = tempfile::tempdir().expect("a temporary data directory");
         let schema = postgres_schema().await;
+        Server::launch(data, schema, limits, sweeper, tune).await
+    }
+
+    /// Stops the server gracefully and starts it again on the same data
+    /// directory (and PostgreSQL schema) and clock, with default limits, a
+    /// quick sweeper and the options `tune` adjusts last.
+    pub async fn restart(mut self, tune: impl FnOnce(&mut ServeOptions)) -> Server {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            tokio::time::timeout(PATIENCE, serving)
+                .await
+                .expect("the server stops in time")
+                .expect("the server stops cleanly");
+        }
+        let sweeper = SweeperConfig {
+            clock: self.clock.clone(),
+            ..quick_sweeper()
+        };
+        let data = self.data.take().expect("the data directory");
+        let schema = self.schema.take();
+        Server::launch(data, schema, Limits::default(), sweeper, tune).await
+    }
+
+    async fn launch(
+        data: TempDir,
+        schema: Option<TestSchema>,
+        limits: Limits,
+        sweeper: SweeperConfig,
+        tune: impl FnOnce(&mut ServeOptions),
+    ) -> Server {
+        redrive_server::dispatcher::push::install_crypto_provider();
+        let clock = sweeper.clock.clone();
         let mut options = ServeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data.path().join("data"),
@@ -97,7 +132,7 @@ impl Server {
         tune(&mut options);
         let (address_tx, address_rx) = oneshot::channel::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             let result = redrive_server::serve(
                 options,
                 move |address| {
@@ -120,8 +155,9 @@ impl Server {
             api: Api::new(&format!("http://{address}"), TOKEN),
             clock,
             shutdown: Some(shutdown_tx),
-            _data: data,
-            _schema: schema,
+            serving: Some(serving),
+            data: Some(data),
+            schema,
         }
     }
 }
@@ -177,6 +213,23 @@ pub fn subscription(name: &str, topic: &str, endpoint: &str, extra: Value) -> Va
         spec.extend(extra);
     }
     spec
+}
+
+/// Polls a subscription until what holds its pushes is `reason`.
+pub async fn wait_for_hold(server: &Server, name: &str, reason: &str) -> Value {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = server.get(&format!("/v1/subscriptions/{name}")).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        if body["pushes_held"]["reason"] == reason {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}'s pushes were not held by {reason}: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Parses an RFC 3339 timestamp field of the API.

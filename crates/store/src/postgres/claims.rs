@@ -1,7 +1,8 @@
 //! Claims on PostgreSQL beyond the plain claim statement (which is
 //! `deliveries.rs`'s, as are the single statements that rescue expired
-//! leases and release them at shutdown): subscription rate limits shared by
-//! every node on the database.
+//! leases and release them at shutdown): claims handed back whole
+//! (`ClaimStore`), and subscription rate limits shared by every node on the
+//! database.
 //!
 //! Each rate-limited subscription has one token bucket row. A claim that
 //! asks for such a subscription locks its bucket row for the claim's
@@ -13,12 +14,61 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
 
-use super::pg_error;
-use super::rows::get;
-use crate::store::{ClaimBatch, ClaimRate, ClaimRequest};
+use super::ops::count;
+use super::rows::{get, millis};
+use super::{PostgresStore, pg_error};
+use crate::store::{ClaimBatch, ClaimRate, ClaimRequest, ClaimStore, Unclaim};
 use crate::{Result, StoreError};
+
+#[async_trait]
+impl ClaimStore for PostgresStore {
+    async fn unclaim(&self, claims: Vec<Unclaim>, now: Timestamp) -> Result<u64> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = claims.iter().map(|c| c.delivery_id.as_str()).collect();
+        let attempts: Vec<i32> = claims
+            .iter()
+            .map(|c| i32::try_from(c.attempt).unwrap_or(i32::MAX))
+            .collect();
+        let due: Vec<i64> = claims.iter().map(|c| millis(c.due_at)).collect();
+        let client = self.bookkeeping_client().await?;
+        // Each row goes back as it was before the claim: the claim counted
+        // an attempt and set the first (on the first attempt) and last
+        // attempt times, which the attempt before it, if any, had set. The
+        // rate token the claim spent stays spent: a rate is a ceiling.
+        let row = client
+            .query_one(
+                "WITH handed_back AS (
+                   UPDATE deliveries d SET state = 'scheduled', attempts = d.attempts - 1,
+                          next_attempt_at = c.due_at, lease_until = NULL, updated_at = $4,
+                          first_attempt_at = CASE WHEN d.attempts = 1 THEN NULL
+                                                  ELSE d.first_attempt_at END,
+                          last_attempt_at = CASE WHEN d.attempts = 1 THEN NULL ELSE COALESCE(
+                              (SELECT a.started_at FROM attempts a
+                               WHERE a.delivery_id = d.id AND a.number = d.attempts - 1),
+                              d.last_attempt_at) END
+                   FROM unnest($1::text[], $2::int[], $3::bigint[]) AS c(id, attempt, due_at)
+                   WHERE d.id = c.id AND d.state = 'in_flight' AND d.attempts = c.attempt
+                   RETURNING d.id
+                 )
+                 SELECT count(*) FROM handed_back",
+                &[&ids, &attempts, &due, &millis(now)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let moved = count(get(&row, 0)?);
+        if moved > 0 {
+            // Another node may take them now.
+            self.wake();
+        }
+        Ok(moved)
+    }
+}
 
 /// A bucket as this claim found it, refilled to the claim's `now`.
 #[derive(Clone, Copy, Debug)]

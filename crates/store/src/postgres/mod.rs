@@ -15,7 +15,7 @@
 //! backend — the store's nouns (`topics`, `subscriptions`, `deliveries`,
 //! `lifecycle`, `health`, `console`, `security`, `ops`, one per sub-trait of
 //! `Store`), `connection` (the pool and driver errors), `claims` (rate
-//! buckets), `wakeups` (LISTEN/NOTIFY), `history` (the purge, dropping day
+//! buckets, and `ClaimStore`: claims handed back whole), `wakeups` (LISTEN/NOTIFY), `history` (the purge, dropping day
 //! partitions), `schema` (migrations and day partitions), `rows` (row
 //! decoding) and `testing` (test schemas, feature `testing`).
 

@@ -1,5 +1,6 @@
 //! Claims on SQLite beyond the claim itself (which is `deliveries.rs`'s, in
-//! the writer's transaction): what happens to a lease no completion ended.
+//! the writer's transaction): what happens to a lease no completion ended,
+//! and claims handed back whole (`ClaimStore`).
 //!
 //! One process owns the database, so a claim left in flight belongs to a
 //! process that is gone (at open) or to an attempt whose lease ran out (the
@@ -8,11 +9,61 @@
 //! bucket itself (the dispatcher does), so `ClaimWant::rate` is left to it
 //! and `Capabilities::shared_rate_buckets` is false.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, params};
 
+use super::SqliteStore;
 use super::rows::millis;
 use crate::Result;
+use crate::store::{ClaimStore, Unclaim};
+
+#[async_trait]
+impl ClaimStore for SqliteStore {
+    async fn unclaim(&self, claims: Vec<Unclaim>, now: Timestamp) -> Result<u64> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let moved = self
+            .writer
+            .write_bookkeeping(move |conn| unclaim(conn, &claims, now))
+            .await?;
+        if moved > 0 {
+            self.wake();
+        }
+        Ok(moved)
+    }
+}
+
+/// Puts each delivery back as it was before the claim: the claim counted
+/// an attempt and set the first (on the first attempt) and last attempt
+/// times, which the attempt before it, if any, had set.
+fn unclaim(conn: &Connection, claims: &[Unclaim], now: Timestamp) -> Result<u64> {
+    let mut undo = conn.prepare_cached(
+        "UPDATE deliveries SET state = 'scheduled', attempts = attempts - 1,
+                next_attempt_at = ?3, lease_until = NULL, updated_at = ?4,
+                first_attempt_at = CASE WHEN attempts = 1 THEN NULL ELSE first_attempt_at END,
+                last_attempt_at = CASE WHEN attempts = 1 THEN NULL ELSE COALESCE(
+                    (SELECT started_at FROM attempts
+                     WHERE delivery_id = deliveries.id AND number = deliveries.attempts - 1),
+                    last_attempt_at) END
+         WHERE id = ?1 AND state = 'in_flight' AND attempts = ?2",
+    )?;
+    let mut moved = 0;
+    for claim in claims {
+        moved += undo.execute(params![
+            claim.delivery_id,
+            claim.attempt,
+            millis(claim.due_at),
+            millis(now)
+        ])? as u64;
+    }
+    Ok(moved)
+}
+
+// In-flight rows are found one subscription at a time on
+// `deliveries_recent_by_state` (a delivery lives only as long as its
+// subscription): a lease index would cost every claim and outcome a write.
 
 /// Makes in-flight deliveries due again, recording their lost attempt as
 /// interrupted. `lease_before`: only those whose lease ended before it.
@@ -29,13 +80,16 @@ pub(super) fn rescue(
          SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
                 'interrupted', 'the attempt did not finish: its process stopped or its lease ran out',
                 json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
-         FROM deliveries WHERE state = 'in_flight' AND lease_until < ?3",
+         FROM deliveries
+         WHERE subscription IN (SELECT name FROM subscriptions)
+           AND state = 'in_flight' AND lease_until < ?3",
         params![now_ms, now.to_string(), cutoff],
     )?;
     let moved = conn.execute(
         "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
                 last_error = 'interrupted', last_status = NULL, updated_at = ?1
-         WHERE state = 'in_flight' AND lease_until < ?2",
+         WHERE subscription IN (SELECT name FROM subscriptions)
+           AND state = 'in_flight' AND lease_until < ?2",
         params![now_ms, cutoff],
     )?;
     Ok(moved as u64)

@@ -274,17 +274,7 @@ fn sync_log(conn: &Connection, mode: &mut SyncMode) -> bool {
     let synced = mode
         .set(conn, Durability::Synced)
         .map_err(StoreError::from)
-        .and_then(|()| {
-            run_cached(conn, "BEGIN IMMEDIATE")?;
-            let written = super::ops::check_writes(conn);
-            match written {
-                Ok(()) => Ok(run_cached(conn, "COMMIT")?),
-                Err(err) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(err)
-                }
-            }
-        });
+        .and_then(|()| transaction(conn, super::ops::check_writes));
     if let Err(err) = &synced {
         tracing::debug!(error = %err, "cannot sync the write-ahead log");
     }
@@ -292,28 +282,39 @@ fn sync_log(conn: &Connection, mode: &mut SyncMode) -> bool {
 }
 
 /// Runs the batch in one transaction; whether it committed.
-fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
-    if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
-        let err = StoreError::from(err);
+fn commit_batch(conn: &Connection, mut batch: Vec<Job>) -> bool {
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    let commit = transaction(conn, |conn| {
+        replies.extend(batch.drain(..).map(|job| job.run(conn)));
+        Ok(())
+    });
+    if let Err(err) = &commit {
         // Every job's caller gets the error and reports it (once per
         // interval while the disk is full, not once per batch here).
-        tracing::debug!(error = %err, "cannot begin a write transaction");
+        tracing::debug!(error = %err, "group commit failed");
+        // Jobs still in the batch never ran: the transaction did not begin.
         for job in batch {
             job.fail(err.clone());
         }
-        return false;
-    }
-    let replies: Vec<Reply> = batch.into_iter().map(|job| job.run(conn)).collect();
-    let commit = run_cached(conn, "COMMIT").map_err(StoreError::from);
-    if let Err(err) = &commit {
-        tracing::debug!(error = %err, "group commit failed");
-        let _ = conn.execute_batch("ROLLBACK");
     }
     let committed = commit.is_ok();
     for reply in replies {
         reply(commit.clone());
     }
     committed
+}
+
+/// `work` in one write transaction, rolled back if it or the commit fails.
+fn transaction<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    run_cached(conn, "BEGIN IMMEDIATE")?;
+    let done = work(conn).and_then(|value| {
+        run_cached(conn, "COMMIT")?;
+        Ok(value)
+    });
+    if done.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
 }
 
 /// Statements prepared once per connection and kept. The cache holds every

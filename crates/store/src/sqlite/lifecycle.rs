@@ -115,8 +115,10 @@ pub(super) fn expire_retention(
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut find = conn.prepare_cached(
+        // `retention_from` is never earlier than `created_at`: the cutoff
+        // bounds `created_at`, a range of `deliveries_recent_by_state`.
         "SELECT id FROM deliveries
-         WHERE subscription = ?1 AND state = 'scheduled'
+         WHERE subscription = ?1 AND state = 'scheduled' AND created_at <= ?2
            AND COALESCE(retention_from, created_at) <= ?2
          LIMIT ?3",
     )?;

@@ -40,8 +40,10 @@ pub(super) fn release_claims(conn: &Connection, ids: &[String], now: Timestamp) 
 pub(super) fn queue_stats(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
     let now_ms = millis(now);
     let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
-    // Both queries stay on the partial indexes of scheduled and in-flight
-    // rows, so their cost follows the backlog, not the kept history.
+    // Both queries stay on index ranges of scheduled and in-flight rows
+    // (`deliveries_due`, and `deliveries_recent_by_state` per
+    // subscription), so their cost follows the backlog, not the kept
+    // history.
     let mut scheduled = conn.prepare_cached(
         "SELECT subscription,
                 SUM(next_attempt_at <= ?1),
@@ -67,7 +69,8 @@ pub(super) fn queue_stats(conn: &Connection, now: Timestamp) -> Result<Vec<Queue
         entry.retries_scheduled = u64::try_from(retries).unwrap_or(0);
     }
     let mut in_flight = conn.prepare_cached(
-        "SELECT subscription, COUNT(*) FROM deliveries WHERE state = 'in_flight'
+        "SELECT subscription, COUNT(*) FROM deliveries
+         WHERE subscription IN (SELECT name FROM subscriptions) AND state = 'in_flight'
          GROUP BY subscription",
     )?;
     let rows = in_flight.query_map([], |row| {

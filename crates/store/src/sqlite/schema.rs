@@ -16,6 +16,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!("sqlite", "0007_previous_secrets"),
     migration!("sqlite", "0008_journal_head"),
     migration!("sqlite", "0009_lighter_delivery_indexes"),
+    migration!("sqlite", "0010_no_lease_or_retention_index"),
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
