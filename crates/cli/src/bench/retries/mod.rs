@@ -44,7 +44,7 @@ use results::{Loading, Moments, Run, Samples, Wave};
 use sink::RetrySink;
 
 /// How often the long phases say where they are.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// And while nothing happens but waiting for the first retry.
 const WAITING_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// After the last first attempt was answered, the time the server gets to
@@ -216,6 +216,14 @@ async fn phases(
     let loaded = load(settings, server, &retried.topic, run_id, retry_sink).await?;
     tokio::time::sleep(SETTLE).await;
     let waiting = sample(server);
+    let early = retry_sink.retried_count.load(Ordering::Relaxed);
+    if early > 0 {
+        progress(format_args!(
+            "bench: {early} retries arrived before every first attempt had failed: the interval \
+             is shorter than loading takes here, and those retries queued behind first attempts \
+             (use a longer --retry-interval)"
+        ));
+    }
     if let Ok(waiting) = &waiting {
         progress(format_args!(
             "bench: {} retries waiting; server RSS {:.0} MB (peak {:.0} MB)",

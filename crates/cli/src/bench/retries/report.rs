@@ -293,8 +293,10 @@ fn notes(run: &Run) -> Vec<String> {
     let wave = &run.wave;
     if wave.before_all_waiting > 0 {
         notes.push(format!(
-            "{} retries arrived before every first attempt had failed: loading took longer than the \
-             interval here, so never were all retries waiting at once (use a longer --retry-interval)",
+            "{} retries arrived before every first attempt had failed: loading took longer than \
+             the interval here, retries fell due while first attempts were still queued and waited \
+             behind them, so lateness measures that backlog, and never were all retries waiting \
+             at once (use a longer --retry-interval)",
             wave.before_all_waiting
         ));
     } else if wave.during_probe > 0 {
