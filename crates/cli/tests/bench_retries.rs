@@ -51,6 +51,8 @@ fn every_event_fails_once_and_is_retried_once() {
         "300",
         "--probe-publishers",
         "8",
+        "--probe-runs",
+        "2",
         "--json",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -81,12 +83,21 @@ fn every_event_fails_once_and_is_retried_once() {
     assert_eq!(run["duplicates"], 0, "{run}");
     assert_eq!(run["foreign"], 0, "{run}");
 
-    for probe in ["probe_empty", "probe_waiting"] {
-        let delivery = &run[probe]["delivery"];
-        assert_eq!(delivery["delivered"], 300, "{probe}: {delivery}");
-        assert_eq!(delivery["missing"], 0, "{probe}: {delivery}");
-        assert!(run[probe]["publish"]["events_per_second"].as_f64().unwrap() > 0.0);
+    let warmup = std::slice::from_ref(&run["probe_warmup"]);
+    let empty = run["probes_empty"]
+        .as_array()
+        .expect("the empty store's probes");
+    let waiting = run["probes_waiting"]
+        .as_array()
+        .expect("the waiting probes");
+    assert_eq!((empty.len(), waiting.len()), (2, 2), "{run}");
+    for probe in warmup.iter().chain(empty).chain(waiting) {
+        let delivery = &probe["delivery"];
+        assert_eq!(delivery["delivered"], 300, "{delivery}");
+        assert_eq!(delivery["missing"], 0, "{delivery}");
+        assert!(probe["publish"]["events_per_second"].as_f64().unwrap() > 0.0);
     }
+    assert!(run["probe_waiting_over_empty"].as_f64().unwrap() > 0.0);
     assert_eq!(run["raw"]["events"], 300, "{run}");
 
     let server = &run["server"];
@@ -122,6 +133,8 @@ fn the_table_gives_each_run_and_their_median() {
         "100",
         "--probe-publishers",
         "4",
+        "--probe-runs",
+        "1",
         "--runs",
         "2",
     ]);
@@ -132,7 +145,9 @@ fn the_table_gives_each_run_and_their_median() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.starts_with("200 events waiting to retry (fixed interval 2s)"),
+        stdout.starts_with(
+            "200 events waiting to retry (fixed interval 2s, falling due at 10,000/s)"
+        ),
         "{stdout}"
     );
     let header = stdout.lines().nth(2).unwrap_or_default();

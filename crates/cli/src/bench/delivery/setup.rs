@@ -92,6 +92,21 @@ impl BenchTopic {
         })
     }
 
+    /// Sends `method` to the subscription's URL followed by `suffix`
+    /// (`/pause`, `/resume`; nothing with a merge patch).
+    pub async fn subscription_call(
+        &self,
+        method: reqwest::Method,
+        suffix: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/v1/subscriptions/{}{suffix}",
+            self.base, self.subscription
+        );
+        admin_call(&self.admin, method, &url, body).await
+    }
+
     /// Removes the subscription and the topic, so an external server or a
     /// shared database is left as it was (a leftover subscription would
     /// take dispatcher slots in later runs); a failure is only noted.

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use super::super::delivery::report::{columns, median, thousands};
-use super::super::delivery::results::ms;
 use super::options::Settings;
 use super::results::Run;
 
@@ -43,16 +42,22 @@ const FIGURES: &[Figure] = &[
         of: |run| Some(run.raw.requests_per_second),
     },
     Figure {
-        label: "probe publish, empty store (events/s)",
-        key: "probe_empty_publish_per_second",
+        label: "probe publish, fresh server, warm-up (events/s)",
+        key: "probe_warmup_publish_per_second",
         format: Format::Count,
-        of: |run| Some(run.probe_empty.publish_rate),
+        of: |run| Some(run.probe_warmup.publish_rate),
     },
     Figure {
-        label: "probe publish, retries waiting (events/s)",
+        label: "probe publish, empty store, median (events/s)",
+        key: "probe_empty_publish_per_second",
+        format: Format::Count,
+        of: Run::empty_publish_rate,
+    },
+    Figure {
+        label: "probe publish, retries waiting, median (events/s)",
         key: "probe_waiting_publish_per_second",
         format: Format::Count,
-        of: |run| Some(run.probe_waiting.publish_rate),
+        of: Run::waiting_publish_rate,
     },
     Figure {
         label: "  waiting ÷ empty",
@@ -64,16 +69,16 @@ const FIGURES: &[Figure] = &[
         label: "probe publish p99, empty (ms)",
         key: "probe_empty_request_p99_ms",
         format: Format::Millis,
-        of: |run| Some(ms(run.probe_empty.request_latency.p99)),
+        of: Run::empty_p99_ms,
     },
     Figure {
         label: "probe publish p99, waiting (ms)",
         key: "probe_waiting_request_p99_ms",
         format: Format::Millis,
-        of: |run| Some(ms(run.probe_waiting.request_latency.p99)),
+        of: Run::waiting_p99_ms,
     },
     Figure {
-        label: "events published, batches (events/s)",
+        label: "events published, subscription paused (events/s)",
         key: "load_publish_per_second",
         format: Format::Count,
         of: |run| Some(run.loading.publish_rate),
@@ -109,16 +114,34 @@ const FIGURES: &[Figure] = &[
         of: |run| mb(run.samples.peak_rss()),
     },
     Figure {
-        label: "retries fell due (/s)",
+        label: "server CPU, idle with the retries waiting (cores)",
+        key: "idle_cores_while_waiting",
+        format: Format::Share,
+        of: |run| run.samples.idle_cores(),
+    },
+    Figure {
+        label: "retries fell due, mean (/s)",
         key: "retries_due_per_second",
         format: Format::Count,
         of: |run| Some(run.wave.due_per_second),
     },
     Figure {
-        label: "retry attempts (/s)",
+        label: "retry attempts, mean (/s)",
         key: "retry_attempts_per_second",
         format: Format::Count,
         of: |run| Some(run.wave.attempts_per_second),
+    },
+    Figure {
+        label: "retries fell due, busiest second",
+        key: "retries_due_busiest_second",
+        format: Format::Count,
+        of: |run| Some(run.wave.busiest_second_due as f64),
+    },
+    Figure {
+        label: "retry attempts, busiest second",
+        key: "retry_attempts_busiest_second",
+        format: Format::Count,
+        of: |run| Some(run.wave.busiest_second_attempts as f64),
     },
     Figure {
         label: "lateness p50 (ms)",
@@ -149,6 +172,12 @@ const FIGURES: &[Figure] = &[
         key: "cpu_us_per_retry",
         format: Format::Whole,
         of: Run::wave_cpu_us_per_retry,
+    },
+    Figure {
+        label: "bench CPU per retry (µs)",
+        key: "bench_cpu_us_per_retry",
+        format: Format::Whole,
+        of: Run::bench_cpu_us_per_retry,
     },
     Figure {
         label: "retried",
@@ -205,10 +234,12 @@ impl Report<'_> {
         json!({
             "events": s.events,
             "retry_interval_seconds": s.retry_interval.as_secs_f64(),
+            "due_rate": s.due_rate,
             "publishers": s.publishers,
             "batch": s.batch,
             "probe_events": s.probe_events,
             "probe_publishers": s.probe_publishers,
+            "probe_runs": s.probe_runs,
             "endpoint_concurrency": s.endpoint_concurrency,
             "max_in_flight": s.max_in_flight,
             "payload_bytes": s.payload_bytes,
@@ -227,15 +258,20 @@ impl Report<'_> {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} events waiting to retry (fixed interval {}s), published by {} publishers in \
-             batches of {}; probe of {} single events from {} publishers; endpoint concurrency \
-             {}, max in flight {}, child-process server on {}",
+            "{} events waiting to retry (fixed interval {}s, falling due {}), published by {} \
+             publishers in batches of {}; probes of {} single events from {} publishers, {} in a \
+             row; endpoint concurrency {}, max in flight {}, child-process server on {}",
             thousands(s.events as u64),
             s.retry_interval.as_secs_f64(),
+            match s.due_rate {
+                Some(rate) => format!("at {}/s", thousands(u64::from(rate))),
+                None => "as fast as the first attempts failed".to_owned(),
+            },
             s.publishers,
             s.batch,
             thousands(s.probe_events as u64),
             s.probe_publishers,
+            s.probe_runs,
             s.endpoint_concurrency,
             s.max_in_flight,
             if s.database_url.is_some() {
@@ -273,8 +309,9 @@ impl Report<'_> {
              interval). The server counts the interval from its own end of the first attempt, just after that \
              answer, rounded up to the millisecond; so lateness is measured from the receiver's side and includes \
              the retry's way to it.",
-            "retries fall due at the pace their first attempts failed (a fixed interval keeps the spacing), so \
-             attempts/s cannot exceed the due pace: with lateness small, the server kept up with it.",
+            "retries fall due at the pace their first attempts failed (a fixed interval keeps the spacing; \
+             --due-rate paces the first attempts with a rate on the subscription, removed before the first \
+             retry is due), so attempts/s cannot exceed the due pace: with lateness small, the server kept up.",
         ] {
             let _ = writeln!(out, "{line}");
         }
@@ -319,16 +356,6 @@ fn notes(run: &Run) -> Vec<String> {
             &run.loading.first_error,
         ),
         (
-            "probe requests on the empty store",
-            run.probe_empty.failed_requests,
-            &run.probe_empty.first_error,
-        ),
-        (
-            "probe requests with the retries waiting",
-            run.probe_waiting.failed_requests,
-            &run.probe_waiting.first_error,
-        ),
-        (
             "raw requests",
             run.raw.failed_requests,
             &run.raw.first_error,
@@ -350,14 +377,24 @@ fn notes(run: &Run) -> Vec<String> {
             wave.retried, wave.missing
         ));
     }
-    for (what, probe) in [
-        ("on the empty store", &run.probe_empty),
-        ("with the retries waiting", &run.probe_waiting),
-    ] {
+    let probes = std::iter::once(("warming the server up", &run.probe_warmup))
+        .chain(run.probe_empty.iter().map(|p| ("on the empty store", p)))
+        .chain(
+            run.probe_waiting
+                .iter()
+                .map(|p| ("with the retries waiting", p)),
+        );
+    for (what, probe) in probes {
         if probe.timed_out || probe.missing > 0 {
             notes.push(format!(
-                "the probe {what} delivered {} of {} events",
+                "a probe {what} delivered {} of {} events",
                 probe.delivered, probe.accepted
+            ));
+        }
+        if let Some(error) = &probe.first_error {
+            notes.push(format!(
+                "{} requests of a probe {what} failed; first error: {error}",
+                probe.failed_requests
             ));
         }
     }

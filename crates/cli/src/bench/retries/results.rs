@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use super::super::delivery::generator::PublisherLog;
 use super::super::delivery::process_stats::ProcessSample;
-use super::super::delivery::results::{Publishing, RawResults, ServerResults, per_second};
+use super::super::delivery::report::median;
+use super::super::delivery::results::{Publishing, RawResults, ServerResults, ms, per_second};
 use super::sink::{EventTimes, LATE};
 
 /// Publishing the events that then wait, and their first attempts.
@@ -65,6 +66,11 @@ pub struct Wave {
     /// Due times over their span: the pace the retries fell due, set by
     /// the pace the first attempts failed.
     pub due_per_second: f64,
+    /// The most retries that arrived within one second (counted in whole
+    /// seconds from the first arrival).
+    pub busiest_second_attempts: usize,
+    /// The most that fell due within one second, likewise.
+    pub busiest_second_due: usize,
     pub lateness: Lateness,
     /// Retries more than [`LATE`] after due.
     pub late: usize,
@@ -101,6 +107,8 @@ impl Wave {
         let mut during_probe = 0;
         let mut arrivals: Option<(Duration, Duration)> = None;
         let mut dues: Option<(Duration, Duration)> = None;
+        let mut arrived_at = Vec::new();
+        let mut due_at = Vec::new();
         let widen = |span: &mut Option<(Duration, Duration)>, at: Duration| {
             *span = Some(match *span {
                 Some((low, high)) => (low.min(at), high.max(at)),
@@ -131,6 +139,8 @@ impl Wave {
                 }
                 widen(&mut arrivals, retried);
                 widen(&mut dues, due);
+                arrived_at.push(retried);
+                due_at.push(due);
             }
         }
         let rate = |span: Option<(Duration, Duration)>| {
@@ -143,6 +153,8 @@ impl Wave {
             missing,
             attempts_per_second: rate(arrivals),
             due_per_second: rate(dues),
+            busiest_second_attempts: busiest_second(&arrived_at),
+            busiest_second_due: busiest_second(&due_at),
             lateness: Lateness::of(&mut lateness),
             late,
             before_all_waiting,
@@ -157,6 +169,8 @@ impl Wave {
             "missing": self.missing,
             "attempts_per_second": self.attempts_per_second,
             "due_per_second": self.due_per_second,
+            "busiest_second_attempts": self.busiest_second_attempts,
+            "busiest_second_due": self.busiest_second_due,
             "lateness_ms": {
                 "min": self.lateness.min_ms,
                 "p50": self.lateness.p50_ms,
@@ -169,6 +183,22 @@ impl Wave {
             "timed_out": self.timed_out,
         })
     }
+}
+
+/// The most of `times` in one whole second counted from the earliest.
+fn busiest_second(times: &[Duration]) -> usize {
+    let Some(&start) = times.iter().min() else {
+        return 0;
+    };
+    let mut counts: Vec<usize> = Vec::new();
+    for &at in times {
+        let second = usize::try_from((at - start).as_secs()).unwrap_or(usize::MAX);
+        if second >= counts.len() {
+            counts.resize(second.saturating_add(1), 0);
+        }
+        counts[second] += 1;
+    }
+    counts.into_iter().max().unwrap_or(0)
 }
 
 impl Loading {
@@ -221,19 +251,26 @@ impl Loading {
     }
 }
 
-/// The server process at the moments that matter, or why it could not be
-/// read.
+/// The server process (and this one) at the moments that matter, or why
+/// it could not be read.
 pub struct Samples {
-    /// After the probe on the empty store.
+    /// After the probes on the empty store.
     pub empty: anyhow::Result<ProcessSample>,
     /// Before the first publish of the events that wait.
     pub load_start: anyhow::Result<ProcessSample>,
     /// Once every first attempt had failed.
     pub waiting: anyhow::Result<ProcessSample>,
-    /// After the probe with every retry waiting, before the first is due.
-    pub wave_start: anyhow::Result<ProcessSample>,
+    /// After the probes with every retry waiting.
+    pub idle_start: anyhow::Result<ProcessSample>,
+    /// Just before the first retry was due.
+    pub first_due: anyhow::Result<ProcessSample>,
     /// After the last retry.
     pub end: anyhow::Result<ProcessSample>,
+    /// From `idle_start` to `first_due`.
+    pub idle: Duration,
+    /// This process (generator and receivers) at `first_due` and `end`.
+    pub bench_first_due: anyhow::Result<ProcessSample>,
+    pub bench_end: anyhow::Result<ProcessSample>,
 }
 
 impl Samples {
@@ -249,7 +286,7 @@ impl Samples {
         self.end.as_ref().ok().map(|s| s.peak_rss)
     }
 
-    /// The server's CPU time between two samples.
+    /// The CPU time between two samples of one process.
     fn cpu(
         before: &anyhow::Result<ProcessSample>,
         after: &anyhow::Result<ProcessSample>,
@@ -265,18 +302,31 @@ impl Samples {
         Self::cpu(&self.load_start, &self.waiting)
     }
 
-    /// The retries, from the probe's end to the last retry.
-    pub fn wave_cpu(&self) -> Option<Duration> {
-        Self::cpu(&self.wave_start, &self.end)
+    /// The server's share of a core while it had nothing to do but hold
+    /// the waiting retries (None when that was too short to tell).
+    pub fn idle_cores(&self) -> Option<f64> {
+        let cpu = Self::cpu(&self.idle_start, &self.first_due)?;
+        (self.idle >= Duration::from_secs(1)).then(|| cpu.as_secs_f64() / self.idle.as_secs_f64())
     }
 
-    /// Why the figures are missing, if they are.
+    /// The retries, from just before the first was due to the last.
+    pub fn wave_cpu(&self) -> Option<Duration> {
+        Self::cpu(&self.first_due, &self.end)
+    }
+
+    /// This process over the same span.
+    pub fn bench_wave_cpu(&self) -> Option<Duration> {
+        Self::cpu(&self.bench_first_due, &self.bench_end)
+    }
+
+    /// Why the server's figures are missing, if they are.
     pub fn unavailable(&self) -> Option<String> {
         [
             &self.empty,
             &self.load_start,
             &self.waiting,
-            &self.wave_start,
+            &self.idle_start,
+            &self.first_due,
             &self.end,
         ]
         .into_iter()
@@ -288,8 +338,11 @@ impl Samples {
 pub struct Run {
     /// The probe's requests straight to a receiver answering 200.
     pub raw: RawResults,
-    pub probe_empty: ServerResults,
-    pub probe_waiting: ServerResults,
+    /// The probe on the fresh server, before the measured ones.
+    pub probe_warmup: ServerResults,
+    /// The probes on the empty store and with every retry waiting.
+    pub probe_empty: Vec<ServerResults>,
+    pub probe_waiting: Vec<ServerResults>,
     pub loading: Loading,
     pub wave: Wave,
     pub samples: Samples,
@@ -299,12 +352,42 @@ pub struct Run {
     pub foreign: u64,
 }
 
+/// The median publish rate of some probes.
+fn median_rate(probes: &[ServerResults]) -> Option<f64> {
+    median(probes.iter().map(|probe| Some(probe.publish_rate)))
+}
+
+/// The median of their publish requests' p99, in ms.
+fn median_p99(probes: &[ServerResults]) -> Option<f64> {
+    median(
+        probes
+            .iter()
+            .map(|probe| Some(ms(probe.request_latency.p99))),
+    )
+}
+
 impl Run {
-    /// The probe's publish rate with every retry waiting over the same on
-    /// the empty store.
+    pub fn empty_publish_rate(&self) -> Option<f64> {
+        median_rate(&self.probe_empty)
+    }
+
+    pub fn waiting_publish_rate(&self) -> Option<f64> {
+        median_rate(&self.probe_waiting)
+    }
+
+    pub fn empty_p99_ms(&self) -> Option<f64> {
+        median_p99(&self.probe_empty)
+    }
+
+    pub fn waiting_p99_ms(&self) -> Option<f64> {
+        median_p99(&self.probe_waiting)
+    }
+
+    /// The probes' median publish rate with every retry waiting over the
+    /// same on the empty store.
     pub fn probe_ratio(&self) -> Option<f64> {
-        let empty = self.probe_empty.publish_rate;
-        (empty > 0.0).then(|| self.probe_waiting.publish_rate / empty)
+        let empty = self.empty_publish_rate()?;
+        (empty > 0.0).then(|| self.waiting_publish_rate().unwrap_or(0.0) / empty)
     }
 
     pub fn load_cpu_us_per_event(&self) -> Option<f64> {
@@ -315,12 +398,25 @@ impl Run {
         micros_per(self.samples.wave_cpu()?, self.wave.retried)
     }
 
+    pub fn bench_cpu_us_per_retry(&self) -> Option<f64> {
+        micros_per(self.samples.bench_wave_cpu()?, self.wave.retried)
+    }
+
     pub fn to_json(&self) -> Value {
         let mb = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1024.0 * 1024.0));
+        let all = |probes: &[ServerResults]| {
+            probes
+                .iter()
+                .map(ServerResults::to_json)
+                .collect::<Vec<_>>()
+        };
         json!({
             "raw": self.raw.to_json(),
-            "probe_empty": self.probe_empty.to_json(),
-            "probe_waiting": self.probe_waiting.to_json(),
+            "probe_warmup": self.probe_warmup.to_json(),
+            "probes_empty": all(&self.probe_empty),
+            "probes_waiting": all(&self.probe_waiting),
+            "probe_empty_publish_per_second": self.empty_publish_rate(),
+            "probe_waiting_publish_per_second": self.waiting_publish_rate(),
             "probe_waiting_over_empty": self.probe_ratio(),
             "loading": self.loading.to_json(),
             "retries": self.wave.to_json(),
@@ -332,9 +428,12 @@ impl Run {
                 "rss_waiting_mb": mb(self.samples.rss_waiting()),
                 "peak_rss_mb": mb(self.samples.peak_rss()),
                 "cpu_us_per_loaded_event": self.load_cpu_us_per_event(),
+                "idle_cores_while_waiting": self.samples.idle_cores(),
+                "idle_seconds": self.samples.idle.as_secs_f64(),
                 "cpu_us_per_retry": self.wave_cpu_us_per_retry(),
                 "unavailable": self.samples.unavailable(),
             },
+            "bench_cpu_us_per_retry": self.bench_cpu_us_per_retry(),
         })
     }
 }
@@ -381,6 +480,19 @@ mod tests {
         // 3 retries from 10.004 s to 11.7 s; due from 10.0 s to 10.2 s.
         assert!((wave.attempts_per_second - 3.0 / 1.696).abs() < 1e-9);
         assert!((wave.due_per_second - 15.0).abs() < 1e-9);
+        assert_eq!(wave.busiest_second_attempts, 2);
+        assert_eq!(wave.busiest_second_due, 3);
+    }
+
+    #[test]
+    fn the_busiest_second_counts_from_the_earliest() {
+        let at = |ms: u64| Duration::from_millis(ms);
+        assert_eq!(busiest_second(&[]), 0);
+        assert_eq!(busiest_second(&[at(500), at(1400), at(1600), at(2400)]), 2);
+        assert_eq!(
+            busiest_second(&[at(0), at(999), at(1000), at(1001), at(1002)]),
+            3
+        );
     }
 
     #[test]
