@@ -11,14 +11,15 @@
 //! HTTP API; the bench waits until the sink has seen every accepted event.
 //! The report gives each run and the medians of the runs.
 
-mod generator;
+// The retries bench (`super::retries`) runs its phases with these pieces.
+pub(super) mod generator;
 mod options;
-mod process_stats;
-mod report;
-mod results;
-mod server;
-mod setup;
-mod sink;
+pub(super) mod process_stats;
+pub(super) mod report;
+pub(super) mod results;
+pub(super) mod server;
+pub(super) mod setup;
+pub(super) mod sink;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use anyhow::{Context, bail};
 use redrive_core::HumanDuration;
 
 pub use options::BenchArgs;
-use options::Settings;
+pub(super) use options::Settings;
 
 use generator::Generator;
 use report::{Report, Run};
@@ -39,7 +40,7 @@ use setup::BenchTopic;
 use sink::{RAW_PATH, Sink, SinkServer};
 
 /// Prints a progress line on stderr (stdout carries only the results).
-fn progress(line: std::fmt::Arguments<'_>) {
+pub(super) fn progress(line: std::fmt::Arguments<'_>) {
     eprintln!("{line}");
 }
 
@@ -154,7 +155,7 @@ async fn run_once(
     outcome
 }
 
-async fn raw_phase(
+pub(super) async fn raw_phase(
     settings: &Settings,
     token: Option<&str>,
     sink: SocketAddr,
@@ -224,7 +225,7 @@ async fn server_phase(
 /// seen each accepted one (or the timeout), sampling the server's and this
 /// process's CPU just before the first publish and once the last delivery
 /// has arrived.
-async fn publish_and_wait(
+pub(super) async fn publish_and_wait(
     settings: &Settings,
     server: &ServerUnderTest,
     topic: &str,

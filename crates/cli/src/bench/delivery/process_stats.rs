@@ -1,5 +1,6 @@
-//! A process's CPU time and peak resident memory, read from `/proc` (Linux
-//! only; elsewhere the figures are unavailable and the report says so).
+//! A process's CPU time and resident memory (now and at its peak), read from
+//! `/proc` (Linux only; elsewhere the figures are unavailable and the report
+//! says so).
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ pub struct ProcessSample {
     pub cpu: Duration,
     /// Peak resident set size (`VmHWM`) in bytes.
     pub peak_rss: u64,
+    /// Resident set size now (`VmRSS`) in bytes.
+    pub rss: u64,
 }
 
 /// `pid`'s CPU time and peak RSS, or why they cannot be read.
@@ -23,9 +26,12 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcessSample> {
     let ticks = cpu_ticks(&stat).with_context(|| format!("/proc/{pid}/stat is not as expected"))?;
     let peak_rss =
         peak_rss(&status).with_context(|| format!("/proc/{pid}/status has no VmHWM line"))?;
+    let rss = status_kib(&status, "VmRSS")
+        .with_context(|| format!("/proc/{pid}/status has no VmRSS line"))?;
     Ok(ProcessSample {
         cpu: ticks_to_duration(ticks, rustix::param::clock_ticks_per_second()),
         peak_rss,
+        rss,
     })
 }
 
@@ -63,18 +69,23 @@ pub fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
 
 /// `VmHWM` of a `/proc/PID/status` text, in bytes.
 pub fn peak_rss(status: &str) -> anyhow::Result<u64> {
+    status_kib(status, "VmHWM")
+}
+
+/// A `NAME:  1234 kB` line of a `/proc/PID/status` text, in bytes.
+fn status_kib(status: &str, name: &str) -> anyhow::Result<u64> {
     let line = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM line"))?;
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .ok_or_else(|| anyhow::anyhow!("no {name} line"))?;
     let kib = line
         .trim()
         .strip_suffix("kB")
         .map(str::trim)
-        .ok_or_else(|| anyhow::anyhow!("VmHWM {line:?} is not in kB"))?;
+        .ok_or_else(|| anyhow::anyhow!("{name} {line:?} is not in kB"))?;
     let kib: u64 = kib
         .parse()
-        .map_err(|err| anyhow::anyhow!("VmHWM {line:?}: {err}"))?;
+        .map_err(|err| anyhow::anyhow!("{name} {line:?}: {err}"))?;
     Ok(kib * 1024)
 }
 
@@ -104,6 +115,7 @@ mod tests {
         let status =
             "Name:\tredrive\nVmPeak:\t  900000 kB\nVmHWM:\t   45120 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(peak_rss(status).unwrap(), 45_120 * 1024);
+        assert_eq!(status_kib(status, "VmRSS").unwrap(), 40_000 * 1024);
         assert!(peak_rss("Name:\tredrive\n").is_err());
     }
 
@@ -125,5 +137,6 @@ mod tests {
         let sample = sample_self().unwrap();
         assert!(sample.cpu > Duration::ZERO);
         assert!(sample.peak_rss > 0);
+        assert!(sample.rss > 0 && sample.rss <= sample.peak_rss);
     }
 }

@@ -234,7 +234,7 @@ const COLUMNS: [&str; 16] = [
 ];
 
 /// 12345 as "12,345".
-fn thousands(n: u64) -> String {
+pub(in crate::bench) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
@@ -379,7 +379,7 @@ impl Report<'_> {
 }
 
 /// Left-aligned first column, the rest right-aligned.
-fn columns(rows: &[Vec<String>]) -> String {
+pub(in crate::bench) fn columns(rows: &[Vec<String>]) -> String {
     let count = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..count)
         .map(|c| {

@@ -44,7 +44,7 @@ pub fn ms(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn per_second(count: usize, seconds: f64) -> f64 {
+pub fn per_second(count: usize, seconds: f64) -> f64 {
     if seconds > 0.0 {
         count as f64 / seconds
     } else {
@@ -53,17 +53,17 @@ fn per_second(count: usize, seconds: f64) -> f64 {
 }
 
 /// What the publishers' logs add up to.
-struct Publishing {
-    requests: usize,
-    failed_requests: usize,
-    first_error: Option<String>,
-    first_start: Option<Instant>,
-    last_answer: Option<Instant>,
-    latency: Percentiles,
+pub struct Publishing {
+    pub requests: usize,
+    pub failed_requests: usize,
+    pub first_error: Option<String>,
+    pub first_start: Option<Instant>,
+    pub last_answer: Option<Instant>,
+    pub latency: Percentiles,
 }
 
 impl Publishing {
-    fn of(logs: &[PublisherLog]) -> Publishing {
+    pub fn of(logs: &[PublisherLog]) -> Publishing {
         let mut latencies: Vec<Duration> = logs
             .iter()
             .flat_map(|log| log.latencies.iter().copied())
@@ -78,7 +78,7 @@ impl Publishing {
         }
     }
 
-    fn seconds(&self) -> f64 {
+    pub fn seconds(&self) -> f64 {
         match (self.first_start, self.last_answer) {
             (Some(start), Some(end)) => end.duration_since(start).as_secs_f64(),
             _ => 0.0,
@@ -352,6 +352,7 @@ mod tests {
         let sample = |ms, rss| ProcessSample {
             cpu: Duration::from_millis(ms),
             peak_rss: rss,
+            rss,
         };
         let usage = ServerUsage::between(
             Ok(vec![sample(100, 10), sample(50, 10)]),

@@ -38,18 +38,41 @@ impl BenchTopic {
         sink: SocketAddr,
         endpoint_concurrency: u32,
     ) -> anyhow::Result<BenchTopic> {
+        BenchTopic::create_with(
+            base,
+            token,
+            &format!("bench-{run_id}"),
+            json!({
+                "endpoint": format!("http://{sink}/push"),
+                "max_concurrency": endpoint_concurrency,
+            }),
+        )
+        .await
+    }
+
+    /// A topic and one subscription, both called `name`; `subscription`
+    /// is the subscription's other fields (its endpoint, retry policy …).
+    pub async fn create_with(
+        base: &str,
+        token: Option<&str>,
+        name: &str,
+        subscription: Value,
+    ) -> anyhow::Result<BenchTopic> {
+        let Value::Object(mut fields) = subscription else {
+            bail!("the bench subscription's fields are not a JSON object");
+        };
+        fields.insert("name".to_owned(), json!(name));
+        fields.insert("topic".to_owned(), json!(name));
         let admin = reqwest::Client::builder()
             .no_proxy()
             .default_headers(auth_headers(token)?)
             .build()
             .context("cannot build the HTTP client")?;
-        let topic = format!("bench-{run_id}");
-        let subscription = format!("bench-{run_id}");
         admin_call(
             &admin,
             reqwest::Method::POST,
             &format!("{base}/v1/topics"),
-            Some(json!({"name": topic})),
+            Some(json!({"name": name})),
         )
         .await
         .context("cannot create the bench topic")?;
@@ -57,21 +80,31 @@ impl BenchTopic {
             &admin,
             reqwest::Method::POST,
             &format!("{base}/v1/subscriptions"),
-            Some(json!({
-                "name": subscription,
-                "topic": topic,
-                "endpoint": format!("http://{sink}/push"),
-                "max_concurrency": endpoint_concurrency,
-            })),
+            Some(Value::Object(fields)),
         )
         .await
         .context("cannot create the bench subscription")?;
         Ok(BenchTopic {
             admin,
             base: base.to_owned(),
-            topic,
-            subscription,
+            topic: name.to_owned(),
+            subscription: name.to_owned(),
         })
+    }
+
+    /// Sends `method` to the subscription's URL followed by `suffix`
+    /// (`/pause`, `/resume`; nothing with a merge patch).
+    pub async fn subscription_call(
+        &self,
+        method: reqwest::Method,
+        suffix: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/v1/subscriptions/{}{suffix}",
+            self.base, self.subscription
+        );
+        admin_call(&self.admin, method, &url, body).await
     }
 
     /// Removes the subscription and the topic, so an external server or a

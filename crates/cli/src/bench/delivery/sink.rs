@@ -86,6 +86,12 @@ impl SinkServer {
             .route(RAW_PATH, axum::routing::post(receive_raw))
             .fallback(receive)
             .with_state(sink);
+        SinkServer::serve(app).await
+    }
+
+    /// Serves `app` on a free port of 127.0.0.1 (the retries bench's
+    /// endpoint is another app).
+    pub async fn serve(app: Router) -> anyhow::Result<SinkServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot start the sink on 127.0.0.1")?;
