@@ -185,14 +185,6 @@ pub trait DeliveryStore: Send + Sync {
     /// the same write, copied to its subscription's dead-letter topic and
     /// announced as `redrive.delivery.failed` on the system topic.
     async fn complete_many(&self, completions: Vec<Completion>) -> Result<()>;
-    /// Makes in-flight deliveries whose lease ended before `now` due again,
-    /// recording the lost attempt as interrupted. Returns how many.
-    async fn rescue_expired(&self, now: Timestamp) -> Result<u64>;
-    /// Makes these in-flight deliveries due at `now`, recording their
-    /// unfinished attempt as interrupted, so a restart (or another node)
-    /// retries them at once instead of waiting for their lease to end.
-    /// Deliveries no longer in flight are left alone. Returns how many moved.
-    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail>;
     /// Schedules a delivery for now, also from `failed` or `delivered`;
     /// refuses (conflict) while it is in flight. An ended delivery gets a
@@ -204,9 +196,18 @@ pub trait DeliveryStore: Send + Sync {
     fn wakeups(&self) -> Arc<Notify>;
 }
 
-/// Claims beyond taking and completing them (`DeliveryStore`'s).
+/// Claims beyond taking and completing them (`DeliveryStore`'s): leases
+/// that ran out, claims released at shutdown, claims handed back unused.
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
+    /// Makes in-flight deliveries whose lease ended before `now` due again,
+    /// recording the lost attempt as interrupted. Returns how many.
+    async fn rescue_expired(&self, now: Timestamp) -> Result<u64>;
+    /// Makes these in-flight deliveries due at `now`, recording their
+    /// unfinished attempt as interrupted, so a restart (or another node)
+    /// retries them at once instead of waiting for their lease to end.
+    /// Deliveries no longer in flight are left alone. Returns how many moved.
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
     /// Undoes claims whose push never started, as if they had not been
     /// made: each delivery is scheduled again at its old due time, with
     /// the attempt count and first and last attempt times it had before,

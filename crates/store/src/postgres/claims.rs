@@ -1,8 +1,7 @@
 //! Claims on PostgreSQL beyond the plain claim statement (which is
-//! `deliveries.rs`'s, as are the single statements that rescue expired
-//! leases and release them at shutdown): claims handed back whole
-//! (`ClaimStore`), and subscription rate limits shared by every node on the
-//! database.
+//! `deliveries.rs`'s), the `ClaimStore`: leases no completion ended, claims
+//! released at shutdown, and claims handed back whole; and subscription
+//! rate limits shared by every node on the database.
 //!
 //! Each rate-limited subscription has one token bucket row. A claim that
 //! asks for such a subscription locks its bucket row for the claim's
@@ -26,6 +25,78 @@ use crate::{Result, StoreError};
 
 #[async_trait]
 impl ClaimStore for PostgresStore {
+    async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
+        let client = self.bookkeeping_client().await?;
+        // Rows another node is completing right now are skipped: their
+        // completion wins, and the next rescue looks again.
+        let moved = client
+            .execute(
+                "WITH expired AS (
+                   SELECT id FROM deliveries
+                   WHERE state = 'in_flight' AND lease_until < $1
+                   FOR UPDATE SKIP LOCKED
+                 ), recorded AS (
+                   INSERT INTO attempts
+                     (delivery_id, number, started_at, duration_ms, error, error_message, decision)
+                   SELECT d.id, d.attempts, COALESCE(d.last_attempt_at, $1),
+                          GREATEST($1 - COALESCE(d.last_attempt_at, $1), 0), 'interrupted',
+                          'the attempt did not finish: its process stopped or its lease ran out',
+                          json_build_object('kind', 'retry', 'at', $2::text, 'retry', d.attempts)::text
+                   FROM deliveries d JOIN expired USING (id)
+                   ON CONFLICT DO NOTHING
+                 )
+                 UPDATE deliveries d SET state = 'scheduled', next_attempt_at = $1,
+                        lease_until = NULL, last_error = 'interrupted', last_status = NULL,
+                        updated_at = $1
+                 FROM expired WHERE d.id = expired.id",
+                &[&millis(now), &now.to_string()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if moved > 0 {
+            self.wake();
+        }
+        Ok(moved)
+    }
+
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        let ids = &delivery_ids;
+        let client = self.bookkeeping_client().await?;
+        let now_ms = millis(now);
+        // One statement: the interrupted attempt is recorded exactly for the
+        // claims this call moves back, and both happen or neither.
+        let row = client
+            .query_one(
+                "WITH released AS (
+                   UPDATE deliveries SET state = 'scheduled', next_attempt_at = $1,
+                          lease_until = NULL, last_error = 'interrupted', last_status = NULL,
+                          updated_at = $1
+                   WHERE id = ANY($3::text[]) AND state = 'in_flight'
+                   RETURNING id, attempts, last_attempt_at
+                 ), recorded AS (
+                   INSERT INTO attempts (delivery_id, number, started_at, duration_ms, error,
+                                         error_message, decision)
+                   SELECT id, attempts, COALESCE(last_attempt_at, $1),
+                          GREATEST($1 - COALESCE(last_attempt_at, $1), 0),
+                          'interrupted', 'the attempt did not finish before shutdown',
+                          json_build_object('kind', 'retry', 'at', $2::text,
+                                            'retry', attempts)::text
+                   FROM released
+                   ON CONFLICT DO NOTHING
+                 )
+                 SELECT count(*) FROM released",
+                &[&now_ms, &now.to_string(), &ids],
+            )
+            .await
+            .map_err(pg_error)?;
+        let moved = count(get(&row, 0)?);
+        if moved > 0 {
+            // Another node may take them now.
+            self.wake();
+        }
+        Ok(moved)
+    }
+
     async fn unclaim(&self, claims: Vec<Unclaim>, now: Timestamp) -> Result<u64> {
         if claims.is_empty() {
             return Ok(0);

@@ -14,8 +14,9 @@
 //! Mirrored file for file by `sqlite/`: each file holds one job for this
 //! backend — the store's nouns (`topics`, `subscriptions`, `deliveries`,
 //! `lifecycle`, `health`, `console`, `security`, `ops`, one per sub-trait of
-//! `Store`), `connection` (the pool and driver errors), `claims` (rate
-//! buckets, and `ClaimStore`: claims handed back whole), `wakeups` (LISTEN/NOTIFY), `history` (the purge, dropping day
+//! `Store`), `connection` (the pool and driver errors), `claims` (the
+//! `ClaimStore`: leases rescued, released and handed back; and rate
+//! buckets), `wakeups` (LISTEN/NOTIFY), `history` (the purge, dropping day
 //! partitions), `schema` (migrations and day partitions), `rows` (row
 //! decoding) and `testing` (test schemas, feature `testing`).
 

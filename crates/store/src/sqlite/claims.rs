@@ -1,6 +1,6 @@
 //! Claims on SQLite beyond the claim itself (which is `deliveries.rs`'s, in
-//! the writer's transaction): what happens to a lease no completion ended,
-//! and claims handed back whole (`ClaimStore`).
+//! the writer's transaction), the `ClaimStore`: leases no completion ended,
+//! claims released at shutdown, and claims handed back whole.
 //!
 //! One process owns the database, so a claim left in flight belongs to a
 //! process that is gone (at open) or to an attempt whose lease ran out (the
@@ -32,6 +32,23 @@ impl ClaimStore for SqliteStore {
             self.wake();
         }
         Ok(moved)
+    }
+
+    async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
+        let moved = self
+            .writer
+            .write_bookkeeping(move |conn| rescue(conn, now, Some(now)))
+            .await?;
+        if moved > 0 {
+            self.wake();
+        }
+        Ok(moved)
+    }
+
+    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.writer
+            .write_bookkeeping(move |conn| release_claims(conn, &delivery_ids, now))
+            .await
     }
 }
 
@@ -93,4 +110,29 @@ pub(super) fn rescue(
         params![now_ms, cutoff],
     )?;
     Ok(moved as u64)
+}
+
+/// Releases claims at shutdown: see `ClaimStore::release_claims`.
+fn release_claims(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
+    let now_ms = millis(now);
+    let mut record = conn.prepare_cached(
+        "INSERT OR IGNORE INTO attempts
+           (delivery_id, number, started_at, duration_ms, error, error_message, decision)
+         SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
+                'interrupted', 'the attempt did not finish before shutdown',
+                json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
+         FROM deliveries WHERE id = ?3 AND state = 'in_flight'",
+    )?;
+    let mut release = conn.prepare_cached(
+        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
+                last_error = 'interrupted', last_status = NULL, updated_at = ?1
+         WHERE id = ?2 AND state = 'in_flight'",
+    )?;
+    let at = now.to_string();
+    let mut moved = 0;
+    for id in ids {
+        record.execute(params![now_ms, at, id])?;
+        moved += release.execute(params![now_ms, id])? as u64;
+    }
+    Ok(moved)
 }

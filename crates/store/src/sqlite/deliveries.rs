@@ -8,9 +8,8 @@ use redrive_core::{CloudEvent, Delivery};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use super::claims::rescue;
 use super::rows::{self, ATTEMPT_COLUMNS, millis, timestamp};
-use super::{SqliteStore, health, lifecycle, ops, read_delivery, topic_exists};
+use super::{SqliteStore, health, lifecycle, read_delivery, topic_exists};
 use crate::plan::{CompletionRow, FanOut};
 use crate::{
     ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
@@ -54,23 +53,6 @@ impl DeliveryStore for SqliteStore {
             self.wakeups.notify_one();
         }
         Ok(())
-    }
-
-    async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
-        let moved = self
-            .writer
-            .write_bookkeeping(move |conn| rescue(conn, now, Some(now)))
-            .await?;
-        if moved > 0 {
-            self.wakeups.notify_one();
-        }
-        Ok(moved)
-    }
-
-    async fn release_claims(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
-        self.writer
-            .write_bookkeeping(move |conn| ops::release_claims(conn, &delivery_ids, now))
-            .await
     }
 
     async fn get_delivery(&self, id: &str) -> Result<DeliveryDetail> {

@@ -9,9 +9,8 @@
 //! backend — the store's nouns (`topics`, `subscriptions`, `deliveries`,
 //! `lifecycle`, `health`, `console`, `security`, `ops`, one per sub-trait of
 //! `Store`), `connection` (the writer thread and the read pool), `claims`
-//! (rescuing leases no completion ended, and `ClaimStore`: claims handed
-//! back whole), `wakeups` (the in-process signal),
-//! `history` (the purge), `schema` (migrations), `rows` (row decoding) and
+//! (the `ClaimStore`: leases rescued, released and handed back),
+//! `wakeups` (the in-process signal), `history` (the purge), `schema` (migrations), `rows` (row decoding) and
 //! `testing` (a store in a temporary directory, feature `testing`).
 
 mod claims;

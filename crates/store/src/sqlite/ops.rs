@@ -6,36 +6,12 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags};
 
 use super::rows::{millis, timestamp};
 use super::{SqliteStore, schema};
 use crate::ops::{QueueStats, StoreReadiness};
 use crate::{Capabilities, OpsStore, Result, StoreError};
-
-pub(super) fn release_claims(conn: &Connection, ids: &[String], now: Timestamp) -> Result<u64> {
-    let now_ms = millis(now);
-    let mut record = conn.prepare_cached(
-        "INSERT OR IGNORE INTO attempts
-           (delivery_id, number, started_at, duration_ms, error, error_message, decision)
-         SELECT id, attempts, COALESCE(last_attempt_at, ?1), MAX(?1 - COALESCE(last_attempt_at, ?1), 0),
-                'interrupted', 'the attempt did not finish before shutdown',
-                json_object('kind', 'retry', 'at', ?2, 'retry', attempts)
-         FROM deliveries WHERE id = ?3 AND state = 'in_flight'",
-    )?;
-    let mut release = conn.prepare_cached(
-        "UPDATE deliveries SET state = 'scheduled', next_attempt_at = ?1, lease_until = NULL,
-                last_error = 'interrupted', last_status = NULL, updated_at = ?1
-         WHERE id = ?2 AND state = 'in_flight'",
-    )?;
-    let at = now.to_string();
-    let mut moved = 0;
-    for id in ids {
-        record.execute(params![now_ms, at, id])?;
-        moved += release.execute(params![now_ms, id])? as u64;
-    }
-    Ok(moved)
-}
 
 pub(super) fn queue_stats(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
     let now_ms = millis(now);
