@@ -282,8 +282,24 @@ impl Samples {
         self.waiting.as_ref().ok().map(|s| s.rss)
     }
 
+    /// The kernel's high-water mark, or a resident size read earlier if
+    /// that was higher: its counters are per thread and summed lazily, so
+    /// VmRSS read once may exceed VmHWM read later by a few pages.
     pub fn peak_rss(&self) -> Option<u64> {
-        self.end.as_ref().ok().map(|s| s.peak_rss)
+        let end = self.end.as_ref().ok()?;
+        Some(
+            [
+                &self.empty,
+                &self.load_start,
+                &self.waiting,
+                &self.idle_start,
+                &self.first_due,
+            ]
+            .into_iter()
+            .filter_map(|sample| sample.as_ref().ok())
+            .map(|sample| sample.rss.max(sample.peak_rss))
+            .fold(end.peak_rss.max(end.rss), u64::max),
+        )
     }
 
     /// The CPU time between two samples of one process.
@@ -482,6 +498,30 @@ mod tests {
         assert!((wave.due_per_second - 15.0).abs() < 1e-9);
         assert_eq!(wave.busiest_second_attempts, 2);
         assert_eq!(wave.busiest_second_due, 3);
+    }
+
+    #[test]
+    fn the_peak_is_never_below_a_resident_size_read_earlier() {
+        let sample = |rss, peak_rss| {
+            Ok(ProcessSample {
+                cpu: Duration::ZERO,
+                peak_rss,
+                rss,
+            })
+        };
+        let samples = Samples {
+            empty: sample(40, 41),
+            load_start: Err(anyhow::anyhow!("not read")),
+            waiting: sample(67, 67),
+            idle_start: sample(60, 66),
+            first_due: sample(60, 66),
+            end: sample(50, 66),
+            idle: Duration::ZERO,
+            bench_first_due: sample(1, 1),
+            bench_end: sample(1, 1),
+        };
+        assert_eq!(samples.peak_rss(), Some(67));
+        assert_eq!(samples.idle_cores(), None);
     }
 
     #[test]
