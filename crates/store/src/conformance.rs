@@ -172,6 +172,35 @@ pub(crate) fn attempt(
     }
 }
 
+/// Claims every due delivery of `subscription` at `now` and ends each with
+/// `status` and `decision`; returns their ids by event id.
+pub(crate) async fn attempt_all(
+    store: &dyn Store,
+    subscription: &str,
+    now: Timestamp,
+    status: u16,
+    decision: Decision,
+) -> BTreeMap<String, String> {
+    let claimed = store
+        .claim_due(claim_at(now, vec![want(subscription, 100)]))
+        .await
+        .unwrap()
+        .claimed;
+    let ids = claimed
+        .iter()
+        .map(|c| (c.event.id.clone(), c.delivery.id.clone()))
+        .collect();
+    let completions = claimed
+        .iter()
+        .map(|c| Completion {
+            delivery_id: c.delivery.id.clone(),
+            attempt: attempt(c.delivery.attempts, now, status, decision),
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
+    ids
+}
+
 async fn setup(store: &dyn Store, subscriptions: &[&str]) {
     store.create_topic("orders", t0()).await.unwrap();
     for name in subscriptions {

@@ -1,6 +1,7 @@
 //! Conformance checks of the journal and the history purge.
 
-use super::lifecycle::{attempt_all, deliveries_of};
+use super::attempt_all;
+use super::lifecycle::deliveries_of;
 use super::*;
 use crate::{JournalQuery, PurgeRequest};
 

@@ -7,7 +7,7 @@ use redrive_core::lifecycle::{DELIVERY_FAILED_TYPE, SYSTEM_TOPIC};
 use redrive_core::{AttemptKind, Decision, Delivery, DeliveryState, FailureReason, HumanDuration};
 use serde_json::json;
 
-use super::{at, attempt, claim_at, event, spec, t0, want};
+use super::{at, attempt, attempt_all, claim_at, event, spec, t0, want};
 use crate::{Completion, DeliverySearch, RedriveBatchRequest, RedriveFilter, Store, StoreError};
 
 pub(super) async fn deliveries_of(store: &dyn Store, subscription: &str) -> Vec<Delivery> {
@@ -20,35 +20,6 @@ pub(super) async fn deliveries_of(store: &dyn Store, subscription: &str) -> Vec<
         .await
         .unwrap()
         .deliveries
-}
-
-/// Claims every due delivery of `subscription` at `now` and ends each with
-/// `status` and `decision`; returns their ids by event id.
-pub(super) async fn attempt_all(
-    store: &dyn Store,
-    subscription: &str,
-    now: jiff::Timestamp,
-    status: u16,
-    decision: Decision,
-) -> BTreeMap<String, String> {
-    let claimed = store
-        .claim_due(claim_at(now, vec![want(subscription, 100)]))
-        .await
-        .unwrap()
-        .claimed;
-    let ids = claimed
-        .iter()
-        .map(|c| (c.event.id.clone(), c.delivery.id.clone()))
-        .collect();
-    let completions = claimed
-        .iter()
-        .map(|c| Completion {
-            delivery_id: c.delivery.id.clone(),
-            attempt: attempt(c.delivery.attempts, now, status, decision),
-        })
-        .collect();
-    store.complete_many(completions).await.unwrap();
-    ids
 }
 
 fn fail(reason: FailureReason) -> Decision {

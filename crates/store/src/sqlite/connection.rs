@@ -398,8 +398,7 @@ impl Readers {
 mod tests {
     use redrive_core::Decision;
 
-    use crate::Completion;
-    use crate::conformance::{attempt, claim_at, event, spec, t0, want};
+    use crate::conformance::{attempt_all, event, spec, t0};
     use crate::prelude::*;
     use crate::sqlite::SqliteStore;
 
@@ -445,19 +444,7 @@ mod tests {
                 .map(|i| event(&format!("e{round}-{i}"), "t"))
                 .collect();
             store.publish("orders", events, t0()).await.unwrap();
-            let claimed = store
-                .claim_due(claim_at(t0(), vec![want("s", 100)]))
-                .await
-                .unwrap()
-                .claimed;
-            let completions = claimed
-                .iter()
-                .map(|c| Completion {
-                    delivery_id: c.delivery.id.clone(),
-                    attempt: attempt(1, t0(), 200, Decision::Delivered),
-                })
-                .collect();
-            store.complete_many(completions).await.unwrap();
+            attempt_all(&store, "s", t0(), 200, Decision::Delivered).await;
         }
         let statements = store
             .writer
