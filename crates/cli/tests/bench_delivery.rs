@@ -4,52 +4,24 @@
 //! behind, even when a run fails. No figure is held to a speed (the machine
 //! is shared): only that each is there and that nothing is missing.
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
 mod common;
 
-fn bench(args: &[&str]) -> Output {
-    let mut command = Command::new(common::REDRIVE);
-    common::without_redrive_env(&mut command)
-        .args(["bench", "delivery"])
-        .args(args)
-        .output()
-        .expect("redrive runs")
-}
-
-/// The child servers' process ids, from the progress lines on stderr.
-fn server_pids(stderr: &str) -> Vec<u32> {
-    stderr
-        .lines()
-        .filter_map(|line| line.split("(child process ").nth(1))
-        .filter_map(|rest| rest.split(',').next())
-        .map(|pid| pid.trim().parse().expect("a process id"))
-        .collect()
-}
-
-fn gone(pid: u32) -> bool {
-    // Once the bench has exited its children are reaped by init, so a
-    // stopped server has no /proc entry left (or a reused one of another
-    // program).
-    match std::fs::read_to_string(format!("/proc/{pid}/cmdline")) {
-        Err(_) => true,
-        Ok(cmdline) => !cmdline.contains("serve"),
-    }
-}
-
 #[test]
 fn reports_the_servers_cpu_and_memory_beside_the_raw_loopback_figure() {
-    let output = bench(&[
-        "--events",
-        "300",
-        "--publishers",
-        "4",
-        "--runs",
-        "1",
-        "--json",
-    ]);
+    let output = common::bench(
+        "delivery",
+        &[
+            "--events",
+            "300",
+            "--publishers",
+            "4",
+            "--runs",
+            "1",
+            "--json",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -82,17 +54,20 @@ fn reports_the_servers_cpu_and_memory_beside_the_raw_loopback_figure() {
     assert!(median["raw_requests_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(report["missing"], 0);
 
-    let pids = server_pids(&stderr);
+    let pids = common::bench_server_pids(&stderr);
     assert_eq!(pids.len(), 1, "one child server per run:\n{stderr}");
     assert!(
-        pids.iter().all(|&pid| gone(pid)),
+        pids.iter().all(|&pid| common::bench_server_gone(pid)),
         "the server outlived the bench"
     );
 }
 
 #[test]
 fn the_table_gives_each_run_and_their_median() {
-    let output = bench(&["--case", "sqlite-batch", "--events", "400", "--runs", "2"]);
+    let output = common::bench(
+        "delivery",
+        &["--case", "sqlite-batch", "--events", "400", "--runs", "2"],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -111,21 +86,27 @@ fn the_table_gives_each_run_and_their_median() {
 fn a_failing_run_stops_its_server() {
     // A subscription may not have 0 concurrency: the run fails after its
     // server has started.
-    let output = bench(&[
-        "--events",
-        "10",
-        "--runs",
-        "1",
-        "--endpoint-concurrency",
-        "0",
-    ]);
+    let output = common::bench(
+        "delivery",
+        &[
+            "--events",
+            "10",
+            "--runs",
+            "1",
+            "--endpoint-concurrency",
+            "0",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
         stderr.contains("cannot create the bench subscription"),
         "{stderr}"
     );
-    let pids = server_pids(&stderr);
+    let pids = common::bench_server_pids(&stderr);
     assert_eq!(pids.len(), 1, "{stderr}");
-    assert!(gone(pids[0]), "the server outlived the failed bench");
+    assert!(
+        common::bench_server_gone(pids[0]),
+        "the server outlived the failed bench"
+    );
 }

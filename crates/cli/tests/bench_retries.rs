@@ -4,57 +4,32 @@
 //! server is gone afterwards. No figure is held to a speed (the machine is
 //! shared): only that each is there and that nothing is missing or doubled.
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
 mod common;
 
-fn bench(args: &[&str]) -> Output {
-    let mut command = Command::new(common::REDRIVE);
-    common::without_redrive_env(&mut command)
-        .args(["bench", "retries"])
-        .args(args)
-        .output()
-        .expect("redrive runs")
-}
-
-/// The child server's process ids, from the progress lines on stderr.
-fn server_pids(stderr: &str) -> Vec<u32> {
-    stderr
-        .lines()
-        .filter_map(|line| line.split("(child process ").nth(1))
-        .filter_map(|rest| rest.split(',').next())
-        .map(|pid| pid.trim().parse().expect("a process id"))
-        .collect()
-}
-
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/cmdline")) {
-        Err(_) => true,
-        Ok(cmdline) => !cmdline.contains("serve"),
-    }
-}
-
 #[test]
 fn every_event_fails_once_and_is_retried_once() {
-    let output = bench(&[
-        "--events",
-        "2000",
-        "--batch",
-        "100",
-        "--publishers",
-        "2",
-        "--retry-interval",
-        "4s",
-        "--probe-events",
-        "300",
-        "--probe-publishers",
-        "8",
-        "--probe-runs",
-        "2",
-        "--json",
-    ]);
+    let output = common::bench(
+        "retries",
+        &[
+            "--events",
+            "2000",
+            "--batch",
+            "100",
+            "--publishers",
+            "2",
+            "--retry-interval",
+            "4s",
+            "--probe-events",
+            "300",
+            "--probe-publishers",
+            "8",
+            "--probe-runs",
+            "2",
+            "--json",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -115,29 +90,35 @@ fn every_event_fails_once_and_is_retried_once() {
     assert_eq!(report["duplicates"], 0);
     assert!(report["median"]["retry_attempts_per_second"].is_number());
 
-    let pids = server_pids(&stderr);
+    let pids = common::bench_server_pids(&stderr);
     assert_eq!(pids.len(), 1, "one child server per run:\n{stderr}");
-    assert!(gone(pids[0]), "the server outlived the bench");
+    assert!(
+        common::bench_server_gone(pids[0]),
+        "the server outlived the bench"
+    );
 }
 
 #[test]
 fn the_table_gives_each_run_and_their_median() {
-    let output = bench(&[
-        "--events",
-        "200",
-        "--batch",
-        "50",
-        "--retry-interval",
-        "2s",
-        "--probe-events",
-        "100",
-        "--probe-publishers",
-        "4",
-        "--probe-runs",
-        "1",
-        "--runs",
-        "2",
-    ]);
+    let output = common::bench(
+        "retries",
+        &[
+            "--events",
+            "200",
+            "--batch",
+            "50",
+            "--retry-interval",
+            "2s",
+            "--probe-events",
+            "100",
+            "--probe-publishers",
+            "4",
+            "--probe-runs",
+            "1",
+            "--runs",
+            "2",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

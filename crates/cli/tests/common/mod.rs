@@ -30,6 +30,37 @@ pub fn without_redrive_env(command: &mut Command) -> &mut Command {
     command
 }
 
+/// `redrive bench SUBCOMMAND ARGS…` run as a user runs it.
+pub fn bench(subcommand: &str, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(REDRIVE);
+    without_redrive_env(&mut command)
+        .args(["bench", subcommand])
+        .args(args)
+        .output()
+        .expect("redrive runs")
+}
+
+/// The process ids of the servers a bench started, from its progress lines
+/// on stderr.
+pub fn bench_server_pids(stderr: &str) -> Vec<u32> {
+    stderr
+        .lines()
+        .filter_map(|line| line.split("(child process ").nth(1))
+        .filter_map(|rest| rest.split(',').next())
+        .map(|pid| pid.trim().parse().expect("a process id"))
+        .collect()
+}
+
+/// Whether a bench's server is gone. Once the bench has exited its children
+/// are reaped by init, so a stopped server has no /proc entry left (or a
+/// reused one of another program).
+pub fn bench_server_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/cmdline")) {
+        Err(_) => true,
+        Ok(cmdline) => !cmdline.contains("serve"),
+    }
+}
+
 /// How long a server may take to say where it listens, or to print a line.
 const STARTUP: Duration = Duration::from_secs(30);
 
