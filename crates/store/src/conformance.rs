@@ -63,6 +63,7 @@ checks!(
     publish_fans_out_to_matching_subscriptions,
     duplicate_events_are_reported_and_not_fanned_out,
     publish_to_unknown_topic_is_not_found,
+    concurrent_publishes_each_get_their_own_outcomes,
     claims_take_only_due_deliveries_up_to_each_limit,
     completions_apply_retry_delivered_and_failed,
     stale_completion_keeps_attempt_but_not_state,

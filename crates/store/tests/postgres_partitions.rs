@@ -552,12 +552,10 @@ async fn partitioning_a_schema_keeps_every_row(url: String) {
             "deliveries_ended",
             "deliveries_finished",
             "deliveries_journal",
-            "deliveries_leases",
             "deliveries_pkey",
             "deliveries_recent",
             "deliveries_recent_by_state",
             "deliveries_recent_by_status",
-            "deliveries_retention",
         ]
     );
     // The legacy partition goes whole once its last day passed.

@@ -89,6 +89,68 @@ pub async fn publish_to_unknown_topic_is_not_found(store: &dyn Store) {
     ));
 }
 
+/// Publishes that arrive together are written together (one group commit
+/// on SQLite, one statement per topic on PostgreSQL); each still gets its
+/// own answer: its events' outcomes in its order, a duplicate of an event
+/// another request stored reported as such, a missing topic its own error.
+pub async fn concurrent_publishes_each_get_their_own_outcomes(store: &dyn Store) {
+    setup(store, &["a", "b"]).await;
+    let mut requests: Vec<(&str, Vec<CloudEvent>)> = (0..40)
+        .map(|i| ("orders", vec![event(&format!("e{}", i % 30), "t")]))
+        .collect();
+    requests.push((
+        "orders",
+        vec![
+            event("batch-1", "t"),
+            event("e3", "t"),
+            event("batch-1", "t"),
+        ],
+    ));
+    requests.push(("missing", vec![event("lost", "t")]));
+    let answers = futures::future::join_all(
+        requests
+            .iter()
+            .map(|(topic, events)| store.publish(topic, events.clone(), t0())),
+    )
+    .await;
+
+    let mut stored = std::collections::BTreeMap::<String, usize>::new();
+    for ((topic, events), answer) in requests.iter().zip(answers) {
+        if *topic == "missing" {
+            assert!(
+                matches!(answer, Err(StoreError::NotFound { kind: "topic", .. })),
+                "{answer:?}"
+            );
+            continue;
+        }
+        let outcomes = answer.unwrap();
+        let ids: Vec<&str> = outcomes.iter().map(|o| o.id.as_str()).collect();
+        let sent: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, sent);
+        for outcome in outcomes {
+            let expected = if outcome.duplicate { 0 } else { 2 };
+            assert_eq!(outcome.deliveries, expected, "{outcome:?}");
+            if !outcome.duplicate {
+                *stored.entry(outcome.id).or_default() += 1;
+            }
+        }
+    }
+    // Each identity stored once: e0..e29 and batch-1.
+    assert_eq!(stored.len(), 31, "{stored:?}");
+    assert!(stored.values().all(|&n| n == 1), "{stored:?}");
+    for subscription in ["a", "b"] {
+        let page = store
+            .search_deliveries(DeliverySearch {
+                subscription: subscription.into(),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.deliveries.len(), 31, "{subscription}");
+    }
+}
+
 pub async fn claims_take_only_due_deliveries_up_to_each_limit(store: &dyn Store) {
     setup(store, &["a", "b"]).await;
     for i in 0..5 {

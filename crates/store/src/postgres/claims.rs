@@ -28,12 +28,16 @@ impl ClaimStore for PostgresStore {
     async fn rescue_expired(&self, now: Timestamp) -> Result<u64> {
         let client = self.bookkeeping_client().await?;
         // Rows another node is completing right now are skipped: their
-        // completion wins, and the next rescue looks again.
+        // completion wins, and the next rescue looks again. In-flight rows
+        // are found one subscription at a time on
+        // `deliveries_recent_by_state` (a delivery lives only as long as
+        // its subscription): a lease index would cost every claim a write.
         let moved = client
             .execute(
                 "WITH expired AS (
                    SELECT id FROM deliveries
-                   WHERE state = 'in_flight' AND lease_until < $1
+                   WHERE subscription IN (SELECT name FROM subscriptions)
+                     AND state = 'in_flight' AND lease_until < $1
                    FOR UPDATE SKIP LOCKED
                  ), recorded AS (
                    INSERT INTO attempts

@@ -1,18 +1,35 @@
 //! Connections to PostgreSQL: the URL (with redrive's own `pool_size`),
-//! the pool every store method takes a connection from, and what a driver
-//! error means for the caller. Writes need no writer of their own: each is
-//! one statement or one short transaction on a pooled connection, durable
-//! when it commits, and nodes coordinate through row locks and advisory
-//! locks rather than in-process queues.
+//! the pool every store method takes a connection from, the publish
+//! writers, and what a driver error means for the caller. Writes need no
+//! writer of their own, except publishes (below): each is one statement or
+//! one short transaction on a pooled connection, durable when it commits,
+//! and nodes coordinate through row locks and advisory locks rather than
+//! in-process queues.
+//!
+//! Publishes are written together: requests that arrive while earlier ones
+//! are being written wait in one queue, and a few writers each take what
+//! has gathered and store it with one statement per topic, one commit, one
+//! wait for the log flush. Alone, a request is written at once; under load,
+//! dozens of single-event requests share a commit instead of queueing for
+//! connections and flushes one by one (SQLite's single writer does the same
+//! for every write). Each request still answers only once its events are
+//! durable. A statement that fails for several requests is run again for
+//! each alone, so one request's bad input (or missing topic) fails that
+//! request only.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use jiff::Timestamp;
+use redrive_core::CloudEvent;
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::PostgresStore;
-use crate::{Result, StoreError};
+use super::deliveries::publish_in;
+use crate::{PublishOutcome, Result, StoreError};
 
 /// Connections per node unless the URL's `pool_size` says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -48,13 +65,25 @@ const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
 const BOOKKEEPING_POOL_SIZE: usize = 4;
 
 /// The pool for claims and attempt outcomes (see `PostgresStore`'s
-/// `bookkeeping`): commits that do not wait for the log flush.
+/// `bookkeeping`): commits that do not wait for the log flush, and plans
+/// made for each run.
+///
+/// A generic plan is made once per connection, often while the tables (or
+/// today's partition) are still nearly empty, where walking every
+/// in-flight row or scanning the table looks cheapest; such a plan's cost
+/// then grows with the table at every run (a batch of outcomes read every
+/// delivery to check that a few exist). Bookkeeping statements each carry
+/// a batch, so planning each run costs little per row, and each plan sees
+/// the table as it is.
 pub(super) fn bookkeeping_pool(config: &tokio_postgres::Config) -> Result<Pool> {
-    let mut unsynced = config.clone();
+    let mut bookkeeping = config.clone();
     let options = config.get_options().unwrap_or_default();
-    unsynced.options(format!("-c synchronous_commit=off {options}"));
-    pool(&unsynced, BOOKKEEPING_POOL_SIZE)
+    let own = options.strip_prefix(GENERIC_PLANS).unwrap_or(options);
+    bookkeeping.options(format!("-c synchronous_commit=off {CUSTOM_PLANS} {own}"));
+    pool(&bookkeeping, BOOKKEEPING_POOL_SIZE)
 }
+
+const CUSTOM_PLANS: &str = "-c plan_cache_mode=force_custom_plan";
 
 /// The pool of a store: connections are opened as methods need them.
 pub(super) fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {
@@ -160,4 +189,142 @@ pub(super) fn split_pool_size(url: &str) -> Result<(String, usize)> {
     } else {
         Ok((format!("{base}?{}", kept.join("&")), pool_size))
     }
+}
+
+/// Events past which a writer stops gathering requests for one statement;
+/// bounds the statement's size and the wait of the first request in it.
+const MAX_EVENTS_PER_STATEMENT: usize = 1_000;
+
+/// The queue of publishes and the writers that empty it.
+pub(super) struct Publisher {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+struct Job {
+    topic: String,
+    events: Vec<CloudEvent>,
+    now: Timestamp,
+    reply: oneshot::Sender<Result<Vec<PublishOutcome>>>,
+}
+
+type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Job>>>;
+
+impl Publisher {
+    /// Starts `writers` writers on the current runtime, each using one of
+    /// `pool`'s connections while it writes. They stop when the publisher
+    /// is dropped.
+    pub(super) fn start(pool: Pool, writers: usize) -> Publisher {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let queue: Queue = Arc::new(Mutex::new(queue));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_queued(pool.clone(), queue.clone()));
+        }
+        Publisher { jobs }
+    }
+
+    /// Stores `events` on `topic`, with the requests queued beside it;
+    /// answers once they are durable.
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            topic: topic.to_owned(),
+            events,
+            now,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the store closed before the publish was written".into())
+        })?
+    }
+}
+
+/// One writer: takes the requests waiting (one at least, waiting for it),
+/// writes them, and again, until the publisher is dropped.
+async fn write_queued(pool: Pool, queue: Queue) {
+    loop {
+        let jobs = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut events = first.events.len();
+            let mut jobs = vec![first];
+            while events < MAX_EVENTS_PER_STATEMENT {
+                let Ok(job) = queue.try_recv() else { break };
+                events += job.events.len();
+                jobs.push(job);
+            }
+            jobs
+        };
+        for (topic, jobs) in by_topic(jobs) {
+            write_together(&pool, &topic, jobs).await;
+        }
+    }
+}
+
+/// The jobs per topic, each topic's in the order they came.
+fn by_topic(jobs: Vec<Job>) -> Vec<(String, Vec<Job>)> {
+    let mut topics: Vec<(String, Vec<Job>)> = Vec::new();
+    for job in jobs {
+        match topics.iter_mut().find(|(topic, _)| *topic == job.topic) {
+            Some((_, same)) => same.push(job),
+            None => topics.push((job.topic.clone(), vec![job])),
+        }
+    }
+    topics
+}
+
+/// Writes one topic's jobs with one statement, its events published at
+/// the latest of their requests' times (none was stored before it), and
+/// answers each with its own outcomes. If that fails and there were
+/// several, each is written alone for an answer of its own.
+async fn write_together(pool: &Pool, topic: &str, jobs: Vec<Job>) {
+    if jobs.len() == 1 {
+        write_alone(pool, topic, jobs).await;
+        return;
+    }
+    let now = jobs.iter().map(|job| job.now).max().unwrap_or_default();
+    let events: Vec<&CloudEvent> = jobs.iter().flat_map(|job| &job.events).collect();
+    match write(pool, topic, &events, now).await {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for job in jobs {
+                let own = outcomes.by_ref().take(job.events.len()).collect();
+                let _ = job.reply.send(Ok(own));
+            }
+        }
+        Err(err) => {
+            tracing::debug!(topic, requests = jobs.len(), error = %err,
+                "a publish written for several requests failed; writing each alone");
+            write_alone(pool, topic, jobs).await;
+        }
+    }
+}
+
+/// Writes each job with a statement of its own.
+async fn write_alone(pool: &Pool, topic: &str, jobs: Vec<Job>) {
+    for job in jobs {
+        let events: Vec<&CloudEvent> = job.events.iter().collect();
+        let outcome = write(pool, topic, &events, job.now).await;
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// One statement, atomic without an explicit transaction.
+async fn write(
+    pool: &Pool,
+    topic: &str,
+    events: &[&CloudEvent],
+    now: Timestamp,
+) -> Result<Vec<PublishOutcome>> {
+    let client = pool.get().await.map_err(pool_error)?;
+    publish_in(&client, topic, events, now).await
 }

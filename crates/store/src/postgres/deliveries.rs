@@ -29,9 +29,7 @@ impl DeliveryStore for PostgresStore {
         events: Vec<CloudEvent>,
         now: Timestamp,
     ) -> Result<Vec<PublishOutcome>> {
-        let client = self.client().await?;
-        // One statement: atomic without an explicit transaction.
-        let outcomes = publish_in(&client, topic, events, now).await?;
+        let outcomes = self.publisher.publish(topic, events, now).await?;
         if outcomes.iter().any(|o| o.deliveries > 0) {
             self.wake();
         }
@@ -118,7 +116,7 @@ impl DeliveryStore for PostgresStore {
 pub(super) async fn publish_in(
     client: &impl GenericClient,
     topic: &str,
-    events: Vec<CloudEvent>,
+    events: &[&CloudEvent],
     now: Timestamp,
 ) -> Result<Vec<PublishOutcome>> {
     let stmt = client
@@ -152,7 +150,7 @@ pub(super) async fn publish_in(
     // whether it is the batch's first occurrence of its identity.
     let mut fan_out = Vec::with_capacity(events.len());
     let mut seen = std::collections::HashSet::new();
-    for event in &events {
+    for &event in events {
         let first = seen.insert((event.source.as_str(), event.id.as_str()));
         let mut count = 0;
         if first {
@@ -225,15 +223,15 @@ pub(super) async fn publish_in(
         new.insert((source, id));
     }
     Ok(events
-        .into_iter()
+        .iter()
         .zip(fan_out)
         .map(|(event, (first, count))| {
             let is_new = first && new.contains(&(event.source.clone(), event.id.clone()));
             PublishOutcome {
                 duplicate: !is_new,
                 deliveries: if is_new { count } else { 0 },
-                id: event.id,
-                source: event.source,
+                id: event.id.clone(),
+                source: event.source.clone(),
             }
         })
         .collect())
@@ -423,7 +421,7 @@ async fn complete_in(
                                  error_message, response_snippet, decision)
            SELECT i.id, i.number, i.started_at, i.duration_ms, i.status, i.error,
                   i.error_message, i.snippet, i.decision
-           FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.id)
+           FROM input i WHERE i.id IN (SELECT id FROM deliveries WHERE id = ANY($1))
            ON CONFLICT DO NOTHING
            RETURNING delivery_id, number
          ), {}

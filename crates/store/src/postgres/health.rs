@@ -124,7 +124,7 @@ impl HealthStore for PostgresStore {
             return Ok(None);
         }
         if let Some(event) = health_change_notice(change, topic_exists(&tx, SYSTEM_TOPIC).await?) {
-            publish_in(&tx, SYSTEM_TOPIC, vec![event], change.now).await?;
+            publish_in(&tx, SYSTEM_TOPIC, &[&event], change.now).await?;
         }
         let subscription = read_subscription(&tx, &change.subscription).await?;
         tx.commit().await.map_err(pg_error)?;

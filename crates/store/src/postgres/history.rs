@@ -317,12 +317,14 @@ fn quoted(name: &str) -> String {
 }
 
 /// The rows of a partition that the purge keeps: unfinished, or finished
-/// at or after the cutoff. Three parts so each reads a partial index
-/// instead of the whole partition.
+/// at or after the cutoff. Three parts so each reads an index range
+/// instead of the whole partition (in-flight rows one subscription at a
+/// time: a delivery lives only as long as its subscription).
 fn stragglers(deliveries: &str, columns: &str) -> String {
     format!(
         "SELECT {columns} FROM {deliveries} WHERE state = 'scheduled'
-         UNION ALL SELECT {columns} FROM {deliveries} WHERE state = 'in_flight'
+         UNION ALL SELECT {columns} FROM {deliveries}
+           WHERE subscription IN (SELECT name FROM subscriptions) AND state = 'in_flight'
          UNION ALL SELECT {columns} FROM {deliveries}
            WHERE state IN ('delivered', 'failed') AND updated_at >= $1"
     )

@@ -91,7 +91,7 @@ pub(super) async fn dead_letter_in(
     let mut fanned_out = false;
     if let Some((topic, copy)) = effects.dead_letter {
         let id = copy.id.clone();
-        let outcomes = publish_in(client, &topic, vec![copy], now).await?;
+        let outcomes = publish_in(client, &topic, &[&copy], now).await?;
         fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
         client
             .execute(
@@ -102,7 +102,7 @@ pub(super) async fn dead_letter_in(
             .map_err(pg_error)?;
     }
     if let Some(notice) = effects.notice {
-        let outcomes = publish_in(client, SYSTEM_TOPIC, vec![notice], now).await?;
+        let outcomes = publish_in(client, SYSTEM_TOPIC, &[&notice], now).await?;
         fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
     }
     Ok(fanned_out)
@@ -157,8 +157,11 @@ pub(super) async fn expire(
         .collect::<Result<_>>()?;
     let find = tx
         .prepare_cached(
+            // `retention_from` is never earlier than `created_at`: the
+            // cutoff bounds `created_at`, a range of
+            // `deliveries_recent_by_state`.
             "SELECT id FROM deliveries
-             WHERE subscription = $1 AND state = 'scheduled'
+             WHERE subscription = $1 AND state = 'scheduled' AND created_at <= $2
                AND COALESCE(retention_from, created_at) <= $2
              LIMIT $3
              FOR UPDATE SKIP LOCKED",

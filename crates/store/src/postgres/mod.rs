@@ -14,11 +14,12 @@
 //! Mirrored file for file by `sqlite/`: each file holds one job for this
 //! backend — the store's nouns (`topics`, `subscriptions`, `deliveries`,
 //! `lifecycle`, `health`, `console`, `security`, `ops`, one per sub-trait of
-//! `Store`), `connection` (the pool and driver errors), `claims` (the
-//! `ClaimStore`: leases rescued, released and handed back; and rate
-//! buckets), `wakeups` (LISTEN/NOTIFY), `history` (the purge, dropping day
-//! partitions), `schema` (migrations and day partitions), `rows` (row
-//! decoding) and `testing` (test schemas, feature `testing`).
+//! `Store`), `connection` (the pools, the publish writers and driver
+//! errors), `claims` (the `ClaimStore`: leases rescued, released and handed
+//! back; and rate buckets), `wakeups` (LISTEN/NOTIFY), `history` (the
+//! purge, dropping day partitions), `schema` (migrations and day
+//! partitions), `rows` (row decoding) and `testing` (test schemas, feature
+//! `testing`).
 
 mod claims;
 mod connection;
@@ -61,6 +62,8 @@ pub struct PostgresStore {
     /// again what was in flight, as at-least-once allows. A later durable
     /// commit (a publish) flushes them too: the log is one sequence.
     bookkeeping: Pool,
+    /// Publishes, written together when they arrive together.
+    publisher: connection::Publisher,
     wakeups: Arc<Notify>,
     listening: wakeups::Listening,
 }
@@ -97,15 +100,23 @@ impl PostgresStore {
 
         let pool = connection::pool(&config, pool_size)?;
         let bookkeeping = connection::bookkeeping_pool(&config)?;
+        let publisher = connection::Publisher::start(pool.clone(), publish_writers(pool_size));
         let wakeups = Arc::new(Notify::new());
         let listening = wakeups::Listening::start(&config, wakeups.clone());
         Ok(PostgresStore {
             pool,
             bookkeeping,
+            publisher,
             wakeups,
             listening,
         })
     }
+}
+
+/// Publish writers per node: a quarter of the pool, so that publishes
+/// written together leave connections for everything else.
+fn publish_writers(pool_size: usize) -> usize {
+    (pool_size / 4).max(1)
 }
 
 async fn topic_exists(client: &impl GenericClient, name: &str) -> Result<bool> {

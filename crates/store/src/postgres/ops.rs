@@ -32,18 +32,27 @@ impl OpsStore for PostgresStore {
 
     async fn queue_stats(&self, now: Timestamp) -> Result<Vec<crate::QueueStats>> {
         let client = self.client().await?;
-        // Only scheduled and in-flight rows, so the cost follows the
-        // backlog, not the kept history.
+        // Only scheduled and in-flight rows, on index ranges
+        // (`deliveries_due`, and `deliveries_recent_by_state` per
+        // subscription), so the cost follows the backlog, not the kept
+        // history.
         let rows = client
             .query(
-                "SELECT subscription,
-                        count(*) FILTER (WHERE state = 'scheduled' AND next_attempt_at <= $1),
-                        min(next_attempt_at)
-                          FILTER (WHERE state = 'scheduled' AND next_attempt_at <= $1),
-                        count(*) FILTER (WHERE state = 'scheduled' AND attempts > 0),
-                        count(*) FILTER (WHERE state = 'in_flight')
-                 FROM deliveries WHERE state IN ('scheduled', 'in_flight')
-                 GROUP BY subscription ORDER BY subscription",
+                "SELECT s.name, due.due, due.oldest, due.retries, flight.count
+                 FROM subscriptions s
+                 CROSS JOIN LATERAL (
+                   SELECT count(*) AS scheduled,
+                          count(*) FILTER (WHERE next_attempt_at <= $1) AS due,
+                          min(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) AS oldest,
+                          count(*) FILTER (WHERE attempts > 0) AS retries
+                   FROM deliveries WHERE subscription = s.name AND state = 'scheduled'
+                 ) due
+                 CROSS JOIN LATERAL (
+                   SELECT count(*) FROM deliveries
+                   WHERE subscription = s.name AND state = 'in_flight'
+                 ) flight
+                 WHERE due.scheduled > 0 OR flight.count > 0
+                 ORDER BY s.name",
                 &[&millis(now)],
             )
             .await
