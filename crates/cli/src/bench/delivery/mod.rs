@@ -240,6 +240,7 @@ pub(super) async fn publish_and_wait(
         .collect();
     let server_before = server.sample();
     let bench_before = process_stats::sample_self();
+    let database_before = local_database_cpu(settings);
     let mut generator = Generator::start(settings, client, urls, run_id);
     let start = generator.started();
     let deadline = generator.deadline();
@@ -275,6 +276,7 @@ pub(super) async fn publish_and_wait(
     };
     let server_after = server.sample();
     let bench_after = process_stats::sample_self();
+    let database_after = local_database_cpu(settings);
     let logs = if timed_out {
         progress(format_args!(
             "bench: gave up after {}; reporting what arrived",
@@ -294,5 +296,60 @@ pub(super) async fn publish_and_wait(
     if let (Ok(before), Ok(after)) = (bench_before, bench_after) {
         results.bench_cpu = Some(after.cpu.saturating_sub(before.cpu));
     }
+    if let (Some(Ok(before)), Some(Ok(after))) = (database_before, database_after) {
+        results.database_cpu = Some(after.saturating_sub(before));
+    }
     Ok(results)
+}
+
+/// PostgreSQL's CPU so far, when the bench's database runs on this machine:
+/// the server's CPU leaves out the work it hands PostgreSQL.
+fn local_database_cpu(settings: &Settings) -> Option<anyhow::Result<Duration>> {
+    let url = settings.database_url.as_deref()?;
+    is_on_this_machine(url).then(|| process_stats::cpu_of_processes_named("postgres"))
+}
+
+/// Whether a `postgres://` URL names this machine: a loopback address,
+/// `localhost`, or a Unix socket (no host, or a socket directory).
+fn is_on_this_machine(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let socket_dir = url
+        .query_pairs()
+        .any(|(name, value)| name == "host" && value.starts_with('/'));
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    socket_dir
+        || host.is_empty()
+        || host == "localhost"
+        || host.starts_with("%2F")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_on_this_machine;
+
+    #[test]
+    fn a_database_is_measured_only_on_this_machine() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/bench",
+            "postgres://postgres@localhost/bench",
+            "postgres://[::1]/bench",
+            "postgres:///bench?host=/var/run/postgresql",
+            "postgres://%2Fvar%2Frun%2Fpostgresql/bench",
+        ] {
+            assert!(is_on_this_machine(url), "{url}");
+        }
+        for url in [
+            "postgres://redrive@db.internal:5432/redrive",
+            "postgres://10.0.0.7/bench",
+            "not a url",
+        ] {
+            assert!(!is_on_this_machine(url), "{url}");
+        }
+    }
 }

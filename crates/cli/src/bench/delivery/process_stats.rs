@@ -45,15 +45,22 @@ pub fn sample_self() -> anyhow::Result<ProcessSample> {
     sample(std::process::id())
 }
 
-/// utime + stime, in clock ticks, from a `/proc/PID/stat` line. The command
-/// name (field 2) is in parentheses and may itself hold spaces and
-/// parentheses, so fields are counted from the last `)`.
+/// utime + stime, in clock ticks, from a `/proc/PID/stat` line.
 pub fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    let [utime, stime, _, _] = times(stat)?;
+    Ok(utime + stime)
+}
+
+/// utime, stime, cutime and cstime (the last two: of children it waited
+/// for), in clock ticks. The command name (field 2) is in parentheses and
+/// may itself hold spaces and parentheses, so fields are counted from the
+/// last `)`.
+fn times(stat: &str) -> anyhow::Result<[u64; 4]> {
     let after_name = stat
         .rfind(')')
         .map(|end| &stat[end + 1..])
         .ok_or_else(|| anyhow::anyhow!("no command name in parentheses"))?;
-    // After the name: state (field 3), ..., utime (field 14), stime (field 15).
+    // After the name: state (field 3), ..., utime (field 14) to cstime (17).
     let mut fields = after_name.split_whitespace().skip(11);
     let mut next = |name: &str| -> anyhow::Result<u64> {
         let text = fields
@@ -62,9 +69,57 @@ pub fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
         text.parse()
             .map_err(|err| anyhow::anyhow!("{name} {text:?}: {err}"))
     };
-    let utime = next("utime")?;
-    let stime = next("stime")?;
-    Ok(utime + stime)
+    Ok([
+        next("utime")?,
+        next("stime")?,
+        next("cutime")?,
+        next("cstime")?,
+    ])
+}
+
+/// The command name of a `/proc/PID/stat` line.
+fn command_name(stat: &str) -> Option<&str> {
+    let start = stat.find('(')?;
+    let end = stat.rfind(')')?;
+    stat.get(start + 1..end)
+}
+
+/// The CPU time of every process on this machine named `name`, with that of
+/// their children that ended (a server's finished workers): how a local
+/// PostgreSQL's work is counted, all its databases together.
+#[cfg(target_os = "linux")]
+pub fn cpu_of_processes_named(name: &str) -> anyhow::Result<Duration> {
+    use anyhow::Context;
+    let mut ticks = 0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
+        let Ok(entry) = entry else { continue };
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if command_name(&stat) == Some(name) {
+            found = true;
+            ticks += times(&stat)?.iter().sum::<u64>();
+        }
+    }
+    anyhow::ensure!(found, "no process named {name:?} on this machine");
+    Ok(ticks_to_duration(
+        ticks,
+        rustix::param::clock_ticks_per_second(),
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn cpu_of_processes_named(_name: &str) -> anyhow::Result<Duration> {
+    anyhow::bail!("CPU time is read from /proc, which only Linux has")
 }
 
 /// `VmHWM` of a `/proc/PID/status` text, in bytes.
@@ -108,6 +163,16 @@ mod tests {
         assert_eq!(cpu_ticks(stat).unwrap(), 1234 + 56);
         assert!(cpu_ticks("4242 redrive S 1").is_err());
         assert!(cpu_ticks("4242 (redrive) S 1 2").is_err());
+    }
+
+    #[test]
+    fn times_include_the_children_waited_for() {
+        let stat = "4242 (postgres) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    1234 56 7 8 20 0 9 0 1000 20000000 3000 18446744073709551615";
+        assert_eq!(times(stat).unwrap(), [1234, 56, 7, 8]);
+        assert_eq!(command_name(stat), Some("postgres"));
+        assert_eq!(command_name("1 (a (b)) S"), Some("a (b)"));
+        assert!(times("4242 (postgres) S 1 2 3 4 5 6 7 8 9 10 11 12 13").is_err());
     }
 
     #[test]

@@ -191,6 +191,9 @@ pub struct ServerResults {
     pub bench_cpu: Option<Duration>,
     /// PostgreSQL's work during the run, when on PostgreSQL.
     pub database: Option<redrive_store::postgres::DatabaseActivity>,
+    /// PostgreSQL's CPU over the server's window, when it runs on this
+    /// machine (all its processes, so other databases' work too).
+    pub database_cpu: Option<Duration>,
 }
 
 /// What the sink saw of the server phase.
@@ -241,6 +244,7 @@ impl ServerResults {
             usage: ServerUsage::Unavailable("not measured".to_owned()),
             bench_cpu: None,
             database: None,
+            database_cpu: None,
         }
     }
 
@@ -313,6 +317,7 @@ impl ServerResults {
                 "transactions_per_event": self.per_delivered(db.commits + db.rollbacks),
                 "rows_written_per_event":
                     self.per_delivered(db.rows_inserted + db.rows_updated + db.rows_deleted),
+                "cpu_us_per_event": self.database_cpu_per_event_us(),
             })),
         })
     }
@@ -322,12 +327,22 @@ impl ServerResults {
         let db = self.database?;
         let transactions = db.commits + db.rollbacks;
         let written = db.rows_inserted + db.rows_updated + db.rows_deleted;
+        let cpu = match self.database_cpu_per_event_us() {
+            Some(us) => format!(", {us:.0} µs of CPU per event (its processes on this machine)"),
+            None => String::new(),
+        };
         Some(format!(
             "postgres: {transactions} transactions ({:.2} per delivered event), \
-             {written} rows written ({:.2} per event)",
+             {written} rows written ({:.2} per event){cpu}",
             self.per_delivered(transactions),
             self.per_delivered(written)
         ))
+    }
+
+    /// PostgreSQL's CPU per delivered event, in µs, when measured.
+    pub fn database_cpu_per_event_us(&self) -> Option<f64> {
+        self.database_cpu
+            .and_then(|cpu| self.micros_per_delivered(cpu))
     }
 }
 
