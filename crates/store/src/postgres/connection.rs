@@ -191,9 +191,11 @@ pub(super) fn split_pool_size(url: &str) -> Result<(String, usize)> {
     }
 }
 
-/// Events past which a writer stops gathering requests for one statement;
-/// bounds the statement's size and the wait of the first request in it.
-const MAX_EVENTS_PER_STATEMENT: usize = 1_000;
+/// Events past which a writer stops gathering requests for one statement.
+/// Gathering pays for small requests, whose statement and commit cost more
+/// than their rows; past this, a statement has work enough, and requests
+/// written apart by several writers keep PostgreSQL's cores busy together.
+const MAX_EVENTS_PER_STATEMENT: usize = 100;
 
 /// The queue of publishes and the writers that empty it.
 pub(super) struct Publisher {
