@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 #[test]
 fn every_event_fails_once_and_is_retried_once() {
