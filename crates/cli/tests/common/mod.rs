@@ -2,8 +2,8 @@
 //! runs it, a `redrive serve` child process, and the set-up of a topic and
 //! subscription through the test kit's API client.
 
-// Every test file is its own crate and uses only part of this module and
-// of what it re-exports.
+// Every test binary uses only part of this module and of what it
+// re-exports.
 #![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! a temporary directory) and real webhook endpoints, all on 127.0.0.1.
 //! Nothing is mocked; every push crosses a socket.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

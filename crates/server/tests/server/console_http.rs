@@ -1,7 +1,7 @@
 //! The console over plain HTTP (no browser needed): redirects, status
 //! codes of its error pages, embedded assets, and its buttons' routes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! resume, a dead endpoint beside a healthy one, `Retry-After` pauses, and
 //! retry schedules that hold exactly unless push backoff is chosen.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 use common::{Api, Endpoint, REDRIVE, Reply, RunningServer};
 

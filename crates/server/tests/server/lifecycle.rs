@@ -2,7 +2,7 @@
 //! dead-letter topics, attempt and age limits, non-retryable codes,
 //! retention expiry, cancel, redrive, the journal and the history purge.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

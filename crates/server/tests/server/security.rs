@@ -2,7 +2,7 @@
 //! CSRF, signed pushes checked by an independent verifier, secret rotation,
 //! SSRF refusals, input limits and slow clients.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

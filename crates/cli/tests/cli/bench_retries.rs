@@ -6,10 +6,14 @@
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 #[test]
 fn every_event_fails_once_and_is_retried_once() {
+    // The retries must still be waiting when the probes that run beside
+    // them are done, or no server CPU is left to measure per retry: at 4s
+    // a busy machine (other tests, other work) finished the whole wave
+    // during the probes.
     let output = common::bench(
         "retries",
         &[
@@ -20,7 +24,7 @@ fn every_event_fails_once_and_is_retried_once() {
             "--publishers",
             "2",
             "--retry-interval",
-            "4s",
+            "10s",
             "--probe-events",
             "300",
             "--probe-publishers",

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 #[test]
 fn reports_the_servers_cpu_and_memory_beside_the_raw_loopback_figure() {

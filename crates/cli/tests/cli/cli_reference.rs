@@ -2,12 +2,12 @@
 //! the binary prints it: this test renders it again and fails when the page
 //! differs, so the reference cannot go stale. After changing a command,
 //! regenerate it with
-//! `REDRIVE_UPDATE_DOCS=1 cargo test --workspace --test cli_reference`.
+//! `REDRIVE_UPDATE_DOCS=1 cargo test --workspace --test cli -- cli_reference::`.
 
 use std::path::Path;
 use std::process::Command;
 
-mod common;
+use crate::common;
 
 use common::{REDRIVE, without_redrive_env};
 
@@ -71,7 +71,7 @@ fn the_cli_reference_is_what_the_binary_prints() {
         "# CLI reference\n\n\
          Every command's `--help`, as `redrive` prints it. Flags of `serve` also \
          read the environment variable shown beside them. This page is generated: \
-         `REDRIVE_UPDATE_DOCS=1 cargo test --workspace --test cli_reference` \
+         `REDRIVE_UPDATE_DOCS=1 cargo test --workspace --test cli -- cli_reference::` \
          writes it again.\n\n",
     );
     render(&mut Vec::new(), &mut page);
@@ -85,7 +85,7 @@ fn the_cli_reference_is_what_the_binary_prints() {
     assert!(
         written == page,
         "docs/reference/cli.md is not what `redrive --help` prints; regenerate it with \
-         REDRIVE_UPDATE_DOCS=1 cargo test --workspace --test cli_reference"
+         REDRIVE_UPDATE_DOCS=1 cargo test --workspace --test cli -- cli_reference::"
     );
 }
 

@@ -2,7 +2,7 @@
 //! retry presets through the API, rate limits and concurrency measured at
 //! the endpoint, App Engine task headers and the payload formats on the wire.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Operating a real server: Prometheus metrics that parse and move as
 //! deliveries happen, health and readiness, request ids, online backups.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
