@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::{CloudEvent, Delivery};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
 use super::rows::{self, ATTEMPT_COLUMNS, millis, timestamp};
@@ -138,10 +138,13 @@ pub(super) fn publish(
         )?
         .query_row([], |row| row.get(0))?;
     let head_before = last_seq;
+    // No `RETURNING`: SQLite gathers returned rows in a temporary B-tree,
+    // a page cache made and freed for every event. The change count says
+    // whether the event was new, and a new one has the position given.
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (seq, topic, source, id, type, attributes, data, published_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (topic, source, id) DO NOTHING RETURNING seq",
+         ON CONFLICT (topic, source, id) DO NOTHING",
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, subscription, event_seq, state, attempts, next_attempt_at,
@@ -151,21 +154,17 @@ pub(super) fn publish(
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         let attributes = serde_json::to_string(&event)?;
-        let seq: Option<i64> = insert_event
-            .query_row(
-                params![
-                    last_seq + 1,
-                    topic,
-                    event.source,
-                    event.id,
-                    event.ty,
-                    attributes,
-                    event.data,
-                    now_ms
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let inserted = insert_event.execute(params![
+            last_seq + 1,
+            topic,
+            event.source,
+            event.id,
+            event.ty,
+            attributes,
+            event.data,
+            now_ms
+        ])?;
+        let seq = (inserted > 0).then_some(last_seq + 1);
         let mut deliveries = 0;
         if let Some(seq) = seq {
             last_seq = seq;
