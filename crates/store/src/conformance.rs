@@ -80,6 +80,7 @@ checks!(
     journal_pages_oldest_first_and_reports_purges,
     journal_positions_never_go_back_after_a_purge,
     purge_removes_finished_history_and_unreferenced_events,
+    purge_keeps_events_another_subscription_still_reads,
     new_subscriptions_are_healthy_and_not_paused,
     completions_count_attempts_by_outcome_per_minute,
     health_changes_compare_and_set_and_announce_on_the_system_topic,

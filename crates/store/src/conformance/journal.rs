@@ -259,3 +259,55 @@ pub async fn purge_removes_finished_history_and_unreferenced_events(store: &dyn 
     assert_eq!(rest.deliveries, 2);
     assert!(deliveries_of(store, "s1").await.is_empty());
 }
+
+/// An event delivered to one subscription stays while another subscription
+/// of its topic has yet to deliver it, and goes with the last reader.
+pub async fn purge_keeps_events_another_subscription_still_reads(store: &dyn Store) {
+    store.create_topic("orders", t0()).await.unwrap();
+    store.create_topic("other", t0()).await.unwrap();
+    for (name, topic) in [
+        ("fast", "orders"),
+        ("slow", "orders"),
+        ("elsewhere", "other"),
+    ] {
+        store
+            .create_subscription(spec(name, topic), t0())
+            .await
+            .unwrap();
+    }
+    store
+        .publish("orders", vec![event("shared", "t")], t0())
+        .await
+        .unwrap();
+    store
+        .publish("other", vec![event("apart", "t")], t0())
+        .await
+        .unwrap();
+    attempt_all(store, "fast", at(1), 200, Decision::Delivered).await;
+    attempt_all(store, "elsewhere", at(1), 200, Decision::Delivered).await;
+    let purge = |events_after| PurgeRequest {
+        before: at(100),
+        limit: 100,
+        events_after,
+    };
+
+    let first = store.purge_history(purge(0)).await.unwrap();
+    assert_eq!((first.deliveries, first.events), (2, 1), "{first:?}");
+    let slow = deliveries_of(store, "slow").await;
+    assert_eq!(slow.len(), 1);
+    let detail = store.get_delivery(&slow[0].id).await.unwrap();
+    assert_eq!(detail.event.id, "shared");
+    assert!(deliveries_of(store, "fast").await.is_empty());
+
+    attempt_all(store, "slow", at(2), 200, Decision::Delivered).await;
+    let last = store.purge_history(purge(0)).await.unwrap();
+    assert_eq!((last.deliveries, last.events), (1, 1), "{last:?}");
+    let again = store
+        .publish("orders", vec![event("shared", "t")], at(101))
+        .await
+        .unwrap();
+    assert!(
+        !again[0].duplicate,
+        "the purged event's identity is free again"
+    );
+}

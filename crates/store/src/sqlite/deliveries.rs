@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use redrive_core::{CloudEvent, Delivery};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
 use super::rows::{self, ATTEMPT_COLUMNS, millis, timestamp};
@@ -24,11 +24,7 @@ impl DeliveryStore for SqliteStore {
         events: Vec<CloudEvent>,
         now: Timestamp,
     ) -> Result<Vec<PublishOutcome>> {
-        let topic = topic.to_owned();
-        let outcomes = self
-            .writer
-            .write(move |conn| publish(conn, &topic, events, now))
-            .await?;
+        let outcomes = self.writer.publish(topic.to_owned(), events, now).await?;
         if outcomes.iter().any(|o| o.deliveries > 0) {
             self.wakeups.notify_one();
         }
@@ -111,12 +107,28 @@ impl DeliveryStore for SqliteStore {
     }
 }
 
+/// Publishes `events` to `topic` at `now`, inside the caller's write (a
+/// dead-letter copy, a health notice).
 pub(super) fn publish(
     conn: &Connection,
     topic: &str,
     events: Vec<CloudEvent>,
     now: Timestamp,
 ) -> Result<Vec<PublishOutcome>> {
+    let mut outcomes = publish_together(conn, topic, &[(&events, now)])?;
+    Ok(outcomes.pop().unwrap_or_default())
+}
+
+/// Publishes several requests' events to `topic`, each at its own time,
+/// with one lookup of the topic, its subscriptions and the journal head:
+/// the writer gathers the publishes of a group commit here. The outcomes
+/// are each request's, in order; an event that repeats one stored before it,
+/// in the same call or earlier, is a duplicate.
+pub(super) fn publish_together(
+    conn: &Connection,
+    topic: &str,
+    requests: &[(&[CloudEvent], Timestamp)],
+) -> Result<Vec<Vec<PublishOutcome>>> {
     if !topic_exists(conn, topic)? {
         return Err(StoreError::not_found("topic", topic));
     }
@@ -127,7 +139,6 @@ pub(super) fn publish(
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let fan_out = FanOut::from_stored(rows)?;
-    let now_ms = millis(now);
     // Positions continue from the highest ever handed out, not from the
     // highest still stored (see `migrations/sqlite/0008_journal_head.sql`). The newest event is
     // also consulted so that a row inserted some other way cannot collide.
@@ -138,54 +149,57 @@ pub(super) fn publish(
         )?
         .query_row([], |row| row.get(0))?;
     let head_before = last_seq;
+    // No `RETURNING`: SQLite gathers returned rows in a temporary B-tree,
+    // a page cache made and freed for every event. The change count says
+    // whether the event was new, and a new one has the position given.
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (seq, topic, source, id, type, attributes, data, published_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (topic, source, id) DO NOTHING RETURNING seq",
+         ON CONFLICT (topic, source, id) DO NOTHING",
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, subscription, event_seq, state, attempts, next_attempt_at,
                                  created_at, updated_at)
          VALUES (?1, ?2, ?3, 'scheduled', 0, ?4, ?4, ?4)",
     )?;
-    let mut outcomes = Vec::with_capacity(events.len());
-    for event in events {
-        let attributes = serde_json::to_string(&event)?;
-        let seq: Option<i64> = insert_event
-            .query_row(
-                params![
-                    last_seq + 1,
-                    topic,
-                    event.source,
-                    event.id,
-                    event.ty,
-                    attributes,
-                    event.data,
-                    now_ms
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let mut deliveries = 0;
-        if let Some(seq) = seq {
-            last_seq = seq;
-            for (id, subscription) in fan_out.deliveries(&event) {
-                insert_delivery.execute(params![id, subscription, seq, now_ms])?;
-                deliveries += 1;
+    let mut all = Vec::with_capacity(requests.len());
+    for (events, now) in requests {
+        let now_ms = millis(*now);
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events.iter() {
+            let attributes = serde_json::to_string(event)?;
+            let inserted = insert_event.execute(params![
+                last_seq + 1,
+                topic,
+                event.source,
+                event.id,
+                event.ty,
+                attributes,
+                event.data,
+                now_ms
+            ])?;
+            let mut deliveries = 0;
+            if inserted > 0 {
+                last_seq += 1;
+                for (id, subscription) in fan_out.deliveries(event) {
+                    insert_delivery.execute(params![id, subscription, last_seq, now_ms])?;
+                    deliveries += 1;
+                }
             }
+            outcomes.push(PublishOutcome {
+                duplicate: inserted == 0,
+                id: event.id.clone(),
+                source: event.source.clone(),
+                deliveries,
+            });
         }
-        outcomes.push(PublishOutcome {
-            duplicate: seq.is_none(),
-            id: event.id,
-            source: event.source,
-            deliveries,
-        });
+        all.push(outcomes);
     }
     if last_seq != head_before {
         conn.prepare_cached("UPDATE journal_head SET last_seq = ?1")?
             .execute([last_seq])?;
     }
-    Ok(outcomes)
+    Ok(all)
 }
 
 fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {

@@ -3,6 +3,11 @@
 //! journal floor rising past what went; then events no delivery reads any
 //! more, walked once in publish order. One file, one writer: the purge runs
 //! in the writer's transaction like any other write, so it needs no lock.
+//!
+//! Both reads go through indexes the hot path needs anyway (see
+//! `migrations/sqlite/0011_fewer_history_indexes.sql`): ended deliveries one
+//! subscription at a time, oldest first within each; an event's readers
+//! among its topic's subscriptions only.
 
 use rusqlite::{Connection, params};
 
@@ -10,15 +15,27 @@ use super::rows::millis;
 use crate::Result;
 use crate::lifecycle::{PurgeOutcome, PurgeRequest};
 
+/// A batch of ended deliveries older than `?1`, at most `?2`. `CROSS JOIN`
+/// keeps the subscriptions outside: the other way round walks every ended
+/// delivery's entry.
+const FINISHED_BEFORE: &str = "SELECT d.id, d.subscription, d.event_seq
+     FROM subscriptions s CROSS JOIN deliveries d INDEXED BY deliveries_ended
+       ON d.subscription = s.name
+     WHERE d.state IN ('delivered', 'failed') AND d.updated_at < ?1
+     LIMIT ?2";
+
+/// Deletes event `?1` unless a delivery still reads it.
+const DELETE_UNREFERENCED: &str = "DELETE FROM events WHERE seq = ?1
+       AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                       JOIN deliveries d INDEXED BY deliveries_journal
+                         ON d.subscription = s.name AND d.event_seq = events.seq
+                       WHERE s.topic = events.topic)";
+
 pub(super) fn purge(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOutcome> {
     let before = millis(request.before);
     let limit = i64::from(request.limit.max(1));
     let finished: Vec<(String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT id, subscription, event_seq FROM deliveries
-             WHERE state IN ('delivered', 'failed') AND updated_at < ?1
-             ORDER BY updated_at LIMIT ?2",
-        )?
+        .prepare_cached(FINISHED_BEFORE)?
         .query_map(params![before, limit], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
@@ -35,11 +52,7 @@ pub(super) fn purge(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOu
          ON CONFLICT (subscription)
          DO UPDATE SET purged_through = MAX(purged_through, excluded.purged_through)",
     )?;
-    // Deletes an event unless some delivery still reads it.
-    let mut delete_unreferenced = conn.prepare_cached(
-        "DELETE FROM events WHERE seq = ?1
-           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
-    )?;
+    let mut delete_unreferenced = conn.prepare_cached(DELETE_UNREFERENCED)?;
     for (id, subscription, seq) in &finished {
         outcome.attempts += delete_attempts.execute([id])? as u64;
         outcome.deliveries += delete_delivery.execute([id])? as u64;
@@ -69,4 +82,48 @@ pub(super) fn purge(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOu
     }
     outcome.more |= examined >= limit;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{DELETE_UNREFERENCED, FINISHED_BEFORE};
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let zeros = vec![0; explain.parameter_count()];
+        explain
+            .query_map(rusqlite::params_from_iter(zeros), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// The purge reads index ranges, never every delivery: it runs in the
+    /// writer's transaction, where a scan would hold up every publish.
+    #[test]
+    fn the_purge_reads_deliveries_through_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::schema::migrate(&conn).unwrap();
+        let finished = plan(&conn, FINISHED_BEFORE);
+        assert!(
+            finished
+                .iter()
+                .any(|step| step.contains("SEARCH d USING INDEX deliveries_ended")),
+            "{finished:?}"
+        );
+        let unreferenced = plan(&conn, DELETE_UNREFERENCED);
+        assert!(
+            unreferenced
+                .iter()
+                .any(|step| step.contains("SEARCH d USING COVERING INDEX deliveries_journal")),
+            "{unreferenced:?}"
+        );
+        for step in finished.iter().chain(&unreferenced) {
+            assert!(!step.starts_with("SCAN d"), "{step}");
+        }
+    }
 }
