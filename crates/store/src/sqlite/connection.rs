@@ -580,7 +580,7 @@ mod tests {
                 store
                     .writer
                     .write(|_| {
-                        std::thread::sleep(Duration::from_millis(300));
+                        std::thread::sleep(Duration::from_millis(500));
                         Ok(())
                     })
                     .await
