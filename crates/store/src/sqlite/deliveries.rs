@@ -1,6 +1,6 @@
 //! Deliveries on SQLite.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -8,7 +8,9 @@ use redrive_core::{CloudEvent, Delivery};
 use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
-use super::rows::{self, ATTEMPT_COLUMNS, millis, timestamp};
+use super::rows::{
+    self, ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis, timestamp,
+};
 use super::{SqliteStore, health, lifecycle, read_delivery, topic_exists};
 use crate::plan::{CompletionRow, FanOut};
 use crate::{
@@ -244,9 +246,23 @@ fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             left -= u32::try_from(picked.len()).unwrap_or(limit).min(limit);
-            for (id, due_at) in picked {
+            for (id, _) in &picked {
                 claim.execute(params![millis(lease_until), now_ms, id])?;
-                let (delivery, event) = read_delivery(conn, &id)?;
+            }
+            let read = read_claimed(conn, &picked)?;
+            if read.len() != picked.len() {
+                return Err(StoreError::Backend(format!(
+                    "{} deliveries claimed, {} read back",
+                    picked.len(),
+                    read.len()
+                )));
+            }
+            for ((delivery, event), (id, due_at)) in read.into_iter().zip(picked) {
+                if delivery.id != id {
+                    return Err(StoreError::Backend(format!(
+                        "claimed delivery {id:?} was not read back"
+                    )));
+                }
                 batch.claimed.push(ClaimedDelivery {
                     delivery,
                     event,
@@ -264,6 +280,37 @@ fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
     Ok(batch)
 }
 
+/// Deliveries with their events, in the order of the JSON array of ids `?1`.
+static READ_CLAIMED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data FROM json_each(?1) j
+         JOIN deliveries d ON d.id = j.value JOIN events e ON e.seq = d.event_seq
+         ORDER BY j.key"
+    )
+});
+
+/// The deliveries just claimed, with their events, in the order picked:
+/// one statement for the batch rather than one per delivery.
+fn read_claimed(
+    conn: &Connection,
+    picked: &[(String, i64)],
+) -> Result<Vec<(Delivery, CloudEvent)>> {
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
+    let rows = conn
+        .prepare_cached(&READ_CLAIMED)?
+        .query_map([serde_json::to_string(&ids)?], |row| {
+            let delivery = rows::delivery(row)?;
+            let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
+            let event = rows::event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
+            Ok((delivery, event))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// Returns whether dead-lettering fanned out new deliveries.
 fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> {
     let mut update = conn.prepare_cached(
@@ -279,6 +326,7 @@ fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> 
          WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
     )?;
     let mut fanned_out = false;
+    let mut counted = Vec::with_capacity(completions.len());
     for completion in completions {
         let row = CompletionRow::plan(completion)?;
         let changed = update.execute(params![
@@ -303,12 +351,48 @@ fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> 
             row.decision,
         ])?;
         if recorded > 0 {
-            health::count_attempt(conn, row.delivery_id, row.bucket, row.succeeded)?;
+            counted.push((row.delivery_id, row.bucket, row.succeeded));
         }
         if changed > 0 && row.failed {
             let now = timestamp(row.ended_at)?;
             fanned_out |= lifecycle::dead_letter(conn, row.delivery_id, now)?;
         }
     }
+    health::count_attempts_of(conn, &counted)?;
     Ok(fanned_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::READ_CLAIMED;
+    use crate::sqlite::health::COUNT_ATTEMPTS;
+
+    /// A claim's and an outcome's batch reads look up each delivery by its
+    /// key: they run in the writer, where a scan would hold up every write.
+    #[test]
+    fn batch_reads_look_deliveries_up_by_key() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::schema::migrate(&conn).unwrap();
+        for sql in [READ_CLAIMED.as_str(), COUNT_ATTEMPTS] {
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let zeros = vec![0; explain.parameter_count()];
+            let steps: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(zeros), |row| row.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                steps
+                    .iter()
+                    .any(|step| step.starts_with("SEARCH d USING PRIMARY KEY")),
+                "{steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|step| step.starts_with("SCAN d")),
+                "{steps:?}"
+            );
+        }
+    }
 }

@@ -38,29 +38,44 @@ pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<Subscripti
     })
 }
 
-/// Counts one recorded attempt of `delivery_id` in its subscription's
-/// current health epoch, in the minute it ended.
-pub(super) fn count_attempt(
-    conn: &Connection,
-    delivery_id: &str,
-    bucket: i64,
-    succeeded: bool,
-) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
-         SELECT d.subscription, s.health_epoch, ?2, ?3, ?4
-         FROM deliveries d JOIN subscriptions s ON s.name = d.subscription
-         WHERE d.id = ?1
-         ON CONFLICT (subscription, epoch, bucket) DO UPDATE
-            SET succeeded = succeeded + excluded.succeeded,
-                failed = failed + excluded.failed",
-    )?
-    .execute(params![
-        delivery_id,
-        bucket,
-        i64::from(succeeded),
-        i64::from(!succeeded),
-    ])?;
+/// Adds the attempts of the deliveries in the JSON array `?1` to minute
+/// `?2` of their subscriptions' current health epochs, each as succeeded
+/// (`?3` = 1) or failed (`?4` = 1). (`WHERE true` tells the parser the
+/// `ON CONFLICT` is the upsert's, not a join's.)
+pub(super) const COUNT_ATTEMPTS: &str =
+    "INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
+     SELECT d.subscription, s.health_epoch, ?2, ?3 * count(*), ?4 * count(*)
+     FROM json_each(?1) j
+     JOIN deliveries d ON d.id = j.value
+     JOIN subscriptions s ON s.name = d.subscription
+     WHERE true
+     GROUP BY d.subscription, s.health_epoch
+     ON CONFLICT (subscription, epoch, bucket) DO UPDATE
+        SET succeeded = succeeded + excluded.succeeded,
+            failed = failed + excluded.failed";
+
+/// Counts recorded attempts in their subscriptions' current health epochs:
+/// `ended[i]` is one attempt of a delivery, in the minute `bucket` it
+/// ended, and whether it succeeded. One statement per minute and outcome
+/// for a whole batch of outcomes.
+pub(super) fn count_attempts_of(conn: &Connection, ended: &[(&str, i64, bool)]) -> Result<()> {
+    let mut groups: Vec<((i64, bool), Vec<&str>)> = Vec::new();
+    for (delivery_id, bucket, succeeded) in ended {
+        let key = (*bucket, *succeeded);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ids)) => ids.push(delivery_id),
+            None => groups.push((key, vec![delivery_id])),
+        }
+    }
+    let mut count = conn.prepare_cached(COUNT_ATTEMPTS)?;
+    for ((bucket, succeeded), ids) in groups {
+        count.execute(params![
+            serde_json::to_string(&ids)?,
+            bucket,
+            i64::from(succeeded),
+            i64::from(!succeeded),
+        ])?;
+    }
     Ok(())
 }
 
