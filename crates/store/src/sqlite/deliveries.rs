@@ -364,25 +364,16 @@ fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> 
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
-
     use super::READ_CLAIMED;
     use crate::sqlite::health::COUNT_ATTEMPTS;
+    use crate::sqlite::plan_on_fresh_schema;
 
     /// A claim's and an outcome's batch reads look up each delivery by its
     /// key: they run in the writer, where a scan would hold up every write.
     #[test]
     fn batch_reads_look_deliveries_up_by_key() {
-        let conn = Connection::open_in_memory().unwrap();
-        crate::sqlite::schema::migrate(&conn).unwrap();
         for sql in [READ_CLAIMED.as_str(), COUNT_ATTEMPTS] {
-            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let zeros = vec![0; explain.parameter_count()];
-            let steps: Vec<String> = explain
-                .query_map(rusqlite::params_from_iter(zeros), |row| row.get(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
+            let steps = plan_on_fresh_schema(sql);
             assert!(
                 steps
                     .iter()

@@ -86,36 +86,21 @@ pub(super) fn purge(conn: &Connection, request: &PurgeRequest) -> Result<PurgeOu
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
-
     use super::{DELETE_UNREFERENCED, FINISHED_BEFORE};
-
-    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let zeros = vec![0; explain.parameter_count()];
-        explain
-            .query_map(rusqlite::params_from_iter(zeros), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    }
+    use crate::sqlite::plan_on_fresh_schema;
 
     /// The purge reads index ranges, never every delivery: it runs in the
     /// writer's transaction, where a scan would hold up every publish.
     #[test]
     fn the_purge_reads_deliveries_through_indexes() {
-        let conn = Connection::open_in_memory().unwrap();
-        crate::sqlite::schema::migrate(&conn).unwrap();
-        let finished = plan(&conn, FINISHED_BEFORE);
+        let finished = plan_on_fresh_schema(FINISHED_BEFORE);
         assert!(
             finished
                 .iter()
                 .any(|step| step.contains("SEARCH d USING INDEX deliveries_ended")),
             "{finished:?}"
         );
-        let unreferenced = plan(&conn, DELETE_UNREFERENCED);
+        let unreferenced = plan_on_fresh_schema(DELETE_UNREFERENCED);
         assert!(
             unreferenced
                 .iter()

@@ -181,3 +181,19 @@ fn read_delivery(conn: &Connection, id: &str) -> Result<(Delivery, CloudEvent)> 
         .optional()?
         .ok_or_else(|| StoreError::not_found("delivery", id))
 }
+
+/// The steps of `sql`'s query plan on a freshly migrated schema, each
+/// parameter bound to 0: for tests that the writer's statements read
+/// through indexes.
+#[cfg(test)]
+pub(crate) fn plan_on_fresh_schema(sql: &str) -> Vec<String> {
+    let conn = Connection::open_in_memory().unwrap();
+    schema::migrate(&conn).unwrap();
+    let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let zeros = vec![0; explain.parameter_count()];
+    explain
+        .query_map(rusqlite::params_from_iter(zeros), |row| row.get(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
