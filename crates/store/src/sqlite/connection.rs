@@ -378,6 +378,8 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Job>) -> bool {
 /// (one lookup of the topic, its subscriptions and the journal head, one
 /// savepoint). If storing them together fails, each is stored alone, so a
 /// request fails only for its own sake. Each reply waits for the commit.
+/// They run after the commit's other jobs: all of them were waiting at
+/// once, so no caller could count on an order among them.
 fn run_publishes(conn: &Connection, requests: Vec<PublishRequest>, replies: &mut Vec<Reply>) {
     let mut by_topic: Vec<(String, Vec<PublishRequest>)> = Vec::new();
     for request in requests {
