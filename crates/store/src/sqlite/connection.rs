@@ -381,16 +381,11 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Job>) -> bool {
 /// They run after the commit's other jobs: all of them were waiting at
 /// once, so no caller could count on an order among them.
 fn run_publishes(conn: &Connection, requests: Vec<PublishRequest>, replies: &mut Vec<Reply>) {
-    let mut by_topic: Vec<(String, Vec<PublishRequest>)> = Vec::new();
-    for request in requests {
-        match by_topic
-            .iter_mut()
-            .find(|(topic, _)| *topic == request.topic)
-        {
-            Some((_, group)) => group.push(request),
-            None => by_topic.push((request.topic.clone(), vec![request])),
-        }
-    }
+    let by_topic = super::grouped_in_order(
+        requests
+            .into_iter()
+            .map(|request| (request.topic.clone(), request)),
+    );
     for (topic, group) in by_topic {
         let inputs: Vec<(&[CloudEvent], Timestamp)> = group
             .iter()

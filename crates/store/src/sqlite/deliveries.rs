@@ -8,9 +8,7 @@ use redrive_core::{CloudEvent, Delivery};
 use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
-use super::rows::{
-    self, ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis, timestamp,
-};
+use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, millis, timestamp};
 use super::{SqliteStore, health, lifecycle, read_delivery, topic_exists};
 use crate::plan::{CompletionRow, FanOut};
 use crate::{
@@ -301,12 +299,7 @@ fn read_claimed(
     let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
     let rows = conn
         .prepare_cached(&READ_CLAIMED)?
-        .query_map([serde_json::to_string(&ids)?], |row| {
-            let delivery = rows::delivery(row)?;
-            let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
-            let event = rows::event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
-            Ok((delivery, event))
-        })?
+        .query_map([serde_json::to_string(&ids)?], rows::delivery_with_event)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }

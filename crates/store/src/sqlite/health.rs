@@ -59,14 +59,11 @@ pub(super) const COUNT_ATTEMPTS: &str =
 /// ended, and whether it succeeded. One statement per minute and outcome
 /// for a whole batch of outcomes.
 pub(super) fn count_attempts_of(conn: &Connection, ended: &[(&str, i64, bool)]) -> Result<()> {
-    let mut groups: Vec<((i64, bool), Vec<&str>)> = Vec::new();
-    for (delivery_id, bucket, succeeded) in ended {
-        let key = (*bucket, *succeeded);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.push(delivery_id),
-            None => groups.push((key, vec![delivery_id])),
-        }
-    }
+    let groups = super::grouped_in_order(
+        ended
+            .iter()
+            .map(|(delivery_id, bucket, succeeded)| ((*bucket, *succeeded), *delivery_id)),
+    );
     let mut count = conn.prepare_cached(COUNT_ATTEMPTS)?;
     for ((bucket, succeeded), ids) in groups {
         count.execute(params![

@@ -308,9 +308,7 @@ pub(super) fn journal(conn: &Connection, query: &JournalQuery) -> Result<Journal
                 i64::from(query.limit.max(1))
             ],
             |row| {
-                let delivery = rows::delivery(row)?;
-                let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
-                let event = rows::event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
+                let (delivery, event) = rows::delivery_with_event(row)?;
                 Ok(JournalEntry {
                     position: row.get(DELIVERY_COLUMN_COUNT + 2)?,
                     delivery,

@@ -43,7 +43,7 @@ use tokio::sync::Notify;
 
 use crate::{Result, StoreError};
 use connection::{Readers, Writer};
-use rows::{DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, timestamp};
+use rows::{DELIVERY_COLUMNS, timestamp};
 
 pub(crate) const DATABASE_FILE: &str = "redrive.db";
 const LOCK_FILE: &str = "redrive.lock";
@@ -172,14 +172,23 @@ fn read_delivery(conn: &Connection, id: &str) -> Result<(Delivery, CloudEvent)> 
          JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1"
     );
     conn.prepare_cached(&sql)?
-        .query_row([id], |row| {
-            let delivery = rows::delivery(row)?;
-            let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
-            let event = rows::event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
-            Ok((delivery, event))
-        })
+        .query_row([id], rows::delivery_with_event)
         .optional()?
         .ok_or_else(|| StoreError::not_found("delivery", id))
+}
+
+/// `items` grouped by key: keys in the order first seen, each group's items
+/// in their order. The writer groups what one commit holds (publishes by
+/// topic, attempt counts by minute and outcome): a few keys, so a list.
+fn grouped_in_order<K: PartialEq, V>(items: impl IntoIterator<Item = (K, V)>) -> Vec<(K, Vec<V>)> {
+    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
+    for (key, item) in items {
+        match groups.iter_mut().find(|(known, _)| *known == key) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((key, vec![item])),
+        }
+    }
+    groups
 }
 
 /// The steps of `sql`'s query plan on a freshly migrated schema, each

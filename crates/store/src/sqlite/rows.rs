@@ -53,6 +53,15 @@ pub(crate) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// A delivery and its event from a row of `DELIVERY_COLUMNS` followed by
+/// the event's `attributes` and `data`.
+pub(crate) fn delivery_with_event(row: &Row<'_>) -> rusqlite::Result<(Delivery, CloudEvent)> {
+    let delivery = delivery(row)?;
+    let attributes: String = row.get(DELIVERY_COLUMN_COUNT)?;
+    let event = event(&attributes, row.get(DELIVERY_COLUMN_COUNT + 1)?)?;
+    Ok((delivery, event))
+}
+
 /// Rebuilds an event from its stored attributes (JSON) and data.
 pub(crate) fn event(attributes: &str, data: Option<Vec<u8>>) -> rusqlite::Result<CloudEvent> {
     let mut event: CloudEvent =
