@@ -34,6 +34,7 @@ use redrive_core::CloudEvent;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+use super::checkpointer::Checkpointer;
 use crate::{PublishOutcome, Result, StoreError};
 
 /// Most jobs folded into one transaction; bounds the latency of the first.
@@ -132,11 +133,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Result<Writer> {
+    /// Starts the writer on `conn`, the database at `database`, with its
+    /// checkpoints on a thread of their own.
+    pub(crate) fn start(mut conn: Connection, database: &std::path::Path) -> Result<Writer> {
+        let checkpointer = Checkpointer::attach(&mut conn, database)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("redrive-sqlite-writer".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, queue, checkpointer))
             .map_err(|err| StoreError::Backend(format!("cannot start the writer thread: {err}")))?;
         Ok(Writer {
             jobs: Some(jobs),
@@ -260,7 +264,7 @@ impl SyncMode {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+fn run(conn: Connection, queue: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
     let mut mode = SyncMode {
         current: Durability::Synced,
     };
@@ -327,6 +331,9 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
         metrics::histogram!("redrive_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("redrive_store_commit_batch_size").record(size as f64);
     }
+    // Before the connection closes: the last connection to close copies
+    // the log into the database and removes it.
+    drop(checkpointer);
     tracing::debug!("sqlite writer stopped");
 }
 

@@ -13,6 +13,7 @@
 //! `wakeups` (the in-process signal), `history` (the purge), `schema` (migrations), `rows` (row decoding) and
 //! `testing` (a store in a temporary directory, feature `testing`).
 
+mod checkpointer;
 mod claims;
 mod connection;
 mod console;
@@ -75,17 +76,13 @@ impl SqliteStore {
         })?;
         // Savepoints' and statements' undo journals in memory: on disk they
         // cost a write system call per page a write job first touches.
-        // Checkpoints every 8,000 pages (32 MiB of log) instead of 1,000:
-        // the hot pages (the due queue, the leases) are rewritten by nearly
-        // every commit, and a checkpoint copies each page once however many
-        // commits rewrote it.
+        // Checkpoints: see `checkpointer`.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA busy_timeout = 5000;
              PRAGMA cache_size = -32000;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = 8000;",
+             PRAGMA temp_store = MEMORY;",
         )?;
         connection::keep_prepared_statements(&conn)?;
         schema::migrate(&conn)?;
@@ -98,7 +95,7 @@ impl SqliteStore {
             );
         }
         Ok(SqliteStore {
-            writer: Writer::start(conn)?,
+            writer: Writer::start(conn, &path)?,
             readers: Arc::new(Readers::new(path.clone())),
             wakeups: wakeups::signal(),
             _lock: lock,
