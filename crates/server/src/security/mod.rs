@@ -66,9 +66,12 @@ impl Default for SecurityOptions {
     }
 }
 
-/// What the API and the dispatcher share of the trust boundary.
+/// What the API and the dispatcher share of the trust boundary. One
+/// pointer: every guard layer clones it for every request.
 #[derive(Clone)]
-pub struct Security {
+pub struct Security(Arc<SecurityParts>);
+
+pub struct SecurityParts {
     pub auth: Arc<Auth>,
     pub sessions: Arc<Sessions>,
     pub secrets: Arc<SecretBook>,
@@ -76,6 +79,14 @@ pub struct Security {
     pub rotation_grace: Duration,
     pub publish_limiter: Arc<limits::RateLimiter>,
     pub request_timeout: Duration,
+}
+
+impl std::ops::Deref for Security {
+    type Target = SecurityParts;
+
+    fn deref(&self) -> &SecurityParts {
+        &self.0
+    }
 }
 
 /// What `serve` tells the operator once at start.
@@ -120,7 +131,7 @@ impl Security {
         };
         let cipher = SecretCipher::new(&key)?;
         Ok(Startup {
-            security: Security {
+            security: Security(Arc::new(SecurityParts {
                 auth: Arc::new(auth),
                 sessions: Arc::new(Sessions::new()?),
                 secrets: Arc::new(SecretBook::new(store, cipher)),
@@ -128,7 +139,7 @@ impl Security {
                 rotation_grace: options.rotation_grace,
                 publish_limiter: Arc::new(limits::RateLimiter::new(options.publish_rate)),
                 request_timeout: options.request_timeout,
-            },
+            })),
             generated_token,
         })
     }
