@@ -77,11 +77,16 @@ impl SqliteStore {
         // Savepoints' and statements' undo journals in memory: on disk they
         // cost a write system call per page a write job first touches.
         // Checkpoints: see `checkpointer`.
+        // An 8 MiB page cache: the pages a commit rewrites are few and hot,
+        // and when SQLite splits a B-tree page it parks one page on a high
+        // number for a moment, after which the commit walks the whole
+        // cache's hash table to drop it (1.4 % of the server's CPU with
+        // 32 MiB; about 3 % less CPU per event with 8 MiB).
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA busy_timeout = 5000;
-             PRAGMA cache_size = -32000;
+             PRAGMA cache_size = -8000;
              PRAGMA temp_store = MEMORY;",
         )?;
         connection::keep_prepared_statements(&conn)?;
