@@ -24,18 +24,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             note_store_failures,
         ))
-        // Outermost last: limits first, then who is asking.
         .layer(axum::middleware::from_fn_with_state(
             state.security.clone(),
-            crate::security::console::console_guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.security.clone(),
-            crate::security::auth::api_guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.security.clone(),
-            crate::security::limits::request_guard,
+            crate::security::guard,
         ))
         .with_state(state);
     crate::api::request_logging::layer(router)

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -196,30 +195,26 @@ pub fn forbidden(principal: &Principal, needed: &Permission) -> ApiError {
 /// 403 when its scope falls short, 429 when a token publishes faster than
 /// its rate. `/healthz`, `/readyz` (load balancers probe them without
 /// credentials) and `/openapi.json` stay open.
-pub async fn api_guard(
-    State(security): State<Security>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn authorize_api(security: &Security, mut request: Request) -> Result<Request, Response> {
     let path = request.uri().path();
     if !(path.starts_with("/v1/") || path == "/metrics") {
-        return next.run(request).await;
+        return Ok(request);
     }
     let principal = match security.auth.authenticate_request(request.headers()).await {
         Ok(principal) => principal,
-        Err(err) => return with_challenge(err.into_response()),
+        Err(err) => return Err(with_challenge(err.into_response())),
     };
     let needed = permission_for(request.method(), request.uri().path());
     if !principal.scope.allows(&needed) {
-        return forbidden(&principal, &needed).into_response();
+        return Err(forbidden(&principal, &needed).into_response());
     }
     if matches!(needed, Permission::Publish { .. })
         && let Err(retry_after) = security.publish_limiter.check(&principal.key)
     {
-        return super::limits::rate_limited(retry_after);
+        return Err(super::limits::rate_limited(retry_after));
     }
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    Ok(request)
 }
 
 fn with_challenge(mut response: Response) -> Response {

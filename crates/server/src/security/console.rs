@@ -3,7 +3,7 @@
 //! A person signs in once with a token at `/console/login`; the server keeps
 //! a session and hands the browser an opaque `HttpOnly`, `Secure`,
 //! `SameSite=Strict` cookie scoped to `/console`. Every `/console` request
-//! passes [`console_guard`]: without a session a page redirects to the
+//! passes [`authorize_console`]: without a session a page redirects to the
 //! sign-in form; a `read` session may only view; any other method must
 //! carry the session's CSRF token, as the form field `csrf_token` or the
 //! header `x-csrf-token`.
@@ -23,10 +23,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -202,11 +201,7 @@ fn csrf_refused() -> Response {
 }
 
 /// Guards `/console` (see the module documentation).
-pub async fn console_guard(
-    State(security): State<Security>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn authorize_console(security: &Security, request: Request) -> Result<Request, Response> {
     let path = request.uri().path();
     // The sign-in page and the static assets it needs (its stylesheet and
     // script) are open: they hold nothing but what the binary ships.
@@ -214,9 +209,8 @@ pub async fn console_guard(
         || path.starts_with("/console/login")
         || (path.starts_with("/console/assets/") && request.method() == Method::GET)
     {
-        return next.run(request).await;
+        return Ok(request);
     }
-    let security = &security;
     let unsafe_method = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -237,16 +231,16 @@ pub async fn console_guard(
     } else if request.headers().contains_key(header::AUTHORIZATION) {
         match security.auth.authenticate_request(request.headers()).await {
             Ok(principal) => (principal, String::new(), false, false),
-            Err(err) => return err.into_response(),
+            Err(err) => return Err(err.into_response()),
         }
     } else {
         match session_cookie(request.headers()).and_then(|id| security.sessions.get(&id)) {
             Some((principal, csrf)) => (principal, csrf, unsafe_method, true),
             None if unsafe_method => {
-                return auth::unauthenticated(
+                return Err(auth::unauthenticated(
                     "the console session ended; sign in again at /console/login",
                 )
-                .into_response();
+                .into_response());
             }
             None => {
                 let target = request
@@ -256,7 +250,7 @@ pub async fn console_guard(
                     .unwrap_or_default();
                 let mut login = String::from("/console/login?next=");
                 login.extend(form_urlencoded::byte_serialize(target.as_bytes()));
-                return Redirect::to(&login).into_response();
+                return Err(Redirect::to(&login).into_response());
             }
         }
     };
@@ -268,22 +262,22 @@ pub async fn console_guard(
         auth::permission_for(request.method(), request.uri().path())
     };
     if !principal.scope.allows(&needed) {
-        return auth::forbidden(&principal, &needed).into_response();
+        return Err(auth::forbidden(&principal, &needed).into_response());
     }
     let mut request = request;
     if needs_csrf {
         if let Err(err) = same_origin(request.headers()) {
-            return err.into_response();
+            return Err(err.into_response());
         }
         let (given, rebuilt) = match csrf_of(request).await {
             Ok(found) => found,
-            Err(response) => return response,
+            Err(response) => return Err(response),
         };
         request = rebuilt;
         let valid =
             given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(csrf_token.as_bytes())));
         if !valid {
-            return csrf_refused();
+            return Err(csrf_refused());
         }
     }
     request.extensions_mut().insert(ConsoleSession {
@@ -292,7 +286,7 @@ pub async fn console_guard(
         signed_in,
     });
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    Ok(request)
 }
 
 /// The CSRF token of a request (header, or form field of a urlencoded

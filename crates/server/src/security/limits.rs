@@ -5,13 +5,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use redrive_core::security::RequestRate;
 
-use super::Security;
 use crate::error::ApiError;
 
 /// Most request headers accepted (below hyper's own hard limit of 100, so
@@ -88,50 +86,45 @@ pub fn rate_limited(retry_after: Duration) -> Response {
     response
 }
 
-/// Refuses oversized headers (431) and requests that take longer than the
-/// request timeout to arrive and be answered (408), e.g. a body trickling
-/// in a byte at a time.
-pub async fn request_guard(
-    State(security): State<Security>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// 431 for a request whose headers are too many or too large.
+pub fn oversized_headers(request: &Request) -> Option<Response> {
     let headers = request.headers();
     let bytes: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!(
-                "the request has {} headers of {bytes} bytes; at most {MAX_HEADERS} headers \
-                 of {MAX_HEADER_BYTES} bytes are accepted",
-                headers.len()
-            ),
-        )
-        .into_response();
-    }
-    let timeout = security.request_timeout;
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let mut response = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
                 format!(
-                    "the request was not received and answered within {}s",
-                    timeout.as_secs_f64()
+                    "the request has {} headers of {bytes} bytes; at most {MAX_HEADERS} headers \
+                     of {MAX_HEADER_BYTES} bytes are accepted",
+                    headers.len()
                 ),
             )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
+            .into_response(),
+        );
     }
+    None
+}
+
+/// The answer to a request not received and answered within `timeout`.
+pub fn timed_out(timeout: Duration) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request was not received and answered within {}s",
+            timeout.as_secs_f64()
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 #[cfg(test)]
