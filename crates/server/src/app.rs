@@ -22,24 +22,22 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            note_store_failures,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.security.clone(),
-            crate::security::guard,
+            front_door,
         ))
         .with_state(state);
     crate::api::request_logging::layer(router)
 }
 
-/// Reports the store failures behind answers (once per interval, with a
-/// count) and makes readiness look at the store's writes.
-async fn note_store_failures(
+/// Every request's way in and out, as one layer: the security guards, the
+/// route, then the store failure behind the answer, if any, is reported
+/// (once per interval, with a count) and readiness looks at the store's
+/// writes.
+async fn front_door(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = next.run(request).await;
+    let response = crate::security::guard(&state.security, request, next).await;
     if let Some(StoreUnavailable(err)) = response.extensions().get::<StoreUnavailable>() {
         state.ops.store_writes.failed(err);
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use redrive_core::security::{EndpointPolicy, RequestRate};
@@ -92,21 +92,22 @@ impl std::ops::Deref for Security {
     }
 }
 
-/// The guards in front of every route, as one layer (one layer clones
-/// and boxes less per request than three): headers within limits (431),
-/// then, within the request timeout (408, covering the body's arrival and
-/// the answer), the API's tokens and the console's sessions.
-pub async fn guard(State(security): State<Security>, request: Request, next: Next) -> Response {
+/// The guards in front of every route, run by the application's one
+/// middleware layer (each layer clones the stack inside it and boxes a
+/// future for every request): headers within limits (431), then, within
+/// the request timeout (408, covering the body's arrival and the answer),
+/// the API's tokens and the console's sessions.
+pub async fn guard(security: &Security, request: Request, next: Next) -> Response {
     if let Some(refused) = limits::oversized_headers(&request) {
         return refused;
     }
     let timeout = security.request_timeout;
     let guarded = async {
-        let request = match auth::authorize_api(&security, request).await {
+        let request = match auth::authorize_api(security, request).await {
             Ok(request) => request,
             Err(refused) => return refused,
         };
-        match console::authorize_console(&security, request).await {
+        match console::authorize_console(security, request).await {
             Ok(request) => next.run(request).await,
             Err(refused) => refused,
         }
