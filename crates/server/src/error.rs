@@ -72,7 +72,7 @@ impl<R> Failure<R> {
     }
 
     /// Adds what a client needs to retry a 503 the store caused, and marks
-    /// the response for `note_store_failures`.
+    /// the response for `app::front_door`.
     fn finish(self, mut response: Response) -> Response {
         if let Some(err) = self.store_unavailable {
             response.headers_mut().insert(
@@ -106,7 +106,7 @@ impl<R> From<StoreError> for Failure<R> {
                 Failure::new(StatusCode::CONFLICT, "conflict", message)
             }
             StoreError::Invalid(message) => Failure::bad_request(message),
-            // Logged once per interval by `note_store_failures`, which
+            // Logged once per interval by `app::front_door`, which
             // finds the failure on the response.
             StoreError::Unavailable(ref message) => Failure {
                 store_unavailable: Some(err.clone()),
@@ -133,7 +133,7 @@ impl<R> From<StoreError> for Failure<R> {
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// Marks a response whose request the store failed with a transient error,
-/// for `note_store_failures`.
+/// for `app::front_door`.
 #[derive(Clone, Debug)]
 pub struct StoreUnavailable(pub StoreError);
 
