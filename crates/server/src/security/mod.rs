@@ -69,8 +69,8 @@ impl Default for SecurityOptions {
     }
 }
 
-/// What the API and the dispatcher share of the trust boundary. One
-/// pointer: every guard layer clones it for every request.
+/// What the API and the dispatcher share of the trust boundary, as one
+/// pointer: cloning it must stay cheap, since the request path does.
 #[derive(Clone)]
 pub struct Security(Arc<SecurityParts>);
 
