@@ -1,22 +1,25 @@
 //! Copies the write-ahead log into the database file on a thread of its
-//! own, so the writer never stops for it.
+//! own, so the writer seldom stops for it.
 //!
 //! SQLite's automatic checkpoint runs inside the commit that crosses its
 //! threshold: with 8,000 pages that commit copies up to 32 MiB into the
 //! database file and fsyncs it, tens of milliseconds in which no publish,
-//! claim or outcome is written. Here the writer's commit only signals,
-//! and a second connection runs a `PASSIVE` checkpoint, which SQLite lets
-//! run beside the writer's commits. The log starts over at the first
-//! commit after a checkpoint has copied all of it.
+//! claim or outcome is written. Here the commit that crosses the threshold
+//! wakes a second connection, whose `PASSIVE` checkpoint copies the log
+//! beside the writer's commits. The log can only start over once a
+//! checkpoint has copied all of it, which a checkpoint running beside
+//! commits never quite does: so the first commit after that pass finishes
+//! the job on the writer's connection, copying only the few pages the
+//! commits added meanwhile, and the next transaction starts the log over.
 //!
-//! Should the checkpoints fall behind (a reader holding an old snapshot
-//! for a long time, a disk slower than the writes), the writer checkpoints
-//! itself once the log is four times as long, as SQLite would, so the log
-//! stays bounded.
+//! Should the log still grow (a reader holding an old snapshot, a disk
+//! slower than the writes), the writer checkpoints itself at four times
+//! the threshold, as SQLite would. A checkpoint in the commit's hook never
+//! fails the commit: the commit has happened, and the next one tries again.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 
@@ -44,6 +47,27 @@ const THRESHOLDS: Thresholds = Thresholds {
     writer: 32_000,
 };
 
+/// Where the background pass stands (shared by the writer's hook and the
+/// checkpoint thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Pass {
+    Idle = 0,
+    Running = 1,
+    /// Finished: the writer copies what the commits added meanwhile.
+    Done = 2,
+}
+
+impl Pass {
+    fn load(state: &AtomicU8) -> Pass {
+        match state.load(Ordering::SeqCst) {
+            1 => Pass::Running,
+            2 => Pass::Done,
+            _ => Pass::Idle,
+        }
+    }
+}
+
 /// What a commit that left the log `pages` long calls for.
 #[derive(Debug, PartialEq, Eq)]
 enum AfterCommit {
@@ -55,13 +79,17 @@ enum AfterCommit {
 }
 
 impl Thresholds {
-    fn after_commit(self, pages: i32) -> AfterCommit {
+    fn after_commit(self, pages: i32, pass: Pass) -> AfterCommit {
         if pages >= self.writer {
             AfterCommit::CheckpointHere
-        } else if pages >= self.checkpointer {
-            AfterCommit::Signal
-        } else {
+        } else if pages < self.checkpointer {
             AfterCommit::Nothing
+        } else {
+            match pass {
+                Pass::Idle => AfterCommit::Signal,
+                Pass::Running => AfterCommit::Nothing,
+                Pass::Done => AfterCommit::CheckpointHere,
+            }
         }
     }
 }
@@ -108,25 +136,37 @@ impl Checkpointer {
         let (wake, woken) = mpsc::sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let pass = Arc::new(AtomicU8::new(Pass::Idle as u8));
+        let thread_pass = pass.clone();
         let thread = std::thread::Builder::new()
             .name("redrive-sqlite-checkpoint".into())
-            .spawn(move || run(conn, woken, &stopped))
+            .spawn(move || run(conn, woken, &stopped, &thread_pass))
             .map_err(|err| {
                 StoreError::Backend(format!("cannot start the checkpoint thread: {err}"))
             })?;
         let signal = wake.clone();
+        let hook_pass = pass.clone();
         writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
-            match thresholds.after_commit(pages) {
-                AfterCommit::Nothing => {}
-                AfterCommit::Signal => match signal.try_send(()) {
-                    Ok(()) | Err(TrySendError::Full(())) => {}
-                    Err(TrySendError::Disconnected(())) => {
-                        wal.checkpoint()?;
+            match thresholds.after_commit(pages, Pass::load(&hook_pass)) {
+                AfterCommit::Nothing => {
+                    if pages < thresholds.checkpointer {
+                        // The log started over: the next pass starts afresh.
+                        hook_pass.store(Pass::Idle as u8, Ordering::SeqCst);
                     }
-                },
+                }
+                AfterCommit::Signal => {
+                    hook_pass.store(Pass::Running as u8, Ordering::SeqCst);
+                    if let Err(TrySendError::Disconnected(())) = signal.try_send(()) {
+                        hook_pass.store(Pass::Done as u8, Ordering::SeqCst);
+                    }
+                }
                 AfterCommit::CheckpointHere => {
-                    tracing::debug!(pages, "the log outgrew the background checkpoints");
-                    wal.checkpoint()?;
+                    if let Err(err) = wal.checkpoint() {
+                        // Busy (the background pass, a backup's checkpoint)
+                        // or a full disk: the next commit tries again.
+                        tracing::debug!(pages, error = %err, "the writer's checkpoint did not run");
+                    }
+                    hook_pass.store(Pass::Idle as u8, Ordering::SeqCst);
                 }
             }
             Ok(())
@@ -150,14 +190,15 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: Connection, woken: mpsc::Receiver<()>, stop: &AtomicBool) {
+fn run(conn: Connection, woken: mpsc::Receiver<()>, stop: &AtomicBool, pass: &AtomicU8) {
     while woken.recv().is_ok() && !stop.load(Ordering::SeqCst) {
         match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
             Ok((log, copied)) => tracing::trace!(log, copied, "checkpoint"),
-            // Busy (another checkpoint, a backup's) or a full disk: the next
-            // commit past the threshold wakes this again.
+            // Busy (a backup's checkpoint) or a full disk: the writer's own
+            // checkpoint comes next, and the next pass after it.
             Err(err) => tracing::debug!(error = %err, "checkpoint did not run"),
         }
+        pass.store(Pass::Done as u8, Ordering::SeqCst);
     }
 }
 
@@ -167,13 +208,28 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn a_long_log_wakes_the_checkpointer_and_a_far_too_long_one_the_writer() {
+    fn a_long_log_wakes_the_checkpointer_whose_pass_the_writer_finishes() {
         let t = THRESHOLDS;
-        assert_eq!(t.after_commit(0), AfterCommit::Nothing);
-        assert_eq!(t.after_commit(t.checkpointer - 1), AfterCommit::Nothing);
-        assert_eq!(t.after_commit(t.checkpointer), AfterCommit::Signal);
-        assert_eq!(t.after_commit(t.writer - 1), AfterCommit::Signal);
-        assert_eq!(t.after_commit(t.writer), AfterCommit::CheckpointHere);
+        for pass in [Pass::Idle, Pass::Running, Pass::Done] {
+            assert_eq!(t.after_commit(0, pass), AfterCommit::Nothing);
+            assert_eq!(
+                t.after_commit(t.checkpointer - 1, pass),
+                AfterCommit::Nothing
+            );
+            assert_eq!(t.after_commit(t.writer, pass), AfterCommit::CheckpointHere);
+        }
+        assert_eq!(
+            t.after_commit(t.checkpointer, Pass::Idle),
+            AfterCommit::Signal
+        );
+        assert_eq!(
+            t.after_commit(t.writer - 1, Pass::Running),
+            AfterCommit::Nothing
+        );
+        assert_eq!(
+            t.after_commit(t.checkpointer, Pass::Done),
+            AfterCommit::CheckpointHere
+        );
     }
 
     /// Writes about 400 pages through a writer hooked with `thresholds`
@@ -223,6 +279,38 @@ mod tests {
             },
             Duration::from_secs(10)
         ));
+    }
+
+    #[test]
+    fn under_steady_writes_the_log_starts_over_after_each_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("test.db");
+        let mut writer = Connection::open(&database).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
+            .unwrap();
+        // Only the background pass and the writer finishing it can start
+        // the log over: the writer's own threshold is out of reach.
+        let _checkpointer = Checkpointer::attach_at(
+            &mut writer,
+            &database,
+            Thresholds {
+                checkpointer: 50,
+                writer: i32::MAX,
+            },
+        )
+        .unwrap();
+        for _ in 0..3_000 {
+            // Every commit succeeds, whatever the checkpoints are doing.
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                .unwrap();
+        }
+        let log = std::fs::metadata(dir.path().join("test.db-wal"))
+            .unwrap()
+            .len();
+        // Without a fresh start the log would hold all 3,000 pages (12 MB).
+        assert!(log < 1_000 * 4_120, "the log grew to {log} bytes");
     }
 
     #[test]
