@@ -132,7 +132,7 @@ impl Checkpointer {
                 database.display()
             )));
         }
-        // One pending wake-up is enough: a checkpoint copies the whole log.
+        // One pending wake-up is enough: a pass copies what the log holds.
         let (wake, woken) = mpsc::sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
