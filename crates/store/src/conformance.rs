@@ -203,7 +203,8 @@ pub(crate) async fn attempt_all(
     ids
 }
 
-async fn setup(store: &dyn Store, subscriptions: &[&str]) {
+/// Topic `orders` with these subscriptions to it.
+pub(crate) async fn setup(store: &dyn Store, subscriptions: &[&str]) {
     store.create_topic("orders", t0()).await.unwrap();
     for name in subscriptions {
         store

@@ -232,16 +232,22 @@ mod tests {
         );
     }
 
+    /// A fresh database in WAL mode with one table, and its writer.
+    fn wal_database() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("test.db");
+        let writer = Connection::open(&database).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
+            .unwrap();
+        (dir, database, writer)
+    }
+
     /// Writes about 400 pages through a writer hooked with `thresholds`
     /// and waits until the database file (not the log) holds them: only a
     /// checkpoint puts them there.
     fn checkpointed_with(thresholds: Thresholds, wait: Duration) -> bool {
-        let dir = tempfile::tempdir().unwrap();
-        let database = dir.path().join("test.db");
-        let mut writer = Connection::open(&database).unwrap();
-        writer
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
-            .unwrap();
+        let (_dir, database, mut writer) = wal_database();
         let before = std::fs::metadata(&database).unwrap().len();
         let _checkpointer = Checkpointer::attach_at(&mut writer, &database, thresholds).unwrap();
         for _ in 0..100 {
@@ -283,12 +289,7 @@ mod tests {
 
     #[test]
     fn under_steady_writes_the_log_starts_over_after_each_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = dir.path().join("test.db");
-        let mut writer = Connection::open(&database).unwrap();
-        writer
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
-            .unwrap();
+        let (dir, database, mut writer) = wal_database();
         // Only the background pass and the writer finishing it can start
         // the log over: the writer's own threshold is out of reach.
         let _checkpointer = Checkpointer::attach_at(

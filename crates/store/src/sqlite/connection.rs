@@ -183,8 +183,7 @@ impl Writer {
             now,
             reply,
         }))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     async fn queue<T, F>(&self, durability: Durability, work: F) -> Result<T>
@@ -198,8 +197,7 @@ impl Writer {
             durability,
             reply,
         })))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -207,9 +205,14 @@ impl Writer {
             .jobs
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-        jobs.send(job)
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))
+        jobs.send(job).map_err(|_| writer_stopped())
     }
+}
+
+/// What a caller hears when the writer thread is gone (its queue closed or
+/// its answer dropped).
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the writer thread has stopped".into())
 }
 
 impl Drop for Writer {
@@ -526,7 +529,7 @@ mod tests {
 
     use redrive_core::CloudEvent;
 
-    use crate::conformance::{attempt_all, claim_at, event, spec, t0, want};
+    use crate::conformance::{attempt_all, claim_at, event, setup, spec, t0, want};
     use crate::prelude::*;
     use crate::sqlite::SqliteStore;
 
@@ -608,11 +611,7 @@ mod tests {
 
     async fn store_with_topic(dir: &std::path::Path) -> Arc<SqliteStore> {
         let store = Arc::new(SqliteStore::open(dir, t0()).unwrap());
-        store.create_topic("orders", t0()).await.unwrap();
-        store
-            .create_subscription(spec("s", "orders"), t0())
-            .await
-            .unwrap();
+        setup(store.as_ref(), &["s"]).await;
         store
     }
 
