@@ -97,6 +97,30 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A due delivery as its claim leaves it, and when it fell due: the claim
+/// starts an attempt, at the due time when it is claimed ahead of it. A
+/// backend writes the fields this changes (`attempts`, the attempt times,
+/// `updated_at`) and hands the delivery on as it is, with no read back.
+/// Times are whole milliseconds, as stored.
+pub(crate) fn claimed(mut delivery: Delivery, now: Timestamp) -> Result<(Delivery, Timestamp)> {
+    let Some(due_at) = delivery.next_attempt_at else {
+        return Err(crate::StoreError::Backend(format!(
+            "delivery {:?} was claimed without a due time",
+            delivery.id
+        )));
+    };
+    let now = Timestamp::from_millisecond(now.as_millisecond())
+        .map_err(|err| crate::StoreError::Invalid(format!("claim time out of range: {err}")))?;
+    let started = due_at.max(now);
+    delivery.state = DeliveryState::InFlight;
+    delivery.attempts += 1;
+    delivery.last_attempt_at = Some(started);
+    delivery.first_attempt_at.get_or_insert(started);
+    delivery.next_attempt_at = None;
+    delivery.updated_at = now;
+    Ok((delivery, due_at))
+}
+
 /// What one completion writes: the delivery's new state and its attempt
 /// row, in stored form.
 pub(crate) struct CompletionRow<'a> {
@@ -269,6 +293,46 @@ mod tests {
             updated_at: t0(),
             redriven_at: None,
         }
+    }
+
+    #[test]
+    fn a_claim_starts_an_attempt_now_or_at_the_due_time_when_claimed_ahead() {
+        let scheduled = |due: Timestamp, first: Option<Timestamp>| Delivery {
+            state: DeliveryState::Scheduled,
+            attempts: 2,
+            next_attempt_at: Some(due),
+            first_attempt_at: first,
+            failure_reason: None,
+            ..failed("s")
+        };
+        let now = t0() + jiff::SignedDuration::from_micros(10_500_700);
+        let now_ms = t0() + jiff::SignedDuration::from_millis(10_500);
+
+        // Overdue: the attempt starts now (in whole milliseconds); the
+        // first attempt's time is kept.
+        let due = t0() + jiff::SignedDuration::from_secs(3);
+        let (claimed_late, due_at) = claimed(scheduled(due, Some(t0())), now).unwrap();
+        assert_eq!(due_at, due);
+        assert_eq!(claimed_late.state, DeliveryState::InFlight);
+        assert_eq!(claimed_late.attempts, 3);
+        assert_eq!(claimed_late.last_attempt_at, Some(now_ms));
+        assert_eq!(claimed_late.first_attempt_at, Some(t0()));
+        assert_eq!(claimed_late.next_attempt_at, None);
+        assert_eq!(claimed_late.updated_at, now_ms);
+
+        // Claimed ahead of its due time, first attempt: it starts when due.
+        let ahead = t0() + jiff::SignedDuration::from_secs(11);
+        let (claimed_ahead, due_at) = claimed(scheduled(ahead, None), now).unwrap();
+        assert_eq!(due_at, ahead);
+        assert_eq!(claimed_ahead.last_attempt_at, Some(ahead));
+        assert_eq!(claimed_ahead.first_attempt_at, Some(ahead));
+        assert_eq!(claimed_ahead.updated_at, now_ms);
+
+        let not_due = Delivery {
+            next_attempt_at: None,
+            ..scheduled(due, None)
+        };
+        assert!(claimed(not_due, now).is_err());
     }
 
     #[test]

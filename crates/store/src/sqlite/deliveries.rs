@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, millis, timestamp};
 use super::{SqliteStore, health, lifecycle, read_delivery, topic_exists};
-use crate::plan::{CompletionRow, FanOut};
+use crate::plan::{self, CompletionRow, FanOut};
 use crate::{
     ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
     PublishOutcome, Result, StoreError,
@@ -203,24 +203,17 @@ pub(super) fn publish_together(
 }
 
 fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
-    let now_ms = millis(request.now);
     let lease_until = request
         .now
         .checked_add(request.lease)
         .map_err(|err| StoreError::Invalid(format!("lease too long: {err}")))?;
-    let mut pick = conn.prepare_cached(
-        "SELECT id, next_attempt_at FROM deliveries
-         WHERE subscription = ?1 AND state = 'scheduled' AND next_attempt_at <= ?2
-         ORDER BY next_attempt_at LIMIT ?3",
-    )?;
-    // A delivery claimed ahead starts when it falls due: that is its
-    // attempt's time.
+    let mut pick = conn.prepare_cached(&PICK_DUE)?;
+    // What the claim changes, as `plan::claimed` decides it.
     let mut claim = conn.prepare_cached(
-        "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, lease_until = ?1,
-                last_attempt_at = MAX(?2, next_attempt_at),
-                first_attempt_at = COALESCE(first_attempt_at, MAX(?2, next_attempt_at)),
-                next_attempt_at = NULL, updated_at = ?2
-         WHERE id = ?3",
+        "UPDATE deliveries SET state = 'in_flight', attempts = ?1, lease_until = ?2,
+                first_attempt_at = ?3, last_attempt_at = ?4, next_attempt_at = NULL,
+                updated_at = ?5
+         WHERE id = ?6 AND state = 'scheduled'",
     )?;
     let mut next_due = conn.prepare_cached(
         "SELECT MIN(next_attempt_at) FROM deliveries
@@ -239,33 +232,33 @@ fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
                 .checked_add(want.lookahead)
                 .map_err(|err| StoreError::Invalid(format!("lookahead too long: {err}")))?;
             let picked = pick
-                .query_map(params![want.subscription, millis(due_by), limit], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })?
+                .query_map(
+                    params![want.subscription, millis(due_by), limit],
+                    rows::delivery_with_event,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             left -= u32::try_from(picked.len()).unwrap_or(limit).min(limit);
-            for (id, _) in &picked {
-                claim.execute(params![millis(lease_until), now_ms, id])?;
-            }
-            let read = read_claimed(conn, &picked)?;
-            if read.len() != picked.len() {
-                return Err(StoreError::Backend(format!(
-                    "{} deliveries claimed, {} read back",
-                    picked.len(),
-                    read.len()
-                )));
-            }
-            for ((delivery, event), (id, due_at)) in read.into_iter().zip(picked) {
-                if delivery.id != id {
+            for (delivery, event) in picked {
+                let (delivery, due_at) = plan::claimed(delivery, request.now)?;
+                let changed = claim.execute(params![
+                    delivery.attempts,
+                    millis(lease_until),
+                    delivery.first_attempt_at.map(millis),
+                    delivery.last_attempt_at.map(millis),
+                    millis(delivery.updated_at),
+                    delivery.id,
+                ])?;
+                if changed != 1 {
                     return Err(StoreError::Backend(format!(
-                        "claimed delivery {id:?} was not read back"
+                        "due delivery {:?} was not claimed",
+                        delivery.id
                     )));
                 }
                 batch.claimed.push(ClaimedDelivery {
                     delivery,
                     event,
                     lease_until,
-                    due_at: timestamp(due_at)?,
+                    due_at,
                 });
             }
         }
@@ -278,31 +271,17 @@ fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
     Ok(batch)
 }
 
-/// Deliveries with their events, in the order of the JSON array of ids `?1`.
-static READ_CLAIMED: LazyLock<String> = LazyLock::new(|| {
+/// The due deliveries of subscription `?1` by `?2`, soonest first, at most
+/// `?3`, with their events: what a claim hands out, read in the one
+/// statement that picks them (the claim's own changes are `plan::claimed`'s).
+static PICK_DUE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data FROM json_each(?1) j
-         JOIN deliveries d ON d.id = j.value JOIN events e ON e.seq = d.event_seq
-         ORDER BY j.key"
+        "SELECT {DELIVERY_COLUMNS}, e.attributes, e.data
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.subscription = ?1 AND d.state = 'scheduled' AND d.next_attempt_at <= ?2
+         ORDER BY d.next_attempt_at LIMIT ?3"
     )
 });
-
-/// The deliveries just claimed, with their events, in the order picked:
-/// one statement for the batch rather than one per delivery.
-fn read_claimed(
-    conn: &Connection,
-    picked: &[(String, i64)],
-) -> Result<Vec<(Delivery, CloudEvent)>> {
-    if picked.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
-    let rows = conn
-        .prepare_cached(&READ_CLAIMED)?
-        .query_map([serde_json::to_string(&ids)?], rows::delivery_with_event)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
 
 /// Returns whether dead-lettering fanned out new deliveries.
 fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> {
@@ -357,26 +336,48 @@ fn complete_many(conn: &Connection, completions: &[Completion]) -> Result<bool> 
 
 #[cfg(test)]
 mod tests {
-    use super::READ_CLAIMED;
+    use super::PICK_DUE;
     use crate::sqlite::health::COUNT_ATTEMPTS;
     use crate::sqlite::plan_on_fresh_schema;
 
-    /// A claim's and an outcome's batch reads look up each delivery by its
-    /// key: they run in the writer, where a scan would hold up every write.
+    /// A claim reads the due queue's index and each event by its key; it
+    /// runs in the writer, where a scan would hold up every write.
     #[test]
-    fn batch_reads_look_deliveries_up_by_key() {
-        for sql in [READ_CLAIMED.as_str(), COUNT_ATTEMPTS] {
-            let steps = plan_on_fresh_schema(sql);
-            assert!(
-                steps
-                    .iter()
-                    .any(|step| step.starts_with("SEARCH d USING PRIMARY KEY")),
-                "{steps:?}"
-            );
-            assert!(
-                !steps.iter().any(|step| step.starts_with("SCAN d")),
-                "{steps:?}"
-            );
-        }
+    fn a_claim_reads_the_due_queue_and_events_by_key() {
+        let steps = plan_on_fresh_schema(&PICK_DUE);
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.starts_with("SEARCH d USING INDEX deliveries_due")),
+            "{steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.starts_with("SEARCH e USING INTEGER PRIMARY KEY")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")),
+            "{steps:?}"
+        );
+    }
+
+    /// An outcome's batch read looks up each delivery by its key.
+    #[test]
+    fn an_outcomes_batch_read_looks_deliveries_up_by_key() {
+        let steps = plan_on_fresh_schema(COUNT_ATTEMPTS);
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.starts_with("SEARCH d USING PRIMARY KEY")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.iter().any(|step| step.starts_with("SCAN d")),
+            "{steps:?}"
+        );
     }
 }
