@@ -26,7 +26,9 @@ const LOOKAHEAD: Duration = Duration::from_millis(200);
 /// flight, their token buckets and flows.
 pub(super) struct Admission {
     pub(super) subscriptions: Vec<Arc<Subscription>>,
-    pub(super) by_name: HashMap<String, Arc<Subscription>>,
+    /// Each subscription with its endpoint parsed once per load, not at
+    /// every push.
+    pub(super) by_name: HashMap<String, (Arc<Subscription>, Arc<Endpoint>)>,
     pub(super) loaded_at: Option<Instant>,
     pub(super) in_flight: HashMap<String, u32>,
     pub(super) total_in_flight: usize,
@@ -40,6 +42,10 @@ pub(super) struct Admission {
     pub(super) flows: HashMap<String, Flow>,
     pub(super) holds: Arc<PushHolds>,
 }
+
+/// A subscription's endpoint, parsed; `None` if it does not parse (the push
+/// then fails as a request error, as the client reports it).
+pub(super) type Endpoint = Option<reqwest::Url>;
 
 impl Admission {
     /// Keeps one bucket per rate-limited subscription, rebuilt (full) when

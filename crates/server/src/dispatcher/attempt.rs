@@ -23,6 +23,7 @@ use super::push;
 pub(super) async fn attempt(
     client: &reqwest::Client,
     subscription: &Subscription,
+    endpoint: Option<&reqwest::Url>,
     claimed: &ClaimedDelivery,
     clock: &Clock,
     security: Option<&crate::security::Security>,
@@ -37,7 +38,7 @@ pub(super) async fn attempt(
         policy,
         secrets: secrets.as_deref().unwrap_or_default(),
     };
-    let result = push::push(client, spec, claimed, guard, clock.now()).await;
+    let result = push::push(client, spec, endpoint, claimed, guard, clock.now()).await;
     let context = AttemptContext {
         // The budget counts from the last redrive.
         attempt: delivery

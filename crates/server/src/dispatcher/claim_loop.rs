@@ -196,7 +196,10 @@ impl Dispatcher {
                 admission.by_name = admission
                     .subscriptions
                     .iter()
-                    .map(|s| (s.spec.name.clone(), s.clone()))
+                    .map(|s| {
+                        let endpoint = reqwest::Url::parse(&s.spec.endpoint).ok();
+                        (s.spec.name.clone(), (s.clone(), Arc::new(endpoint)))
+                    })
                     .collect();
                 admission.loaded_at = Some(Instant::now());
                 admission.follow_subscriptions();
@@ -229,7 +232,7 @@ impl Dispatcher {
         recorder: &record::Recorder,
         claimed: ClaimedDelivery,
     ) {
-        let Some(subscription) = admission
+        let Some((subscription, endpoint)) = admission
             .by_name
             .get(&claimed.delivery.subscription)
             .cloned()
@@ -278,6 +281,7 @@ impl Dispatcher {
                     let (completion, signal) = attempt(
                         &client,
                         &subscription,
+                        endpoint.as_ref().as_ref(),
                         &claimed,
                         &clock,
                         security.as_ref(),

@@ -54,10 +54,12 @@ pub struct Guard<'a> {
 
 /// Sends one attempt of `claimed` to the subscription's endpoint (the
 /// request as `redrive_core::outbound::request` builds it) and reads at most
-/// the response snippet, all within the subscription's timeout.
+/// the response snippet, all within the subscription's timeout. `endpoint`
+/// is `spec.endpoint` parsed, `None` if it does not parse.
 pub async fn push(
     client: &reqwest::Client,
     spec: &SubscriptionSpec,
+    endpoint: Option<&reqwest::Url>,
     claimed: &ClaimedDelivery,
     guard: Guard<'_>,
     started_at: Timestamp,
@@ -67,12 +69,8 @@ pub async fn push(
     let delivery = &claimed.delivery;
     // The client resolves host names through the guarded resolver, but a
     // literal address never reaches a resolver: it is checked here.
-    // Parsed once: the client would parse the string again.
-    let url = reqwest::Url::parse(&spec.endpoint);
-    let refused = match &url {
-        Ok(url) => crate::security::ssrf::check_url(guard.policy, url).err(),
-        Err(_) => None,
-    };
+    let refused =
+        endpoint.and_then(|url| crate::security::ssrf::check_url(guard.policy, url).err());
     if let Some(err) = refused {
         return PushResult {
             started_at,
@@ -97,9 +95,9 @@ pub async fn push(
         secrets: guard.secrets,
     });
     // An endpoint that does not parse fails in `send`, as a request error.
-    let mut request = match url {
-        Ok(url) => client.post(url),
-        Err(_) => client.post(&spec.endpoint),
+    let mut request = match endpoint {
+        Some(url) => client.post(url.clone()),
+        None => client.post(&spec.endpoint),
     };
     for (name, value) in outbound.headers {
         request = request.header(name, value);
