@@ -12,7 +12,7 @@ use tokio::sync::{Notify, oneshot, watch};
 
 use crate::app::{self, AppState, Limits};
 use crate::clock::Clock;
-use crate::dispatcher::{Dispatcher, DispatcherConfig, push};
+use crate::dispatcher::{self, Dispatcher, DispatcherConfig};
 use crate::health::{self, HealthConfig};
 use crate::ops::OpsState;
 use crate::security::{Security, SecurityOptions};
@@ -94,8 +94,8 @@ pub async fn serve(
             "cannot check the secret key against the stored signing secrets"),
     }
     let subscriptions_changed = Arc::new(Notify::new());
-    let client =
-        push::client(security.endpoint_policy.clone()).context("cannot build the HTTP client")?;
+    let client = dispatcher::client::client(security.endpoint_policy.clone())
+        .context("cannot build the HTTP client")?;
     let dispatcher = Dispatcher::new(
         store.clone(),
         client,

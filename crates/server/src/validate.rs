@@ -59,7 +59,7 @@ pub(crate) fn subscription_shape(spec: &SubscriptionSpec) -> Result<(), ApiError
 }
 
 fn endpoint(endpoint: &str) -> Result<(), ApiError> {
-    let url = reqwest::Url::parse(endpoint).map_err(|err| {
+    let url = url::Url::parse(endpoint).map_err(|err| {
         ApiError::invalid("endpoint", format!("{endpoint:?} is not a URL: {err}"))
     })?;
     if !matches!(url.scheme(), "http" | "https") {

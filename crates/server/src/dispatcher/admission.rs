@@ -43,9 +43,9 @@ pub(super) struct Admission {
     pub(super) holds: Arc<PushHolds>,
 }
 
-/// A subscription's endpoint, parsed; `None` if it does not parse (the push
-/// then fails as a request error, as the client reports it).
-pub(super) type Endpoint = Option<reqwest::Url>;
+/// A subscription's endpoint, parsed, or why it does not parse (its pushes
+/// then fail with that message).
+pub(super) type Endpoint = Result<super::client::Endpoint, String>;
 
 impl Admission {
     /// Keeps one bucket per rate-limited subscription, rebuilt (full) when

@@ -21,9 +21,9 @@ use super::push;
 /// up without security), and decides what follows; also says what the
 /// push tells the subscription's flow control.
 pub(super) async fn attempt(
-    client: &reqwest::Client,
+    client: &super::client::Client,
     subscription: &Subscription,
-    endpoint: Option<&reqwest::Url>,
+    endpoint: &Result<super::client::Endpoint, String>,
     claimed: &ClaimedDelivery,
     clock: &Clock,
     security: Option<&crate::security::Security>,

@@ -197,7 +197,7 @@ impl Dispatcher {
                     .subscriptions
                     .iter()
                     .map(|s| {
-                        let endpoint = reqwest::Url::parse(&s.spec.endpoint).ok();
+                        let endpoint = super::client::Endpoint::parse(&s.spec.endpoint);
                         (s.spec.name.clone(), (s.clone(), Arc::new(endpoint)))
                     })
                     .collect();
@@ -281,7 +281,7 @@ impl Dispatcher {
                     let (completion, signal) = attempt(
                         &client,
                         &subscription,
-                        endpoint.as_ref().as_ref(),
+                        &endpoint,
                         &claimed,
                         &clock,
                         security.as_ref(),

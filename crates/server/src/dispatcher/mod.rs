@@ -16,6 +16,7 @@
 mod admission;
 mod attempt;
 mod claim_loop;
+pub mod client;
 pub mod flow;
 pub mod push;
 mod record;
@@ -60,7 +61,7 @@ impl Default for DispatcherConfig {
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    client: reqwest::Client,
+    client: client::Client,
     config: DispatcherConfig,
     subscriptions_changed: Arc<Notify>,
     security: Option<crate::security::Security>,
@@ -95,7 +96,7 @@ enum Ended {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
-        client: reqwest::Client,
+        client: client::Client,
         config: DispatcherConfig,
         subscriptions_changed: Arc<Notify>,
     ) -> Self {

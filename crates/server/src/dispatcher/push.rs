@@ -1,9 +1,11 @@
 //! One push: sends the request `redrive_core::outbound` builds (what an
 //! endpoint receives) and reads what came back.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::RETRY_AFTER;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use jiff::Timestamp;
 use redrive_core::classify::parse_retry_after;
 use redrive_core::dialect::PushContext;
@@ -11,7 +13,8 @@ use redrive_core::outbound::Push;
 use redrive_core::security::{EndpointPolicy, SigningSecret};
 use redrive_core::{AttemptOutcome, ErrorClass, RESPONSE_SNIPPET_BYTES, SubscriptionSpec};
 use redrive_store::ClaimedDelivery;
-use reqwest::header::RETRY_AFTER;
+
+use super::client::{Client, Endpoint, SendError};
 
 /// What a push observed, before any decision.
 #[derive(Debug)]
@@ -29,21 +32,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds the outbound HTTP client: pooled, no redirects, no proxies, and
-/// a resolver that refuses the addresses `policy` forbids.
-pub fn client(policy: Arc<EndpointPolicy>) -> Result<reqwest::Client, reqwest::Error> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .dns_resolver(crate::security::ssrf::GuardedResolver::new(policy))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build()
-}
-
 /// How a push is secured: where it may go, and the secrets that sign it
 /// (newest first; none means unsigned).
 #[derive(Clone, Copy, Debug)]
@@ -55,11 +43,11 @@ pub struct Guard<'a> {
 /// Sends one attempt of `claimed` to the subscription's endpoint (the
 /// request as `redrive_core::outbound::request` builds it) and reads at most
 /// the response snippet, all within the subscription's timeout. `endpoint`
-/// is `spec.endpoint` parsed, `None` if it does not parse.
+/// is `spec.endpoint` parsed, or why it does not parse.
 pub async fn push(
-    client: &reqwest::Client,
+    client: &Client,
     spec: &SubscriptionSpec,
-    endpoint: Option<&reqwest::Url>,
+    endpoint: &Result<Endpoint, String>,
     claimed: &ClaimedDelivery,
     guard: Guard<'_>,
     started_at: Timestamp,
@@ -67,18 +55,24 @@ pub async fn push(
     let timeout = spec.timeout.as_duration();
     let clock = Instant::now();
     let delivery = &claimed.delivery;
+    let failed = |class, message| PushResult {
+        started_at,
+        duration: clock.elapsed(),
+        outcome: AttemptOutcome::Error(class),
+        error_message: Some(message),
+        response_snippet: None,
+    };
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(unparsed) => return failed(ErrorClass::Other, unparsed.clone()),
+    };
     // The client resolves host names through the guarded resolver, but a
     // literal address never reaches a resolver: it is checked here.
-    let refused =
-        endpoint.and_then(|url| crate::security::ssrf::check_url(guard.policy, url).err());
-    if let Some(err) = refused {
-        return PushResult {
-            started_at,
-            duration: clock.elapsed(),
-            outcome: AttemptOutcome::Error(ErrorClass::Blocked),
-            error_message: Some(format!("blocked by the network policy: {err}")),
-            response_snippet: None,
-        };
+    if let Err(err) = crate::security::ssrf::check_url(guard.policy, &endpoint.url) {
+        return failed(
+            ErrorClass::Blocked,
+            format!("blocked by the network policy: {err}"),
+        );
     }
     let outbound = redrive_core::outbound::request(&Push {
         event: &claimed.event,
@@ -94,25 +88,18 @@ pub async fn push(
         started_at,
         secrets: guard.secrets,
     });
-    // An endpoint that does not parse fails in `send`, as a request error.
-    let mut request = match endpoint {
-        Some(url) => client.post(url.clone()),
-        None => client.post(&spec.endpoint),
-    };
-    for (name, value) in outbound.headers {
-        request = request.header(name, value);
-    }
-    let request = request.body(outbound.body);
     let exchange = async {
-        let response = request.send().await?;
+        let response = client
+            .post(endpoint, outbound.headers, outbound.body)
+            .await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(parse_retry_after);
-        let snippet = read_snippet(response).await;
-        Ok::<_, reqwest::Error>((status, retry_after, snippet))
+        let snippet = read_snippet(response.into_body()).await;
+        Ok::<_, SendError>((status, retry_after, snippet))
     };
     let (outcome, error_message, response_snippet) =
         match tokio::time::timeout(timeout, exchange).await {
@@ -125,7 +112,7 @@ pub async fn push(
                 snippet,
             ),
             Ok(Err(err)) => {
-                let (class, message) = classify_error(&err);
+                let (class, message) = classify_error(&err, endpoint);
                 (AttemptOutcome::Error(class), Some(message), None)
             }
             Err(_) => (
@@ -145,12 +132,16 @@ pub async fn push(
 
 /// The first bytes of the body; the rest is not read, so a huge answer
 /// costs nothing. A body that breaks off midway keeps what arrived.
-async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
+async fn read_snippet(mut body: Incoming) -> Option<String> {
     let mut snippet = Vec::new();
     while snippet.len() < RESPONSE_SNIPPET_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => snippet.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(chunk) = frame.data_ref() {
+                    snippet.extend_from_slice(chunk);
+                }
+            }
+            Some(Err(_)) | None => break,
         }
     }
     if snippet.is_empty() {
@@ -160,36 +151,30 @@ async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
     Some(String::from_utf8_lossy(&snippet).into_owned())
 }
 
-/// Sorts a transport error into timeout, dns, tls, connect or other, from
-/// the chain of causes hyper and rustls give. The message names the
-/// endpoint without its query, user info or fragment: those often carry a
-/// token, and the message is stored and shown to every reader.
-fn classify_error(err: &reqwest::Error) -> (ErrorClass, String) {
-    let mut chain = err.to_string();
+/// Sorts a transport error into dns, tls, connect or other (a timeout is
+/// the push's own, decided before), from the chain of causes hyper and
+/// rustls give. The message names the endpoint without its query, user
+/// info or fragment: those often carry a token, and the message is stored
+/// and shown to every reader.
+fn classify_error(err: &SendError, endpoint: &Endpoint) -> (ErrorClass, String) {
+    let mut chain = format!("request to {} failed: {err}", endpoint.shown());
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         chain.push_str(": ");
         chain.push_str(&cause.to_string());
         source = cause.source();
     }
-    if let Some(url) = err.url() {
-        chain = chain.replace(url.as_str(), &shown_url(url));
-    }
     if let Some(blocked) = crate::security::ssrf::blocked_in(err) {
         return (ErrorClass::Blocked, blocked);
     }
     let lower = chain.to_ascii_lowercase();
-    let class = if err.is_timeout() {
-        ErrorClass::Timeout
-    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+    let connect = matches!(err, SendError::Transport(err) if err.is_connect());
+    let class = if lower.contains("dns error") || lower.contains("failed to lookup address") {
         ErrorClass::Dns
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
     {
         ErrorClass::Tls
-    } else if err.is_connect()
-        || lower.contains("connection reset")
-        || lower.contains("connection closed")
-    {
+    } else if connect || lower.contains("connection reset") || lower.contains("connection closed") {
         ErrorClass::Connect
     } else {
         ErrorClass::Other
@@ -197,33 +182,30 @@ fn classify_error(err: &reqwest::Error) -> (ErrorClass, String) {
     (class, chain)
 }
 
-/// Scheme, host, port and path of `url`: what identifies an endpoint
-/// without what may authenticate to it.
-fn shown_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::dispatcher::client::client;
 
     #[tokio::test]
     async fn transport_errors_do_not_repeat_the_endpoints_credentials() {
         // Nothing listens on port 1: the connection is refused.
-        let url = "http://user:pass-secret@127.0.0.1:1/hook?token=query-secret#frag-secret";
+        let endpoint = Endpoint::parse(
+            "http://user:pass-secret@127.0.0.1:1/hook?token=query-secret#frag-secret",
+        )
+        .unwrap();
         let client = client(Arc::new(EndpointPolicy {
             allow: redrive_core::security::parse_networks("127.0.0.0/8").unwrap(),
             https_only: false,
         }))
         .unwrap();
-        let err = client.post(url).send().await.unwrap_err();
-        assert!(err.to_string().contains("query-secret"), "{err}");
-        let (class, message) = classify_error(&err);
+        let err = client
+            .post(&endpoint, Vec::new(), Vec::new())
+            .await
+            .unwrap_err();
+        let (class, message) = classify_error(&err, &endpoint);
         assert_eq!(class, ErrorClass::Connect);
         assert!(message.contains("http://127.0.0.1:1/hook"), "{message}");
         assert!(!message.contains("secret"), "{message}");

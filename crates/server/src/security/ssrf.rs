@@ -6,12 +6,15 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use hyper_util::client::legacy::connect::dns::Name;
 use redrive_core::security::{EndpointPolicy, NetworkError};
-use reqwest::Url;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
 
 /// An endpoint the network policy refused.
 #[derive(Debug)]
@@ -52,6 +55,7 @@ pub fn check_endpoint(
 }
 
 /// Resolves with the system resolver, then keeps only permitted addresses.
+#[derive(Clone)]
 pub struct GuardedResolver {
     policy: Arc<EndpointPolicy>,
 }
@@ -62,38 +66,50 @@ impl GuardedResolver {
     }
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            policy.check_host_name(&host).map_err(|err| {
-                Box::new(Blocked(err.to_string())) as Box<dyn StdError + Send + Sync>
-            })?;
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|err| Box::new(err) as Box<dyn StdError + Send + Sync>)?
-                .collect();
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match policy.check_ip(addr.ip()) {
-                    Ok(()) => true,
-                    Err(err) => {
-                        refusal.get_or_insert(err);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty()
-                && let Some(err) = refusal
-            {
-                return Err(Box::new(Blocked(format!("{host:?} resolves to {err}")))
-                    as Box<dyn StdError + Send + Sync>);
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
+type ResolveError = Box<dyn StdError + Send + Sync>;
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ResolveError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ResolveError>> {
+        Poll::Ready(Ok(()))
     }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy.clone();
+        Box::pin(async move { resolve(&policy, name.as_str()).await.map(Vec::into_iter) })
+    }
+}
+
+/// The permitted addresses `host` resolves to (port 0: the connector sets
+/// the endpoint's).
+async fn resolve(policy: &EndpointPolicy, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
+    policy
+        .check_host_name(host)
+        .map_err(|err| Box::new(Blocked(err.to_string())) as ResolveError)?;
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|err| Box::new(err) as ResolveError)?
+        .collect();
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = resolved
+        .into_iter()
+        .filter(|addr| match policy.check_ip(addr.ip()) {
+            Ok(()) => true,
+            Err(err) => {
+                refusal.get_or_insert(err);
+                false
+            }
+        })
+        .collect();
+    if allowed.is_empty()
+        && let Some(err) = refusal
+    {
+        return Err(Box::new(Blocked(format!("{host:?} resolves to {err}"))));
+    }
+    Ok(allowed)
 }
 
 /// The policy's refusal inside a transport error, if that is what it is.
@@ -137,12 +153,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_resolving_to_loopback_is_refused_at_resolution() {
-        let resolver = GuardedResolver::new(Arc::new(EndpointPolicy::default()));
+        use tower_service::Service;
+        let mut resolver = GuardedResolver::new(Arc::new(EndpointPolicy::default()));
         // `localhost` is refused by name; a numeric name goes through the
         // system resolver like any other.
         for host in ["localhost", "127.0.0.1"] {
             let name: Name = host.parse().unwrap();
-            let err = match resolver.resolve(name).await {
+            let err = match resolver.call(name).await {
                 Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
                 Err(err) => err,
             };
