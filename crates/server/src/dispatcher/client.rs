@@ -28,6 +28,8 @@ use crate::security::ssrf::GuardedResolver;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per endpoint host.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// Times a request an HTTP/2 endpoint refused unprocessed is sent again.
+const NACK_RETRIES: usize = 2;
 
 type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
 
@@ -72,40 +74,81 @@ fn with_tls(policy: Arc<EndpointPolicy>, tls: rustls::ClientConfig) -> Client {
 impl Client {
     /// POSTs `body` with `headers` to `endpoint`. The endpoint's user info
     /// goes as basic authentication, and a `user-agent` and `accept` are
-    /// added unless `headers` has them.
+    /// added unless `headers` has them. A request an HTTP/2 endpoint
+    /// refused before processing it (a stream refused, or the connection
+    /// closing gracefully) is sent again, at most twice: no attempt of the
+    /// delivery's was made.
     pub async fn post(
         &self,
         endpoint: &Endpoint,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut request = Request::post(endpoint.uri.clone())
-            .body(Full::new(Bytes::from(body)))
-            .map_err(SendError::Request)?;
-        let map = request.headers_mut();
+        let body = Bytes::from(body);
+        let mut headers = self.headers(endpoint, headers)?;
+        // Only HTTP/2 refuses a request unprocessed, and only `https`
+        // endpoints speak it here (by ALPN).
+        let retries = if endpoint.uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            NACK_RETRIES
+        } else {
+            0
+        };
+        let mut nacks = 0;
+        loop {
+            let last_try = nacks == retries;
+            let mut request = Request::post(endpoint.uri.clone())
+                .body(Full::new(body.clone()))
+                .map_err(SendError::Request)?;
+            *request.headers_mut() = if last_try {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            match self.inner.request(request).await {
+                Err(err) if !last_try && refused_unprocessed(&err) => nacks += 1,
+                answered => return answered.map_err(SendError::Transport),
+            }
+        }
+    }
+
+    fn headers(
+        &self,
+        endpoint: &Endpoint,
+        headers: Vec<(String, String)>,
+    ) -> Result<HeaderMap, SendError> {
+        let mut map = HeaderMap::with_capacity(headers.len() + 3);
         if let Some(authorization) = &endpoint.authorization {
             map.append(AUTHORIZATION, authorization.clone());
         }
-        append_headers(map, headers)?;
+        for (name, value) in headers {
+            let name = http::header::HeaderName::try_from(name)
+                .map_err(|err| SendError::Request(err.into()))?;
+            let value =
+                HeaderValue::try_from(value).map_err(|err| SendError::Request(err.into()))?;
+            map.append(name, value);
+        }
         map.entry(USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());
         map.entry(ACCEPT)
             .or_insert_with(|| HeaderValue::from_static("*/*"));
-        self.inner
-            .request(request)
-            .await
-            .map_err(SendError::Transport)
+        Ok(map)
     }
 }
 
-fn append_headers(map: &mut HeaderMap, headers: Vec<(String, String)>) -> Result<(), SendError> {
-    for (name, value) in headers {
-        let name = http::header::HeaderName::try_from(name)
-            .map_err(|err| SendError::Request(err.into()))?;
-        let value = HeaderValue::try_from(value).map_err(|err| SendError::Request(err.into()))?;
-        map.append(name, value);
+/// Whether an HTTP/2 endpoint refused the request without processing it:
+/// it reset the stream with `REFUSED_STREAM`, or closed the connection
+/// gracefully (`GOAWAY` with `NO_ERROR`) before the request was taken.
+fn refused_unprocessed(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(err) = cause.downcast_ref::<h2::Error>() {
+            return err.is_remote()
+                && ((err.is_go_away() && err.reason() == Some(h2::Reason::NO_ERROR))
+                    || (err.is_reset() && err.reason() == Some(h2::Reason::REFUSED_STREAM)));
+        }
+        source = cause.source();
     }
-    Ok(())
+    false
 }
 
 /// Why a push's request got no answer.
@@ -306,6 +349,72 @@ mod tests {
         let http1 = https_endpoint(&[b"http/1.1"]).await;
         let answer_h1 = answer(&client, &format!("https://{http1}/hook")).await;
         assert_eq!(answer_h1.unwrap(), "HTTP/1.1 -");
+    }
+
+    /// An HTTP/2 endpoint that refuses the first `refusals` requests it
+    /// gets (`REFUSED_STREAM`) and answers the others; also how many came.
+    async fn refusing_endpoint(
+        refusals: usize,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        super::super::push::install_crypto_provider();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(CERT).unwrap()],
+                PrivateKeyDer::from_pem_slice(KEY).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.clone().accept(tcp).await else {
+                    continue;
+                };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((_, mut respond))) = connection.accept().await {
+                        if counted.fetch_add(1, Ordering::SeqCst) < refusals {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        } else {
+                            let _ = respond.send_response(Response::new(()), true);
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn a_request_an_http2_endpoint_refused_unprocessed_is_sent_again_twice_at_most() {
+        use std::sync::atomic::Ordering;
+        let client = trusting_the_test_ca();
+        let (twice, seen) = refusing_endpoint(2).await;
+        let endpoint = Endpoint::parse(&format!("https://{twice}/hook")).unwrap();
+        let response = client
+            .post(&endpoint, Vec::new(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+
+        let (always, seen) = refusing_endpoint(usize::MAX).await;
+        let endpoint = Endpoint::parse(&format!("https://{always}/hook")).unwrap();
+        let err = client
+            .post(&endpoint, Vec::new(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("REFUSED_STREAM"), "{err:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
