@@ -3,10 +3,13 @@
 //! bounded: topic and subscription names (created by operators), states,
 //! reasons and outcome classes; never event ids, delivery ids or URLs.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use redrive_core::{Attempt, Decision, Subscription};
@@ -159,18 +162,56 @@ pub fn outcome_class(attempt: &Attempt) -> &'static str {
 }
 
 /// Counts one recorded attempt and what it decided.
-pub fn attempt_recorded(subscription: &str, attempt: &Attempt) {
-    let subscription = subscription.to_owned();
-    counter!(ATTEMPTS, "subscription" => subscription.clone(), "outcome" => outcome_class(attempt))
-        .increment(1);
-    histogram!(ATTEMPT_DURATION, "subscription" => subscription.clone())
-        .record(attempt.duration_ms as f64 / 1000.0);
+pub fn attempt_recorded(metrics: &PushMetrics, attempt: &Attempt) {
+    metrics.outcome(outcome_class(attempt)).increment(1);
+    metrics.duration.record(attempt.duration_ms as f64 / 1000.0);
     match attempt.decision {
-        Decision::Delivered => delivery_finished("delivered", "none", 1),
-        Decision::Failed { reason } => delivery_finished("failed", reason.as_str(), 1),
-        Decision::Retry { .. } => {
-            counter!(RETRIES_SCHEDULED_TOTAL, "subscription" => subscription).increment(1)
+        Decision::Delivered => {
+            static DELIVERED: OnceLock<Counter> = OnceLock::new();
+            DELIVERED
+                .get_or_init(
+                    || counter!(DELIVERIES_FINISHED, "state" => "delivered", "reason" => "none"),
+                )
+                .increment(1);
         }
+        Decision::Failed { reason } => delivery_finished("failed", reason.as_str(), 1),
+        Decision::Retry { .. } => metrics.retries.increment(1),
+    }
+}
+
+/// A subscription's push metrics, registered once per load of the
+/// subscriptions: a push records through these handles rather than
+/// building its labels and looking them up each time.
+pub struct PushMetrics {
+    subscription: String,
+    duration: Histogram,
+    retries: Counter,
+    /// Attempts by outcome class, each registered at its first attempt.
+    outcomes: Mutex<Vec<(&'static str, Counter)>>,
+}
+
+impl PushMetrics {
+    pub fn new(subscription: &str) -> PushMetrics {
+        // Handles taken before the recorder is installed would record
+        // nowhere.
+        handle();
+        PushMetrics {
+            subscription: subscription.to_owned(),
+            duration: histogram!(ATTEMPT_DURATION, "subscription" => subscription.to_owned()),
+            retries: counter!(RETRIES_SCHEDULED_TOTAL, "subscription" => subscription.to_owned()),
+            outcomes: Mutex::default(),
+        }
+    }
+
+    fn outcome(&self, class: &'static str) -> Counter {
+        let mut known = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = known.iter().find(|(known, _)| *known == class) {
+            return counter.clone();
+        }
+        let counter =
+            counter!(ATTEMPTS, "subscription" => self.subscription.clone(), "outcome" => class);
+        known.push((class, counter.clone()));
+        counter
     }
 }
 

@@ -26,9 +26,7 @@ const LOOKAHEAD: Duration = Duration::from_millis(200);
 /// flight, their token buckets and flows.
 pub(super) struct Admission {
     pub(super) subscriptions: Vec<Arc<Subscription>>,
-    /// Each subscription with its endpoint parsed once per load, not at
-    /// every push.
-    pub(super) by_name: HashMap<String, (Arc<Subscription>, Arc<Endpoint>)>,
+    pub(super) by_name: HashMap<String, Arc<Target>>,
     pub(super) loaded_at: Option<Instant>,
     pub(super) in_flight: HashMap<String, u32>,
     pub(super) total_in_flight: usize,
@@ -43,9 +41,24 @@ pub(super) struct Admission {
     pub(super) holds: Arc<PushHolds>,
 }
 
-/// A subscription's endpoint, parsed, or why it does not parse (its pushes
-/// then fail with that message).
-pub(super) type Endpoint = Result<super::client::Endpoint, String>;
+/// A subscription as its pushes use it, prepared once per load of the
+/// subscriptions rather than at every push.
+pub(super) struct Target {
+    pub(super) subscription: Arc<Subscription>,
+    /// Parsed, or why it does not parse (its pushes then fail with that).
+    pub(super) endpoint: Result<super::client::Endpoint, String>,
+    pub(super) metrics: crate::metrics::PushMetrics,
+}
+
+impl Target {
+    pub(super) fn new(subscription: Arc<Subscription>) -> Target {
+        Target {
+            endpoint: super::client::Endpoint::parse(&subscription.spec.endpoint),
+            metrics: crate::metrics::PushMetrics::new(&subscription.spec.name),
+            subscription,
+        }
+    }
+}
 
 impl Admission {
     /// Keeps one bucket per rate-limited subscription, rebuilt (full) when

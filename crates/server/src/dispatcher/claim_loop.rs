@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::flow::Flow;
 
-use super::admission::Admission;
+use super::admission::{Admission, Target};
 use super::attempt::attempt;
 use super::{Dispatcher, Ended, Finished, record, signing};
 
@@ -196,10 +196,7 @@ impl Dispatcher {
                 admission.by_name = admission
                     .subscriptions
                     .iter()
-                    .map(|s| {
-                        let endpoint = super::client::Endpoint::parse(&s.spec.endpoint);
-                        (s.spec.name.clone(), (s.clone(), Arc::new(endpoint)))
-                    })
+                    .map(|s| (s.spec.name.clone(), Arc::new(Target::new(s.clone()))))
                     .collect();
                 admission.loaded_at = Some(Instant::now());
                 admission.follow_subscriptions();
@@ -232,7 +229,7 @@ impl Dispatcher {
         recorder: &record::Recorder,
         claimed: ClaimedDelivery,
     ) {
-        let Some((subscription, endpoint)) = admission
+        let Some(target) = admission
             .by_name
             .get(&claimed.delivery.subscription)
             .cloned()
@@ -240,6 +237,7 @@ impl Dispatcher {
             // Deleted since the last reload: its deliveries are gone with it.
             return;
         };
+        let subscription = &target.subscription;
         *admission
             .in_flight
             .entry(subscription.spec.name.clone())
@@ -268,7 +266,7 @@ impl Dispatcher {
         let recorder = recorder.clone();
         let store = self.store.clone();
         tasks.spawn(async move {
-            let name = subscription.spec.name.clone();
+            let name = target.subscription.spec.name.clone();
             let pushed = match signing::keys(security.as_ref(), &name, clock.now()).await {
                 Ok(keys) => {
                     // Claimed ahead: the push starts when the delivery falls due.
@@ -280,8 +278,8 @@ impl Dispatcher {
                     }
                     let (completion, signal) = attempt(
                         &client,
-                        &subscription,
-                        &endpoint,
+                        &target.subscription,
+                        &target.endpoint,
                         &claimed,
                         &clock,
                         security.as_ref(),
@@ -290,7 +288,7 @@ impl Dispatcher {
                     .await;
                     let recorded = completion.attempt.clone();
                     match recorder.record(completion).await {
-                        Ok(()) => crate::metrics::attempt_recorded(&name, &recorded),
+                        Ok(()) => crate::metrics::attempt_recorded(&target.metrics, &recorded),
                         // The lease runs out and the delivery is tried again.
                         Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
                             "cannot record an attempt"),
