@@ -176,9 +176,9 @@ pub enum SendError {
     Transport(hyper_util::client::legacy::Error),
 }
 
-/// A subscription's endpoint, parsed once: the URL (for the network
-/// policy's checks and for messages), the URI requested, and the basic
-/// authentication its user info stands for.
+/// A subscription's endpoint, parsed once: the URL without its user info
+/// (for the network policy's checks and for messages), the URI requested,
+/// and the basic authentication the user info stands for.
 #[derive(Debug)]
 pub struct Endpoint {
     pub url: Url,
@@ -194,12 +194,6 @@ impl Endpoint {
         let authorization = take_credentials(&mut url);
         let uri = Uri::try_from(url.as_str())
             .map_err(|err| format!("{endpoint:?} is not a URL to send to: {err}"))?;
-        if let Some((user, password)) = authorization.as_ref() {
-            // Back in the URL shown to the network policy's checks, never in
-            // the URI sent.
-            let _ = url.set_username(user);
-            let _ = url.set_password(password.as_deref());
-        }
         Ok(Endpoint {
             url,
             uri,
@@ -212,8 +206,6 @@ impl Endpoint {
     /// what may authenticate to it (user info, query, fragment).
     pub fn shown(&self) -> String {
         let mut shown = self.url.clone();
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
         shown.set_query(None);
         shown.set_fragment(None);
         shown.to_string()
@@ -275,10 +267,9 @@ mod tests {
         })
     }
 
-    /// An HTTPS endpoint on 127.0.0.1 (its certificate signed by the test
-    /// CA) offering `alpn`; it answers each request with the HTTP version
-    /// and the `authorization` it came with.
-    async fn https_endpoint(alpn: &[&[u8]]) -> SocketAddr {
+    /// TLS for a test endpoint on 127.0.0.1 (its certificate signed by the
+    /// test CA), offering `alpn`.
+    fn tls_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
         super::super::push::install_crypto_provider();
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
@@ -288,7 +279,13 @@ mod tests {
             )
             .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// An HTTPS endpoint offering `alpn`; it answers each request with the
+    /// HTTP version and the `authorization` it came with.
+    async fn https_endpoint(alpn: &[&[u8]]) -> SocketAddr {
+        let acceptor = tls_acceptor(alpn);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -370,16 +367,7 @@ mod tests {
         refusals: usize,
     ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        super::super::push::install_crypto_provider();
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from_pem_slice(CERT).unwrap()],
-                PrivateKeyDer::from_pem_slice(KEY).unwrap(),
-            )
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tls_acceptor(&[b"h2"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(AtomicUsize::new(0));
@@ -456,7 +444,7 @@ mod tests {
             endpoint.authorization.as_ref().unwrap(),
             "Basic YW5uOnNAY3JldA=="
         );
-        assert_eq!(endpoint.url.username(), "ann");
+        assert_eq!(endpoint.url.as_str(), "https://example.com:8443/hook?x=1");
         assert_eq!(endpoint.shown(), "https://example.com:8443/hook");
 
         let plain = Endpoint::parse("http://127.0.0.1:9000/hook").unwrap();
