@@ -644,12 +644,14 @@ mod tests {
             .unwrap()
     }
 
-    /// Publishes each request on its own task while the writer is kept busy,
-    /// so that all of them wait for the same commit; their answers in order.
-    async fn publish_while_the_writer_is_busy(
-        store: &Arc<SqliteStore>,
-        requests: Vec<Vec<CloudEvent>>,
-    ) -> Vec<crate::Result<Vec<crate::PublishOutcome>>> {
+    /// Runs each job on its own task while the writer is kept busy, so that
+    /// all of them wait for the same commit; their answers in order.
+    async fn while_the_writer_is_busy<T, F, Fut>(store: &Arc<SqliteStore>, jobs: Vec<F>) -> Vec<T>
+    where
+        F: FnOnce(Arc<SqliteStore>) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
         let busy = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -663,19 +665,33 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let publishes: Vec<_> = requests
+        let tasks: Vec<_> = jobs
             .into_iter()
-            .map(|events| {
-                let store = store.clone();
-                tokio::spawn(async move { store.publish("orders", events, t0()).await })
-            })
+            .map(|job| tokio::spawn(job(store.clone())))
             .collect();
         busy.await.unwrap().unwrap();
         let mut answers = Vec::new();
-        for publish in publishes {
-            answers.push(publish.await.unwrap());
+        for task in tasks {
+            answers.push(task.await.unwrap());
         }
         answers
+    }
+
+    /// Publishes each request while the writer is busy: all in one commit.
+    async fn publish_while_the_writer_is_busy(
+        store: &Arc<SqliteStore>,
+        requests: Vec<Vec<CloudEvent>>,
+    ) -> Vec<crate::Result<Vec<crate::PublishOutcome>>> {
+        let jobs =
+            requests
+                .into_iter()
+                .map(|events| {
+                    move |store: Arc<SqliteStore>| async move {
+                        store.publish("orders", events, t0()).await
+                    }
+                })
+                .collect();
+        while_the_writer_is_busy(store, jobs).await
     }
 
     async fn store_with_topic(dir: &std::path::Path) -> Arc<SqliteStore> {
@@ -716,30 +732,16 @@ mod tests {
         assert_eq!(claimed.len(), 11);
     }
 
-    /// Five bookkeeping writes queued while the writer is busy, so that
-    /// they share a commit: each inserts its number into `scratch`; the
-    /// third then fails. Their answers in order.
+    /// Five bookkeeping writes in one commit (queued while the writer is
+    /// busy): each inserts its number into `scratch`, and the one numbered
+    /// `failing` then fails. Their answers in order.
     async fn bookkeeping_while_the_writer_is_busy(
         store: &Arc<SqliteStore>,
         failing: Option<i64>,
     ) -> Vec<crate::Result<i64>> {
-        let busy = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .writer
-                    .write(|_| {
-                        std::thread::sleep(Duration::from_millis(500));
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let writes: Vec<_> = (0..5_i64)
+        let jobs = (0..5_i64)
             .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move {
+                move |store: Arc<SqliteStore>| async move {
                     store
                         .writer
                         .write_bookkeeping(move |conn| {
@@ -750,15 +752,10 @@ mod tests {
                             Ok(i)
                         })
                         .await
-                })
+                }
             })
             .collect();
-        busy.await.unwrap().unwrap();
-        let mut answers = Vec::new();
-        for write in writes {
-            answers.push(write.await.unwrap());
-        }
-        answers
+        while_the_writer_is_busy(store, jobs).await
     }
 
     async fn store_with_scratch_table(dir: &std::path::Path) -> Arc<SqliteStore> {
