@@ -166,14 +166,7 @@ pub fn attempt_recorded(metrics: &PushMetrics, attempt: &Attempt) {
     metrics.outcome(outcome_class(attempt)).increment(1);
     metrics.duration.record(attempt.duration_ms as f64 / 1000.0);
     match attempt.decision {
-        Decision::Delivered => {
-            static DELIVERED: OnceLock<Counter> = OnceLock::new();
-            DELIVERED
-                .get_or_init(
-                    || counter!(DELIVERIES_FINISHED, "state" => "delivered", "reason" => "none"),
-                )
-                .increment(1);
-        }
+        Decision::Delivered => metrics.delivered.increment(1),
         Decision::Failed { reason } => delivery_finished("failed", reason.as_str(), 1),
         Decision::Retry { .. } => metrics.retries.increment(1),
     }
@@ -186,6 +179,9 @@ pub struct PushMetrics {
     subscription: String,
     duration: Histogram,
     retries: Counter,
+    /// Deliveries that ended delivered (of every subscription: the metric
+    /// has no subscription label).
+    delivered: Counter,
     /// Attempts by outcome class, each registered at its first attempt.
     outcomes: Mutex<Vec<(&'static str, Counter)>>,
 }
@@ -199,6 +195,7 @@ impl PushMetrics {
             subscription: subscription.to_owned(),
             duration: histogram!(ATTEMPT_DURATION, "subscription" => subscription.to_owned()),
             retries: counter!(RETRIES_SCHEDULED_TOTAL, "subscription" => subscription.to_owned()),
+            delivered: counter!(DELIVERIES_FINISHED, "state" => "delivered", "reason" => "none"),
             outcomes: Mutex::default(),
         }
     }

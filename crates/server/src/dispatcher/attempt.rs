@@ -7,7 +7,6 @@ use std::time::Duration;
 use redrive_core::security::EndpointPolicy;
 use redrive_core::{
     Attempt, AttemptContext, AttemptOutcome, Decision, ErrorClass, RetryAfter, RetryPolicy,
-    Subscription,
 };
 use redrive_store::{ClaimedDelivery, Completion};
 
@@ -15,21 +14,21 @@ use super::flow::Signal;
 use crate::clock::Clock;
 use crate::security::secrets::Keys;
 
+use super::admission::Target;
 use super::push;
 
-/// Pushes once, signed with `keys` (none: unsigned, for a dispatcher set
-/// up without security), and decides what follows; also says what the
-/// push tells the subscription's flow control.
+/// Pushes once to `target`'s endpoint, signed with `keys` (none: unsigned,
+/// for a dispatcher set up without security), and decides what follows;
+/// also says what the push tells the subscription's flow control.
 pub(super) async fn attempt(
     client: &super::client::Client,
-    subscription: &Subscription,
-    endpoint: &Result<super::client::Endpoint, String>,
+    target: &Target,
     claimed: &ClaimedDelivery,
     clock: &Clock,
     security: Option<&crate::security::Security>,
     keys: Option<&Keys>,
 ) -> (Completion, Signal) {
-    let spec = &subscription.spec;
+    let spec = &target.subscription.spec;
     let delivery = &claimed.delivery;
     let open = EndpointPolicy::default();
     let policy = security.map_or(&open, |security| &*security.endpoint_policy);
@@ -38,7 +37,7 @@ pub(super) async fn attempt(
         policy,
         secrets: secrets.as_deref().unwrap_or_default(),
     };
-    let result = push::push(client, spec, endpoint, claimed, guard, clock.now()).await;
+    let result = push::push(client, spec, &target.endpoint, claimed, guard, clock.now()).await;
     let context = AttemptContext {
         // The budget counts from the last redrive.
         attempt: delivery

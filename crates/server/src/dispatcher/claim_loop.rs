@@ -278,8 +278,7 @@ impl Dispatcher {
                     }
                     let (completion, signal) = attempt(
                         &client,
-                        &target.subscription,
-                        &target.endpoint,
+                        &target,
                         &claimed,
                         &clock,
                         security.as_ref(),

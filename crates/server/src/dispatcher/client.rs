@@ -45,7 +45,6 @@ type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
 #[derive(Clone)]
 pub struct Client {
     inner: PooledClient<Connector, Full<Bytes>>,
-    user_agent: HeaderValue,
 }
 
 /// Builds the client, which trusts the certificates the platform trusts.
@@ -78,10 +77,7 @@ fn with_tls(policy: Arc<EndpointPolicy>, tls: rustls::ClientConfig) -> Client {
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .pool_timer(TokioTimer::new())
         .build(connector);
-    Client {
-        inner,
-        user_agent: HeaderValue::from_static(concat!("redrive/", env!("CARGO_PKG_VERSION"))),
-    }
+    Client { inner }
 }
 
 impl Client {
@@ -98,7 +94,7 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<Response<Incoming>, SendError> {
         let body = Bytes::from(body);
-        let mut headers = self.headers(endpoint, headers)?;
+        let mut headers = request_headers(endpoint, headers)?;
         // Only HTTP/2 refuses a request unprocessed, and only `https`
         // endpoints speak it here (by ALPN).
         let retries = if endpoint.uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -123,29 +119,30 @@ impl Client {
             }
         }
     }
+}
 
-    fn headers(
-        &self,
-        endpoint: &Endpoint,
-        headers: Vec<(String, String)>,
-    ) -> Result<HeaderMap, SendError> {
-        let mut map = HeaderMap::with_capacity(headers.len() + 3);
-        if let Some(authorization) = &endpoint.authorization {
-            map.append(AUTHORIZATION, authorization.clone());
-        }
-        for (name, value) in headers {
-            let name = http::header::HeaderName::try_from(name)
-                .map_err(|err| SendError::Request(err.into()))?;
-            let value =
-                HeaderValue::try_from(value).map_err(|err| SendError::Request(err.into()))?;
-            map.append(name, value);
-        }
-        map.entry(USER_AGENT)
-            .or_insert_with(|| self.user_agent.clone());
-        map.entry(ACCEPT)
-            .or_insert_with(|| HeaderValue::from_static("*/*"));
-        Ok(map)
+/// The request's headers: the endpoint's basic authentication, the
+/// dialect's `headers`, and a `user-agent` and `accept` unless those set them.
+fn request_headers(
+    endpoint: &Endpoint,
+    headers: Vec<(String, String)>,
+) -> Result<HeaderMap, SendError> {
+    let mut map = HeaderMap::with_capacity(headers.len() + 3);
+    if let Some(authorization) = &endpoint.authorization {
+        map.append(AUTHORIZATION, authorization.clone());
     }
+    for (name, value) in headers {
+        let name = http::header::HeaderName::try_from(name)
+            .map_err(|err| SendError::Request(err.into()))?;
+        let value = HeaderValue::try_from(value).map_err(|err| SendError::Request(err.into()))?;
+        map.append(name, value);
+    }
+    map.entry(USER_AGENT).or_insert_with(|| {
+        HeaderValue::from_static(concat!("redrive/", env!("CARGO_PKG_VERSION")))
+    });
+    map.entry(ACCEPT)
+        .or_insert_with(|| HeaderValue::from_static("*/*"));
+    Ok(map)
 }
 
 /// Whether an HTTP/2 endpoint refused the request without processing it:

@@ -470,8 +470,7 @@ type GroupOutcomes = Vec<Result<Vec<PublishOutcome>>>;
 
 /// Runs the bookkeeping and the publishes with no savepoint; the publishes'
 /// outcomes by group, or the first failure, after which the transaction
-/// must be rolled back. A publish to a topic that does not exist wrote
-/// nothing: that is its group's outcome, not a failure.
+/// must be rolled back.
 fn run_at_once(
     conn: &Connection,
     bookkeeping: &mut [Box<dyn RepeatableWrite>],
@@ -482,17 +481,25 @@ fn run_at_once(
     }
     publishes
         .iter()
-        .map(|(topic, group)| {
-            let inputs = publish_inputs(group);
-            match super::deliveries::publish_together(conn, topic, &inputs) {
-                Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
-                Err(err @ StoreError::NotFound { .. }) => {
-                    Ok(group.iter().map(|_| Err(err.clone())).collect())
-                }
-                Err(err) => Err(err),
-            }
-        })
+        .map(|(topic, group)| publish_group(conn, topic, group))
         .collect()
+}
+
+/// Stores a group of publishes to one topic together (one lookup of the
+/// topic, its subscriptions and the journal head). A topic that does not
+/// exist is each request's outcome, not a failure: nothing was written.
+fn publish_group(
+    conn: &Connection,
+    topic: &str,
+    group: &[PublishRequest],
+) -> Result<GroupOutcomes> {
+    match super::deliveries::publish_together(conn, topic, &publish_inputs(group)) {
+        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+        Err(err @ StoreError::NotFound { .. }) => {
+            Ok(group.iter().map(|_| Err(err.clone())).collect())
+        }
+        Err(err) => Err(err),
+    }
 }
 
 fn publish_inputs(group: &[PublishRequest]) -> Vec<(&[CloudEvent], Timestamp)> {
@@ -519,21 +526,14 @@ fn run_bookkeeping_apart(conn: &Connection, writes: &mut [Box<dyn RepeatableWrit
     }
 }
 
-/// Stores a group of publishes to one topic together (one lookup of the
-/// topic, its subscriptions and the journal head) in one savepoint; if
+/// Stores a group of publishes to one topic together in one savepoint; if
 /// that fails, each is stored alone, so a request fails only for its own
 /// sake.
 fn publish_apart(conn: &Connection, topic: &str, group: &[PublishRequest]) -> GroupOutcomes {
-    let inputs = publish_inputs(group);
-    let together = in_savepoint(conn, |conn| {
-        super::deliveries::publish_together(conn, topic, &inputs)
-    });
-    match together {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        // Not a failure of any one request: the same for each.
-        Err(err @ StoreError::NotFound { .. }) => group.iter().map(|_| Err(err.clone())).collect(),
+    match in_savepoint(conn, |conn| publish_group(conn, topic, group)) {
+        Ok(outcomes) => outcomes,
         Err(err) if group.len() == 1 => vec![Err(err)],
-        Err(_) => inputs
+        Err(_) => publish_inputs(group)
             .iter()
             .map(|input| {
                 in_savepoint(conn, |conn| {
