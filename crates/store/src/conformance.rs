@@ -83,6 +83,7 @@ checks!(
     purge_keeps_events_another_subscription_still_reads,
     new_subscriptions_are_healthy_and_not_paused,
     completions_count_attempts_by_outcome_per_minute,
+    one_batch_counts_each_subscription_apart,
     health_changes_compare_and_set_and_announce_on_the_system_topic,
     paused_and_disabled_subscriptions_get_no_claims,
     old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,
@@ -196,6 +197,7 @@ pub(crate) async fn attempt_all(
         .iter()
         .map(|c| Completion {
             delivery_id: c.delivery.id.clone(),
+            subscription: c.delivery.subscription.clone(),
             attempt: attempt(c.delivery.attempts, now, status, decision),
         })
         .collect();

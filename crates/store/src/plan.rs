@@ -125,6 +125,7 @@ pub(crate) fn claimed(mut delivery: Delivery, now: Timestamp) -> Result<(Deliver
 /// row, in stored form.
 pub(crate) struct CompletionRow<'a> {
     pub delivery_id: &'a str,
+    pub subscription: &'a str,
     pub number: u32,
     pub state: DeliveryState,
     pub next_attempt_at: Option<i64>,
@@ -161,6 +162,7 @@ impl<'a> CompletionRow<'a> {
         let ended_at = started_at.saturating_add(duration_ms);
         Ok(CompletionRow {
             delivery_id: &completion.delivery_id,
+            subscription: &completion.subscription,
             number: attempt.number,
             state,
             next_attempt_at,
@@ -417,6 +419,7 @@ mod tests {
     fn each_decision_writes_its_state_and_the_attempt_counts_in_the_minute_it_ended() {
         let completion = |decision| Completion {
             delivery_id: "d1".into(),
+            subscription: "s1".into(),
             attempt: redrive_core::Attempt {
                 number: 2,
                 kind: redrive_core::AttemptKind::Push,

@@ -121,6 +121,8 @@ impl From<&ClaimedDelivery> for Unclaim {
 #[derive(Clone, Debug)]
 pub struct Completion {
     pub delivery_id: String,
+    /// The delivery's subscription, whose health counts the attempt.
+    pub subscription: String,
     pub attempt: Attempt,
 }
 

@@ -312,10 +312,12 @@ async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished(u
     let completions = vec![
         Completion {
             delivery_id: ids["e1"].clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, now, Decision::Delivered),
         },
         Completion {
             delivery_id: ids["e2"].clone(),
+            subscription: "s1".into(),
             attempt: attempt(
                 1,
                 now,
@@ -327,6 +329,7 @@ async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished(u
         // Retried later: still scheduled when its day goes.
         Completion {
             delivery_id: ids["e3"].clone(),
+            subscription: "s1".into(),
             attempt: attempt(
                 1,
                 now,
@@ -339,6 +342,7 @@ async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished(u
         // Finished after the cutoff.
         Completion {
             delivery_id: ids["e4"].clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, later, Decision::Delivered),
         },
     ];
@@ -430,6 +434,7 @@ async fn a_purge_past_a_day_drops_its_partition_and_keeps_what_is_not_finished(u
     store
         .complete_many(vec![Completion {
             delivery_id: ids["e3"].clone(),
+            subscription: "s1".into(),
             attempt: attempt(2, retry_at, Decision::Delivered),
         }])
         .await
@@ -586,6 +591,7 @@ async fn a_day_whose_tables_stay_locked_goes_on_a_later_turn(url: String) {
     store
         .complete_many(vec![Completion {
             delivery_id: id.clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, now, Decision::Delivered),
         }])
         .await

@@ -143,6 +143,7 @@ async fn seed(store: &dyn Store, base: Timestamp, batches: u64) -> anyhow::Resul
                 };
                 Completion {
                     delivery_id: c.delivery.id.clone(),
+                    subscription: c.delivery.subscription.clone(),
                     attempt: Attempt {
                         number: 1,
                         kind: redrive_core::AttemptKind::Push,

@@ -111,6 +111,7 @@ pub async fn run(args: BenchPurgeArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|c| Completion {
                     delivery_id: c.delivery.id.clone(),
+                    subscription: c.delivery.subscription.clone(),
                     attempt: Attempt {
                         number: c.delivery.attempts,
                         kind: redrive_core::AttemptKind::Push,

@@ -68,6 +68,7 @@ pub(super) async fn attempt(
     log_attempt(delivery, &spec.name, status, error, &decision);
     let completion = Completion {
         delivery_id: delivery.id.clone(),
+        subscription: delivery.subscription.clone(),
         attempt: Attempt {
             number: delivery.attempts,
             kind: redrive_core::AttemptKind::Push,

@@ -175,6 +175,7 @@ mod tests {
     fn delivered(id: &str) -> Completion {
         Completion {
             delivery_id: id.to_owned(),
+            subscription: "s1".into(),
             attempt: Attempt {
                 number: 1,
                 kind: redrive_core::AttemptKind::Push,

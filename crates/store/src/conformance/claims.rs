@@ -130,6 +130,7 @@ pub async fn an_unclaimed_delivery_is_as_before_the_claim(store: &dyn Store) {
     store
         .complete_many(vec![Completion {
             delivery_id: retry.delivery.id.clone(),
+            subscription: retry.delivery.subscription.clone(),
             attempt: attempt(
                 1,
                 at(2),
@@ -213,6 +214,7 @@ pub async fn an_unclaimed_delivery_is_as_before_the_claim(store: &dyn Store) {
         .iter()
         .map(|c| Completion {
             delivery_id: c.delivery.id.clone(),
+            subscription: c.delivery.subscription.clone(),
             attempt: attempt(c.delivery.attempts, at(12), 200, Decision::Delivered),
         })
         .collect();

@@ -51,6 +51,7 @@ async fn seeded(store: &dyn Store) -> Vec<String> {
         };
         completions.push(Completion {
             delivery_id: c.delivery.id.clone(),
+            subscription: c.delivery.subscription.clone(),
             attempt: attempt(c.delivery.attempts, at(10), status, decision),
         });
     }

@@ -250,6 +250,7 @@ pub async fn completions_apply_retry_delivered_and_failed(store: &dyn Store) {
         .iter()
         .map(|(event_id, status, decision)| Completion {
             delivery_id: id_of(event_id),
+            subscription: "s1".into(),
             attempt: attempt(1, at(1), *status, *decision),
         })
         .collect();
@@ -314,6 +315,7 @@ pub async fn stale_completion_keeps_attempt_but_not_state(store: &dyn Store) {
     store
         .complete_many(vec![Completion {
             delivery_id: id.clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, t0(), 200, Decision::Delivered),
         }])
         .await
@@ -400,6 +402,7 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
     store
         .complete_many(vec![Completion {
             delivery_id: claimed[0].delivery.id.clone(),
+            subscription: claimed[0].delivery.subscription.clone(),
             attempt: attempt(
                 1,
                 at(10),
@@ -466,6 +469,7 @@ pub async fn retry_now_schedules_failed_deliveries_but_not_in_flight(store: &dyn
     store
         .complete_many(vec![Completion {
             delivery_id: id.clone(),
+            subscription: "s1".into(),
             attempt: attempt(
                 1,
                 t0(),

@@ -43,6 +43,7 @@ async fn attempt_round(
         .iter()
         .map(|c| Completion {
             delivery_id: c.delivery.id.clone(),
+            subscription: c.delivery.subscription.clone(),
             attempt: attempt(c.delivery.attempts, now, status, decision),
         })
         .collect();
@@ -102,6 +103,7 @@ pub async fn completions_count_attempts_by_outcome_per_minute(store: &dyn Store)
         .iter()
         .map(|c| Completion {
             delivery_id: c.delivery.id.clone(),
+            subscription: c.delivery.subscription.clone(),
             attempt: attempt(c.delivery.attempts, at(130), 200, Decision::Delivered),
         })
         .collect();
@@ -124,6 +126,7 @@ pub async fn completions_count_attempts_by_outcome_per_minute(store: &dyn Store)
     store
         .complete_many(vec![Completion {
             delivery_id: detail.delivery.id.clone(),
+            subscription: detail.delivery.subscription.clone(),
             attempt: detail.attempts[1].clone(),
         }])
         .await
@@ -141,6 +144,61 @@ pub async fn completions_count_attempts_by_outcome_per_minute(store: &dyn Store)
         store.count_attempts("nope", t0()).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// One batch of outcomes from several subscriptions, minutes and results
+/// counts each attempt with its own subscription.
+pub async fn one_batch_counts_each_subscription_apart(store: &dyn Store) {
+    setup(store, &["s1", "s2"]).await;
+    store
+        .publish("orders", vec![event("e1", "t"), event("e2", "t")], t0())
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed.len(), 4);
+    let retry = Decision::Retry {
+        at: at(100_000),
+        retry: 1,
+    };
+    let completions = claimed
+        .iter()
+        .map(|c| {
+            // s1: e1 delivered in minute 0, e2 failed in minute 1;
+            // s2: both delivered in minute 1.
+            let (ended, status, decision) =
+                match (c.delivery.subscription.as_str(), c.event.id.as_str()) {
+                    ("s1", "e1") => (at(10), 200, Decision::Delivered),
+                    ("s1", _) => (at(70), 503, retry),
+                    _ => (at(70), 200, Decision::Delivered),
+                };
+            Completion {
+                delivery_id: c.delivery.id.clone(),
+                subscription: c.delivery.subscription.clone(),
+                attempt: attempt(c.delivery.attempts, ended, status, decision),
+            }
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
+    assert_eq!(
+        store.count_attempts("s1", t0()).await.unwrap(),
+        counts(1, 1)
+    );
+    assert_eq!(
+        store.count_attempts("s1", at(60)).await.unwrap(),
+        counts(0, 1)
+    );
+    assert_eq!(
+        store.count_attempts("s2", t0()).await.unwrap(),
+        counts(2, 0)
+    );
+    assert_eq!(
+        store.count_attempts("s2", at(60)).await.unwrap(),
+        counts(2, 0)
+    );
 }
 
 pub async fn health_changes_compare_and_set_and_announce_on_the_system_topic(store: &dyn Store) {

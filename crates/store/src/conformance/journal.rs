@@ -69,6 +69,7 @@ pub async fn journal_pages_oldest_first_and_reports_purges(store: &dyn Store) {
         .iter()
         .map(|c| Completion {
             delivery_id: c.delivery.id.clone(),
+            subscription: c.delivery.subscription.clone(),
             attempt: attempt(1, at(10), 200, Decision::Delivered),
         })
         .collect();
@@ -184,6 +185,7 @@ pub async fn purge_removes_finished_history_and_unreferenced_events(store: &dyn 
     store
         .complete_many(vec![Completion {
             delivery_id: done.clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, at(1), 200, Decision::Delivered),
         }])
         .await

@@ -164,10 +164,12 @@ pub async fn retention_fails_deliveries_still_undelivered(store: &dyn Store) {
         .complete_many(vec![
             Completion {
                 delivery_id: e2.delivery.id.clone(),
+                subscription: e2.delivery.subscription.clone(),
                 attempt: attempt(1, at(1), 200, Decision::Delivered),
             },
             Completion {
                 delivery_id: e1.delivery.id.clone(),
+                subscription: e1.delivery.subscription.clone(),
                 attempt: attempt(
                     1,
                     at(1),
@@ -255,6 +257,7 @@ pub async fn cancel_fails_only_a_scheduled_delivery(store: &dyn Store) {
     store
         .complete_many(vec![Completion {
             delivery_id: ids[1].clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, at(3), 503, retry(4)),
         }])
         .await
@@ -281,6 +284,7 @@ pub async fn cancel_fails_only_a_scheduled_delivery(store: &dyn Store) {
     store
         .complete_many(vec![Completion {
             delivery_id: ids[1].clone(),
+            subscription: "s1".into(),
             attempt: attempt(2, at(7), 503, retry(9)),
         }])
         .await
@@ -340,6 +344,7 @@ pub async fn redrive_moves_matching_deliveries_with_a_fresh_budget(store: &dyn S
             let (status, decision) = outcome(&c.event.id);
             Completion {
                 delivery_id: c.delivery.id.clone(),
+                subscription: c.delivery.subscription.clone(),
                 attempt: attempt(1, at(200), status, decision),
             }
         })

@@ -26,6 +26,7 @@ pub async fn released_claims_are_due_at_once_with_the_attempt_interrupted(store:
     store
         .complete_many(vec![Completion {
             delivery_id: ids[0].clone(),
+            subscription: "s1".into(),
             attempt: attempt(1, at(1), 200, Decision::Delivered),
         }])
         .await
@@ -70,6 +71,7 @@ pub async fn queue_stats_count_due_retries_and_in_flight(store: &dyn Store) {
     store
         .complete_many(vec![Completion {
             delivery_id: batch.claimed[0].delivery.id.clone(),
+            subscription: batch.claimed[0].delivery.subscription.clone(),
             attempt: attempt(
                 1,
                 at(3),

@@ -55,14 +55,17 @@ pub async fn retry_now_gives_an_ended_delivery_a_fresh_budget_but_not_a_schedule
         .complete_many(vec![
             Completion {
                 delivery_id: failed.clone(),
+                subscription: "s1".into(),
                 attempt: attempt(1, at(1), 500, retries_exhausted),
             },
             Completion {
                 delivery_id: delivered.clone(),
+                subscription: "s1".into(),
                 attempt: attempt(1, at(1), 200, Decision::Delivered),
             },
             Completion {
                 delivery_id: waiting.clone(),
+                subscription: "s1".into(),
                 attempt: attempt(1, at(1), 503, retry_later),
             },
         ])

@@ -368,6 +368,7 @@ async fn complete_in(
     completions: &[Completion],
 ) -> Result<bool> {
     let mut ids = Vec::with_capacity(completions.len());
+    let mut subscriptions = Vec::with_capacity(completions.len());
     let mut numbers = Vec::with_capacity(completions.len());
     let mut states = Vec::with_capacity(completions.len());
     let mut next_at = Vec::with_capacity(completions.len());
@@ -388,6 +389,7 @@ async fn complete_in(
         any_failed |= row.failed;
         ended_at_of.insert(row.delivery_id, row.ended_at);
         ids.push(row.delivery_id);
+        subscriptions.push(row.subscription);
         numbers.push(i32::try_from(row.number).unwrap_or(i32::MAX));
         states.push(row.state.as_str());
         next_at.push(row.next_attempt_at);
@@ -406,9 +408,10 @@ async fn complete_in(
         "WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[],
                                 $6::int[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
-                                $11::text[], $12::text[], $13::text[], $14::bigint[])
+                                $11::text[], $12::text[], $13::text[], $14::bigint[],
+                                $15::text[])
              AS i(id, number, state, next_at, reason, status, error, ended_at, started_at,
-                  duration_ms, error_message, snippet, decision, bucket)
+                  duration_ms, error_message, snippet, decision, bucket, subscription)
          ), updated AS (
            UPDATE deliveries d SET state = i.state, next_attempt_at = i.next_at,
                   failure_reason = i.reason, last_status = i.status, last_error = i.error,
@@ -428,9 +431,22 @@ async fn complete_in(
          SELECT id FROM updated WHERE state = 'failed'",
         health::COUNT_RECORDED
     );
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-        &ids, &numbers, &states, &next_at, &reasons, &statuses, &errors, &ended, &started,
-        &durations, &messages, &snippets, &decisions, &buckets,
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+        &ids,
+        &numbers,
+        &states,
+        &next_at,
+        &reasons,
+        &statuses,
+        &errors,
+        &ended,
+        &started,
+        &durations,
+        &messages,
+        &snippets,
+        &decisions,
+        &buckets,
+        &subscriptions,
     ];
     if !any_failed {
         // The hot path: one statement, atomic on its own.

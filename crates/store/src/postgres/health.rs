@@ -33,19 +33,18 @@ pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
 
 /// The part of a completion statement that counts the attempts it
 /// recorded: `recorded` holds `(delivery_id, number)` of the new attempt
-/// rows and `input` their outcome (`state`) and health bucket (`bucket`). Grouped
-/// and ordered so one statement updates each counter once, and concurrent
-/// statements lock counters in the same order.
+/// rows and `input` their subscription, outcome (`state`) and health
+/// bucket (`bucket`). Grouped and ordered so one statement updates each
+/// counter once, and concurrent statements lock counters in the same order.
 pub(super) const COUNT_RECORDED: &str = "counted AS (
            INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
-           SELECT d.subscription, s.health_epoch,
+           SELECT i.subscription, s.health_epoch,
                   i.bucket,
                   count(*) FILTER (WHERE i.state = 'delivered'),
                   count(*) FILTER (WHERE i.state <> 'delivered')
            FROM recorded r
            JOIN input i ON i.id = r.delivery_id AND i.number = r.number
-           JOIN deliveries d ON d.id = r.delivery_id
-           JOIN subscriptions s ON s.name = d.subscription
+           JOIN subscriptions s ON s.name = i.subscription
            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
            ON CONFLICT (subscription, epoch, bucket) DO UPDATE
               SET succeeded = attempt_counts.succeeded + EXCLUDED.succeeded,

@@ -38,39 +38,34 @@ pub(super) fn status(row: &Row<'_>, first: usize) -> rusqlite::Result<Subscripti
     })
 }
 
-/// Adds the attempts of the deliveries in the JSON array `?1` to minute
-/// `?2` of their subscriptions' current health epochs, each as succeeded
-/// (`?3` = 1) or failed (`?4` = 1). (`WHERE true` tells the parser the
-/// `ON CONFLICT` is the upsert's, not a join's.)
+/// Adds `?3` succeeded and `?4` failed attempts to minute `?2` of
+/// subscription `?1`'s current health epoch (nothing if it is gone).
 pub(super) const COUNT_ATTEMPTS: &str =
     "INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
-     SELECT d.subscription, s.health_epoch, ?2, ?3 * count(*), ?4 * count(*)
-     FROM json_each(?1) j
-     JOIN deliveries d ON d.id = j.value
-     JOIN subscriptions s ON s.name = d.subscription
-     WHERE true
-     GROUP BY d.subscription, s.health_epoch
+     SELECT name, health_epoch, ?2, ?3, ?4 FROM subscriptions WHERE name = ?1
      ON CONFLICT (subscription, epoch, bucket) DO UPDATE
         SET succeeded = succeeded + excluded.succeeded,
             failed = failed + excluded.failed";
 
 /// Counts recorded attempts in their subscriptions' current health epochs:
-/// `ended[i]` is one attempt of a delivery, in the minute `bucket` it
-/// ended, and whether it succeeded. One statement per minute and outcome
+/// `ended[i]` is one attempt's subscription, the minute `bucket` it ended
+/// in, and whether it succeeded. One statement per subscription and minute
 /// for a whole batch of outcomes.
 pub(super) fn count_attempts_of(conn: &Connection, ended: &[(&str, i64, bool)]) -> Result<()> {
     let groups = super::grouped_in_order(
         ended
             .iter()
-            .map(|(delivery_id, bucket, succeeded)| ((*bucket, *succeeded), *delivery_id)),
+            .map(|(subscription, bucket, succeeded)| ((*subscription, *bucket), *succeeded)),
     );
     let mut count = conn.prepare_cached(COUNT_ATTEMPTS)?;
-    for ((bucket, succeeded), ids) in groups {
+    for ((subscription, bucket), outcomes) in groups {
+        let succeeded = outcomes.iter().filter(|succeeded| **succeeded).count();
+        let failed = outcomes.len() - succeeded;
         count.execute(params![
-            serde_json::to_string(&ids)?,
+            subscription,
             bucket,
-            i64::from(succeeded),
-            i64::from(!succeeded),
+            i64::try_from(succeeded).unwrap_or(i64::MAX),
+            i64::try_from(failed).unwrap_or(i64::MAX),
         ])?;
     }
     Ok(())
