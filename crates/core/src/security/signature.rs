@@ -20,19 +20,35 @@ const MAX_SECRET_BYTES: usize = 64;
 pub const GENERATED_SECRET_BYTES: usize = 32;
 
 /// A subscription's signing key. Its `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SigningSecret {
     key: Vec<u8>,
+    /// The key prepared for HMAC once, not for every push: preparing it
+    /// hashes two blocks, more than a quarter of signing a small event.
+    hmac: hmac::Key,
 }
+
+impl PartialEq for SigningSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for SigningSecret {}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid signing secret: {0}")]
 pub struct SecretError(&'static str);
 
 impl SigningSecret {
+    fn new(key: Vec<u8>) -> SigningSecret {
+        let hmac = hmac::Key::new(hmac::HMAC_SHA256, &key);
+        SigningSecret { key, hmac }
+    }
+
     /// A secret from fresh random bytes (the caller owns the randomness).
     pub fn from_random(bytes: [u8; GENERATED_SECRET_BYTES]) -> SigningSecret {
-        SigningSecret { key: bytes.into() }
+        SigningSecret::new(bytes.into())
     }
 
     pub fn key(&self) -> &[u8] {
@@ -53,7 +69,7 @@ impl FromStr for SigningSecret {
         if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&key.len()) {
             return Err(SecretError("the key must be 24 to 64 bytes"));
         }
-        Ok(SigningSecret { key })
+        Ok(SigningSecret::new(key))
     }
 }
 
@@ -70,8 +86,7 @@ impl fmt::Debug for SigningSecret {
 }
 
 fn signature_bytes(secret: &SigningSecret, id: &str, timestamp: i64, body: &[u8]) -> hmac::Tag {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &secret.key);
-    let mut context = hmac::Context::with_key(&key);
+    let mut context = hmac::Context::with_key(&secret.hmac);
     context.update(id.as_bytes());
     context.update(b".");
     context.update(timestamp.to_string().as_bytes());
