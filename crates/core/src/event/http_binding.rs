@@ -1,6 +1,8 @@
 //! The CloudEvents HTTP binding in binary mode, both ways: the attributes
 //! as `ce-*` headers and the data as the body.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
@@ -18,52 +20,59 @@ const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 /// `datacontenttype`, `application/json` when it has none and carries data).
 pub fn binary_headers(event: &CloudEvent) -> Vec<(String, String)> {
     let mut headers = Vec::with_capacity(8 + event.extensions.len());
-    let mut put = |name: String, value: &str| {
-        headers.push((name, encode_header_value(value)));
+    each_binary_header(event, |name, value| {
+        headers.push((name.into_owned(), value.into_owned()));
+    });
+    headers
+}
+
+impl CloudEvent {
+    /// The bytes the attributes take as the headers of a binary-mode push
+    /// (counted without building them: every publish checks it).
+    pub fn binary_header_bytes(&self) -> usize {
+        let mut bytes = 0;
+        // "name: value\r\n"
+        each_binary_header(self, |name, value| bytes += name.len() + value.len() + 4);
+        bytes
+    }
+}
+
+/// Calls `header` with each header of [`binary_headers`], in order; a name
+/// or value is borrowed where it needs no building.
+fn each_binary_header(event: &CloudEvent, mut header: impl FnMut(Cow<'static, str>, Cow<'_, str>)) {
+    let mut put = |name: Cow<'static, str>, value: &str| {
+        header(name, utf8_percent_encode(value, HEADER_VALUE).into());
     };
-    put("ce-id".to_owned(), &event.id);
-    put("ce-source".to_owned(), &event.source);
-    put("ce-type".to_owned(), &event.ty);
-    put("ce-specversion".to_owned(), &event.specversion);
+    put(Cow::Borrowed("ce-id"), &event.id);
+    put(Cow::Borrowed("ce-source"), &event.source);
+    put(Cow::Borrowed("ce-type"), &event.ty);
+    put(Cow::Borrowed("ce-specversion"), &event.specversion);
     for (name, value) in [
         ("ce-time", &event.time),
         ("ce-subject", &event.subject),
         ("ce-dataschema", &event.dataschema),
     ] {
         if let Some(value) = value {
-            put(name.to_owned(), value);
+            put(Cow::Borrowed(name), value);
         }
     }
     for (name, value) in event.emitted_extensions() {
         match value {
-            Value::String(text) => put(format!("ce-{name}"), text),
+            Value::String(text) => put(Cow::Owned(format!("ce-{name}")), text),
             // Numbers and booleans: their canonical string is their JSON text.
-            other => put(format!("ce-{name}"), &other.to_string()),
+            other => put(Cow::Owned(format!("ce-{name}")), &other.to_string()),
         }
     }
     // A media type is printable ASCII already (checked on the way in), and
     // percent-encoding it would corrupt quoted parameters.
     match (&event.datacontenttype, &event.data) {
-        (Some(ct), _) => headers.push(("content-type".to_owned(), ct.clone())),
-        (None, Some(_)) => headers.push(("content-type".to_owned(), JSON_CONTENT_TYPE.to_owned())),
+        (Some(ct), _) => header(Cow::Borrowed("content-type"), Cow::Borrowed(ct)),
+        (None, Some(_)) => header(
+            Cow::Borrowed("content-type"),
+            Cow::Borrowed(JSON_CONTENT_TYPE),
+        ),
         (None, None) => {}
     }
-    headers
-}
-
-impl CloudEvent {
-    /// The bytes the attributes take as the headers of a binary-mode push.
-    pub fn binary_header_bytes(&self) -> usize {
-        binary_headers(self)
-            .iter()
-            // "name: value\r\n"
-            .map(|(name, value)| name.len() + value.len() + 4)
-            .sum()
-    }
-}
-
-fn encode_header_value(value: &str) -> String {
-    utf8_percent_encode(value, HEADER_VALUE).to_string()
 }
 
 /// Parses binary mode: attributes in `ce-*` headers (percent-encoded), the

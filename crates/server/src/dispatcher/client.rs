@@ -6,11 +6,11 @@
 //! hyper: a general-purpose client's layers (redirects, retries, URL
 //! parsing at every request) cost about a tenth of the server's CPU.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -132,8 +132,10 @@ fn request_headers(
         map.append(AUTHORIZATION, authorization.clone());
     }
     for (name, value) in headers {
-        let name = http::header::HeaderName::try_from(name)
-            .map_err(|err| SendError::Request(err.into()))?;
+        let name = match known_name(&name) {
+            Some(known) => known,
+            None => HeaderName::try_from(name).map_err(|err| SendError::Request(err.into()))?,
+        };
         let value = HeaderValue::try_from(value).map_err(|err| SendError::Request(err.into()))?;
         map.append(name, value);
     }
@@ -143,6 +145,31 @@ fn request_headers(
     map.entry(ACCEPT)
         .or_insert_with(|| HeaderValue::from_static("*/*"));
     Ok(map)
+}
+
+/// The header names every push of a dialect sends, made once: a name made
+/// from a string is checked and copied, for each header of each push.
+fn known_name(name: &str) -> Option<HeaderName> {
+    static KNOWN: LazyLock<Vec<HeaderName>> = LazyLock::new(|| {
+        [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "redrive-attempt",
+            "content-type",
+            "ce-id",
+            "ce-source",
+            "ce-type",
+            "ce-specversion",
+            "ce-time",
+            "ce-subject",
+            "ce-dataschema",
+        ]
+        .into_iter()
+        .map(HeaderName::from_static)
+        .collect()
+    });
+    KNOWN.iter().find(|known| known.as_str() == name).cloned()
 }
 
 /// Whether an HTTP/2 endpoint refused the request without processing it:
