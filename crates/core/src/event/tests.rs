@@ -218,6 +218,19 @@ fn datacontenttype_must_be_a_media_type() {
             structured(json!({ "datacontenttype": bad })),
         );
     }
+    // Each separator RFC 9110 keeps out of a token.
+    for separator in "()<>@,:\\\"[]?=/".chars() {
+        for bad in [
+            format!("te{separator}xt/plain"),
+            format!("text/pl{separator}ain"),
+        ] {
+            err(
+                "datacontenttype",
+                structured(json!({ "datacontenttype": bad })),
+            );
+        }
+    }
+    assert!(structured(json!({"datacontenttype": "application/vnd.a+json"})).is_ok());
     assert!(structured(json!({"datacontenttype": "text/plain; charset=\"utf-8\""})).is_ok());
 }
 
