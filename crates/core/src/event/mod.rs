@@ -232,12 +232,22 @@ fn check_attribute_chars(value: &str) -> Result<(), String> {
             value.len()
         ));
     }
-    if value.chars().any(|c| c.is_control()) {
+    // Most attributes are ASCII: a byte test finds its controls, and it has
+    // no noncharacters. Every attribute of every event published goes here.
+    let (control, noncharacter) = if value.is_ascii() {
+        (value.bytes().any(|b| b.is_ascii_control()), false)
+    } else {
+        (
+            value.chars().any(char::is_control),
+            value.chars().any(is_noncharacter),
+        )
+    };
+    if control {
         return Err(
             "must not contain control characters (U+0000–U+001F, U+007F–U+009F)".to_owned(),
         );
     }
-    if value.chars().any(is_noncharacter) {
+    if noncharacter {
         return Err("must not contain Unicode noncharacters".to_owned());
     }
     Ok(())
