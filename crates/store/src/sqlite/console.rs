@@ -16,11 +16,13 @@ use crate::console::*;
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
 /// the very statement the console runs.
+///
+/// A search of every state reads the subscription's range of each state in
+/// `deliveries_recent_by_state` and merges the four, newest first: SQLite
+/// keeps no index of a subscription's deliveries by age alone, which every
+/// publish would write (0012).
 pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String, Vec<Value>)>> {
-    let mut sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE d.subscription = ?1"
-    );
+    let mut filters = String::new();
     let mut args: Vec<Value> = vec![query.subscription.clone().into()];
     let mut push = |sql: &mut String, clause: &str, value: Value| {
         args.push(value);
@@ -31,42 +33,78 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
     };
     if let Some(state) = state {
         push(
-            &mut sql,
+            &mut filters,
             " AND d.state = ?",
             state.as_str().to_owned().into(),
         );
     }
     if let Some(reason) = query.reason {
         push(
-            &mut sql,
+            &mut filters,
             " AND d.failure_reason = ?",
             reason.as_str().to_owned().into(),
         );
     }
     if let Some(status) = query.status {
-        push(&mut sql, " AND d.last_status = ?", i64::from(status).into());
+        push(
+            &mut filters,
+            " AND d.last_status = ?",
+            i64::from(status).into(),
+        );
     }
     if let Some(ty) = &query.event_type {
-        push(&mut sql, " AND e.type = ?", ty.clone().into());
+        push(&mut filters, " AND e.type = ?", ty.clone().into());
     }
     if let Some(since) = query.since {
-        push(&mut sql, " AND d.created_at >= ?", millis(since).into());
+        push(&mut filters, " AND d.created_at >= ?", millis(since).into());
     }
     if let Some(until) = query.until {
-        push(&mut sql, " AND d.created_at < ?", millis(until).into());
+        push(&mut filters, " AND d.created_at < ?", millis(until).into());
     }
     if let Some((ms, id)) = query.after()? {
         args.push(ms.into());
         args.push(id.into());
         let n = args.len();
-        sql.push_str(&format!(" AND (d.created_at, d.id) < (?{}, ?{n})", n - 1));
+        filters.push_str(&format!(" AND (d.created_at, d.id) < (?{}, ?{n})", n - 1));
     }
     args.push(i64::from(query.page_limit() + 1).into());
-    sql.push_str(&format!(
-        " ORDER BY d.created_at DESC, d.id DESC LIMIT ?{}",
-        args.len()
-    ));
+    let limit = args.len();
+    let select = |extra: &str| {
+        format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.subscription = ?1{extra}{filters}"
+        )
+    };
+    let sql = if state.is_some() {
+        format!(
+            "{} ORDER BY d.created_at DESC, d.id DESC LIMIT ?{limit}",
+            select("")
+        )
+    } else {
+        let (created_at, id) = newest_first_columns();
+        let arms: Vec<String> = DeliveryState::ALL
+            .iter()
+            .map(|state| select(&format!(" AND d.state = '{}'", state.as_str())))
+            .collect();
+        format!(
+            "{} ORDER BY {created_at} DESC, {id} DESC LIMIT ?{limit}",
+            arms.join(" UNION ALL ")
+        )
+    };
     Ok(Some((sql, args)))
+}
+
+/// The positions (from 1) of `d.created_at` and `d.id` among
+/// `DELIVERY_COLUMNS`: a compound select orders by its result columns, and
+/// `id` names two of them.
+fn newest_first_columns() -> (usize, usize) {
+    let position = |name: &str| {
+        DELIVERY_COLUMNS
+            .split(',')
+            .position(|column| column.trim() == name)
+            .map_or(0, |index| index + 1)
+    };
+    (position("d.created_at"), position("d.id"))
 }
 
 pub(super) fn search_deliveries(
@@ -201,6 +239,14 @@ mod plans;
 #[cfg(test)]
 mod every_state_tests {
     use redrive_core::DeliveryState;
+
+    #[test]
+    fn a_search_of_every_state_orders_by_columns_it_selects() {
+        let (created_at, id) = super::newest_first_columns();
+        let columns: Vec<&str> = super::DELIVERY_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(columns[created_at - 1], "d.created_at");
+        assert_eq!(columns[id - 1], "d.id");
+    }
 
     #[test]
     fn every_state_lists_each_delivery_state_once() {

@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!("sqlite", "0009_lighter_delivery_indexes"),
     migration!("sqlite", "0010_no_lease_or_retention_index"),
     migration!("sqlite", "0011_fewer_history_indexes"),
+    migration!("sqlite", "0012_no_recent_index"),
 ];
 
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
