@@ -90,6 +90,7 @@ checks!(
     retention_still_ends_deliveries_of_paused_and_disabled_subscriptions,
     console_search_filters_newest_first,
     console_search_pages_without_gaps_or_repeats,
+    console_search_pages_across_interleaved_states,
     console_counts_deliveries_by_state_since,
     console_buckets_delivered_and_failed_by_end_time,
     tokens_are_created_read_listed_and_deleted,

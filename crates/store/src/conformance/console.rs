@@ -187,6 +187,86 @@ pub async fn console_search_pages_without_gaps_or_repeats(store: &dyn Store) {
     assert!(matches!(forged, Err(StoreError::Invalid(_))), "{forged:?}");
 }
 
+/// A search of every state pages newest first across all four states
+/// when their ages interleave: e5 in flight, e4 delivered, e3 waiting for
+/// a retry, e2 failed, e1 delivered, e0 waiting for a retry.
+pub async fn console_search_pages_across_interleaved_states(store: &dyn Store) {
+    store.create_topic("orders", at(0)).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), at(0))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        store
+            .publish("orders", vec![event(&format!("e{i}"), "t")], at(i))
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim_due(claim_at(at(10), vec![want("s1", 6)]))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed.len(), 6);
+    let retry = Decision::Retry {
+        at: at(100),
+        retry: 1,
+    };
+    let completions = claimed
+        .iter()
+        .filter_map(|c| {
+            let (status, decision) = match c.event.id.as_str() {
+                "e1" | "e4" => (200, Decision::Delivered),
+                "e2" => (
+                    410,
+                    Decision::Failed {
+                        reason: FailureReason::NonRetryable,
+                    },
+                ),
+                "e0" | "e3" => (503, retry),
+                _ => return None,
+            };
+            Some(Completion {
+                delivery_id: c.delivery.id.clone(),
+                subscription: c.delivery.subscription.clone(),
+                attempt: attempt(c.delivery.attempts, at(10), status, decision),
+            })
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    for _ in 0..5 {
+        let page = store
+            .search_deliveries(DeliverySearch {
+                subscription: "s1".into(),
+                limit: 2,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        pages.push(
+            page.deliveries
+                .iter()
+                .map(|d| format!("{} {}", d.event_id, d.state.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        pages,
+        [
+            ["e5 in_flight", "e4 delivered"],
+            ["e3 scheduled", "e2 failed"],
+            ["e1 delivered", "e0 scheduled"],
+        ]
+    );
+}
+
 pub async fn console_counts_deliveries_by_state_since(store: &dyn Store) {
     seeded(store).await;
     let all = store.count_deliveries_by_state("s1", at(0)).await.unwrap();
