@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redrive_core::{Decision, DeliveryState, FailureReason};
+use redrive_core::{Decision, Delivery, DeliveryState, FailureReason};
 
 use super::{at, attempt, claim_at, event, spec, want};
 use crate::{Completion, DeliverySearch, OutcomeBucketsQuery, Store, StoreError};
@@ -13,18 +13,7 @@ use crate::{Completion, DeliverySearch, OutcomeBucketsQuery, Store, StoreError};
 /// (200), e2 fails as non-retryable (410), e3 waits for a retry after a
 /// 503, e4 and e5 are never tried. Returns delivery ids by event index.
 async fn seeded(store: &dyn Store) -> Vec<String> {
-    store.create_topic("orders", at(0)).await.unwrap();
-    store
-        .create_subscription(spec("s1", "orders"), at(0))
-        .await
-        .unwrap();
-    for i in 0..6 {
-        let ty = if i % 2 == 0 { "a" } else { "b" };
-        store
-            .publish("orders", vec![event(&format!("e{i}"), ty)], at(i))
-            .await
-            .unwrap();
-    }
+    publish_six(store).await;
     let claimed = store
         .claim_due(claim_at(at(10), vec![want("s1", 4)]))
         .await
@@ -70,6 +59,48 @@ async fn seeded(store: &dyn Store) -> Vec<String> {
         ids[index] = d.id;
     }
     ids
+}
+
+/// `orders` → `s1` with six events, one published per second from t0:
+/// e0..e5, types alternating `a`/`b`.
+async fn publish_six(store: &dyn Store) {
+    store.create_topic("orders", at(0)).await.unwrap();
+    store
+        .create_subscription(spec("s1", "orders"), at(0))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let ty = if i % 2 == 0 { "a" } else { "b" };
+        store
+            .publish("orders", vec![event(&format!("e{i}"), ty)], at(i))
+            .await
+            .unwrap();
+    }
+}
+
+/// Every page of `s1`'s deliveries of every state, `limit` at a time,
+/// following the cursors to the end.
+async fn pages_of_every_state(store: &dyn Store, limit: u32) -> Vec<Vec<Delivery>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = store
+            .search_deliveries(DeliverySearch {
+                subscription: "s1".into(),
+                limit,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.deliveries.len() <= usize::try_from(limit).unwrap());
+        pages.push(page.deliveries);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    pages
 }
 
 async fn event_ids(store: &dyn Store, search: DeliverySearch) -> Vec<String> {
@@ -146,25 +177,12 @@ pub async fn console_search_filters_newest_first(store: &dyn Store) {
 
 pub async fn console_search_pages_without_gaps_or_repeats(store: &dyn Store) {
     seeded(store).await;
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    for _ in 0..10 {
-        let page = store
-            .search_deliveries(DeliverySearch {
-                subscription: "s1".into(),
-                limit: 4,
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(page.deliveries.len() <= 4);
-        seen.extend(page.deliveries.into_iter().map(|d| d.event_id));
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
+    let seen: Vec<String> = pages_of_every_state(store, 4)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|d| d.event_id)
+        .collect();
     assert_eq!(seen, ["e5", "e4", "e3", "e2", "e1", "e0"]);
     let exact = store
         .search_deliveries(DeliverySearch {
@@ -191,17 +209,7 @@ pub async fn console_search_pages_without_gaps_or_repeats(store: &dyn Store) {
 /// when their ages interleave: e5 in flight, e4 delivered, e3 waiting for
 /// a retry, e2 failed, e1 delivered, e0 waiting for a retry.
 pub async fn console_search_pages_across_interleaved_states(store: &dyn Store) {
-    store.create_topic("orders", at(0)).await.unwrap();
-    store
-        .create_subscription(spec("s1", "orders"), at(0))
-        .await
-        .unwrap();
-    for i in 0..6 {
-        store
-            .publish("orders", vec![event(&format!("e{i}"), "t")], at(i))
-            .await
-            .unwrap();
-    }
+    publish_six(store).await;
     let claimed = store
         .claim_due(claim_at(at(10), vec![want("s1", 6)]))
         .await
@@ -234,29 +242,15 @@ pub async fn console_search_pages_across_interleaved_states(store: &dyn Store) {
         })
         .collect();
     store.complete_many(completions).await.unwrap();
-    let mut pages = Vec::new();
-    let mut cursor = None;
-    for _ in 0..5 {
-        let page = store
-            .search_deliveries(DeliverySearch {
-                subscription: "s1".into(),
-                limit: 2,
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        pages.push(
-            page.deliveries
-                .iter()
+    let pages: Vec<Vec<String>> = pages_of_every_state(store, 2)
+        .await
+        .into_iter()
+        .map(|page| {
+            page.iter()
                 .map(|d| format!("{} {}", d.event_id, d.state.as_str()))
-                .collect::<Vec<_>>(),
-        );
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
+                .collect()
+        })
+        .collect();
     assert_eq!(
         pages,
         [
