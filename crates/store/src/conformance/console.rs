@@ -14,37 +14,14 @@ use crate::{Completion, DeliverySearch, OutcomeBucketsQuery, Store, StoreError};
 /// 503, e4 and e5 are never tried. Returns delivery ids by event index.
 async fn seeded(store: &dyn Store) -> Vec<String> {
     publish_six(store).await;
-    let claimed = store
-        .claim_due(claim_at(at(10), vec![want("s1", 4)]))
-        .await
-        .unwrap()
-        .claimed;
-    assert_eq!(claimed.len(), 4, "the four oldest are due");
-    let mut completions = Vec::new();
-    for c in &claimed {
-        let (status, decision) = match c.event.id.as_str() {
-            "e0" | "e1" => (200, Decision::Delivered),
-            "e2" => (
-                410,
-                Decision::Failed {
-                    reason: FailureReason::NonRetryable,
-                },
-            ),
-            _ => (
-                503,
-                Decision::Retry {
-                    at: at(100),
-                    retry: 1,
-                },
-            ),
-        };
-        completions.push(Completion {
-            delivery_id: c.delivery.id.clone(),
-            subscription: c.delivery.subscription.clone(),
-            attempt: attempt(c.delivery.attempts, at(10), status, decision),
-        });
-    }
-    store.complete_many(completions).await.unwrap();
+    claim_and_end(store, 4, |event_id| {
+        Some(match event_id {
+            "e0" | "e1" => 200,
+            "e2" => 410,
+            _ => 503,
+        })
+    })
+    .await;
     let mut ids = vec![String::new(); 6];
     let page = store
         .search_deliveries(DeliverySearch {
@@ -76,6 +53,45 @@ async fn publish_six(store: &dyn Store) {
             .await
             .unwrap();
     }
+}
+
+/// Claims the `due` oldest deliveries of `s1` at t0+10 and ends each with
+/// the status `status_of` gives its event: 200 delivers, 410 fails as
+/// non-retryable, 503 waits for a retry at t0+100; `None` leaves it in
+/// flight.
+async fn claim_and_end(store: &dyn Store, due: u32, status_of: impl Fn(&str) -> Option<u16>) {
+    let claimed = store
+        .claim_due(claim_at(at(10), vec![want("s1", due)]))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(
+        claimed.len(),
+        usize::try_from(due).unwrap(),
+        "the oldest are due"
+    );
+    let completions = claimed
+        .iter()
+        .filter_map(|c| {
+            let status = status_of(&c.event.id)?;
+            let decision = match status {
+                200 => Decision::Delivered,
+                410 => Decision::Failed {
+                    reason: FailureReason::NonRetryable,
+                },
+                _ => Decision::Retry {
+                    at: at(100),
+                    retry: 1,
+                },
+            };
+            Some(Completion {
+                delivery_id: c.delivery.id.clone(),
+                subscription: c.delivery.subscription.clone(),
+                attempt: attempt(c.delivery.attempts, at(10), status, decision),
+            })
+        })
+        .collect();
+    store.complete_many(completions).await.unwrap();
 }
 
 /// Every page of `s1`'s deliveries of every state, `limit` at a time,
@@ -210,38 +226,13 @@ pub async fn console_search_pages_without_gaps_or_repeats(store: &dyn Store) {
 /// a retry, e2 failed, e1 delivered, e0 waiting for a retry.
 pub async fn console_search_pages_across_interleaved_states(store: &dyn Store) {
     publish_six(store).await;
-    let claimed = store
-        .claim_due(claim_at(at(10), vec![want("s1", 6)]))
-        .await
-        .unwrap()
-        .claimed;
-    assert_eq!(claimed.len(), 6);
-    let retry = Decision::Retry {
-        at: at(100),
-        retry: 1,
-    };
-    let completions = claimed
-        .iter()
-        .filter_map(|c| {
-            let (status, decision) = match c.event.id.as_str() {
-                "e1" | "e4" => (200, Decision::Delivered),
-                "e2" => (
-                    410,
-                    Decision::Failed {
-                        reason: FailureReason::NonRetryable,
-                    },
-                ),
-                "e0" | "e3" => (503, retry),
-                _ => return None,
-            };
-            Some(Completion {
-                delivery_id: c.delivery.id.clone(),
-                subscription: c.delivery.subscription.clone(),
-                attempt: attempt(c.delivery.attempts, at(10), status, decision),
-            })
-        })
-        .collect();
-    store.complete_many(completions).await.unwrap();
+    claim_and_end(store, 6, |event_id| match event_id {
+        "e1" | "e4" => Some(200),
+        "e2" => Some(410),
+        "e0" | "e3" => Some(503),
+        _ => None,
+    })
+    .await;
     let pages: Vec<Vec<String>> = pages_of_every_state(store, 2)
         .await
         .into_iter()
