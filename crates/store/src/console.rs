@@ -124,6 +124,24 @@ impl DeliverySearch {
     }
 }
 
+/// The order of a search of every state, which merges one range per state
+/// in a compound select: newest first by the positions (from 1) of
+/// `d.created_at` and `d.id` among the delivery columns, since a compound
+/// select orders by its result columns and `id` names two of them.
+pub(crate) fn merged_newest_first() -> String {
+    let position = |name: &str| {
+        crate::stored::DELIVERY_COLUMNS
+            .split(',')
+            .position(|column| column.trim() == name)
+            .map_or(0, |index| index + 1)
+    };
+    format!(
+        "ORDER BY {} DESC, {} DESC",
+        position("d.created_at"),
+        position("d.id")
+    )
+}
+
 impl DeliverySearchPage {
     /// A page from the rows a search read: it asks for one row more than
     /// `limit`, and that row's presence says another page follows.
@@ -208,5 +226,24 @@ impl BucketGrid {
 
     pub(crate) fn into_buckets(self) -> Vec<OutcomeBucket> {
         self.buckets
+    }
+}
+
+#[cfg(test)]
+mod merged_order_tests {
+    #[test]
+    fn a_search_of_every_state_orders_by_columns_it_selects() {
+        let columns: Vec<&str> = crate::stored::DELIVERY_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let order = super::merged_newest_first();
+        let positions: Vec<usize> = order
+            .trim_start_matches("ORDER BY ")
+            .split(", ")
+            .map(|key| key.trim_end_matches(" DESC").parse().unwrap())
+            .collect();
+        assert_eq!(columns[positions[0] - 1], "d.created_at");
+        assert_eq!(columns[positions[1] - 1], "d.id");
     }
 }

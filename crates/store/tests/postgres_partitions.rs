@@ -552,13 +552,10 @@ async fn partitioning_a_schema_keeps_every_row(url: String) {
         indexes,
         [
             "attempts_pkey",
-            "deliveries_by_event",
             "deliveries_due",
             "deliveries_ended",
-            "deliveries_finished",
             "deliveries_journal",
             "deliveries_pkey",
-            "deliveries_recent",
             "deliveries_recent_by_state",
             "deliveries_recent_by_status",
         ]

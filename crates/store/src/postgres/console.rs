@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
+use redrive_core::DeliveryState;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{self, DELIVERY_COLUMNS, big, get, millis, parse_enum};
@@ -18,56 +19,91 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 /// The statement a search runs and its parameters, or `None` when no
 /// delivery can match. Kept apart from running it so the plan tests explain
 /// the very statement the console runs.
+///
+/// A search of every state reads a page from the subscription's range of
+/// each state in `deliveries_recent_by_state` and merges the four, newest
+/// first: PostgreSQL keeps no index of a subscription's deliveries by age
+/// alone, which every version of every delivery row would write (0012).
+/// Each state's part is limited on its own so that it is planned as an
+/// ordered index range (a limit on the whole union alone would let the
+/// planner read and sort each state's every row).
 pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String, Params)>> {
     let Ok(state) = query.state_filter() else {
         return Ok(None);
     };
-    let mut sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE d.subscription = $1"
-    );
+    let mut filters = String::new();
     let mut args: Params = vec![Box::new(query.subscription.clone())];
     let mut push = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", args.len())));
     };
     if let Some(state) = state {
-        push(&mut sql, " AND d.state = ?", Box::new(state.as_str()));
+        push(&mut filters, " AND d.state = ?", Box::new(state.as_str()));
     }
     if let Some(reason) = query.reason {
         push(
-            &mut sql,
+            &mut filters,
             " AND d.failure_reason = ?",
             Box::new(reason.as_str()),
         );
     }
     if let Some(status) = query.status {
         push(
-            &mut sql,
+            &mut filters,
             " AND d.last_status = ?",
             Box::new(i32::from(status)),
         );
     }
     if let Some(ty) = &query.event_type {
-        push(&mut sql, " AND e.type = ?", Box::new(ty.clone()));
+        push(&mut filters, " AND e.type = ?", Box::new(ty.clone()));
     }
     if let Some(since) = query.since {
-        push(&mut sql, " AND d.created_at >= ?", Box::new(millis(since)));
+        push(
+            &mut filters,
+            " AND d.created_at >= ?",
+            Box::new(millis(since)),
+        );
     }
     if let Some(until) = query.until {
-        push(&mut sql, " AND d.created_at < ?", Box::new(millis(until)));
+        push(
+            &mut filters,
+            " AND d.created_at < ?",
+            Box::new(millis(until)),
+        );
     }
     if let Some((ms, id)) = query.after()? {
         args.push(Box::new(ms));
         args.push(Box::new(id));
         let n = args.len();
-        sql.push_str(&format!(" AND (d.created_at, d.id) < (${}, ${n})", n - 1));
+        filters.push_str(&format!(" AND (d.created_at, d.id) < (${}, ${n})", n - 1));
     }
     args.push(Box::new(big(query.page_limit() + 1)));
-    sql.push_str(&format!(
-        " ORDER BY d.created_at DESC, d.id DESC LIMIT ${}",
-        args.len()
-    ));
+    let limit = args.len();
+    let page = |extra: &str| {
+        format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.subscription = $1{extra}{filters}
+             ORDER BY d.created_at DESC, d.id DESC LIMIT ${limit}"
+        )
+    };
+    let sql = if state.is_some() {
+        page("")
+    } else {
+        let arms: Vec<String> = DeliveryState::ALL
+            .iter()
+            .map(|state| {
+                format!(
+                    "({})",
+                    page(&format!(" AND d.state = '{}'", state.as_str()))
+                )
+            })
+            .collect();
+        format!(
+            "{} {} LIMIT ${limit}",
+            arms.join(" UNION ALL "),
+            merged_newest_first()
+        )
+    };
     Ok(Some((sql, args)))
 }
 

@@ -10,6 +10,11 @@
 //! the default partition is purged row by row, a batch per call, raising
 //! each subscription's journal floor, and events no delivery reads any
 //! more are deleted, walked once in publish order.
+//!
+//! Every read goes through indexes the hot path needs anyway (see
+//! `migrations/postgres/0012_fewer_delivery_indexes.sql`): ended deliveries
+//! one subscription at a time (`deliveries_ended`), an event's readers
+//! among its topic's subscriptions only (`deliveries_journal`).
 
 use jiff::Timestamp;
 use tokio_postgres::Client;
@@ -71,10 +76,14 @@ pub(super) async fn purge(
     let row = tx
         .query_one(
             "WITH finished AS (
-               SELECT id FROM deliveries_default
-               WHERE state IN ('delivered', 'failed') AND updated_at < $1
-               ORDER BY updated_at LIMIT $2
-               FOR UPDATE SKIP LOCKED
+               SELECT f.id FROM subscriptions s CROSS JOIN LATERAL (
+                 SELECT id FROM deliveries_default
+                 WHERE subscription = s.name AND state IN ('delivered', 'failed')
+                   AND updated_at < $1
+                 ORDER BY updated_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+               ) f
+               LIMIT $2
              ), gone_attempts AS (
                DELETE FROM attempts_default a USING finished f WHERE a.delivery_id = f.id
                RETURNING 1
@@ -102,7 +111,10 @@ pub(super) async fn purge(
     let delete_unreferenced = tx
         .prepare_cached(
             "DELETE FROM events e WHERE e.seq = ANY($1)
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
+               AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                               JOIN deliveries d
+                                 ON d.subscription = s.name AND d.event_seq = e.seq
+                               WHERE s.topic = e.topic)",
         )
         .await
         .map_err(pg_error)?;
@@ -318,15 +330,17 @@ fn quoted(name: &str) -> String {
 
 /// The rows of a partition that the purge keeps: unfinished, or finished
 /// at or after the cutoff. Three parts so each reads an index range
-/// instead of the whole partition (in-flight rows one subscription at a
-/// time: a delivery lives only as long as its subscription).
+/// instead of the whole partition (in-flight and ended rows one
+/// subscription at a time: a delivery lives only as long as its
+/// subscription).
 fn stragglers(deliveries: &str, columns: &str) -> String {
     format!(
         "SELECT {columns} FROM {deliveries} WHERE state = 'scheduled'
          UNION ALL SELECT {columns} FROM {deliveries}
            WHERE subscription IN (SELECT name FROM subscriptions) AND state = 'in_flight'
          UNION ALL SELECT {columns} FROM {deliveries}
-           WHERE state IN ('delivered', 'failed') AND updated_at >= $1"
+           WHERE subscription IN (SELECT name FROM subscriptions)
+             AND state IN ('delivered', 'failed') AND updated_at >= $1"
     )
 }
 
@@ -387,29 +401,27 @@ async fn drop_one(
             &[&partition.lower, &partition.upper],
         )
         .await?;
-    // Each subscription's journal floor, from its own index range.
-    tx.execute(
-        &format!(
-            "INSERT INTO journal_floors (subscription, purged_through)
-             SELECT s.name, m.seq FROM subscriptions s
-             CROSS JOIN LATERAL (
-               SELECT max(event_seq) AS seq FROM {deliveries}
-               WHERE subscription = s.name AND state IN ('delivered', 'failed')
-                 AND updated_at < $1
-             ) m
-             WHERE m.seq IS NOT NULL
-             ON CONFLICT (subscription) DO UPDATE
-               SET purged_through = GREATEST(journal_floors.purged_through,
-                                             excluded.purged_through)"
-        ),
-        &[&before_ms],
-    )
-    .await?;
+    // Each subscription's journal floor from its own index range, and the
+    // first event the dropped rows read, from the same ranges.
     let first_seq: Option<i64> = tx
         .query_one(
             &format!(
-                "SELECT min(event_seq) FROM {deliveries}
-                 WHERE state IN ('delivered', 'failed') AND updated_at < $1"
+                "WITH purged AS (
+                   SELECT s.name, m.first, m.last FROM subscriptions s
+                   CROSS JOIN LATERAL (
+                     SELECT min(event_seq) AS first, max(event_seq) AS last FROM {deliveries}
+                     WHERE subscription = s.name AND state IN ('delivered', 'failed')
+                       AND updated_at < $1
+                   ) m
+                   WHERE m.last IS NOT NULL
+                 ), floors AS (
+                   INSERT INTO journal_floors (subscription, purged_through)
+                   SELECT name, last FROM purged
+                   ON CONFLICT (subscription) DO UPDATE
+                     SET purged_through = GREATEST(journal_floors.purged_through,
+                                                   excluded.purged_through)
+                 )
+                 SELECT min(first) FROM purged"
             ),
             &[&before_ms],
         )

@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!("postgres", "0009_previous_secrets"),
     migration!("postgres", "0010_lighter_delivery_indexes"),
     migration!("postgres", "0011_no_lease_or_retention_index"),
+    migration!("postgres", "0012_fewer_delivery_indexes"),
 ];
 
 /// The advisory lock key of migrations, per schema so that databases

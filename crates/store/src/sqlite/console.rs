@@ -81,30 +81,17 @@ pub(crate) fn search_statement(query: &DeliverySearch) -> Result<Option<(String,
             select("")
         )
     } else {
-        let (created_at, id) = newest_first_columns();
         let arms: Vec<String> = DeliveryState::ALL
             .iter()
             .map(|state| select(&format!(" AND d.state = '{}'", state.as_str())))
             .collect();
         format!(
-            "{} ORDER BY {created_at} DESC, {id} DESC LIMIT ?{limit}",
-            arms.join(" UNION ALL ")
+            "{} {} LIMIT ?{limit}",
+            arms.join(" UNION ALL "),
+            merged_newest_first()
         )
     };
     Ok(Some((sql, args)))
-}
-
-/// The positions (from 1) of `d.created_at` and `d.id` among
-/// `DELIVERY_COLUMNS`: a compound select orders by its result columns, and
-/// `id` names two of them.
-fn newest_first_columns() -> (usize, usize) {
-    let position = |name: &str| {
-        DELIVERY_COLUMNS
-            .split(',')
-            .position(|column| column.trim() == name)
-            .map_or(0, |index| index + 1)
-    };
-    (position("d.created_at"), position("d.id"))
 }
 
 pub(super) fn search_deliveries(
@@ -239,14 +226,6 @@ mod plans;
 #[cfg(test)]
 mod every_state_tests {
     use redrive_core::DeliveryState;
-
-    #[test]
-    fn a_search_of_every_state_orders_by_columns_it_selects() {
-        let (created_at, id) = super::newest_first_columns();
-        let columns: Vec<&str> = super::DELIVERY_COLUMNS.split(',').map(str::trim).collect();
-        assert_eq!(columns[created_at - 1], "d.created_at");
-        assert_eq!(columns[id - 1], "d.id");
-    }
 
     #[test]
     fn every_state_lists_each_delivery_state_once() {

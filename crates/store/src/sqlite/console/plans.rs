@@ -94,13 +94,7 @@ fn every_console_query_is_an_index_range() {
         };
         explained += 1;
         failures.extend(check(&conn, &name, &sql, &args, true));
-        // SQLite keeps no `deliveries_recent`: a search of every state
-        // merges the ranges of each state (see `search_statement`).
-        let expected = expected_index(&name).map(|index| match index {
-            "deliveries_recent" => "deliveries_recent_by_state",
-            other => other,
-        });
-        if let Some(index) = expected {
+        if let Some(index) = expected_index(&name) {
             let steps = plan(&conn, &sql, &args);
             if !steps
                 .iter()
