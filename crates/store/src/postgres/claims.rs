@@ -33,28 +33,7 @@ impl ClaimStore for PostgresStore {
         // `deliveries_recent_by_state` (a delivery lives only as long as
         // its subscription): a lease index would cost every claim a write.
         let moved = client
-            .execute(
-                "WITH expired AS (
-                   SELECT id FROM deliveries
-                   WHERE subscription IN (SELECT name FROM subscriptions)
-                     AND state = 'in_flight' AND lease_until < $1
-                   FOR UPDATE SKIP LOCKED
-                 ), recorded AS (
-                   INSERT INTO attempts
-                     (delivery_id, number, started_at, duration_ms, error, error_message, decision)
-                   SELECT d.id, d.attempts, COALESCE(d.last_attempt_at, $1),
-                          GREATEST($1 - COALESCE(d.last_attempt_at, $1), 0), 'interrupted',
-                          'the attempt did not finish: its process stopped or its lease ran out',
-                          json_build_object('kind', 'retry', 'at', $2::text, 'retry', d.attempts)::text
-                   FROM deliveries d JOIN expired USING (id)
-                   ON CONFLICT DO NOTHING
-                 )
-                 UPDATE deliveries d SET state = 'scheduled', next_attempt_at = $1,
-                        lease_until = NULL, last_error = 'interrupted', last_status = NULL,
-                        updated_at = $1
-                 FROM expired WHERE d.id = expired.id",
-                &[&millis(now), &now.to_string()],
-            )
+            .execute(RESCUE_EXPIRED, &[&millis(now), &now.to_string()])
             .await
             .map_err(pg_error)?;
         if moved > 0 {
@@ -70,27 +49,7 @@ impl ClaimStore for PostgresStore {
         // One statement: the interrupted attempt is recorded exactly for the
         // claims this call moves back, and both happen or neither.
         let row = client
-            .query_one(
-                "WITH released AS (
-                   UPDATE deliveries SET state = 'scheduled', next_attempt_at = $1,
-                          lease_until = NULL, last_error = 'interrupted', last_status = NULL,
-                          updated_at = $1
-                   WHERE id = ANY($3::text[]) AND state = 'in_flight'
-                   RETURNING id, attempts, last_attempt_at
-                 ), recorded AS (
-                   INSERT INTO attempts (delivery_id, number, started_at, duration_ms, error,
-                                         error_message, decision)
-                   SELECT id, attempts, COALESCE(last_attempt_at, $1),
-                          GREATEST($1 - COALESCE(last_attempt_at, $1), 0),
-                          'interrupted', 'the attempt did not finish before shutdown',
-                          json_build_object('kind', 'retry', 'at', $2::text,
-                                            'retry', attempts)::text
-                   FROM released
-                   ON CONFLICT DO NOTHING
-                 )
-                 SELECT count(*) FROM released",
-                &[&now_ms, &now.to_string(), &ids],
-            )
+            .query_one(RELEASE_CLAIMS, &[&now_ms, &now.to_string(), &ids])
             .await
             .map_err(pg_error)?;
         let moved = count(get(&row, 0)?);
@@ -117,23 +76,7 @@ impl ClaimStore for PostgresStore {
         // attempt times, which the attempt before it, if any, had set. The
         // rate token the claim spent stays spent: a rate is a ceiling.
         let row = client
-            .query_one(
-                "WITH handed_back AS (
-                   UPDATE deliveries d SET state = 'scheduled', attempts = d.attempts - 1,
-                          next_attempt_at = c.due_at, lease_until = NULL, updated_at = $4,
-                          first_attempt_at = CASE WHEN d.attempts = 1 THEN NULL
-                                                  ELSE d.first_attempt_at END,
-                          last_attempt_at = CASE WHEN d.attempts = 1 THEN NULL ELSE COALESCE(
-                              (SELECT a.started_at FROM attempts a
-                               WHERE a.delivery_id = d.id AND a.number = d.attempts - 1),
-                              d.last_attempt_at) END
-                   FROM unnest($1::text[], $2::int[], $3::bigint[]) AS c(id, attempt, due_at)
-                   WHERE d.id = c.id AND d.state = 'in_flight' AND d.attempts = c.attempt
-                   RETURNING d.id
-                 )
-                 SELECT count(*) FROM handed_back",
-                &[&ids, &attempts, &due, &millis(now)],
-            )
+            .query_one(UNCLAIM, &[&ids, &attempts, &due, &millis(now)])
             .await
             .map_err(pg_error)?;
         let moved = count(get(&row, 0)?);
@@ -144,6 +87,71 @@ impl ClaimStore for PostgresStore {
         Ok(moved)
     }
 }
+
+// `(state = 'in_flight') IS TRUE` checks a row found by its key: an index
+// search by state would walk every delivery in flight (see
+// `deliveries::plans`).
+
+/// Moves in-flight deliveries whose lease ran out before `$1` back to
+/// due, recording the interrupted attempt (`$2`: `$1` as text).
+pub(super) const RESCUE_EXPIRED: &str = "WITH expired AS (
+       SELECT d.id FROM subscriptions s CROSS JOIN LATERAL (
+         SELECT id FROM deliveries
+         WHERE subscription = s.name AND state = 'in_flight' AND lease_until < $1
+         FOR UPDATE SKIP LOCKED
+       ) d
+     ), recorded AS (
+       INSERT INTO attempts
+         (delivery_id, number, started_at, duration_ms, error, error_message, decision)
+       SELECT d.id, d.attempts, COALESCE(d.last_attempt_at, $1),
+              GREATEST($1 - COALESCE(d.last_attempt_at, $1), 0), 'interrupted',
+              'the attempt did not finish: its process stopped or its lease ran out',
+              json_build_object('kind', 'retry', 'at', $2::text, 'retry', d.attempts)::text
+       FROM deliveries d JOIN expired USING (id)
+       ON CONFLICT DO NOTHING
+     )
+     UPDATE deliveries d SET state = 'scheduled', next_attempt_at = $1,
+            lease_until = NULL, last_error = 'interrupted', last_status = NULL,
+            updated_at = $1
+     FROM expired WHERE d.id = expired.id";
+
+/// Hands the claims `$3` back as due at `$1`, recording the interrupted
+/// attempt (`$2`: `$1` as text); counts them.
+pub(super) const RELEASE_CLAIMS: &str = "WITH released AS (
+      UPDATE deliveries SET state = 'scheduled', next_attempt_at = $1,
+             lease_until = NULL, last_error = 'interrupted', last_status = NULL,
+             updated_at = $1
+      WHERE id = ANY($3::text[]) AND (state = 'in_flight') IS TRUE
+      RETURNING id, attempts, last_attempt_at
+    ), recorded AS (
+      INSERT INTO attempts (delivery_id, number, started_at, duration_ms, error,
+                            error_message, decision)
+      SELECT id, attempts, COALESCE(last_attempt_at, $1),
+             GREATEST($1 - COALESCE(last_attempt_at, $1), 0),
+             'interrupted', 'the attempt did not finish before shutdown',
+             json_build_object('kind', 'retry', 'at', $2::text,
+                               'retry', attempts)::text
+      FROM released
+      ON CONFLICT DO NOTHING
+    )
+    SELECT count(*) FROM released";
+
+/// Hands claims back as they were before (`$1` ids, `$2` attempts, `$3`
+/// due times, at `$4`); counts them.
+pub(super) const UNCLAIM: &str = "WITH handed_back AS (
+      UPDATE deliveries d SET state = 'scheduled', attempts = d.attempts - 1,
+             next_attempt_at = c.due_at, lease_until = NULL, updated_at = $4,
+             first_attempt_at = CASE WHEN d.attempts = 1 THEN NULL
+                                     ELSE d.first_attempt_at END,
+             last_attempt_at = CASE WHEN d.attempts = 1 THEN NULL ELSE COALESCE(
+                 (SELECT a.started_at FROM attempts a
+                  WHERE a.delivery_id = d.id AND a.number = d.attempts - 1),
+                 d.last_attempt_at) END
+      FROM unnest($1::text[], $2::int[], $3::bigint[]) AS c(id, attempt, due_at)
+      WHERE d.id = c.id AND (d.state = 'in_flight') IS TRUE AND d.attempts = c.attempt
+      RETURNING d.id
+    )
+    SELECT count(*) FROM handed_back";
 
 /// A bucket as this claim found it, refilled to the claim's `now`.
 #[derive(Clone, Copy, Debug)]

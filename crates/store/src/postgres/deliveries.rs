@@ -237,6 +237,60 @@ pub(super) async fn publish_in(
         .collect())
 }
 
+/// The earliest due delivery of the wanted subscriptions (`$1`), besides
+/// those the statement claims; `claimed` names what to leave out.
+fn next_due(claimed: &str) -> String {
+    format!(
+        "SELECT min(first_due.at) AS at FROM unnest($1::text[]) AS w(subscription)
+         JOIN subscriptions s ON s.name = w.subscription
+           AND NOT s.paused AND s.health <> 'disabled'
+         CROSS JOIN LATERAL (
+           SELECT next_attempt_at AS at FROM deliveries
+           WHERE subscription = w.subscription AND state = 'scheduled' {claimed}
+           ORDER BY next_attempt_at LIMIT 1
+         ) first_due"
+    )
+}
+
+/// The claim: each wanted subscription's due rows (`$1` names, `$2`
+/// limits, `$6` due-by times), oldest first, at most `$5` in all, claimed
+/// at `$3` with leases until `$4`; with each its event, and what is due
+/// next.
+pub(super) fn claim_statement() -> String {
+    format!(
+        "WITH due AS (
+           SELECT picked.id, picked.next_attempt_at AS due_at
+           FROM unnest($1::text[], $2::bigint[], $6::bigint[])
+                WITH ORDINALITY AS w(subscription, lim, due_by, ord)
+           -- Paused and disabled subscriptions get no claims.
+           JOIN subscriptions s ON s.name = w.subscription
+             AND NOT s.paused AND s.health <> 'disabled'
+           CROSS JOIN LATERAL (
+             SELECT id, next_attempt_at FROM deliveries
+             WHERE subscription = w.subscription AND state = 'scheduled'
+               AND next_attempt_at <= w.due_by
+             ORDER BY next_attempt_at LIMIT w.lim
+             FOR UPDATE SKIP LOCKED
+           ) picked
+           WHERE w.lim > 0
+           LIMIT $5
+         ), claimed AS (
+           -- A delivery claimed ahead starts when it falls due: that
+           -- is its attempt's time.
+           UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1,
+                  lease_until = $4, last_attempt_at = GREATEST($3, due.due_at),
+                  first_attempt_at = COALESCE(d.first_attempt_at, GREATEST($3, due.due_at)),
+                  next_attempt_at = NULL, updated_at = $3
+           FROM due WHERE d.id = due.id
+           RETURNING d.*, due.due_at
+         ), next AS ({next})
+         SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, next.at, d.due_at
+         FROM next LEFT JOIN (claimed d JOIN events e ON e.seq = d.event_seq) ON true
+         ORDER BY d.due_at, d.id",
+        next = next_due("AND id NOT IN (SELECT id FROM due)"),
+    )
+}
+
 /// Claims with `limits` in place of the wants' own (one per want, in
 /// order), in one statement.
 pub(super) async fn claim_with(
@@ -266,20 +320,6 @@ pub(super) async fn claim_with(
         })
         .collect::<Result<Vec<i64>>>()?;
     let mut batch = ClaimBatch::default();
-    // The earliest due delivery of the wanted subscriptions, besides those
-    // this statement claims; `{claimed}` names what to leave out.
-    let next_due = |claimed: &str| {
-        format!(
-            "SELECT min(first_due.at) AS at FROM unnest($1::text[]) AS w(subscription)
-             JOIN subscriptions s ON s.name = w.subscription
-               AND NOT s.paused AND s.health <> 'disabled'
-             CROSS JOIN LATERAL (
-               SELECT next_attempt_at AS at FROM deliveries
-               WHERE subscription = w.subscription AND state = 'scheduled' {claimed}
-               ORDER BY next_attempt_at LIMIT 1
-             ) first_due"
-        )
-    };
     let due: Option<i64> = if request.limit_total > 0 && limits.iter().any(|l| *l > 0) {
         // Each subscription's due rows, oldest first, skipping rows another
         // node is claiming: nodes never queue behind each other. The
@@ -287,38 +327,7 @@ pub(super) async fn claim_with(
         // total, so rows past it are never locked. What is due next comes
         // back in the same statement (a row with no delivery when nothing
         // was claimed).
-        let sql = format!(
-            "WITH due AS (
-               SELECT picked.id, picked.next_attempt_at AS due_at
-               FROM unnest($1::text[], $2::bigint[], $6::bigint[])
-                    WITH ORDINALITY AS w(subscription, lim, due_by, ord)
-               -- Paused and disabled subscriptions get no claims.
-               JOIN subscriptions s ON s.name = w.subscription
-                 AND NOT s.paused AND s.health <> 'disabled'
-               CROSS JOIN LATERAL (
-                 SELECT id, next_attempt_at FROM deliveries
-                 WHERE subscription = w.subscription AND state = 'scheduled'
-                   AND next_attempt_at <= w.due_by
-                 ORDER BY next_attempt_at LIMIT w.lim
-                 FOR UPDATE SKIP LOCKED
-               ) picked
-               WHERE w.lim > 0
-               LIMIT $5
-             ), claimed AS (
-               -- A delivery claimed ahead starts when it falls due: that
-               -- is its attempt's time.
-               UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1,
-                      lease_until = $4, last_attempt_at = GREATEST($3, due.due_at),
-                      first_attempt_at = COALESCE(d.first_attempt_at, GREATEST($3, due.due_at)),
-                      next_attempt_at = NULL, updated_at = $3
-               FROM due WHERE d.id = due.id
-               RETURNING d.*, due.due_at
-             ), next AS ({next})
-             SELECT {DELIVERY_COLUMNS}, e.attributes, e.data, next.at, d.due_at
-             FROM next LEFT JOIN (claimed d JOIN events e ON e.seq = d.event_seq) ON true
-             ORDER BY d.due_at, d.id",
-            next = next_due("AND id NOT IN (SELECT id FROM due)"),
-        );
+        let sql = claim_statement();
         let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
         let rows = client
             .query(
@@ -358,6 +367,44 @@ pub(super) async fn claim_with(
     };
     batch.next_due_at = due.map(timestamp).transpose()?;
     Ok(batch)
+}
+
+/// Attempt outcomes (`$1`..`$15`, one array per column): each delivery
+/// still in flight on that attempt takes its decision, each attempt of a
+/// delivery that still exists is recorded and counted for its endpoint's
+/// health; the deliveries that failed come back.
+pub(super) fn complete_statement() -> String {
+    format!(
+        "WITH input AS (
+           SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[],
+                                $6::int[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                                $11::text[], $12::text[], $13::text[], $14::bigint[],
+                                $15::text[])
+             AS i(id, number, state, next_at, reason, status, error, ended_at, started_at,
+                  duration_ms, error_message, snippet, decision, bucket, subscription)
+         ), updated AS (
+           UPDATE deliveries d SET state = i.state, next_attempt_at = i.next_at,
+                  failure_reason = i.reason, last_status = i.status, last_error = i.error,
+                  lease_until = NULL, updated_at = i.ended_at
+           FROM input i
+           -- `IS TRUE`: the state is checked on the row found by its key,
+           -- never searched for (an index of states would walk every
+           -- delivery in flight).
+           WHERE d.id = i.id AND (d.state = 'in_flight') IS TRUE AND d.attempts = i.number
+           RETURNING d.id, d.state
+         ), recorded AS (
+           INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status, error,
+                                 error_message, response_snippet, decision)
+           SELECT i.id, i.number, i.started_at, i.duration_ms, i.status, i.error,
+                  i.error_message, i.snippet, i.decision
+           FROM input i
+           WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.id)
+           ON CONFLICT DO NOTHING
+           RETURNING delivery_id, number
+         ), {}
+         SELECT id FROM updated WHERE state = 'failed'",
+        health::COUNT_RECORDED
+    )
 }
 
 /// Records attempts and applies their decisions in one statement; a
@@ -404,33 +451,7 @@ async fn complete_in(
         decisions.push(row.decision);
         buckets.push(row.bucket);
     }
-    let sql = format!(
-        "WITH input AS (
-           SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[],
-                                $6::int[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
-                                $11::text[], $12::text[], $13::text[], $14::bigint[],
-                                $15::text[])
-             AS i(id, number, state, next_at, reason, status, error, ended_at, started_at,
-                  duration_ms, error_message, snippet, decision, bucket, subscription)
-         ), updated AS (
-           UPDATE deliveries d SET state = i.state, next_attempt_at = i.next_at,
-                  failure_reason = i.reason, last_status = i.status, last_error = i.error,
-                  lease_until = NULL, updated_at = i.ended_at
-           FROM input i
-           WHERE d.id = i.id AND d.state = 'in_flight' AND d.attempts = i.number
-           RETURNING d.id, d.state
-         ), recorded AS (
-           INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status, error,
-                                 error_message, response_snippet, decision)
-           SELECT i.id, i.number, i.started_at, i.duration_ms, i.status, i.error,
-                  i.error_message, i.snippet, i.decision
-           FROM input i WHERE i.id IN (SELECT id FROM deliveries WHERE id = ANY($1))
-           ON CONFLICT DO NOTHING
-           RETURNING delivery_id, number
-         ), {}
-         SELECT id FROM updated WHERE state = 'failed'",
-        health::COUNT_RECORDED
-    );
+    let sql = complete_statement();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
         &ids,
         &numbers,
@@ -466,3 +487,6 @@ async fn complete_in(
     tx.commit().await.map_err(pg_error)?;
     Ok(fanned_out)
 }
+
+#[cfg(test)]
+mod plans;
