@@ -69,15 +69,17 @@ const BOOKKEEPING_POOL_SIZE: usize = 4;
 /// plans that can only read through indexes.
 ///
 /// A generic plan is made once per connection, often while the tables (or
-/// today's partition) are still nearly empty, where scanning the table or
-/// hashing it looks cheapest; such a plan's cost then grows with the table
-/// at every run. Bookkeeping statements each carry a batch of deliveries
-/// they reach by key or by a subscription's due range, so an index is
-/// right at any size: with sequential scans, hash joins and merge joins
-/// priced out, the plan made on an empty table is the one a full table
-/// gets (`bookkeeping_plans` checks it), and no run pays for planning.
-/// Planning each run instead cost 1.3–1.7 ms a statement, a quarter of
-/// PostgreSQL's CPU per delivered event with batches.
+/// today's partition) are still nearly empty, where scanning a table, or
+/// walking a whole index to hash or merge it, looks cheapest; such a
+/// plan's cost then grows with the table at every run. Bookkeeping
+/// statements each carry a batch of deliveries they reach by key or by a
+/// subscription's due range, so an index probe is right at any size: with
+/// sequential scans, hash joins and merge joins priced out, the plan made
+/// on an empty table is the one a full table gets (`deliveries::plans`
+/// checks that every read of history bounds an index's first column), and
+/// no run pays for planning. Planning each run instead cost 1.3–1.7 ms a
+/// statement, a quarter of PostgreSQL's CPU per delivered event with
+/// batches.
 pub(super) fn bookkeeping_pool(config: &tokio_postgres::Config) -> Result<Pool> {
     let mut bookkeeping = config.clone();
     let options = config.get_options().unwrap_or_default();

@@ -34,17 +34,31 @@ pub(super) fn status(row: &Row, first: usize) -> Result<SubscriptionStatus> {
 /// The part of a completion statement that counts the attempts it
 /// recorded: `recorded` holds `(delivery_id, number)` of the new attempt
 /// rows and `input` their subscription, outcome (`state`) and health
-/// bucket (`bucket`). Grouped and ordered so one statement updates each
-/// counter once, and concurrent statements lock counters in the same order.
+/// bucket (`bucket`). Each recorded attempt finds its input row by
+/// grouping the two on `(id, number)` rather than by a join: bookkeeping
+/// plans make no hash joins (see `connection::bookkeeping_pool`), and a
+/// nested loop would compare every pair of the batch. Grouped and ordered
+/// so one statement updates each counter once, and concurrent statements
+/// lock counters in the same order.
 pub(super) const COUNT_RECORDED: &str = "counted AS (
            INSERT INTO attempt_counts (subscription, epoch, bucket, succeeded, failed)
-           SELECT i.subscription, s.health_epoch,
-                  i.bucket,
-                  count(*) FILTER (WHERE i.state = 'delivered'),
-                  count(*) FILTER (WHERE i.state <> 'delivered')
-           FROM recorded r
-           JOIN input i ON i.id = r.delivery_id AND i.number = r.number
-           JOIN subscriptions s ON s.name = i.subscription
+           SELECT c.subscription, s.health_epoch, c.bucket,
+                  count(*) FILTER (WHERE c.succeeded),
+                  count(*) FILTER (WHERE NOT c.succeeded)
+           FROM (
+             SELECT max(u.subscription) AS subscription, max(u.bucket) AS bucket,
+                    bool_or(u.succeeded) AS succeeded
+             FROM (
+               SELECT i.id, i.number, i.subscription, i.bucket,
+                      i.state = 'delivered' AS succeeded, false AS recorded
+               FROM input i
+               UNION ALL
+               SELECT r.delivery_id, r.number, NULL, NULL, NULL, true FROM recorded r
+             ) u
+             GROUP BY u.id, u.number
+             HAVING bool_or(u.recorded)
+           ) c
+           JOIN subscriptions s ON s.name = c.subscription
            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
            ON CONFLICT (subscription, epoch, bucket) DO UPDATE
               SET succeeded = attempt_counts.succeeded + EXCLUDED.succeeded,
