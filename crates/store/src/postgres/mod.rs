@@ -25,6 +25,8 @@ mod claims;
 mod connection;
 mod console;
 mod deliveries;
+#[cfg(test)]
+mod explain;
 mod health;
 mod history;
 mod lifecycle;

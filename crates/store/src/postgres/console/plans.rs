@@ -14,31 +14,13 @@
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use super::{Params, count_by_state_statement, outcome_buckets_statement, search_statement};
-use crate::PostgresStore;
 use crate::console_plans::{WATCHED_TABLES, every_search, expected_index, noon};
+use crate::postgres::explain::{name_pairs, prepared_plan, store_for_plans};
 use crate::postgres::rows::millis;
-use crate::postgres::testing::{TEST_DATABASE_URL, TestSchema};
-
-/// `EXPLAIN (FORMAT JSON)` answers in a `json` column, which the client has
-/// no Rust type for without another feature: its binary form is the text.
-struct JsonText(String);
-
-impl<'a> FromSql<'a> for JsonText {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> Result<JsonText, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(JsonText(String::from_utf8(raw.to_vec())?))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON
-    }
-}
 
 /// Each watched table and each of its partitions, mapped to the table.
 async fn watched_relations(client: &Client) -> HashMap<String, String> {
@@ -66,19 +48,14 @@ async fn watched_relations(client: &Client) -> HashMap<String, String> {
 /// Each index of a partition, mapped to the index of the partitioned table
 /// it belongs to.
 async fn index_parents(client: &Client) -> HashMap<String, String> {
-    client
-        .query(
-            "SELECT c.relname::text, p.relname::text FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid
-             JOIN pg_class p ON p.oid = i.inhparent
-             WHERE p.relkind = 'I' AND p.relnamespace = current_schema()::regnamespace",
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
+    name_pairs(
+        client,
+        "SELECT c.relname::text, p.relname::text FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid
+         JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relkind = 'I' AND p.relnamespace = current_schema()::regnamespace",
+    )
+    .await
 }
 
 /// A parameter as SQL text. `EXECUTE` takes no bound parameters, so the
@@ -94,35 +71,13 @@ fn literal(arg: &(dyn ToSql + Sync + Send)) -> Result<String, String> {
     }
 }
 
-/// Explains `sql` the way the store runs it: as a prepared statement, so
-/// `plan_cache_mode` picks a custom or a generic plan (an `EXPLAIN` of the
-/// bare statement always plans it with the values at hand).
+/// Explains `sql` as the store runs it, with `args` written out.
 async fn explain(client: &Client, sql: &str, args: &Params) -> Result<Json, String> {
-    client
-        .batch_execute(&format!("PREPARE console_query AS {sql}"))
-        .await
-        .map_err(|err| format!("cannot prepare: {}", super::pg_error(err)))?;
     let values = args
         .iter()
         .map(|arg| literal(arg.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let explained = client
-        .query_one(
-            &format!(
-                "EXPLAIN (FORMAT JSON) EXECUTE console_query({})",
-                values.join(", ")
-            ),
-            &[],
-        )
-        .await;
-    client
-        .batch_execute("DEALLOCATE console_query")
-        .await
-        .map_err(|err| format!("cannot deallocate: {}", super::pg_error(err)))?;
-    let row = explained.map_err(|err| format!("cannot explain: {}", super::pg_error(err)))?;
-    let JsonText(text) = row.get(0);
-    let plans: Json = serde_json::from_str(&text).map_err(|err| err.to_string())?;
-    Ok(plans[0]["Plan"].clone())
+    prepared_plan(client, sql, &values.join(", ")).await
 }
 
 /// What a plan does wrong, and which partitions of `deliveries` it reads.
@@ -268,13 +223,7 @@ impl Checker {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set REDRIVE_TEST_DATABASE_URL and pass --ignored"]
 async fn every_console_query_is_an_index_range() {
-    let base = TestSchema::database_url()
-        .unwrap_or_else(|| panic!("set {TEST_DATABASE_URL} to run this test"));
-    let schema = TestSchema::create(&base).await.unwrap();
-    // Day partitions follow the real clock: the store makes them at start.
-    let store = PostgresStore::connect(&schema.url, jiff::Timestamp::now())
-        .await
-        .unwrap();
+    let (schema, store) = store_for_plans().await;
     let config: tokio_postgres::Config = schema.url.parse().unwrap();
     let (client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);

@@ -10,70 +10,31 @@
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
-use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{claim_statement, complete_statement, next_due};
-use crate::PostgresStore;
 use crate::console_plans::WATCHED_TABLES;
 use crate::postgres::claims::{RELEASE_CLAIMS, RESCUE_EXPIRED, UNCLAIM};
 use crate::postgres::connection::INDEX_PLANS;
-use crate::postgres::testing::{TEST_DATABASE_URL, TestSchema};
-
-/// `EXPLAIN (FORMAT JSON)` answers in a `json` column; its binary form is
-/// the text.
-struct JsonText(String);
-
-impl<'a> FromSql<'a> for JsonText {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> Result<JsonText, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(JsonText(String::from_utf8(raw.to_vec())?))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON
-    }
-}
+use crate::postgres::explain::{name_pairs, prepared_plan, store_for_plans};
 
 /// The generic plan of `sql` run with `args` (SQL literals).
 async fn generic_plan(client: &Client, sql: &str, args: &str) -> Json {
-    client
-        .batch_execute(&format!("PREPARE bookkeeping AS {sql}"))
+    prepared_plan(client, sql, args)
         .await
-        .unwrap_or_else(|err| panic!("cannot prepare: {err}\n{sql}"));
-    let row = client
-        .query_one(
-            &format!("EXPLAIN (FORMAT JSON) EXECUTE bookkeeping({args})"),
-            &[],
-        )
-        .await
-        .unwrap_or_else(|err| panic!("cannot explain: {err}\n{sql}"));
-    client
-        .batch_execute("DEALLOCATE bookkeeping")
-        .await
-        .unwrap();
-    let JsonText(text) = row.get(0);
-    let plans: Json = serde_json::from_str(&text).unwrap();
-    plans[0]["Plan"].clone()
+        .unwrap_or_else(|err| panic!("{err}\n{sql}"))
 }
 
 /// The first column of each index of the schema (partitions' own too).
 async fn leading_columns(client: &Client) -> HashMap<String, String> {
-    client
-        .query(
-            "SELECT c.relname::text, a.attname::text FROM pg_index i
-             JOIN pg_class c ON c.oid = i.indexrelid
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-             WHERE c.relnamespace = current_schema()::regnamespace",
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
+    name_pairs(
+        client,
+        "SELECT c.relname::text, a.attname::text FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE c.relnamespace = current_schema()::regnamespace",
+    )
+    .await
 }
 
 /// Whether a table, a partition or an index is of the history, which
@@ -122,13 +83,7 @@ fn inspect(
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set REDRIVE_TEST_DATABASE_URL and pass --ignored"]
 async fn bookkeeping_plans_made_on_an_empty_store_read_through_indexes() {
-    let base = TestSchema::database_url()
-        .unwrap_or_else(|| panic!("set {TEST_DATABASE_URL} to run this test"));
-    let schema = TestSchema::create(&base).await.unwrap();
-    // Day partitions follow the real clock: the store makes them at start.
-    let store = PostgresStore::connect(&schema.url, jiff::Timestamp::now())
-        .await
-        .unwrap();
+    let (schema, store) = store_for_plans().await;
     let mut config: tokio_postgres::Config = schema.url.parse().unwrap();
     let options = format!(
         "{} -c plan_cache_mode=force_generic_plan {INDEX_PLANS}",
