@@ -58,7 +58,7 @@ pub(super) fn config(url: &str) -> Result<(tokio_postgres::Config, usize)> {
     Ok((config, pool_size))
 }
 
-const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+pub(super) const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
 
 /// Connections for bookkeeping: one claim loop and one recorder per node
 /// use one each at a time; lease rescues and releases are rare.

@@ -76,3 +76,16 @@ pub(crate) async fn name_pairs(client: &Client, sql: &str) -> HashMap<String, St
         .map(|row| (row.get(0), row.get(1)))
         .collect()
 }
+
+/// Each index of a partition, mapped to the index of the partitioned table
+/// it belongs to.
+pub(crate) async fn index_parents(client: &Client) -> HashMap<String, String> {
+    name_pairs(
+        client,
+        "SELECT c.relname::text, p.relname::text FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid
+         JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relkind = 'I' AND p.relnamespace = current_schema()::regnamespace",
+    )
+    .await
+}

@@ -479,7 +479,10 @@ impl LifecycleStore for PostgresStore {
     }
 
     async fn purge_history(&self, request: PurgeRequest) -> Result<PurgeOutcome> {
-        let mut client = self.client().await?;
+        // A bookkeeping connection: its plans, made once, reach history
+        // only through indexes (the purge's batch of deletes would scan a
+        // table planned while it was empty).
+        let mut client = self.bookkeeping_client().await?;
         history::purge(&mut client, &request).await
     }
 }

@@ -19,7 +19,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{Params, count_by_state_statement, outcome_buckets_statement, search_statement};
 use crate::console_plans::{WATCHED_TABLES, every_search, expected_index, noon};
-use crate::postgres::explain::{name_pairs, prepared_plan, store_for_plans};
+use crate::postgres::explain::{index_parents, prepared_plan, store_for_plans};
 use crate::postgres::rows::millis;
 
 /// Each watched table and each of its partitions, mapped to the table.
@@ -43,19 +43,6 @@ async fn watched_relations(client: &Client) -> HashMap<String, String> {
         relations.insert(row.get(0), row.get(1));
     }
     relations
-}
-
-/// Each index of a partition, mapped to the index of the partitioned table
-/// it belongs to.
-async fn index_parents(client: &Client) -> HashMap<String, String> {
-    name_pairs(
-        client,
-        "SELECT c.relname::text, p.relname::text FROM pg_inherits i
-         JOIN pg_class c ON c.oid = i.inhrelid
-         JOIN pg_class p ON p.oid = i.inhparent
-         WHERE p.relkind = 'I' AND p.relnamespace = current_schema()::regnamespace",
-    )
-    .await
 }
 
 /// A parameter as SQL text. `EXECUTE` takes no bound parameters, so the
