@@ -84,6 +84,7 @@ checks!(
     new_subscriptions_are_healthy_and_not_paused,
     completions_count_attempts_by_outcome_per_minute,
     one_batch_counts_each_subscription_apart,
+    one_batch_naming_an_attempt_twice_counts_it_once,
     health_changes_compare_and_set_and_announce_on_the_system_topic,
     paused_and_disabled_subscriptions_get_no_claims,
     old_attempt_counts_are_pruned_and_forgotten_with_their_subscription,

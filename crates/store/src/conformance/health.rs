@@ -2,10 +2,10 @@
 //! health changes as compare-and-set with their operational event, pause,
 //! and claims that skip paused and disabled subscriptions.
 
-use redrive_core::Decision;
 use redrive_core::Health;
 use redrive_core::health::AttemptCounts;
 use redrive_core::lifecycle::SYSTEM_TOPIC;
+use redrive_core::{Decision, DeliveryState};
 use serde_json::Value;
 
 use super::{at, attempt, claim_at, event, setup, spec, t0, want};
@@ -199,6 +199,44 @@ pub async fn one_batch_counts_each_subscription_apart(store: &dyn Store) {
         store.count_attempts("s2", at(60)).await.unwrap(),
         counts(2, 0)
     );
+}
+
+/// A batch that names the same attempt twice records and counts it once:
+/// a completion sent again (say, by a recorder that could not tell whether
+/// its last write landed) must not make an endpoint look busier.
+pub async fn one_batch_naming_an_attempt_twice_counts_it_once(store: &dyn Store) {
+    setup(store, &["s1"]).await;
+    store
+        .publish("orders", vec![event("e1", "t")], t0())
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_due(claim_at(t0(), vec![want("s1", 10)]))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed.len(), 1);
+    let completion = Completion {
+        delivery_id: claimed[0].delivery.id.clone(),
+        subscription: claimed[0].delivery.subscription.clone(),
+        attempt: attempt(
+            claimed[0].delivery.attempts,
+            at(10),
+            200,
+            Decision::Delivered,
+        ),
+    };
+    store
+        .complete_many(vec![completion.clone(), completion])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_attempts("s1", t0()).await.unwrap(),
+        counts(1, 0)
+    );
+    let detail = store.get_delivery(&claimed[0].delivery.id).await.unwrap();
+    assert_eq!(detail.attempts.len(), 1);
+    assert_eq!(detail.delivery.state, DeliveryState::Delivered);
 }
 
 pub async fn health_changes_compare_and_set_and_announce_on_the_system_topic(store: &dyn Store) {
