@@ -58,7 +58,7 @@ pub(super) fn config(url: &str) -> Result<(tokio_postgres::Config, usize)> {
     Ok((config, pool_size))
 }
 
-pub(super) const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
 
 /// Connections for bookkeeping: one claim loop and one recorder per node
 /// use one each at a time; lease rescues and releases are rare.
@@ -81,18 +81,23 @@ const BOOKKEEPING_POOL_SIZE: usize = 4;
 /// statement, a quarter of PostgreSQL's CPU per delivered event with
 /// batches.
 pub(super) fn bookkeeping_pool(config: &tokio_postgres::Config) -> Result<Pool> {
+    pool(&bookkeeping_config(config), BOOKKEEPING_POOL_SIZE)
+}
+
+/// The settings of bookkeeping connections (see `bookkeeping_pool`) over
+/// a store's own, whose options stay last so an operator's win.
+pub(super) fn bookkeeping_config(config: &tokio_postgres::Config) -> tokio_postgres::Config {
     let mut bookkeeping = config.clone();
     let options = config.get_options().unwrap_or_default();
     let own = options.strip_prefix(GENERIC_PLANS).unwrap_or(options);
     bookkeeping.options(format!(
         "-c synchronous_commit=off {GENERIC_PLANS} {INDEX_PLANS} {own}"
     ));
-    pool(&bookkeeping, BOOKKEEPING_POOL_SIZE)
+    bookkeeping
 }
 
 /// The planner settings of bookkeeping connections: see `bookkeeping_pool`.
-pub(super) const INDEX_PLANS: &str =
-    "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
+const INDEX_PLANS: &str = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
 
 /// The pool of a store: connections are opened as methods need them.
 pub(super) fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {

@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
-use tokio_postgres::Client;
 use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls};
 
+use super::connection::bookkeeping_config;
 use super::pg_error;
 use super::testing::{TEST_DATABASE_URL, TestSchema};
 use crate::PostgresStore;
+use crate::console_plans::WATCHED_TABLES;
 
 /// `EXPLAIN (FORMAT JSON)` answers in a `json` column, which the client has
 /// no Rust type for without another feature: its binary form is the text.
@@ -88,4 +90,21 @@ pub(crate) async fn index_parents(client: &Client) -> HashMap<String, String> {
          WHERE p.relkind = 'I' AND p.relnamespace = current_schema()::regnamespace",
     )
     .await
+}
+
+/// A connection to the store's schema with the settings of its
+/// bookkeeping connections, whose plans the tests explain.
+pub(crate) async fn bookkeeping_connection(schema: &TestSchema) -> Client {
+    let config: tokio_postgres::Config = schema.url.parse().unwrap();
+    let (client, connection) = bookkeeping_config(&config).connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Whether a table, a partition or an index (by name) is of the history,
+/// which grows with every event.
+pub(crate) fn is_history(name: &str) -> bool {
+    WATCHED_TABLES
+        .iter()
+        .any(|table| name == *table || name.starts_with(&format!("{table}_")))
 }

@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{claim_statement, complete_statement, next_due};
-use crate::console_plans::WATCHED_TABLES;
 use crate::postgres::claims::{RELEASE_CLAIMS, RESCUE_EXPIRED, UNCLAIM};
-use crate::postgres::connection::INDEX_PLANS;
-use crate::postgres::explain::{name_pairs, prepared_plan, store_for_plans};
+use crate::postgres::explain::{
+    bookkeeping_connection, is_history, name_pairs, prepared_plan, store_for_plans,
+};
 
 /// The generic plan of `sql` run with `args` (SQL literals).
 async fn generic_plan(client: &Client, sql: &str, args: &str) -> Json {
@@ -37,15 +37,6 @@ async fn leading_columns(client: &Client) -> HashMap<String, String> {
     .await
 }
 
-/// Whether a table, a partition or an index is of the history, which
-/// grows with every event.
-fn is_history(relation: &str, index: &str) -> bool {
-    let name = if relation.is_empty() { index } else { relation };
-    WATCHED_TABLES
-        .iter()
-        .any(|table| name == *table || name.starts_with(&format!("{table}_")))
-}
-
 /// What a plan node does that an index range would not, and the nodes as
 /// lines. An index read must bound its first column: a condition on a
 /// later one alone walks the whole index.
@@ -63,7 +54,9 @@ fn inspect(
     match kind {
         "Seq Scan" => problems.push(format!("sequential scan of {relation}")),
         // The subscriptions may be walked: their number is not history's.
-        "Index Scan" | "Index Only Scan" | "Bitmap Index Scan" if is_history(relation, index) => {
+        "Index Scan" | "Index Only Scan" | "Bitmap Index Scan"
+            if is_history(if relation.is_empty() { index } else { relation }) =>
+        {
             let first = leading.get(index).map_or("?", String::as_str);
             if !condition.contains(&format!("({first} ")) {
                 problems.push(format!(
@@ -84,14 +77,7 @@ fn inspect(
 #[ignore = "needs PostgreSQL: set REDRIVE_TEST_DATABASE_URL and pass --ignored"]
 async fn bookkeeping_plans_made_on_an_empty_store_read_through_indexes() {
     let (schema, store) = store_for_plans().await;
-    let mut config: tokio_postgres::Config = schema.url.parse().unwrap();
-    let options = format!(
-        "{} -c plan_cache_mode=force_generic_plan {INDEX_PLANS}",
-        config.get_options().unwrap_or_default()
-    );
-    config.options(&options);
-    let (client, connection) = config.connect(NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = bookkeeping_connection(&schema).await;
     let outcome_args = [
         "'{d1}'",
         "'{1}'",

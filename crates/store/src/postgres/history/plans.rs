@@ -8,12 +8,11 @@
 //! written for the one that serves them alone.
 
 use serde_json::Value as Json;
-use tokio_postgres::NoTls;
 
 use super::{DELETE_UNREFERENCED, PURGE_FINISHED};
-use crate::console_plans::WATCHED_TABLES;
-use crate::postgres::connection::{GENERIC_PLANS, INDEX_PLANS};
-use crate::postgres::explain::{index_parents, prepared_plan, store_for_plans};
+use crate::postgres::explain::{
+    bookkeeping_connection, index_parents, is_history, prepared_plan, store_for_plans,
+};
 
 /// The indexes of `deliveries` (named as on the partitioned table) a plan
 /// reads, and its sequential scans of history.
@@ -25,12 +24,7 @@ fn reads(
 ) {
     let relation = node["Relation Name"].as_str().unwrap_or_default();
     let index = node["Index Name"].as_str().unwrap_or_default();
-    let history = |name: &str| {
-        WATCHED_TABLES
-            .iter()
-            .any(|table| name == *table || name.starts_with(&format!("{table}_")))
-    };
-    if node["Node Type"].as_str() == Some("Seq Scan") && history(relation) {
+    if node["Node Type"].as_str() == Some("Seq Scan") && is_history(relation) {
         scans.push(relation.to_owned());
     }
     if !index.is_empty() && index.starts_with("deliveries_") {
@@ -52,14 +46,7 @@ fn reads(
 #[ignore = "needs PostgreSQL: set REDRIVE_TEST_DATABASE_URL and pass --ignored"]
 async fn the_purge_reads_history_through_its_indexes() {
     let (schema, store) = store_for_plans().await;
-    let mut config: tokio_postgres::Config = schema.url.parse().unwrap();
-    let options = format!(
-        "{} {GENERIC_PLANS} {INDEX_PLANS}",
-        config.get_options().unwrap_or_default()
-    );
-    config.options(&options);
-    let (client, connection) = config.connect(NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = bookkeeping_connection(&schema).await;
     let parents = index_parents(&client).await;
     let mut failures = Vec::new();
     for (name, sql, args, expected) in [
