@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use redrive_core::Decision;
 use redrive_store::{ClaimRequest, ClaimedDelivery, Store, Unclaim};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -267,7 +268,7 @@ impl Dispatcher {
         let store = self.store.clone();
         tasks.spawn(async move {
             let name = target.subscription.spec.name.clone();
-            let pushed = match signing::keys(security.as_ref(), &name, clock.now()).await {
+            match signing::keys(security.as_ref(), &name, clock.now()).await {
                 Ok(keys) => {
                     // Claimed ahead: the push starts when the delivery falls due.
                     if let Ok(early) =
@@ -285,17 +286,31 @@ impl Dispatcher {
                         keys.as_ref(),
                     )
                     .await;
+                    // The endpoint is done with it: its slot goes back now,
+                    // not once the outcome is written, so the next claim and
+                    // this outcome are written together (one commit on
+                    // SQLite, two connections at once on PostgreSQL)
+                    // instead of one after the other. The delivery stays
+                    // claimed in the store until its outcome is written, so
+                    // nothing claims it again meanwhile.
+                    let _ = done.send(Finished {
+                        subscription: name,
+                        ended: Ended::Pushed { ticket, signal },
+                    });
                     let recorded = completion.attempt.clone();
                     match recorder.record(completion).await {
-                        Ok(()) => crate::metrics::attempt_recorded(&target.metrics, &recorded),
+                        Ok(()) => {
+                            crate::metrics::attempt_recorded(&target.metrics, &recorded);
+                            // The loop may have looked for what is due next
+                            // before this retry was written: it looks again.
+                            if matches!(recorded.decision, Decision::Retry { .. }) {
+                                store.wakeups().notify_one();
+                            }
+                        }
                         // The lease runs out and the delivery is tried again.
                         Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
                             "cannot record an attempt"),
                     }
-                    Some(Finished {
-                        subscription: name,
-                        ended: Ended::Pushed { ticket, signal },
-                    })
                 }
                 Err(unsigned) => {
                     // The pause first, so this node does not claim again
@@ -305,16 +320,12 @@ impl Dispatcher {
                         ended: Ended::Unsigned(unsigned),
                     });
                     hand_back(store.as_ref(), &claimed, clock.now()).await;
-                    None
                 }
-            };
+            }
             if let Ok(mut set) = claimed_set.lock() {
                 set.remove(&claimed.delivery.id);
             }
             pushes.fetch_sub(1, Ordering::SeqCst);
-            if let Some(finished) = pushed {
-                let _ = done.send(finished);
-            }
         });
     }
 
