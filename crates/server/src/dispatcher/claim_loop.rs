@@ -35,8 +35,11 @@ impl Dispatcher {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let wakeups = self.store.wakeups();
         let mut tasks = JoinSet::new();
-        let (recorder, recording) =
-            record::Recorder::start(self.store.clone(), self.writes.clone());
+        let (recorder, recording) = record::Recorder::start(
+            self.store.clone(),
+            self.writes.clone(),
+            self.config.max_in_flight,
+        );
         let mut admission = Admission {
             subscriptions: Vec::new(),
             by_name: HashMap::new(),
@@ -78,10 +81,20 @@ impl Dispatcher {
                 }
             }
 
+            // A push's slot is free when its endpoint answers, before its
+            // outcome is written; past `max_in_flight` outcomes waiting,
+            // claims wait for the store to catch up (the recorder wakes
+            // the loop), so a slow store cannot gather outcomes until
+            // their leases run out and their deliveries go out again.
             let free = self
                 .config
                 .max_in_flight
-                .saturating_sub(admission.total_in_flight);
+                .saturating_sub(admission.total_in_flight)
+                .min(
+                    self.config
+                        .max_in_flight
+                        .saturating_sub(recorder.unwritten()),
+                );
             let wants = admission.wants(free, Instant::now());
             let lookahead = wants
                 .iter()
@@ -92,8 +105,8 @@ impl Dispatcher {
             let mut rate_refill_at = None;
             let mut claimed_any = false;
             // With no free slot anywhere there is nothing to ask the store:
-            // a push that ends, a pause that ends or a token that refills
-            // wakes the loop.
+            // a push that ends, a pause that ends, a token that refills or
+            // the recorder catching up wakes the loop.
             if wants.iter().any(|want| want.limit > 0) {
                 let request = ClaimRequest {
                     now: self.config.clock.now(),

@@ -33,20 +33,53 @@ type Ack = oneshot::Sender<Result<(), String>>;
 pub struct Recorder {
     queue: mpsc::UnboundedSender<(Completion, Ack)>,
     held: Arc<AtomicUsize>,
+    unwritten: Arc<AtomicUsize>,
+}
+
+/// How far behind the recorder is, and when to say it has caught up.
+struct Backlog {
+    /// Completions handed over and not yet written (or given up on).
+    unwritten: Arc<AtomicUsize>,
+    /// Past this many, the dispatcher claims nothing more ...
+    limit: usize,
+    /// ... until the recorder wakes it here, below it again.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Recorder {
     /// Starts the recorder task; it ends once every `Recorder` is dropped
     /// and what they queued is written (or, if writes fail then, tried
-    /// once more).
+    /// once more). When the completions waiting to be written fall below
+    /// `backlog_limit` from at or above it, the recorder wakes the store's
+    /// wake-up (the claim loop waits on it).
     pub fn start(
         store: Arc<dyn Store>,
         writes: Arc<StoreWrites>,
+        backlog_limit: usize,
     ) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (queue, pending) = mpsc::unbounded_channel();
         let held = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(run(store, writes, held.clone(), pending));
-        (Recorder { queue, held }, task)
+        let backlog = Backlog {
+            unwritten: Arc::new(AtomicUsize::new(0)),
+            limit: backlog_limit,
+            wake: store.wakeups(),
+        };
+        let unwritten = backlog.unwritten.clone();
+        let task = tokio::spawn(run(store, writes, held.clone(), backlog, pending));
+        (
+            Recorder {
+                queue,
+                held,
+                unwritten,
+            },
+            task,
+        )
+    }
+
+    /// Completions handed over and not yet written: the pushes behind them
+    /// are over, but their deliveries stay claimed until then.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::SeqCst)
     }
 
     /// Completions held after a failed write, waiting to be written again.
@@ -60,9 +93,11 @@ impl Recorder {
     /// it is durable, or with what went wrong.
     pub async fn record(&self, completion: Completion) -> Result<(), String> {
         let (ack, written) = oneshot::channel();
-        self.queue
-            .send((completion, ack))
-            .map_err(|_| "the attempt recorder has stopped".to_owned())?;
+        self.unwritten.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send((completion, ack)).is_err() {
+            self.unwritten.fetch_sub(1, Ordering::SeqCst);
+            return Err("the attempt recorder has stopped".to_owned());
+        }
         written
             .await
             .map_err(|_| "the attempt recorder stopped before writing".to_owned())?
@@ -73,6 +108,7 @@ async fn run(
     store: Arc<dyn Store>,
     writes: Arc<StoreWrites>,
     held: Arc<AtomicUsize>,
+    backlog: Backlog,
     mut pending: mpsc::UnboundedReceiver<(Completion, Ack)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -87,6 +123,10 @@ async fn run(
         for ack in acks {
             // The push may have been aborted meanwhile: nobody to tell.
             let _ = ack.send(result.clone());
+        }
+        let before = backlog.unwritten.fetch_sub(written, Ordering::SeqCst);
+        if before >= backlog.limit && before - written < backlog.limit {
+            backlog.wake.notify_one();
         }
     }
 }
@@ -193,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_completions_are_all_written_and_acknowledged() {
         let (_dir, store, ids) = store_with_claimed(300).await;
-        let (recorder, task) = Recorder::start(store.clone(), Arc::default());
+        let (recorder, task) = Recorder::start(store.clone(), Arc::default(), usize::MAX);
         let mut writes = tokio::task::JoinSet::new();
         for id in &ids {
             let recorder = recorder.clone();
@@ -213,5 +253,30 @@ mod tests {
         }
         drop(recorder);
         task.await.unwrap();
+    }
+
+    /// Whether writing one completion, with `limit` as the backlog limit,
+    /// woke the claim loop; and that nothing is left counted as unwritten.
+    async fn woke_after_one_write(limit: usize) -> bool {
+        use futures::FutureExt;
+        let (_dir, store, ids) = store_with_claimed(1).await;
+        let wakeups = store.wakeups();
+        // The publish's own wake-up, taken first.
+        let _ = wakeups.notified().now_or_never();
+        let (recorder, task) = Recorder::start(store.clone(), Arc::default(), limit);
+        assert_eq!(recorder.record(delivered(&ids[0])).await, Ok(()));
+        assert_eq!(recorder.unwritten(), 0);
+        drop(recorder);
+        task.await.unwrap();
+        wakeups.notified().now_or_never().is_some()
+    }
+
+    #[tokio::test]
+    async fn catching_up_below_the_backlog_limit_wakes_the_claim_loop() {
+        // One completion waiting reached a limit of one: written, the
+        // backlog is below it again.
+        assert!(woke_after_one_write(1).await);
+        // It never reached a limit of two: nothing to say.
+        assert!(!woke_after_one_write(2).await);
     }
 }
