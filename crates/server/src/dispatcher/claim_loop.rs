@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use redrive_core::Decision;
 use redrive_store::{ClaimRequest, ClaimedDelivery, Store, Unclaim};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -312,14 +311,7 @@ impl Dispatcher {
                     });
                     let recorded = completion.attempt.clone();
                     match recorder.record(completion).await {
-                        Ok(()) => {
-                            crate::metrics::attempt_recorded(&target.metrics, &recorded);
-                            // The loop may have looked for what is due next
-                            // before this retry was written: it looks again.
-                            if matches!(recorded.decision, Decision::Retry { .. }) {
-                                store.wakeups().notify_one();
-                            }
-                        }
+                        Ok(()) => crate::metrics::attempt_recorded(&target.metrics, &recorded),
                         // The lease runs out and the delivery is tried again.
                         Err(err) => tracing::error!(delivery = %claimed.delivery.id, error = %err,
                             "cannot record an attempt"),

@@ -3,7 +3,10 @@
 //! while the previous write was under way in a single `complete_many`
 //! call: under load the store commits many attempts per transaction
 //! (group commit) instead of one each, and when idle a completion is
-//! written at once, alone.
+//! written at once, alone. A push's slot is free before its outcome is
+//! written, so the recorder also tells the claim loop what it could not
+//! see at its last look: a retry now scheduled, or the outcomes waiting
+//! back under their limit (past it, claims wait).
 //!
 //! A write that fails for a reason that passes (a full disk) is tried
 //! again, with the same completions, until it works: the pushes behind it
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use redrive_core::Decision;
 use redrive_store::{Completion, Store};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,13 +40,15 @@ pub struct Recorder {
     unwritten: Arc<AtomicUsize>,
 }
 
-/// How far behind the recorder is, and when to say it has caught up.
+/// How far behind the recorder is, and where to say it has caught up or
+/// written a retry.
 struct Backlog {
     /// Completions handed over and not yet written (or given up on).
     unwritten: Arc<AtomicUsize>,
     /// Past this many, the dispatcher claims nothing more ...
     limit: usize,
-    /// ... until the recorder wakes it here, below it again.
+    /// ... until the recorder wakes it here, below it again (and after
+    /// writing a retry, which may be due before the loop next looks).
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -50,8 +56,8 @@ impl Recorder {
     /// Starts the recorder task; it ends once every `Recorder` is dropped
     /// and what they queued is written (or, if writes fail then, tried
     /// once more). When the completions waiting to be written fall below
-    /// `backlog_limit` from at or above it, the recorder wakes the store's
-    /// wake-up (the claim loop waits on it).
+    /// `backlog_limit` from at or above it, or a write scheduled a retry,
+    /// the recorder wakes the store's wake-up (the claim loop waits on it).
     pub fn start(
         store: Arc<dyn Store>,
         writes: Arc<StoreWrites>,
@@ -115,6 +121,9 @@ async fn run(
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (completions, acks): (Vec<Completion>, Vec<Ack>) = batch.drain(..).unzip();
         let written = completions.len();
+        let retries = completions
+            .iter()
+            .any(|c| matches!(c.attempt.decision, Decision::Retry { .. }));
         let result = write(&*store, &writes, &held, completions, &pending).await;
         if let Err(err) = &result {
             // Each push logs its own delivery; this says the batch went.
@@ -125,7 +134,11 @@ async fn run(
             let _ = ack.send(result.clone());
         }
         let before = backlog.unwritten.fetch_sub(written, Ordering::SeqCst);
-        if before >= backlog.limit && before - written < backlog.limit {
+        let caught_up = before >= backlog.limit && before - written < backlog.limit;
+        // The loop may have looked for what is due next before these
+        // retries were written (their pushes' slots were free before):
+        // it looks again.
+        if caught_up || (retries && result.is_ok()) {
             backlog.wake.notify_one();
         }
     }
@@ -255,16 +268,19 @@ mod tests {
         task.await.unwrap();
     }
 
-    /// Whether writing one completion, with `limit` as the backlog limit,
-    /// woke the claim loop; and that nothing is left counted as unwritten.
-    async fn woke_after_one_write(limit: usize) -> bool {
+    /// Whether writing one completion with `decision`, with `limit` as the
+    /// backlog limit, woke the claim loop; and that nothing is left
+    /// counted as unwritten.
+    async fn woke_after_one_write(limit: usize, decision: Decision) -> bool {
         use futures::FutureExt;
         let (_dir, store, ids) = store_with_claimed(1).await;
         let wakeups = store.wakeups();
         // The publish's own wake-up, taken first.
         let _ = wakeups.notified().now_or_never();
         let (recorder, task) = Recorder::start(store.clone(), Arc::default(), limit);
-        assert_eq!(recorder.record(delivered(&ids[0])).await, Ok(()));
+        let mut completion = delivered(&ids[0]);
+        completion.attempt.decision = decision;
+        assert_eq!(recorder.record(completion).await, Ok(()));
         assert_eq!(recorder.unwritten(), 0);
         drop(recorder);
         task.await.unwrap();
@@ -275,8 +291,17 @@ mod tests {
     async fn catching_up_below_the_backlog_limit_wakes_the_claim_loop() {
         // One completion waiting reached a limit of one: written, the
         // backlog is below it again.
-        assert!(woke_after_one_write(1).await);
+        assert!(woke_after_one_write(1, Decision::Delivered).await);
         // It never reached a limit of two: nothing to say.
-        assert!(!woke_after_one_write(2).await);
+        assert!(!woke_after_one_write(2, Decision::Delivered).await);
+    }
+
+    #[tokio::test]
+    async fn a_written_retry_wakes_the_claim_loop() {
+        let retry = Decision::Retry {
+            at: crate::clock::Clock::default().now(),
+            retry: 1,
+        };
+        assert!(woke_after_one_write(usize::MAX, retry).await);
     }
 }
