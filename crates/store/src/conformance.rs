@@ -13,7 +13,9 @@ use redrive_core::{
     Attempt, CloudEvent, Decision, DeliveryState, ErrorClass, FailureReason, SubscriptionSpec,
 };
 
-use crate::{ClaimRequest, ClaimWant, Completion, DeliverySearch, Store, StoreError};
+use crate::{
+    ClaimRequest, ClaimWant, ClaimedDelivery, Completion, DeliverySearch, Store, StoreError,
+};
 
 mod health;
 mod journal;
@@ -216,6 +218,24 @@ pub(crate) async fn setup(store: &dyn Store, subscriptions: &[&str]) {
             .await
             .unwrap();
     }
+}
+
+/// Subscription `s1` on `orders`, event `e1` published at `t0()` and its
+/// one delivery claimed then: the opening of the checks about a single
+/// delivery in flight.
+pub(crate) async fn one_claimed(store: &dyn Store) -> ClaimedDelivery {
+    setup(store, &["s1"]).await;
+    store
+        .publish("orders", vec![event("e1", "t")], t0())
+        .await
+        .unwrap();
+    let mut claimed = store
+        .claim_due(claim_at(t0(), vec![want("s1", 10)]))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed.len(), 1);
+    claimed.remove(0)
 }
 
 pub async fn topics_are_created_listed_and_deleted(store: &dyn Store) {

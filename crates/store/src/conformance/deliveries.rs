@@ -292,17 +292,7 @@ pub async fn completions_apply_retry_delivered_and_failed(store: &dyn Store) {
 }
 
 pub async fn stale_completion_keeps_attempt_but_not_state(store: &dyn Store) {
-    setup(store, &["s1"]).await;
-    store
-        .publish("orders", vec![event("e1", "t")], t0())
-        .await
-        .unwrap();
-    let claimed = store
-        .claim_due(claim_at(t0(), vec![want("s1", 1)]))
-        .await
-        .unwrap()
-        .claimed;
-    let id = claimed[0].delivery.id.clone();
+    let id = one_claimed(store).await.delivery.id;
     // The lease runs out and the delivery is claimed again (attempt 2)...
     assert_eq!(store.rescue_expired(at(61)).await.unwrap(), 1);
     let reclaimed = store
@@ -451,17 +441,7 @@ pub async fn deliveries_page_newest_first_with_filters(store: &dyn Store) {
 }
 
 pub async fn retry_now_schedules_failed_deliveries_but_not_in_flight(store: &dyn Store) {
-    setup(store, &["s1"]).await;
-    store
-        .publish("orders", vec![event("e1", "t")], t0())
-        .await
-        .unwrap();
-    let claimed = store
-        .claim_due(claim_at(t0(), vec![want("s1", 1)]))
-        .await
-        .unwrap()
-        .claimed;
-    let id = claimed[0].delivery.id.clone();
+    let id = one_claimed(store).await.delivery.id;
     assert!(matches!(
         store.retry_now(&id, at(1)).await,
         Err(StoreError::Conflict(_))

@@ -8,7 +8,7 @@ use redrive_core::lifecycle::SYSTEM_TOPIC;
 use redrive_core::{Decision, DeliveryState};
 use serde_json::Value;
 
-use super::{at, attempt, claim_at, event, setup, spec, t0, want};
+use super::{at, attempt, claim_at, event, one_claimed, setup, spec, t0, want};
 use crate::{Completion, DeliverySearch, HealthChange, Store, StoreError};
 
 /// Publishes `count` events to `orders` at `now`, claims every due
@@ -205,26 +205,11 @@ pub async fn one_batch_counts_each_subscription_apart(store: &dyn Store) {
 /// a completion sent again (say, by a recorder that could not tell whether
 /// its last write landed) must not make an endpoint look busier.
 pub async fn one_batch_naming_an_attempt_twice_counts_it_once(store: &dyn Store) {
-    setup(store, &["s1"]).await;
-    store
-        .publish("orders", vec![event("e1", "t")], t0())
-        .await
-        .unwrap();
-    let claimed = store
-        .claim_due(claim_at(t0(), vec![want("s1", 10)]))
-        .await
-        .unwrap()
-        .claimed;
-    assert_eq!(claimed.len(), 1);
+    let claimed = one_claimed(store).await;
     let completion = Completion {
-        delivery_id: claimed[0].delivery.id.clone(),
-        subscription: claimed[0].delivery.subscription.clone(),
-        attempt: attempt(
-            claimed[0].delivery.attempts,
-            at(10),
-            200,
-            Decision::Delivered,
-        ),
+        delivery_id: claimed.delivery.id.clone(),
+        subscription: claimed.delivery.subscription.clone(),
+        attempt: attempt(claimed.delivery.attempts, at(10), 200, Decision::Delivered),
     };
     store
         .complete_many(vec![completion.clone(), completion])
@@ -234,7 +219,7 @@ pub async fn one_batch_naming_an_attempt_twice_counts_it_once(store: &dyn Store)
         store.count_attempts("s1", t0()).await.unwrap(),
         counts(1, 0)
     );
-    let detail = store.get_delivery(&claimed[0].delivery.id).await.unwrap();
+    let detail = store.get_delivery(&claimed.delivery.id).await.unwrap();
     assert_eq!(detail.attempts.len(), 1);
     assert_eq!(detail.delivery.state, DeliveryState::Delivered);
 }
