@@ -1,7 +1,7 @@
 //! Deliveries on PostgreSQL.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -252,11 +252,17 @@ fn next_due(claimed: &str) -> String {
     )
 }
 
+/// What is due next when nothing is claimed (see `next_due`).
+pub(super) static NEXT_DUE: LazyLock<String> = LazyLock::new(|| next_due(""));
+
+/// The claim (see `claim_statement`), built once: it runs for every batch.
+pub(super) static CLAIM: LazyLock<String> = LazyLock::new(claim_statement);
+
 /// The claim: each wanted subscription's due rows (`$1` names, `$2`
 /// limits, `$6` due-by times), oldest first, at most `$5` in all, claimed
 /// at `$3` with leases until `$4`; with each its event, and what is due
 /// next.
-pub(super) fn claim_statement() -> String {
+fn claim_statement() -> String {
     format!(
         "WITH due AS (
            SELECT picked.id, picked.next_attempt_at AS due_at
@@ -327,8 +333,7 @@ pub(super) async fn claim_with(
         // total, so rows past it are never locked. What is due next comes
         // back in the same statement (a row with no delivery when nothing
         // was claimed).
-        let sql = claim_statement();
-        let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
+        let stmt = client.prepare_cached(&CLAIM).await.map_err(pg_error)?;
         let rows = client
             .query(
                 &stmt,
@@ -358,10 +363,7 @@ pub(super) async fn claim_with(
         }
         due
     } else {
-        let stmt = client
-            .prepare_cached(&next_due(""))
-            .await
-            .map_err(pg_error)?;
+        let stmt = client.prepare_cached(&NEXT_DUE).await.map_err(pg_error)?;
         let row = client.query_one(&stmt, &[&names]).await.map_err(pg_error)?;
         get(&row, 0)?
     };
@@ -369,11 +371,15 @@ pub(super) async fn claim_with(
     Ok(batch)
 }
 
+/// The attempt outcomes (see `complete_statement`), built once: they run
+/// for every batch.
+pub(super) static COMPLETE: LazyLock<String> = LazyLock::new(complete_statement);
+
 /// Attempt outcomes (`$1`..`$15`, one array per column): each delivery
 /// still in flight on that attempt takes its decision, each attempt of a
 /// delivery that still exists is recorded and counted for its endpoint's
 /// health; the deliveries that failed come back.
-pub(super) fn complete_statement() -> String {
+fn complete_statement() -> String {
     format!(
         "WITH input AS (
            SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[],
@@ -451,7 +457,6 @@ async fn complete_in(
         decisions.push(row.decision);
         buckets.push(row.bucket);
     }
-    let sql = complete_statement();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
         &ids,
         &numbers,
@@ -471,12 +476,12 @@ async fn complete_in(
     ];
     if !any_failed {
         // The hot path: one statement, atomic on its own.
-        let stmt = client.prepare_cached(&sql).await.map_err(pg_error)?;
+        let stmt = client.prepare_cached(&COMPLETE).await.map_err(pg_error)?;
         client.query(&stmt, &params).await.map_err(pg_error)?;
         return Ok(false);
     }
     let tx = client.transaction().await.map_err(pg_error)?;
-    let stmt = tx.prepare_cached(&sql).await.map_err(pg_error)?;
+    let stmt = tx.prepare_cached(&COMPLETE).await.map_err(pg_error)?;
     let failed = tx.query(&stmt, &params).await.map_err(pg_error)?;
     let mut fanned_out = false;
     for row in &failed {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 use tokio_postgres::Client;
 
-use super::{claim_statement, complete_statement, next_due};
+use super::{CLAIM, COMPLETE, NEXT_DUE};
 use crate::postgres::claims::{RELEASE_CLAIMS, RESCUE_EXPIRED, UNCLAIM};
 use crate::postgres::explain::{
     bookkeeping_connection, is_history, name_pairs, prepared_plan, store_for_plans,
@@ -99,11 +99,11 @@ async fn bookkeeping_plans_made_on_an_empty_store_read_through_indexes() {
     let statements = [
         (
             "claim",
-            claim_statement(),
+            CLAIM.to_owned(),
             "'{s1}', '{10}', 1, 2, 10, '{3}'".to_owned(),
         ),
-        ("what is due next", next_due(""), "'{s1}'".to_owned()),
-        ("attempt outcomes", complete_statement(), outcome_args),
+        ("what is due next", NEXT_DUE.to_owned(), "'{s1}'".to_owned()),
+        ("attempt outcomes", COMPLETE.to_owned(), outcome_args),
         (
             "lease rescue",
             RESCUE_EXPIRED.to_owned(),
