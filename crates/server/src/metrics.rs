@@ -18,6 +18,7 @@ use redrive_store::{PublishOutcome, QueueStats};
 pub const EVENTS_PUBLISHED: &str = "redrive_events_published_total";
 pub const DELIVERIES_FINISHED: &str = "redrive_deliveries_finished_total";
 pub const ATTEMPTS: &str = "redrive_attempts_total";
+pub const ATTEMPTS_STARTED: &str = "redrive_attempts_started_total";
 pub const ATTEMPT_DURATION: &str = "redrive_attempt_duration_seconds";
 pub const RETRIES_SCHEDULED_TOTAL: &str = "redrive_retries_scheduled_total";
 pub const DELIVERIES_DUE: &str = "redrive_deliveries_due";
@@ -84,6 +85,11 @@ fn describe() {
         "Deliveries that reached a final state, by state and failure reason."
     );
     describe_counter!(ATTEMPTS, "Push attempts by subscription and outcome class.");
+    describe_counter!(
+        ATTEMPTS_STARTED,
+        "Attempts this process started, by how it took their delivery: `claim` from the \
+         due queue, or `publish` straight into flight by the delivery's own publish."
+    );
     describe_histogram!(
         ATTEMPT_DURATION,
         metrics::Unit::Seconds,
@@ -129,6 +135,15 @@ fn describe() {
         "Writes folded into each group commit of the embedded store."
     );
     describe_gauge!(UP, "1 while the process serves.");
+}
+
+/// Counts attempts started on deliveries taken by a claim of the due queue
+/// or (`at_publish`) by their own publish.
+pub fn attempts_started(at_publish: bool, count: usize) {
+    if count > 0 {
+        let how = if at_publish { "publish" } else { "claim" };
+        counter!(ATTEMPTS_STARTED, "how" => how).increment(count as u64);
+    }
 }
 
 /// Counts a publish's events.

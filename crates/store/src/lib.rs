@@ -9,6 +9,7 @@ mod console;
 #[cfg(test)]
 mod console_plans;
 mod error;
+mod handoff;
 mod health;
 mod lifecycle;
 mod migrations;
@@ -25,6 +26,7 @@ pub mod sqlite;
 
 pub use console::*;
 pub use error::StoreError;
+pub use handoff::{Handoff, Offer};
 pub use health::*;
 pub use lifecycle::*;
 pub use ops::*;

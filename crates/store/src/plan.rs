@@ -13,7 +13,7 @@ use redrive_core::{
     CloudEvent, Decision, Delivery, DeliveryState, FailureReason, Filter, SubscriptionSpec,
 };
 
-use crate::{Completion, Result};
+use crate::{ClaimedDelivery, Completion, Result};
 
 /// Width of an endpoint-health bucket: one minute, in milliseconds.
 const HEALTH_BUCKET_MS: i64 = 60_000;
@@ -119,6 +119,48 @@ pub(crate) fn claimed(mut delivery: Delivery, now: Timestamp) -> Result<(Deliver
     delivery.next_attempt_at = None;
     delivery.updated_at = now;
     Ok((delivery, due_at))
+}
+
+/// A new delivery of `event` taken into flight by its own publish (see
+/// `handoff`): exactly as a claim at the publish would leave the delivery
+/// the publish would have stored, due at once. A backend stores it as it
+/// is.
+pub(crate) fn claimed_at_publish(
+    id: String,
+    subscription: &str,
+    event: &CloudEvent,
+    now: Timestamp,
+    lease_until: Timestamp,
+) -> Result<ClaimedDelivery> {
+    let now = Timestamp::from_millisecond(now.as_millisecond())
+        .map_err(|err| crate::StoreError::Invalid(format!("publish time out of range: {err}")))?;
+    let published = Delivery {
+        id,
+        subscription: subscription.to_owned(),
+        event_id: event.id.clone(),
+        event_source: event.source.clone(),
+        event_type: event.ty.clone(),
+        state: DeliveryState::Scheduled,
+        attempts: 0,
+        next_attempt_at: Some(now),
+        first_attempt_at: None,
+        last_attempt_at: None,
+        last_status: None,
+        last_error: None,
+        failure_reason: None,
+        dead_letter_event: None,
+        attempts_before_redrive: 0,
+        redriven_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let (delivery, due_at) = claimed(published, now)?;
+    Ok(ClaimedDelivery {
+        delivery,
+        event: event.clone(),
+        lease_until,
+        due_at,
+    })
 }
 
 /// What one completion writes: the delivery's new state and its attempt

@@ -9,12 +9,12 @@ use redrive_core::{Attempt, CloudEvent, Delivery, Subscription, SubscriptionSpec
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::Result;
 use crate::console::*;
 use crate::health::*;
 use crate::lifecycle::*;
 use crate::ops::*;
 use crate::security::*;
+use crate::{Handoff, Result};
 
 /// The answer to one event of a publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -26,6 +26,17 @@ pub struct PublishOutcome {
     /// How many deliveries the event fanned out to.
     #[serde(skip)]
     pub deliveries: usize,
+    /// How many of them went straight into flight, handed to the
+    /// dispatcher at the commit (see [`crate::Handoff`]).
+    #[serde(skip)]
+    pub in_flight: usize,
+}
+
+impl PublishOutcome {
+    /// Whether the event left deliveries due for a claim to take.
+    pub fn left_due(&self) -> bool {
+        self.deliveries > self.in_flight
+    }
 }
 
 /// Ask for due deliveries, per subscription, at most `limit` of each and
@@ -194,8 +205,16 @@ pub trait DeliveryStore: Send + Sync {
     /// scheduled one keeps its own and only becomes due sooner.
     async fn retry_now(&self, id: &str, now: Timestamp) -> Result<Delivery>;
     /// Notified whenever work may have become due (a publish, a retry-now),
-    /// so the dispatcher needs no polling for new work.
+    /// so the dispatcher needs no polling for new work. A publish whose
+    /// deliveries all went straight into flight (see [`Handoff`]) leaves
+    /// nothing due and need not notify.
     fn wakeups(&self) -> Arc<Notify>;
+    /// Where the dispatcher offers its free slots for publishes to take
+    /// their new deliveries straight into flight ([`Handoff`]); `None` when
+    /// this backend's publishes never do.
+    fn handoff(&self) -> Option<Arc<Handoff>> {
+        None
+    }
 }
 
 /// Claims beyond taking and completing them (`DeliveryStore`'s): leases

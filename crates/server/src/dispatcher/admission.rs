@@ -30,6 +30,8 @@ pub(super) struct Admission {
     pub(super) loaded_at: Option<Instant>,
     pub(super) in_flight: HashMap<String, u32>,
     pub(super) total_in_flight: usize,
+    /// Taken into flight by publishes and not handed over yet: busy too.
+    pub(super) in_transit: HashMap<String, u32>,
     pub(super) rotation: usize,
     /// Token buckets of rate-limited subscriptions, on a monotonic clock
     /// counted from `started`: pacing is about real time, not the clock
@@ -165,6 +167,21 @@ impl Admission {
             .min()
     }
 
+    /// Slots in use: pushes, and deliveries on their way from publishes.
+    pub(super) fn busy(&self) -> usize {
+        self.total_in_flight + self.in_transit.values().map(|&n| n as usize).sum::<usize>()
+    }
+
+    /// Whether publishes may take this subscription's deliveries straight
+    /// into flight: not when Pub/Sub's push backoff or a rate limit decides
+    /// when its pushes go, which only the claim loop may judge.
+    pub(super) fn offers_at_publish(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|target| {
+            let spec = &target.subscription.spec;
+            !spec.push_backoff && spec.rate.is_none()
+        })
+    }
+
     /// What to claim this round: each subscription up to its free
     /// concurrency (its flow window, none while paused, disabled or paused
     /// by hand) and the `free` global slots. The claim caps the total at
@@ -179,11 +196,9 @@ impl Admission {
             if !subscription.status.accepts_pushes() {
                 continue;
             }
-            let busy = self
-                .in_flight
-                .get(&subscription.spec.name)
-                .copied()
-                .unwrap_or(0);
+            let name = &subscription.spec.name;
+            let busy = self.in_flight.get(name).copied().unwrap_or(0)
+                + self.in_transit.get(name).copied().unwrap_or(0);
             let window = self
                 .flows
                 .get(&subscription.spec.name)

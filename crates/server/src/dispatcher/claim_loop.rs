@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::flow::Flow;
+use super::offers::Offers;
 
 use super::admission::{Admission, Target};
 use super::attempt::attempt;
@@ -45,18 +46,25 @@ impl Dispatcher {
             loaded_at: None,
             in_flight: HashMap::new(),
             total_in_flight: 0,
+            in_transit: HashMap::new(),
             rotation: 0,
             flows: HashMap::new(),
             holds: self.holds.clone(),
             buckets: HashMap::new(),
             started: Instant::now(),
         };
+        let mut offers = Offers::new(self.store.as_ref());
+        // The earliest due time the last claim saw, kept while the loop
+        // claims nothing (every queue with room known to be empty).
+        let mut next_due_at = None;
         let mut last_rescue = Instant::now();
         while !*shutdown.borrow() {
             while tasks.try_join_next().is_some() {}
             while let Ok(finished) = done_rx.try_recv() {
                 admission.finished(finished);
             }
+            let withdrawn = offers.withdraw();
+            admission.in_transit = withdrawn.in_transit;
             // A change announced while the loop was busy elsewhere: reload
             // before claiming, so no push goes out on a stale endpoint.
             if self.change_announced() {
@@ -65,10 +73,22 @@ impl Dispatcher {
             if admission
                 .loaded_at
                 .is_none_or(|at| at.elapsed() >= SUBSCRIPTION_REFRESH)
-                && !self.reload(&mut admission).await
             {
-                tokio::time::sleep(self.config.poll_interval).await;
-                continue;
+                offers.forget();
+                if !self.reload(&mut admission).await {
+                    // Claimed by their publishes: handed back for a claim
+                    // once subscriptions load.
+                    for claimed in &withdrawn.arrived {
+                        hand_back(self.store.as_ref(), claimed, self.config.clock.now()).await;
+                    }
+                    tokio::time::sleep(self.config.poll_interval).await;
+                    continue;
+                }
+            }
+            admission.spend_tokens(&withdrawn.arrived);
+            crate::metrics::attempts_started(true, withdrawn.arrived.len());
+            for claimed in withdrawn.arrived {
+                self.start_push(&mut admission, &mut tasks, &done_tx, &recorder, claimed);
             }
             // While the recorder holds outcomes it could not write, their
             // leases may have run out: rescuing them would push them again
@@ -88,7 +108,7 @@ impl Dispatcher {
             let free = self
                 .config
                 .max_in_flight
-                .saturating_sub(admission.total_in_flight)
+                .saturating_sub(admission.busy())
                 .min(
                     self.config
                         .max_in_flight
@@ -100,46 +120,59 @@ impl Dispatcher {
                 .map(|want| want.lookahead)
                 .max()
                 .unwrap_or_default();
-            let mut next_due_at = None;
+            // A due time the last claim saw has come: claim, even when
+            // other wake-ups kept the timer set for it from firing.
+            if next_due_at.is_some_and(|due: jiff::Timestamp| {
+                due.checked_sub(lookahead)
+                    .is_ok_and(|claimable| claimable <= self.config.clock.now())
+            }) {
+                offers.forget();
+            }
+            let limit_total = u32::try_from(free).unwrap_or(u32::MAX);
+            let lease = self.lease(&admission);
             let mut rate_refill_at = None;
-            let mut claimed_any = false;
+            let mut claimed = Vec::new();
             // With no free slot anywhere there is nothing to ask the store:
             // a push that ends, a pause that ends, a token that refills or
-            // the recorder catching up wakes the loop.
-            if wants.iter().any(|want| want.limit > 0) {
+            // the recorder catching up wakes the loop. Nor is there for a
+            // subscription whose queue the last claim found empty.
+            if let Some(to_claim) = offers.to_claim(&wants) {
                 let request = ClaimRequest {
                     now: self.config.clock.now(),
-                    lease: self.lease(&admission),
-                    wants,
-                    limit_total: u32::try_from(free).unwrap_or(u32::MAX),
+                    lease,
+                    wants: to_claim,
+                    limit_total,
                 };
-                match self.store.claim_due(request).await {
+                match self.store.claim_due(request.clone()).await {
                     Ok(batch) => {
                         next_due_at = batch.next_due_at;
                         rate_refill_at = batch.rate_refill_at;
-                        claimed_any = !batch.claimed.is_empty();
+                        offers.claimed(&request.wants, limit_total, &batch.claimed);
+                        crate::metrics::attempts_started(false, batch.claimed.len());
                         admission.spend_tokens(&batch.claimed);
                         // A change that committed while the claim ran (a
                         // PATCH just before the publish it claimed) must be
                         // what these pushes use, not what was loaded before.
-                        if claimed_any
+                        if !batch.claimed.is_empty()
                             && self.change_announced()
                             && !self.reload(&mut admission).await
                         {
                             admission.loaded_at = None;
                         }
-                        for claimed in batch.claimed {
+                        for delivery in &batch.claimed {
                             self.start_push(
                                 &mut admission,
                                 &mut tasks,
                                 &done_tx,
                                 &recorder,
-                                claimed,
+                                delivery.clone(),
                             );
                         }
+                        claimed = batch.claimed;
                     }
                     Err(err) => {
                         self.writes.report(&err, "cannot claim due deliveries");
+                        offers.forget();
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;
                     }
@@ -148,7 +181,7 @@ impl Dispatcher {
 
             let now = self.config.clock.now();
             let more_due = next_due_at.is_some_and(|due| due <= now);
-            if more_due && claimed_any && admission.total_in_flight < self.config.max_in_flight {
+            if more_due && !claimed.is_empty() && admission.busy() < self.config.max_in_flight {
                 continue;
             }
             let mut wait = self.config.poll_interval;
@@ -177,17 +210,26 @@ impl Dispatcher {
             if let Some(pause_ends) = admission.next_pause_end(Instant::now()) {
                 wait = wait.min(pause_ends.saturating_duration_since(Instant::now()));
             }
+            // While the loop waits, publishes may take what it would claim.
+            offers.open(&wants, &claimed, limit_total, lease, |name| {
+                admission.offers_at_publish(name)
+            });
             tokio::select! {
                 // Changes first: a publish right after a change must see it.
                 biased;
                 _ = self.subscriptions_changed.notified() => admission.loaded_at = None,
-                _ = wakeups.notified() => {}
+                _ = wakeups.notified() => offers.forget(),
                 Some(finished) = done_rx.recv() => admission.finished(finished),
-                _ = tokio::time::sleep(wait) => {}
+                Some(arrived) = offers.arrival() => offers.arrived(arrived),
+                _ = tokio::time::sleep(wait) => offers.forget(),
                 _ = shutdown.changed() => {}
             }
         }
         drop(running);
+        // Handed over but never started: handed back, no attempt spent.
+        for claimed in offers.withdraw().arrived {
+            hand_back(self.store.as_ref(), &claimed, self.config.clock.now()).await;
+        }
         self.drain(tasks).await;
         drop(recorder);
         let _ = recording.await;

@@ -18,6 +18,7 @@ mod attempt;
 mod claim_loop;
 pub mod client;
 pub mod flow;
+mod offers;
 pub mod push;
 mod record;
 mod signing;

@@ -30,7 +30,7 @@ impl DeliveryStore for PostgresStore {
         now: Timestamp,
     ) -> Result<Vec<PublishOutcome>> {
         let outcomes = self.publisher.publish(topic, events, now).await?;
-        if outcomes.iter().any(|o| o.deliveries > 0) {
+        if outcomes.iter().any(PublishOutcome::left_due) {
             self.wake();
         }
         Ok(outcomes)
@@ -230,6 +230,7 @@ pub(super) async fn publish_in(
             PublishOutcome {
                 duplicate: !is_new,
                 deliveries: if is_new { count } else { 0 },
+                in_flight: 0,
                 id: event.id.clone(),
                 source: event.source.clone(),
             }

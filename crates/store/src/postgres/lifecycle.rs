@@ -16,7 +16,7 @@ use super::{
 };
 use crate::lifecycle::*;
 use crate::plan::{FailureEffects, cancel_decision, failure_topics};
-use crate::{LifecycleStore, Result, StoreError};
+use crate::{LifecycleStore, PublishOutcome, Result, StoreError};
 
 /// The advisory lock key of retention expiry, per schema (the purge's is
 /// `history.rs`'s).
@@ -92,7 +92,7 @@ pub(super) async fn dead_letter_in(
     if let Some((topic, copy)) = effects.dead_letter {
         let id = copy.id.clone();
         let outcomes = publish_in(client, &topic, &[&copy], now).await?;
-        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        fanned_out |= outcomes.iter().any(PublishOutcome::left_due);
         client
             .execute(
                 "UPDATE deliveries SET dead_letter_event = $2 WHERE id = $1",
@@ -103,7 +103,7 @@ pub(super) async fn dead_letter_in(
     }
     if let Some(notice) = effects.notice {
         let outcomes = publish_in(client, SYSTEM_TOPIC, &[&notice], now).await?;
-        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        fanned_out |= outcomes.iter().any(PublishOutcome::left_due);
     }
     Ok(fanned_out)
 }

@@ -37,6 +37,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::checkpointer::Checkpointer;
+use crate::handoff::{Handoff, Mark, Taken};
 use crate::{PublishOutcome, Result, StoreError};
 
 /// Most jobs folded into one transaction; bounds the latency of the first.
@@ -168,13 +169,18 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer on `conn`, the database at `database`, with its
-    /// checkpoints on a thread of their own.
-    pub(crate) fn start(mut conn: Connection, database: &std::path::Path) -> Result<Writer> {
+    /// checkpoints on a thread of their own; its publishes take the slots
+    /// `handoff` offers.
+    pub(crate) fn start(
+        mut conn: Connection,
+        database: &std::path::Path,
+        handoff: Arc<Handoff>,
+    ) -> Result<Writer> {
         let checkpointer = Checkpointer::attach(&mut conn, database)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("redrive-sqlite-writer".into())
-            .spawn(move || run(conn, queue, checkpointer))
+            .spawn(move || run(conn, queue, checkpointer, &handoff))
             .map_err(|err| StoreError::Backend(format!("cannot start the writer thread: {err}")))?;
         Ok(Writer {
             jobs: Some(jobs),
@@ -297,7 +303,12 @@ impl SyncMode {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
+fn run(
+    conn: Connection,
+    queue: mpsc::Receiver<Job>,
+    checkpointer: Checkpointer,
+    handoff: &Handoff,
+) {
     let mut mode = SyncMode {
         current: Durability::Synced,
     };
@@ -353,7 +364,7 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, checkpointer: Checkpointer)
             // bookkeeping batch is fsync'd.
             tracing::debug!(error = %err, "cannot change the sync setting");
         }
-        let committed = commit_batch(&conn, batch);
+        let committed = commit_batch(&conn, batch, handoff);
         match (committed, mode.current) {
             (true, Durability::Synced) => unsynced_since = None,
             (true, Durability::Bookkeeping) => {
@@ -393,8 +404,9 @@ fn sync_log(conn: &Connection, mode: &mut SyncMode) -> bool {
 /// savepoint of its own and each job alone if its group fails, so that a
 /// job fails only for its own sake. The other writes, which cannot run
 /// again, come after them, each in a savepoint. All were waiting at once,
-/// so no caller could count on an order among them.
-fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
+/// so no caller could count on an order among them. Deliveries the
+/// publishes took into flight are handed over once committed.
+fn commit_batch(conn: &Connection, batch: Vec<Job>, handoff: &Handoff) -> bool {
     let mut writes = Vec::new();
     let mut bookkeeping = Vec::new();
     let mut publishes = Vec::new();
@@ -411,11 +423,13 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
             .map(|request| (request.topic.clone(), request)),
     );
     let mut replies: Vec<Reply> = Vec::with_capacity(writes.len() + bookkeeping.len());
+    let mut taken = Taken::new(Some(handoff));
     let commit = (|| {
         run_cached(conn, "BEGIN IMMEDIATE")?;
-        let outcomes = match run_at_once(conn, &mut bookkeeping, &publishes) {
+        let outcomes = match run_at_once(conn, &mut bookkeeping, &publishes, &mut taken) {
             Ok(outcomes) => outcomes,
             Err(err) => {
+                taken.give_up_since(Mark::START);
                 tracing::debug!(error = %err, "a job failed among others; running each group apart");
                 // An I/O error may have ended the transaction already:
                 // then there is nothing to roll back, and BEGIN says if
@@ -425,7 +439,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
                 run_bookkeeping_apart(conn, &mut bookkeeping);
                 publishes
                     .iter()
-                    .map(|(topic, group)| publish_apart(conn, topic, group))
+                    .map(|(topic, group)| publish_apart(conn, topic, group, &mut taken))
                     .collect()
             }
         };
@@ -459,6 +473,9 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
         }
     }
     let committed = commit.is_ok();
+    if committed {
+        taken.hand_over();
+    }
     for reply in replies {
         reply(commit.clone());
     }
@@ -475,13 +492,14 @@ fn run_at_once(
     conn: &Connection,
     bookkeeping: &mut [Box<dyn RepeatableWrite>],
     publishes: &[(String, Vec<PublishRequest>)],
+    taken: &mut Taken<'_>,
 ) -> Result<Vec<GroupOutcomes>> {
     for write in bookkeeping.iter_mut() {
         write.run(conn)?;
     }
     publishes
         .iter()
-        .map(|(topic, group)| publish_group(conn, topic, group))
+        .map(|(topic, group)| publish_group(conn, topic, group, taken))
         .collect()
 }
 
@@ -492,8 +510,9 @@ fn publish_group(
     conn: &Connection,
     topic: &str,
     group: &[PublishRequest],
+    taken: &mut Taken<'_>,
 ) -> Result<GroupOutcomes> {
-    match super::deliveries::publish_together(conn, topic, &publish_inputs(group)) {
+    match super::deliveries::publish_together(conn, topic, &publish_inputs(group), taken) {
         Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
         Err(err @ StoreError::NotFound { .. }) => {
             Ok(group.iter().map(|_| Err(err.clone())).collect())
@@ -528,20 +547,34 @@ fn run_bookkeeping_apart(conn: &Connection, writes: &mut [Box<dyn RepeatableWrit
 
 /// Stores a group of publishes to one topic together in one savepoint; if
 /// that fails, each is stored alone, so a request fails only for its own
-/// sake.
-fn publish_apart(conn: &Connection, topic: &str, group: &[PublishRequest]) -> GroupOutcomes {
-    match in_savepoint(conn, |conn| publish_group(conn, topic, group)) {
+/// sake. What a rolled-back savepoint took into flight is given up.
+fn publish_apart(
+    conn: &Connection,
+    topic: &str,
+    group: &[PublishRequest],
+    taken: &mut Taken<'_>,
+) -> GroupOutcomes {
+    let mark = taken.mark();
+    match in_savepoint(conn, |conn| publish_group(conn, topic, group, taken)) {
         Ok(outcomes) => outcomes,
-        Err(err) if group.len() == 1 => vec![Err(err)],
-        Err(_) => publish_inputs(group)
-            .iter()
-            .map(|input| {
-                in_savepoint(conn, |conn| {
-                    super::deliveries::publish_together(conn, topic, &[*input])
+        Err(err) if group.len() == 1 => {
+            taken.give_up_since(mark);
+            vec![Err(err)]
+        }
+        Err(_) => {
+            taken.give_up_since(mark);
+            publish_inputs(group)
+                .iter()
+                .map(|input| {
+                    let mark = taken.mark();
+                    in_savepoint(conn, |conn| {
+                        super::deliveries::publish_together(conn, topic, &[*input], taken)
+                    })
+                    .map(|mut outcomes| outcomes.pop().unwrap_or_default())
+                    .inspect_err(|_| taken.give_up_since(mark))
                 })
-                .map(|mut outcomes| outcomes.pop().unwrap_or_default())
-            })
-            .collect(),
+                .collect()
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Deliveries on SQLite.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use tokio::sync::Notify;
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, millis, timestamp};
 use super::{SqliteStore, health, lifecycle, read_delivery, topic_exists};
+use crate::handoff::Taken;
 use crate::plan::{self, CompletionRow, FanOut};
 use crate::{
     ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
@@ -25,7 +27,7 @@ impl DeliveryStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<PublishOutcome>> {
         let outcomes = self.writer.publish(topic.to_owned(), events, now).await?;
-        if outcomes.iter().any(|o| o.deliveries > 0) {
+        if outcomes.iter().any(PublishOutcome::left_due) {
             self.wakeups.notify_one();
         }
         Ok(outcomes)
@@ -105,6 +107,10 @@ impl DeliveryStore for SqliteStore {
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
     }
+
+    fn handoff(&self) -> Option<Arc<crate::Handoff>> {
+        Some(self.handoff.clone())
+    }
 }
 
 /// Publishes `events` to `topic` at `now`, inside the caller's write (a
@@ -115,7 +121,7 @@ pub(super) fn publish(
     events: Vec<CloudEvent>,
     now: Timestamp,
 ) -> Result<Vec<PublishOutcome>> {
-    let mut outcomes = publish_together(conn, topic, &[(&events, now)])?;
+    let mut outcomes = publish_together(conn, topic, &[(&events, now)], &mut Taken::new(None))?;
     Ok(outcomes.pop().unwrap_or_default())
 }
 
@@ -123,11 +129,13 @@ pub(super) fn publish(
 /// with one lookup of the topic, its subscriptions and the journal head:
 /// the writer gathers the publishes of a group commit here. The outcomes
 /// are each request's, in order; an event that repeats one stored before it,
-/// in the same call or earlier, is a duplicate.
+/// in the same call or earlier, is a duplicate. A new delivery goes straight
+/// into flight when `taken` gets a slot the dispatcher offered for it.
 pub(super) fn publish_together(
     conn: &Connection,
     topic: &str,
     requests: &[(&[CloudEvent], Timestamp)],
+    taken: &mut Taken<'_>,
 ) -> Result<Vec<Vec<PublishOutcome>>> {
     if !topic_exists(conn, topic)? {
         return Err(StoreError::not_found("topic", topic));
@@ -162,6 +170,14 @@ pub(super) fn publish_together(
                                  created_at, updated_at)
          VALUES (?1, ?2, ?3, 'scheduled', 0, ?4, ?4, ?4)",
     )?;
+    // As `claim_due` would leave it (`plan::claimed_at_publish`).
+    let mut insert_in_flight = conn.prepare_cached(
+        "INSERT INTO deliveries (id, subscription, event_seq, state, attempts, lease_until,
+                                 first_attempt_at, last_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'in_flight', ?4, ?5, ?6, ?6, ?6, ?6)",
+    )?;
+    // Whether each subscription's pushes may go, asked once per call.
+    let mut accepting = HashMap::new();
     let mut all = Vec::with_capacity(requests.len());
     for (events, now) in requests {
         let now_ms = millis(*now);
@@ -179,11 +195,35 @@ pub(super) fn publish_together(
                 now_ms
             ])?;
             let mut deliveries = 0;
+            let mut in_flight = 0;
             if inserted > 0 {
                 last_seq += 1;
                 for (id, subscription) in fan_out.deliveries(event) {
-                    insert_delivery.execute(params![id, subscription, last_seq, now_ms])?;
                     deliveries += 1;
+                    let accepts = || match accepting.get(subscription) {
+                        Some(&yes) => Ok(yes),
+                        None => {
+                            let yes = health::accepts_pushes(conn, subscription)?;
+                            accepting.insert(subscription, yes);
+                            Ok(yes)
+                        }
+                    };
+                    let Some(lease_until) = taken.lease_for(subscription, accepts, *now)? else {
+                        insert_delivery.execute(params![id, subscription, last_seq, now_ms])?;
+                        continue;
+                    };
+                    let claimed =
+                        plan::claimed_at_publish(id, subscription, event, *now, lease_until)?;
+                    insert_in_flight.execute(params![
+                        claimed.delivery.id,
+                        subscription,
+                        last_seq,
+                        claimed.delivery.attempts,
+                        millis(lease_until),
+                        now_ms
+                    ])?;
+                    taken.keep(claimed);
+                    in_flight += 1;
                 }
             }
             outcomes.push(PublishOutcome {
@@ -191,6 +231,7 @@ pub(super) fn publish_together(
                 id: event.id.clone(),
                 source: event.source.clone(),
                 deliveries,
+                in_flight,
             });
         }
         all.push(outcomes);

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{millis, timestamp};
 use super::{SqliteStore, publish, read_subscription, topic_exists};
 use crate::plan::{counted_from, health_change_notice};
-use crate::{HealthChange, HealthStore, Result, StoreError};
+use crate::{HealthChange, HealthStore, PublishOutcome, Result, StoreError};
 
 pub(super) use crate::stored::STATUS_COLUMNS;
 
@@ -154,7 +154,7 @@ pub(super) fn change_health(
     let mut fanned_out = false;
     if let Some(event) = health_change_notice(change, topic_exists(conn, SYSTEM_TOPIC)?) {
         let outcomes = publish(conn, SYSTEM_TOPIC, vec![event], change.now)?;
-        fanned_out = outcomes.iter().any(|o| o.deliveries > 0);
+        fanned_out = outcomes.iter().any(PublishOutcome::left_due);
     }
     Ok((
         Some(read_subscription(conn, &change.subscription)?),

@@ -13,7 +13,7 @@ use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, millis};
 use super::{SqliteStore, history, publish, read_delivery, read_subscription, topic_exists};
 use crate::lifecycle::*;
 use crate::plan::{FailureEffects, cancel_decision, failure_topics};
-use crate::{LifecycleStore, Result, StoreError};
+use crate::{LifecycleStore, PublishOutcome, Result, StoreError};
 
 /// Creates the built-in operational topic if it is missing.
 pub(super) fn ensure_system_topic(conn: &Connection, now: Timestamp) -> Result<()> {
@@ -70,13 +70,13 @@ pub(super) fn dead_letter(conn: &Connection, delivery_id: &str, now: Timestamp) 
     if let Some((topic, copy)) = effects.dead_letter {
         let id = copy.id.clone();
         let outcomes = publish(conn, &topic, vec![copy], now)?;
-        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        fanned_out |= outcomes.iter().any(PublishOutcome::left_due);
         conn.prepare_cached("UPDATE deliveries SET dead_letter_event = ?2 WHERE id = ?1")?
             .execute(params![delivery.id, id])?;
     }
     if let Some(notice) = effects.notice {
         let outcomes = publish(conn, SYSTEM_TOPIC, vec![notice], now)?;
-        fanned_out |= outcomes.iter().any(|o| o.deliveries > 0);
+        fanned_out |= outcomes.iter().any(PublishOutcome::left_due);
     }
     Ok(fanned_out)
 }

@@ -53,6 +53,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
     wakeups: Arc<Notify>,
+    /// Slots the dispatcher offers the writer's publishes.
+    handoff: Arc<crate::Handoff>,
     // Held for the store's lifetime: the OS releases the lock if we die.
     _lock: File,
     path: PathBuf,
@@ -99,10 +101,12 @@ impl SqliteStore {
                 "deliveries left in flight by a previous process are due again"
             );
         }
+        let handoff = crate::Handoff::new();
         Ok(SqliteStore {
-            writer: Writer::start(conn, &path)?,
+            writer: Writer::start(conn, &path, handoff.clone())?,
             readers: Arc::new(Readers::new(path.clone())),
             wakeups: wakeups::signal(),
+            handoff,
             _lock: lock,
             path,
         })

@@ -1,0 +1,174 @@
+//! The claim loop's side of claims at publish (`redrive_store::Handoff`):
+//! which subscriptions' due queues its claims found empty, the slots it
+//! offers publishes while it waits, and the deliveries publishes hand over.
+//!
+//! A subscription whose claim took fewer deliveries than it could had
+//! nothing due (within the claim's lookahead). Until something may have
+//! fallen due again (a wake-up from the store, a timer, a change), claiming
+//! it again would find nothing: its free slots are offered to publishes
+//! instead, and the loop claims only the subscriptions it knows nothing of.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redrive_store::{ClaimWant, ClaimedDelivery, Handoff, Offer, Store};
+use tokio::sync::mpsc;
+
+pub(super) struct Offers {
+    /// `None` when the store's publishes never take deliveries into flight,
+    /// or another dispatcher of this store takes what they hand over.
+    handoff: Option<(Arc<Handoff>, mpsc::UnboundedReceiver<ClaimedDelivery>)>,
+    /// Subscriptions whose last claim took fewer than it could.
+    drained: HashSet<String>,
+    /// Handed over while the loop waited, to start at its next round.
+    arrived: Vec<ClaimedDelivery>,
+}
+
+/// What a withdrawn offer leaves: deliveries to start, and how many more
+/// each subscription has on the way (count them in flight).
+pub(super) struct Withdrawn {
+    pub(super) arrived: Vec<ClaimedDelivery>,
+    pub(super) in_transit: HashMap<String, u32>,
+}
+
+impl Offers {
+    pub(super) fn new(store: &dyn Store) -> Offers {
+        let handoff = store
+            .handoff()
+            .and_then(|handoff| handoff.receiver().map(|arrivals| (handoff, arrivals)));
+        Offers {
+            handoff,
+            drained: HashSet::new(),
+            arrived: Vec::new(),
+        }
+    }
+
+    /// Closes the offer, so that only the loop's own claims take
+    /// deliveries while it works, and collects what was handed over.
+    pub(super) fn withdraw(&mut self) -> Withdrawn {
+        let Some((handoff, arrivals)) = self.handoff.as_mut() else {
+            return Withdrawn {
+                arrived: Vec::new(),
+                in_transit: HashMap::new(),
+            };
+        };
+        // Withdrawn first: what left transit before is in the channel now.
+        let in_transit = handoff.withdraw();
+        let mut arrived = std::mem::take(&mut self.arrived);
+        while let Ok(claimed) = arrivals.try_recv() {
+            arrived.push(claimed);
+        }
+        Withdrawn {
+            arrived,
+            in_transit,
+        }
+    }
+
+    /// Something may have fallen due: the claims' findings no longer hold.
+    pub(super) fn forget(&mut self) {
+        self.drained.clear();
+    }
+
+    /// What to claim, if a claim could find anything: every want, with no
+    /// room for those whose queue is known to be empty (the store still
+    /// says when each falls due next); `None` when only those have room.
+    pub(super) fn to_claim(&self, wants: &[ClaimWant]) -> Option<Vec<ClaimWant>> {
+        let unknown =
+            |want: &ClaimWant| want.limit > 0 && !self.drained.contains(&want.subscription);
+        if !wants.iter().any(unknown) {
+            return None;
+        }
+        Some(
+            wants
+                .iter()
+                .map(|want| ClaimWant {
+                    limit: if unknown(want) { want.limit } else { 0 },
+                    ..want.clone()
+                })
+                .collect(),
+        )
+    }
+
+    /// Notes what a claim of `asked` (at most `limit_total` in all) found:
+    /// the store serves the wants in order, each up to its limit and what
+    /// the total has left, so one that took less had nothing more due.
+    /// Except under a rate limit: a bucket shared with other nodes may have
+    /// cut it short, so such a subscription is always claimed.
+    pub(super) fn claimed(
+        &mut self,
+        asked: &[ClaimWant],
+        limit_total: u32,
+        claimed: &[ClaimedDelivery],
+    ) {
+        let took = per_subscription(claimed);
+        let mut left = limit_total;
+        for want in asked {
+            let could = want.limit.min(left);
+            let took = took.get(want.subscription.as_str()).copied().unwrap_or(0);
+            left = left.saturating_sub(took);
+            if took < could && want.rate.is_none() {
+                self.drained.insert(want.subscription.clone());
+            }
+        }
+    }
+
+    /// Offers publishes what the loop would have claimed: each drained
+    /// subscription that `may_offer` its room left after this round's
+    /// claim, `free` slots in all.
+    pub(super) fn open(
+        &self,
+        wants: &[ClaimWant],
+        claimed: &[ClaimedDelivery],
+        free: u32,
+        lease: Duration,
+        may_offer: impl Fn(&str) -> bool,
+    ) {
+        let Some((handoff, _)) = self.handoff.as_ref() else {
+            return;
+        };
+        let took = per_subscription(claimed);
+        let slots: HashMap<String, u32> = wants
+            .iter()
+            .filter(|want| self.drained.contains(&want.subscription))
+            .filter(|want| may_offer(&want.subscription))
+            .filter_map(|want| {
+                let took = took.get(want.subscription.as_str()).copied().unwrap_or(0);
+                let room = want.limit.saturating_sub(took);
+                (room > 0).then(|| (want.subscription.clone(), room))
+            })
+            .collect();
+        if slots.is_empty() {
+            return;
+        }
+        let total = free.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+        handoff.offer(Offer {
+            slots,
+            total,
+            lease,
+        });
+    }
+
+    /// The next delivery a publish hands over; never, without a hand-off.
+    pub(super) async fn arrival(&mut self) -> Option<ClaimedDelivery> {
+        match self.handoff.as_mut() {
+            Some((_, arrivals)) => arrivals.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Keeps a delivery that arrived while the loop waited.
+    pub(super) fn arrived(&mut self, claimed: ClaimedDelivery) {
+        self.arrived.push(claimed);
+    }
+}
+
+fn per_subscription(claimed: &[ClaimedDelivery]) -> HashMap<&str, u32> {
+    let mut took = HashMap::new();
+    for claimed in claimed {
+        *took
+            .entry(claimed.delivery.subscription.as_str())
+            .or_default() += 1;
+    }
+    took
+}
