@@ -87,8 +87,8 @@ fn describe() {
     describe_counter!(ATTEMPTS, "Push attempts by subscription and outcome class.");
     describe_counter!(
         ATTEMPTS_STARTED,
-        "Attempts this process started, by how it took their delivery: `claim` from the \
-         due queue, or `publish` straight into flight by the delivery's own publish."
+        "Attempts this process started, by subscription and how it took their delivery: \
+         `claim` from the due queue, or `publish` straight into flight by its own publish."
     );
     describe_histogram!(
         ATTEMPT_DURATION,
@@ -137,12 +137,21 @@ fn describe() {
     describe_gauge!(UP, "1 while the process serves.");
 }
 
-/// Counts attempts started on deliveries taken by a claim of the due queue
-/// or (`at_publish`) by their own publish.
-pub fn attempts_started(at_publish: bool, count: usize) {
-    if count > 0 {
-        let how = if at_publish { "publish" } else { "claim" };
-        counter!(ATTEMPTS_STARTED, "how" => how).increment(count as u64);
+/// Counts attempts started on `deliveries`, taken by a claim of the due
+/// queue or (`at_publish`) by their own publish.
+pub fn attempts_started(at_publish: bool, deliveries: &[redrive_store::ClaimedDelivery]) {
+    let how = if at_publish { "publish" } else { "claim" };
+    let mut counts: Vec<(&str, u64)> = Vec::new();
+    for claimed in deliveries {
+        let subscription = claimed.delivery.subscription.as_str();
+        match counts.iter_mut().find(|(name, _)| *name == subscription) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((subscription, 1)),
+        }
+    }
+    for (subscription, count) in counts {
+        counter!(ATTEMPTS_STARTED, "subscription" => subscription.to_owned(), "how" => how)
+            .increment(count);
     }
 }
 

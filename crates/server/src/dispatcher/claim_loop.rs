@@ -86,7 +86,7 @@ impl Dispatcher {
                 }
             }
             admission.spend_tokens(&withdrawn.arrived);
-            crate::metrics::attempts_started(true, withdrawn.arrived.len());
+            crate::metrics::attempts_started(true, &withdrawn.arrived);
             for claimed in withdrawn.arrived {
                 self.start_push(&mut admission, &mut tasks, &done_tx, &recorder, claimed);
             }
@@ -148,7 +148,7 @@ impl Dispatcher {
                         next_due_at = batch.next_due_at;
                         rate_refill_at = batch.rate_refill_at;
                         offers.claimed(&request.wants, limit_total, &batch.claimed);
-                        crate::metrics::attempts_started(false, batch.claimed.len());
+                        crate::metrics::attempts_started(false, &batch.claimed);
                         admission.spend_tokens(&batch.claimed);
                         // A change that committed while the claim ran (a
                         // PATCH just before the publish it claimed) must be

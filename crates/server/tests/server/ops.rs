@@ -429,3 +429,56 @@ async fn the_backup_route_streams_a_sqlite_database() {
     use redrive_store::TopicStore;
     assert!(store.get_topic("kept").await.is_ok());
 }
+
+/// A publish while the dispatcher waits with room goes straight into
+/// flight on SQLite, without a claim; a retry is always claimed, and on
+/// PostgreSQL every attempt is.
+#[tokio::test]
+async fn a_publish_to_a_waiting_dispatcher_needs_no_claim_but_its_retry_does() {
+    let server = Server::start().await;
+    let endpoint = Endpoint::start(|_, earlier| {
+        if earlier == 0 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    server.create_topic("handed").await;
+    server
+        .create_subscription(subscription(
+            "handed-hook",
+            "handed",
+            &endpoint.url,
+            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}}}),
+        ))
+        .await;
+    // One at a time, each once the one before has ended: the dispatcher
+    // is waiting, its claims having found the queue empty.
+    for i in 0..3 {
+        let (status, body) = server
+            .publish("handed", &event(&format!("h{i}"), "t"))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        server.wait_all_ended("handed-hook", i + 1).await;
+    }
+    let (after, _) = scrape(&server).await;
+    let started = |how| {
+        sample(
+            &after,
+            "redrive_attempts_started_total",
+            &[("subscription", "handed-hook"), ("how", how)],
+        )
+    };
+    let (at_publish, claimed) = (started("publish"), started("claim"));
+    assert_eq!(at_publish + claimed, 6.0, "3 first attempts and 3 retries");
+    if on_postgres() {
+        assert_eq!(at_publish, 0.0);
+    } else {
+        // The first may come before the loop knows the queue is empty.
+        assert!(at_publish >= 2.0, "{at_publish} taken at publish");
+        assert!(claimed >= 3.0, "{claimed} claimed: every retry is");
+    }
+    let ended = server.wait_all_ended("handed-hook", 3).await;
+    assert!(ended.iter().all(|d| d["attempts"] == 2), "{ended:?}");
+}

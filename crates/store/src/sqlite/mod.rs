@@ -18,6 +18,8 @@ mod claims;
 mod connection;
 mod console;
 mod deliveries;
+#[cfg(test)]
+mod handoff_tests;
 mod health;
 mod history;
 mod lifecycle;
