@@ -11,10 +11,12 @@
 //! decides both): in flight under a lease, its first attempt counted. A
 //! crash makes it due again like any claim; the console shows it in flight.
 //! The dispatcher offers only what its limits allow at that moment (its
-//! concurrency, flow and rate), per subscription and in all, withdraws the
-//! offer before it claims, and counts what was taken and not yet handed
-//! over (`in_transit`) as in flight; the store checks at the publish what
-//! only it knows (paused, disabled). On a shared backend each node's
+//! concurrency, flow and rate), per subscription and in all, and counts
+//! what was taken and not yet handed over (`in_transit`) as in flight; its
+//! own claims take from the same offer while it is open (on SQLite both run
+//! on the one writer, so no slot is given twice), and it replaces the offer
+//! whenever its counts change. The store checks at the publish what only
+//! it knows (paused, disabled). On a shared backend each node's
 //! dispatcher offers to its own store only, so a node hands its own
 //! publishes to itself.
 
@@ -41,8 +43,9 @@ pub struct Offer {
 #[derive(Debug)]
 pub struct Handoff {
     state: Mutex<State>,
-    sender: mpsc::UnboundedSender<ClaimedDelivery>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimedDelivery>>>,
+    /// One message per commit: the dispatcher wakes once for all of them.
+    sender: mpsc::UnboundedSender<Vec<ClaimedDelivery>>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Vec<ClaimedDelivery>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +67,7 @@ impl Handoff {
 
     /// Where handed-over deliveries arrive; the first caller (the one
     /// dispatcher of this store) gets it, later ones `None` and offer nothing.
-    pub fn receiver(&self) -> Option<mpsc::UnboundedReceiver<ClaimedDelivery>> {
+    pub fn receiver(&self) -> Option<mpsc::UnboundedReceiver<Vec<ClaimedDelivery>>> {
         self.receiver
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -83,7 +86,12 @@ impl Handoff {
     pub fn withdraw(&self) -> HashMap<String, u32> {
         let mut state = self.state();
         state.offer = None;
-        state.in_transit.clone()
+        state
+            .in_transit
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(name, count)| (name.clone(), *count))
+            .collect()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -102,8 +110,37 @@ impl Handoff {
         *slots -= 1;
         offer.total -= 1;
         let lease = offer.lease;
-        *state.in_transit.entry(subscription.to_owned()).or_default() += 1;
+        match state.in_transit.get_mut(subscription) {
+            Some(count) => *count += 1,
+            None => {
+                state.in_transit.insert(subscription.to_owned(), 1);
+            }
+        }
         Some(lease)
+    }
+
+    /// How many of `wanted` deliveries of `subscription` a claim may take
+    /// while an offer is open: claims and publishes share its slots (both
+    /// run on the store's one writer), so the dispatcher need not close it
+    /// while it claims. All of them when no offer is open.
+    pub(crate) fn claimable(&self, subscription: &str, wanted: u32) -> u32 {
+        let state = self.state();
+        let Some(offer) = state.offer.as_ref() else {
+            return wanted;
+        };
+        let own = offer.slots.get(subscription).copied().unwrap_or(wanted);
+        wanted.min(own).min(offer.total)
+    }
+
+    /// Takes from the open offer what a claim of `subscription` took.
+    pub(crate) fn claimed(&self, subscription: &str, count: u32) {
+        let mut state = self.state();
+        if let Some(offer) = state.offer.as_mut() {
+            if let Some(slots) = offer.slots.get_mut(subscription) {
+                *slots = slots.saturating_sub(count);
+            }
+            offer.total = offer.total.saturating_sub(count);
+        }
     }
 
     /// Ends the transit of these deliveries' slots: sent first, so a
@@ -111,11 +148,9 @@ impl Handoff {
     fn settle<'a>(&self, subscriptions: impl Iterator<Item = &'a str>) {
         let mut state = self.state();
         for subscription in subscriptions {
+            // Kept at zero: the next take of it allocates nothing.
             if let Some(count) = state.in_transit.get_mut(subscription) {
                 *count = count.saturating_sub(1);
-                if *count == 0 {
-                    state.in_transit.remove(subscription);
-                }
             }
         }
     }
@@ -207,10 +242,11 @@ impl<'a> Taken<'a> {
     /// Hands the kept deliveries over: their writes committed.
     pub(crate) fn hand_over(mut self) {
         let Some(handoff) = self.handoff else { return };
-        for delivery in std::mem::take(&mut self.claimed) {
-            // No receiver: the dispatcher stopped; the lease runs out (or
-            // the next start rescues it) and the delivery is due again.
-            let _ = handoff.sender.send(delivery);
+        let claimed = std::mem::take(&mut self.claimed);
+        if !claimed.is_empty() {
+            // No receiver: the dispatcher stopped; the leases run out (or
+            // the next start rescues them) and the deliveries are due again.
+            let _ = handoff.sender.send(claimed);
         }
         let slots = std::mem::take(&mut self.slots);
         handoff.settle(slots.iter().map(String::as_str));

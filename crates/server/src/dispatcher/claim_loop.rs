@@ -131,7 +131,12 @@ impl Dispatcher {
             let limit_total = u32::try_from(free).unwrap_or(u32::MAX);
             let lease = self.lease(&admission);
             let mut rate_refill_at = None;
-            let mut claimed = Vec::new();
+            let mut claimed_any = false;
+            // Publishes may take what the loop would claim of a quiet
+            // subscription, until the loop's counts change.
+            offers.open(&wants, limit_total, lease, |name| {
+                admission.offers_at_publish(name)
+            });
             // With no free slot anywhere there is nothing to ask the store:
             // a push that ends, a pause that ends, a token that refills or
             // the recorder catching up wakes the loop. Nor is there for a
@@ -159,19 +164,21 @@ impl Dispatcher {
                         {
                             admission.loaded_at = None;
                         }
-                        for delivery in &batch.claimed {
+                        claimed_any = !batch.claimed.is_empty();
+                        for claimed in batch.claimed {
                             self.start_push(
                                 &mut admission,
                                 &mut tasks,
                                 &done_tx,
                                 &recorder,
-                                delivery.clone(),
+                                claimed,
                             );
                         }
-                        claimed = batch.claimed;
                     }
                     Err(err) => {
                         self.writes.report(&err, "cannot claim due deliveries");
+                        // Nothing is taken while the loop sleeps on it.
+                        offers.withdraw_offer();
                         offers.forget();
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;
@@ -181,7 +188,7 @@ impl Dispatcher {
 
             let now = self.config.clock.now();
             let more_due = next_due_at.is_some_and(|due| due <= now);
-            if more_due && !claimed.is_empty() && admission.busy() < self.config.max_in_flight {
+            if more_due && claimed_any && admission.busy() < self.config.max_in_flight {
                 continue;
             }
             let mut wait = self.config.poll_interval;
@@ -210,10 +217,6 @@ impl Dispatcher {
             if let Some(pause_ends) = admission.next_pause_end(Instant::now()) {
                 wait = wait.min(pause_ends.saturating_duration_since(Instant::now()));
             }
-            // While the loop waits, publishes may take what it would claim.
-            offers.open(&wants, &claimed, limit_total, lease, |name| {
-                admission.offers_at_publish(name)
-            });
             tokio::select! {
                 // Changes first: a publish right after a change must see it.
                 biased;

@@ -3,10 +3,15 @@
 //! offers publishes while it waits, and the deliveries publishes hand over.
 //!
 //! A subscription whose claim took fewer deliveries than it could had
-//! nothing due (within the claim's lookahead). Until something may have
+//! nothing due (within the claim's lookahead): it is *quiet*, and its free
+//! slots are offered to publishes, so that a new delivery of it needs no
+//! claim. A quiet subscription stays so until a claim takes all it could of
+//! it (more may be due): then the claims have its slots to themselves, and
+//! due deliveries go in the order they fell due. Until something may have
 //! fallen due again (a wake-up from the store, a timer, a change), claiming
-//! it again would find nothing: its free slots are offered to publishes
-//! instead, and the loop claims only the subscriptions it knows nothing of.
+//! a quiet subscription again would find nothing: the loop claims only the
+//! subscriptions it knows nothing of. The offer stays open while the loop
+//! claims (claims take from it too, see `Handoff::claimable`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,8 +23,11 @@ use tokio::sync::mpsc;
 pub(super) struct Offers {
     /// `None` when the store's publishes never take deliveries into flight,
     /// or another dispatcher of this store takes what they hand over.
-    handoff: Option<(Arc<Handoff>, mpsc::UnboundedReceiver<ClaimedDelivery>)>,
-    /// Subscriptions whose last claim took fewer than it could.
+    handoff: Option<(Arc<Handoff>, mpsc::UnboundedReceiver<Vec<ClaimedDelivery>>)>,
+    /// Quiet subscriptions, whose slots are offered.
+    quiet: HashSet<String>,
+    /// Quiet subscriptions with nothing due since their claim: not
+    /// claimed until something may have fallen due.
     drained: HashSet<String>,
     /// Handed over while the loop waited, to start at its next round.
     arrived: Vec<ClaimedDelivery>,
@@ -39,6 +47,7 @@ impl Offers {
             .and_then(|handoff| handoff.receiver().map(|arrivals| (handoff, arrivals)));
         Offers {
             handoff,
+            quiet: HashSet::new(),
             drained: HashSet::new(),
             arrived: Vec::new(),
         }
@@ -57,7 +66,7 @@ impl Offers {
         let in_transit = handoff.withdraw();
         let mut arrived = std::mem::take(&mut self.arrived);
         while let Ok(claimed) = arrivals.try_recv() {
-            arrived.push(claimed);
+            arrived.extend(claimed);
         }
         Withdrawn {
             arrived,
@@ -65,7 +74,16 @@ impl Offers {
         }
     }
 
-    /// Something may have fallen due: the claims' findings no longer hold.
+    /// Closes the offer, leaving what was handed over for the next
+    /// [`Offers::withdraw`].
+    pub(super) fn withdraw_offer(&self) {
+        if let Some((handoff, _)) = self.handoff.as_ref() {
+            handoff.withdraw();
+        }
+    }
+
+    /// Something may have fallen due: claim every subscription again (the
+    /// quiet ones stay offered meanwhile).
     pub(super) fn forget(&mut self) {
         self.drained.clear();
     }
@@ -107,19 +125,23 @@ impl Offers {
             let could = want.limit.min(left);
             let took = took.get(want.subscription.as_str()).copied().unwrap_or(0);
             left = left.saturating_sub(took);
-            if took < could && want.rate.is_none() {
+            if could == 0 || want.rate.is_some() {
+                continue;
+            }
+            if took < could {
+                self.quiet.insert(want.subscription.clone());
                 self.drained.insert(want.subscription.clone());
+            } else {
+                self.quiet.remove(&want.subscription);
             }
         }
     }
 
-    /// Offers publishes what the loop would have claimed: each drained
-    /// subscription that `may_offer` its room left after this round's
-    /// claim, `free` slots in all.
+    /// Offers publishes the room of each quiet subscription that
+    /// `may_offer`, `free` slots in all, until the next [`Offers::withdraw`].
     pub(super) fn open(
         &self,
         wants: &[ClaimWant],
-        claimed: &[ClaimedDelivery],
         free: u32,
         lease: Duration,
         may_offer: impl Fn(&str) -> bool,
@@ -127,39 +149,32 @@ impl Offers {
         let Some((handoff, _)) = self.handoff.as_ref() else {
             return;
         };
-        let took = per_subscription(claimed);
         let slots: HashMap<String, u32> = wants
             .iter()
-            .filter(|want| self.drained.contains(&want.subscription))
+            .filter(|want| want.limit > 0 && self.quiet.contains(&want.subscription))
             .filter(|want| may_offer(&want.subscription))
-            .filter_map(|want| {
-                let took = took.get(want.subscription.as_str()).copied().unwrap_or(0);
-                let room = want.limit.saturating_sub(took);
-                (room > 0).then(|| (want.subscription.clone(), room))
-            })
+            .map(|want| (want.subscription.clone(), want.limit))
             .collect();
-        if slots.is_empty() {
-            return;
+        if !slots.is_empty() {
+            handoff.offer(Offer {
+                slots,
+                total: free,
+                lease,
+            });
         }
-        let total = free.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
-        handoff.offer(Offer {
-            slots,
-            total,
-            lease,
-        });
     }
 
-    /// The next delivery a publish hands over; never, without a hand-off.
-    pub(super) async fn arrival(&mut self) -> Option<ClaimedDelivery> {
+    /// The next deliveries a commit hands over; never, without a hand-off.
+    pub(super) async fn arrival(&mut self) -> Option<Vec<ClaimedDelivery>> {
         match self.handoff.as_mut() {
             Some((_, arrivals)) => arrivals.recv().await,
             None => std::future::pending().await,
         }
     }
 
-    /// Keeps a delivery that arrived while the loop waited.
-    pub(super) fn arrived(&mut self, claimed: ClaimedDelivery) {
-        self.arrived.push(claimed);
+    /// Keeps deliveries that arrived while the loop waited.
+    pub(super) fn arrived(&mut self, claimed: Vec<ClaimedDelivery>) {
+        self.arrived.extend(claimed);
     }
 }
 

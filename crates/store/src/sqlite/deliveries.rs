@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, millis, timestamp};
 use super::{SqliteStore, health, lifecycle, read_delivery, topic_exists};
-use crate::handoff::Taken;
+use crate::handoff::{Handoff, Taken};
 use crate::plan::{self, CompletionRow, FanOut};
 use crate::{
     ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
@@ -34,8 +34,9 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
+        let handoff = self.handoff.clone();
         self.writer
-            .write_bookkeeping(move |conn| claim_due(conn, &request))
+            .write_bookkeeping(move |conn| claim_due(conn, &request, &handoff))
             .await
     }
 
@@ -243,7 +244,9 @@ pub(super) fn publish_together(
     Ok(all)
 }
 
-fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
+/// Claims within the request's limits and what the dispatcher's open offer
+/// has left (see `Handoff::claimable`).
+fn claim_due(conn: &Connection, request: &ClaimRequest, handoff: &Handoff) -> Result<ClaimBatch> {
     let lease_until = request
         .now
         .checked_add(request.lease)
@@ -266,7 +269,7 @@ fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
         if !health::accepts_pushes(conn, &want.subscription)? {
             continue;
         }
-        let limit = want.limit.min(left);
+        let limit = handoff.claimable(&want.subscription, want.limit.min(left));
         if limit > 0 {
             let due_by = request
                 .now
@@ -278,7 +281,9 @@ fn claim_due(conn: &Connection, request: &ClaimRequest) -> Result<ClaimBatch> {
                     rows::delivery_with_event,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            left -= u32::try_from(picked.len()).unwrap_or(limit).min(limit);
+            let took = u32::try_from(picked.len()).unwrap_or(limit).min(limit);
+            left -= took;
+            handoff.claimed(&want.subscription, took);
             for (delivery, event) in picked {
                 let (delivery, due_at) = plan::claimed(delivery, request.now)?;
                 let changed = claim.execute(params![

@@ -24,16 +24,19 @@ fn offer(slots: &[(&str, u32)], total: u32) -> Offer {
 
 fn handoff_of(
     store: &SqliteStore,
-) -> (std::sync::Arc<Handoff>, UnboundedReceiver<ClaimedDelivery>) {
+) -> (
+    std::sync::Arc<Handoff>,
+    UnboundedReceiver<Vec<ClaimedDelivery>>,
+) {
     let handoff = store.handoff().expect("SQLite hands deliveries over");
     let arrivals = handoff.receiver().expect("the first receiver");
     (handoff, arrivals)
 }
 
-fn arrived(arrivals: &mut UnboundedReceiver<ClaimedDelivery>) -> Vec<ClaimedDelivery> {
+fn arrived(arrivals: &mut UnboundedReceiver<Vec<ClaimedDelivery>>) -> Vec<ClaimedDelivery> {
     let mut all = Vec::new();
     while let Ok(claimed) = arrivals.try_recv() {
-        all.push(claimed);
+        all.extend(claimed);
     }
     all
 }
@@ -123,11 +126,52 @@ async fn an_offer_caps_the_total_and_a_duplicate_takes_no_slot() {
     assert!(again[0].duplicate);
     assert_eq!((again[0].in_flight, again[1].in_flight), (0, 1));
     assert_eq!(arrived(&mut arrivals).len(), 3, "three in all");
+    handoff.withdraw();
     let batch = store
         .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
         .await
         .unwrap();
     assert_eq!(batch.claimed.len(), 1, "e2's second delivery was left due");
+}
+
+/// Claims take from the open offer as publishes do: the dispatcher keeps
+/// it open while it claims, and no slot goes twice.
+#[tokio::test]
+async fn a_claim_takes_from_the_open_offer() {
+    let store = TestStore::open(t0()).unwrap();
+    setup(&*store, &["s1", "s2"]).await;
+    let events: Vec<_> = ["e1", "e2", "e3"].iter().map(|id| event(id, "t")).collect();
+    store.publish("orders", events, t0()).await.unwrap();
+    let (handoff, mut arrivals) = handoff_of(&store);
+    handoff.offer(offer(&[("s1", 1)], 2));
+    let batch = store
+        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
+        .await
+        .unwrap();
+    let mut claimed: Vec<_> = batch
+        .claimed
+        .iter()
+        .map(|c| c.delivery.subscription.as_str())
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        ["s1", "s2"],
+        "s1's one slot, then the total's last"
+    );
+    let outcomes = store
+        .publish("orders", vec![event("e4", "t")], t0())
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].in_flight, 0, "the claim took every slot");
+    assert!(arrived(&mut arrivals).is_empty());
+    // Closed, the offer limits nothing.
+    handoff.withdraw();
+    let batch = store
+        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
+        .await
+        .unwrap();
+    assert_eq!(batch.claimed.len(), 6);
 }
 
 #[tokio::test]
