@@ -439,7 +439,9 @@ async fn a_node_with_another_secret_key_leaves_every_delivery_to_the_others(base
     while b.log().matches(UNREADABLE_SECRET).count() < 2
         && held_at.elapsed() < Duration::from_secs(45)
     {
-        let ids: Vec<String> = (n..n + 5).map(|i| format!("k-{i:04}")).collect();
+        // Two requests, one to each node: a node pushes its own publishes
+        // when it has room, so b meets the secret through its own.
+        let ids: Vec<String> = (n..n + 10).map(|i| format!("k-{i:04}")).collect();
         n += ids.len();
         accepted.extend(publish_spread(&[&api_a, &api_b], &ids, 5).await);
         tokio::time::sleep(Duration::from_millis(100)).await;

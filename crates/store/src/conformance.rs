@@ -35,6 +35,8 @@ mod deliveries;
 pub use deliveries::*;
 mod retry;
 pub use retry::*;
+pub(crate) mod handoff;
+pub use handoff::*;
 
 /// One conformance check: runs against a store and panics on a failure.
 pub type Check = for<'a> fn(&'a dyn Store) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -109,6 +111,10 @@ checks!(
     a_write_check_commits_and_changes_nothing_a_reader_sees,
     rotations_within_the_grace_period_keep_every_earlier_secret_up_to_a_bound,
     backups_follow_the_declared_capability,
+    a_publish_takes_what_is_offered_into_flight_as_a_claim_leaves_it,
+    an_offer_caps_the_total_and_a_duplicate_takes_no_slot,
+    a_claim_takes_from_the_open_offer,
+    a_paused_subscription_takes_no_slot_and_a_withdrawn_offer_none,
 );
 
 /// A fixed instant, so every backend sees the same times.

@@ -27,7 +27,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use crate::ClaimedDelivery;
+use crate::{ClaimWant, ClaimedDelivery};
 
 /// Slots the dispatcher offers: how many new deliveries of each
 /// subscription a publish may take into flight, and how many in all.
@@ -119,27 +119,52 @@ impl Handoff {
         Some(lease)
     }
 
-    /// How many of `wanted` deliveries of `subscription` a claim may take
-    /// while an offer is open: claims and publishes share its slots (both
-    /// run on the store's one writer), so the dispatcher need not close it
-    /// while it claims. All of them when no offer is open.
-    pub(crate) fn claimable(&self, subscription: &str, wanted: u32) -> u32 {
-        let state = self.state();
-        let Some(offer) = state.offer.as_ref() else {
+    /// Reserves for a claim of `subscription` up to `wanted` slots of the
+    /// open offer: claims and publishes share it, so the dispatcher need
+    /// not close it while it claims. All of `wanted` when no offer is open.
+    /// What the claim does not take goes back with [`Handoff::refund`].
+    pub(crate) fn reserve(&self, subscription: &str, wanted: u32) -> u32 {
+        let mut state = self.state();
+        let Some(offer) = state.offer.as_mut() else {
             return wanted;
         };
         let own = offer.slots.get(subscription).copied().unwrap_or(wanted);
-        wanted.min(own).min(offer.total)
+        let granted = wanted.min(own).min(offer.total);
+        if let Some(slots) = offer.slots.get_mut(subscription) {
+            *slots -= granted;
+        }
+        offer.total -= granted;
+        granted
     }
 
-    /// Takes from the open offer what a claim of `subscription` took.
-    pub(crate) fn claimed(&self, subscription: &str, count: u32) {
+    /// Gives back to the open offer reserved slots a claim did not take.
+    pub(crate) fn refund(&self, subscription: &str, unused: u32) {
         let mut state = self.state();
         if let Some(offer) = state.offer.as_mut() {
             if let Some(slots) = offer.slots.get_mut(subscription) {
-                *slots = slots.saturating_sub(count);
+                *slots += unused;
             }
-            offer.total = offer.total.saturating_sub(count);
+            offer.total += unused;
+        }
+    }
+
+    /// [`Handoff::reserve`] for each of a claim's wants: their limits as
+    /// the open offer allows, in place.
+    pub(crate) fn reserve_wants(&self, wants: &mut [ClaimWant]) {
+        for want in wants {
+            want.limit = self.reserve(&want.subscription, want.limit);
+        }
+    }
+
+    /// [`Handoff::refund`] what each want reserved and its claim did not take.
+    pub(crate) fn refund_wants(&self, wants: &[ClaimWant], claimed: &[ClaimedDelivery]) {
+        for want in wants {
+            let took = claimed
+                .iter()
+                .filter(|c| c.delivery.subscription == want.subscription)
+                .count();
+            let took = u32::try_from(took).unwrap_or(u32::MAX);
+            self.refund(&want.subscription, want.limit.saturating_sub(took));
         }
     }
 
@@ -237,6 +262,26 @@ impl<'a> Taken<'a> {
         if let Some(handoff) = self.handoff {
             handoff.settle(dropped.iter().map(String::as_str));
         }
+    }
+
+    /// Gives up the kept deliveries `keep` refuses (their rows were not
+    /// written: the event turned out a duplicate).
+    pub(crate) fn retain(&mut self, keep: impl Fn(&ClaimedDelivery) -> bool) {
+        let Some(handoff) = self.handoff else { return };
+        let mut dropped = Vec::new();
+        self.claimed.retain(|claimed| {
+            let kept = keep(claimed);
+            if !kept {
+                dropped.push(claimed.delivery.subscription.clone());
+            }
+            kept
+        });
+        for name in &dropped {
+            if let Some(at) = self.slots.iter().position(|slot| slot == name) {
+                self.slots.swap_remove(at);
+            }
+        }
+        handoff.settle(dropped.iter().map(String::as_str));
     }
 
     /// Hands the kept deliveries over: their writes committed.

@@ -11,7 +11,7 @@
 //! fallen due again (a wake-up from the store, a timer, a change), claiming
 //! a quiet subscription again would find nothing: the loop claims only the
 //! subscriptions it knows nothing of. The offer stays open while the loop
-//! claims (claims take from it too, see `Handoff::claimable`).
+//! claims (claims take from it too, see `Handoff::reserve`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -29,6 +29,7 @@ use tokio_postgres::error::SqlState;
 
 use super::PostgresStore;
 use super::deliveries::publish_in;
+use crate::handoff::{Handoff, Taken};
 use crate::{PublishOutcome, Result, StoreError};
 
 /// Connections per node unless the URL's `pool_size` says otherwise.
@@ -229,11 +230,12 @@ impl Publisher {
     /// Starts `writers` writers on the current runtime, each using one of
     /// `pool`'s connections while it writes. They stop when the publisher
     /// is dropped.
-    pub(super) fn start(pool: Pool, writers: usize) -> Publisher {
+    /// Their publishes take the slots `handoff` offers.
+    pub(super) fn start(pool: Pool, writers: usize, handoff: Arc<Handoff>) -> Publisher {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue: Queue = Arc::new(Mutex::new(queue));
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_queued(pool.clone(), queue.clone()));
+            tokio::spawn(write_queued(pool.clone(), queue.clone(), handoff.clone()));
         }
         Publisher { jobs }
     }
@@ -264,7 +266,7 @@ impl Publisher {
 
 /// One writer: takes the requests waiting (one at least, waiting for it),
 /// writes them, and again, until the publisher is dropped.
-async fn write_queued(pool: Pool, queue: Queue) {
+async fn write_queued(pool: Pool, queue: Queue, handoff: Arc<Handoff>) {
     loop {
         let jobs = {
             let mut queue = queue.lock().await;
@@ -281,7 +283,7 @@ async fn write_queued(pool: Pool, queue: Queue) {
             jobs
         };
         for (topic, jobs) in by_topic(jobs) {
-            write_together(&pool, &topic, jobs).await;
+            write_together(&pool, &topic, jobs, &handoff).await;
         }
     }
 }
@@ -302,14 +304,14 @@ fn by_topic(jobs: Vec<Job>) -> Vec<(String, Vec<Job>)> {
 /// the latest of their requests' times (none was stored before it), and
 /// answers each with its own outcomes. If that fails and there were
 /// several, each is written alone for an answer of its own.
-async fn write_together(pool: &Pool, topic: &str, jobs: Vec<Job>) {
+async fn write_together(pool: &Pool, topic: &str, jobs: Vec<Job>, handoff: &Handoff) {
     if jobs.len() == 1 {
-        write_alone(pool, topic, jobs).await;
+        write_alone(pool, topic, jobs, handoff).await;
         return;
     }
     let now = jobs.iter().map(|job| job.now).max().unwrap_or_default();
     let events: Vec<&CloudEvent> = jobs.iter().flat_map(|job| &job.events).collect();
-    match write(pool, topic, &events, now).await {
+    match write(pool, topic, &events, now, handoff).await {
         Ok(outcomes) => {
             let mut outcomes = outcomes.into_iter();
             for job in jobs {
@@ -320,27 +322,32 @@ async fn write_together(pool: &Pool, topic: &str, jobs: Vec<Job>) {
         Err(err) => {
             tracing::debug!(topic, requests = jobs.len(), error = %err,
                 "a publish written for several requests failed; writing each alone");
-            write_alone(pool, topic, jobs).await;
+            write_alone(pool, topic, jobs, handoff).await;
         }
     }
 }
 
 /// Writes each job with a statement of its own.
-async fn write_alone(pool: &Pool, topic: &str, jobs: Vec<Job>) {
+async fn write_alone(pool: &Pool, topic: &str, jobs: Vec<Job>, handoff: &Handoff) {
     for job in jobs {
         let events: Vec<&CloudEvent> = job.events.iter().collect();
-        let outcome = write(pool, topic, &events, job.now).await;
+        let outcome = write(pool, topic, &events, job.now, handoff).await;
         let _ = job.reply.send(outcome);
     }
 }
 
-/// One statement, atomic without an explicit transaction.
+/// One statement, atomic without an explicit transaction: what it took
+/// into flight is handed over once it returns, committed.
 async fn write(
     pool: &Pool,
     topic: &str,
     events: &[&CloudEvent],
     now: Timestamp,
+    handoff: &Handoff,
 ) -> Result<Vec<PublishOutcome>> {
     let client = pool.get().await.map_err(pool_error)?;
-    publish_in(&client, topic, events, now).await
+    let mut taken = Taken::new(Some(handoff));
+    let outcomes = publish_in(&client, topic, events, now, &mut taken).await?;
+    taken.hand_over();
+    Ok(outcomes)
 }

@@ -15,7 +15,8 @@ use super::rows::{
     self, ATTEMPT_COLUMNS, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, get, millis, timestamp,
 };
 use super::{PostgresStore, health, lifecycle, pg_error, read_delivery};
-use crate::plan::{CompletionRow, FanOut};
+use crate::handoff::Taken;
+use crate::plan::{self, CompletionRow, FanOut};
 use crate::{
     ClaimBatch, ClaimRequest, ClaimedDelivery, Completion, DeliveryDetail, DeliveryStore,
     PublishOutcome, Result, StoreError,
@@ -36,13 +37,22 @@ impl DeliveryStore for PostgresStore {
         Ok(outcomes)
     }
 
-    async fn claim_due(&self, request: ClaimRequest) -> Result<ClaimBatch> {
+    async fn claim_due(&self, mut request: ClaimRequest) -> Result<ClaimBatch> {
         let mut client = self.bookkeeping_client().await?;
-        if request.wants.iter().any(|want| want.rate.is_some()) {
-            return rate::claim_rated(&mut client, &request).await;
-        }
-        let limits: Vec<i64> = request.wants.iter().map(|w| i64::from(w.limit)).collect();
-        claim_with(&client, &request, &limits).await
+        // Within what the dispatcher's open offer has left: publishes on
+        // other connections take from it at the same time.
+        self.handoff.reserve_wants(&mut request.wants);
+        let batch = if request.wants.iter().any(|want| want.rate.is_some()) {
+            rate::claim_rated(&mut client, &request).await
+        } else {
+            let limits: Vec<i64> = request.wants.iter().map(|w| i64::from(w.limit)).collect();
+            claim_with(&client, &request, &limits).await
+        };
+        self.handoff.refund_wants(
+            &request.wants,
+            batch.as_ref().map_or(&[][..], |batch| &batch.claimed),
+        );
+        batch
     }
 
     async fn complete_many(&self, completions: Vec<Completion>) -> Result<()> {
@@ -108,20 +118,29 @@ impl DeliveryStore for PostgresStore {
     fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
     }
+
+    fn handoff(&self) -> Option<Arc<crate::Handoff>> {
+        Some(self.handoff.clone())
+    }
 }
 
 /// Stores events and fans them out in one statement. The fan-out is decided
 /// here (filters are Rust), and only the first occurrence of a `(source,
-/// id)` in the batch can be new, as on SQLite.
+/// id)` in the batch can be new, as on SQLite. A new delivery goes straight
+/// into flight when `taken` gets a slot the dispatcher offered for it;
+/// whether its subscription accepts pushes (not paused, not disabled) is
+/// read with the topic's subscriptions, just before the insert.
 pub(super) async fn publish_in(
     client: &impl GenericClient,
     topic: &str,
     events: &[&CloudEvent],
     now: Timestamp,
+    taken: &mut Taken<'_>,
 ) -> Result<Vec<PublishOutcome>> {
     let stmt = client
         .prepare_cached(
-            "SELECT s.name, s.spec FROM topics t LEFT JOIN subscriptions s ON s.topic = t.name
+            "SELECT s.name, s.spec, NOT (s.paused OR s.health = 'disabled')
+             FROM topics t LEFT JOIN subscriptions s ON s.topic = t.name
              WHERE t.name = $1",
         )
         .await
@@ -129,6 +148,14 @@ pub(super) async fn publish_in(
     let rows = client.query(&stmt, &[&topic]).await.map_err(pg_error)?;
     if rows.is_empty() {
         return Err(StoreError::not_found("topic", topic));
+    }
+    let mut accepting = HashMap::new();
+    for row in &rows {
+        if let (Some(name), Some(accepts)) =
+            (get::<Option<String>>(row, 0)?, get::<Option<bool>>(row, 2)?)
+        {
+            accepting.insert(name, accepts);
+        }
     }
     let targets = FanOut::from_stored(
         rows.iter()
@@ -146,6 +173,8 @@ pub(super) async fn publish_in(
     let mut delivery_subscriptions = Vec::new();
     let mut delivery_sources = Vec::new();
     let mut delivery_event_ids = Vec::new();
+    // The lease of a delivery taken into flight; none for one left due.
+    let mut delivery_leases: Vec<Option<i64>> = Vec::new();
     // Per event: how many deliveries it fans out to if it is new, and
     // whether it is the batch's first occurrence of its identity.
     let mut fan_out = Vec::with_capacity(events.len());
@@ -153,6 +182,7 @@ pub(super) async fn publish_in(
     for &event in events {
         let first = seen.insert((event.source.as_str(), event.id.as_str()));
         let mut count = 0;
+        let mut in_flight = 0;
         if first {
             sources.push(event.source.as_str());
             ids.push(event.id.as_str());
@@ -160,6 +190,20 @@ pub(super) async fn publish_in(
             attributes.push(serde_json::to_string(event)?);
             data.push(event.data.as_deref());
             for (id, subscription) in targets.deliveries(event) {
+                let accepts = || Ok(accepting.get(subscription).copied().unwrap_or(false));
+                let lease = taken.lease_for(subscription, accepts, now)?;
+                delivery_leases.push(lease.map(millis));
+                if let Some(lease_until) = lease {
+                    let claimed = plan::claimed_at_publish(
+                        id.clone(),
+                        subscription,
+                        event,
+                        now,
+                        lease_until,
+                    )?;
+                    taken.keep(claimed);
+                    in_flight += 1;
+                }
                 delivery_ids.push(id);
                 delivery_subscriptions.push(subscription);
                 delivery_sources.push(event.source.as_str());
@@ -167,7 +211,7 @@ pub(super) async fn publish_in(
                 count += 1;
             }
         }
-        fan_out.push((first, count));
+        fan_out.push((first, count, in_flight));
     }
     // The guard is taken before any position is drawn and held until the
     // commit: journal readers stop below it (see `lifecycle::journal`).
@@ -184,11 +228,20 @@ pub(super) async fn publish_in(
                ON CONFLICT (topic, source, id) DO NOTHING
                RETURNING seq, source, id
              ), fanned AS (
+               -- Taken into flight (a lease): as `plan::claimed_at_publish`
+               -- leaves it. Else due at once.
                INSERT INTO deliveries (id, subscription, event_seq, state, attempts,
-                                       next_attempt_at, created_at, updated_at)
-               SELECT f.id, f.subscription, stored.seq, 'scheduled', 0, $7, $7, $7
-               FROM unnest($8::text[], $9::text[], $10::text[], $11::text[])
-                    AS f(id, subscription, source, event_id)
+                                       next_attempt_at, first_attempt_at, last_attempt_at,
+                                       lease_until, created_at, updated_at)
+               SELECT f.id, f.subscription, stored.seq,
+                      CASE WHEN f.lease IS NULL THEN 'scheduled' ELSE 'in_flight' END,
+                      CASE WHEN f.lease IS NULL THEN 0 ELSE 1 END,
+                      CASE WHEN f.lease IS NULL THEN $7 END,
+                      CASE WHEN f.lease IS NULL THEN NULL ELSE $7 END,
+                      CASE WHEN f.lease IS NULL THEN NULL ELSE $7 END,
+                      f.lease, $7, $7
+               FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+                    AS f(id, subscription, source, event_id, lease)
                JOIN stored ON stored.source = f.source AND stored.id = f.event_id
                RETURNING 1
              )
@@ -212,6 +265,7 @@ pub(super) async fn publish_in(
                 &delivery_subscriptions,
                 &delivery_sources,
                 &delivery_event_ids,
+                &delivery_leases,
             ],
         )
         .await
@@ -222,15 +276,22 @@ pub(super) async fn publish_in(
         let id: String = get(row, 1)?;
         new.insert((source, id));
     }
+    // Deliveries of an event that was already stored were not written.
+    taken.retain(|claimed| {
+        new.contains(&(
+            claimed.delivery.event_source.clone(),
+            claimed.delivery.event_id.clone(),
+        ))
+    });
     Ok(events
         .iter()
         .zip(fan_out)
-        .map(|(event, (first, count))| {
+        .map(|(event, (first, count, in_flight))| {
             let is_new = first && new.contains(&(event.source.clone(), event.id.clone()));
             PublishOutcome {
                 duplicate: !is_new,
                 deliveries: if is_new { count } else { 0 },
-                in_flight: 0,
+                in_flight: if is_new { in_flight } else { 0 },
                 id: event.id.clone(),
                 source: event.source.clone(),
             }

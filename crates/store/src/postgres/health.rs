@@ -13,6 +13,7 @@ use tokio_postgres::Row;
 
 use super::rows::{get, millis, timestamp};
 use super::{PostgresStore, pg_error, publish_in, read_subscription, topic_exists};
+use crate::handoff::Taken;
 use crate::plan::{counted_from, health_change_notice};
 use crate::{HealthStore, Result, StoreError};
 
@@ -137,7 +138,14 @@ impl HealthStore for PostgresStore {
             return Ok(None);
         }
         if let Some(event) = health_change_notice(change, topic_exists(&tx, SYSTEM_TOPIC).await?) {
-            publish_in(&tx, SYSTEM_TOPIC, &[&event], change.now).await?;
+            publish_in(
+                &tx,
+                SYSTEM_TOPIC,
+                &[&event],
+                change.now,
+                &mut Taken::new(None),
+            )
+            .await?;
         }
         let subscription = read_subscription(&tx, &change.subscription).await?;
         tx.commit().await.map_err(pg_error)?;

@@ -14,6 +14,7 @@ use super::rows::{self, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, big, get, milli
 use super::{
     PostgresStore, history, pg_error, publish_in, read_delivery, read_subscription, topic_exists,
 };
+use crate::handoff::Taken;
 use crate::lifecycle::*;
 use crate::plan::{FailureEffects, cancel_decision, failure_topics};
 use crate::{LifecycleStore, PublishOutcome, Result, StoreError};
@@ -91,7 +92,7 @@ pub(super) async fn dead_letter_in(
     let mut fanned_out = false;
     if let Some((topic, copy)) = effects.dead_letter {
         let id = copy.id.clone();
-        let outcomes = publish_in(client, &topic, &[&copy], now).await?;
+        let outcomes = publish_in(client, &topic, &[&copy], now, &mut Taken::new(None)).await?;
         fanned_out |= outcomes.iter().any(PublishOutcome::left_due);
         client
             .execute(
@@ -102,7 +103,8 @@ pub(super) async fn dead_letter_in(
             .map_err(pg_error)?;
     }
     if let Some(notice) = effects.notice {
-        let outcomes = publish_in(client, SYSTEM_TOPIC, &[&notice], now).await?;
+        let outcomes =
+            publish_in(client, SYSTEM_TOPIC, &[&notice], now, &mut Taken::new(None)).await?;
         fanned_out |= outcomes.iter().any(PublishOutcome::left_due);
     }
     Ok(fanned_out)

@@ -68,6 +68,8 @@ pub struct PostgresStore {
     publisher: connection::Publisher,
     wakeups: Arc<Notify>,
     listening: wakeups::Listening,
+    /// Slots the dispatcher offers this node's publishes.
+    handoff: Arc<crate::Handoff>,
 }
 
 impl PostgresStore {
@@ -102,7 +104,9 @@ impl PostgresStore {
 
         let pool = connection::pool(&config, pool_size)?;
         let bookkeeping = connection::bookkeeping_pool(&config)?;
-        let publisher = connection::Publisher::start(pool.clone(), publish_writers(pool_size));
+        let handoff = crate::Handoff::new();
+        let publisher =
+            connection::Publisher::start(pool.clone(), publish_writers(pool_size), handoff.clone());
         let wakeups = Arc::new(Notify::new());
         let listening = wakeups::Listening::start(&config, wakeups.clone());
         Ok(PostgresStore {
@@ -111,6 +115,7 @@ impl PostgresStore {
             publisher,
             wakeups,
             listening,
+            handoff,
         })
     }
 }

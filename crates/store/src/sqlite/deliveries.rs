@@ -245,7 +245,9 @@ pub(super) fn publish_together(
 }
 
 /// Claims within the request's limits and what the dispatcher's open offer
-/// has left (see `Handoff::claimable`).
+/// has left (see `Handoff::reserve`). The reservation is not undone if the
+/// work runs again: the offer only ever shrinks, and the dispatcher
+/// replaces it after the claim anyway.
 fn claim_due(conn: &Connection, request: &ClaimRequest, handoff: &Handoff) -> Result<ClaimBatch> {
     let lease_until = request
         .now
@@ -269,7 +271,7 @@ fn claim_due(conn: &Connection, request: &ClaimRequest, handoff: &Handoff) -> Re
         if !health::accepts_pushes(conn, &want.subscription)? {
             continue;
         }
-        let limit = handoff.claimable(&want.subscription, want.limit.min(left));
+        let limit = handoff.reserve(&want.subscription, want.limit.min(left));
         if limit > 0 {
             let due_by = request
                 .now
@@ -283,7 +285,7 @@ fn claim_due(conn: &Connection, request: &ClaimRequest, handoff: &Handoff) -> Re
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let took = u32::try_from(picked.len()).unwrap_or(limit).min(limit);
             left -= took;
-            handoff.claimed(&want.subscription, took);
+            handoff.refund(&want.subscription, limit - took);
             for (delivery, event) in picked {
                 let (delivery, due_at) = plan::claimed(delivery, request.now)?;
                 let changed = claim.execute(params![
