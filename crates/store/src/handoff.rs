@@ -1,10 +1,11 @@
-//! Claims at publish. While the dispatcher waits with slots free and
-//! nothing due, it *offers* those slots to the store; a publish then writes
-//! its new deliveries of an offered subscription straight into flight,
-//! under the lease a claim would give, and hands them to the dispatcher
-//! once committed. Such a delivery is never written to the due queue, read
-//! back, claimed and rewritten: its first attempt starts at its publish,
-//! as its policy says, without a round trip through the store.
+//! Claims at publish. While the dispatcher waits with slots free, it
+//! *offers* those of subscriptions whose due queue its last claim found
+//! empty to the store; a publish then writes its new deliveries of an
+//! offered subscription straight into flight, under the lease a claim would
+//! give, and hands them to the dispatcher once committed. Such a delivery
+//! is never written to the due queue, read back, claimed and rewritten: its
+//! first attempt starts at its publish, as its policy says, without a round
+//! trip through the store.
 //!
 //! Everything a claim guarantees still holds, because the delivery is
 //! stored exactly as a claim at its publish would leave it (`plan::claimed`
@@ -12,13 +13,13 @@
 //! crash makes it due again like any claim; the console shows it in flight.
 //! The dispatcher offers only what its limits allow at that moment (its
 //! concurrency, flow and rate), per subscription and in all, and counts
-//! what was taken and not yet handed over (`in_transit`) as in flight; its
-//! own claims take from the same offer while it is open (on SQLite both run
-//! on the one writer, so no slot is given twice), and it replaces the offer
-//! whenever its counts change. The store checks at the publish what only
-//! it knows (paused, disabled). On a shared backend each node's
-//! dispatcher offers to its own store only, so a node hands its own
-//! publishes to itself.
+//! what was taken and not yet handed over (`in_transit`) as in flight. Its
+//! own claims reserve from the same offer while it is open and give back
+//! what they did not take, so no slot is given twice and the offer need
+//! not close while the loop claims; the loop replaces it whenever its
+//! counts change. The store checks at the publish what only it knows
+//! (paused, disabled). On a shared backend each node's dispatcher offers to
+//! its own store only, so a node hands its own publishes to itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
