@@ -152,19 +152,19 @@ impl Dispatcher {
                     Ok(batch) => {
                         next_due_at = batch.next_due_at;
                         rate_refill_at = batch.rate_refill_at;
+                        claimed_any = !batch.claimed.is_empty();
                         offers.claimed(&request.wants, limit_total, &batch.claimed);
                         crate::metrics::attempts_started(false, &batch.claimed);
                         admission.spend_tokens(&batch.claimed);
                         // A change that committed while the claim ran (a
                         // PATCH just before the publish it claimed) must be
                         // what these pushes use, not what was loaded before.
-                        if !batch.claimed.is_empty()
+                        if claimed_any
                             && self.change_announced()
                             && !self.reload(&mut admission).await
                         {
                             admission.loaded_at = None;
                         }
-                        claimed_any = !batch.claimed.is_empty();
                         for claimed in batch.claimed {
                             self.start_push(
                                 &mut admission,

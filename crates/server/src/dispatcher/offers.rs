@@ -53,8 +53,8 @@ impl Offers {
         }
     }
 
-    /// Closes the offer, so that only the loop's own claims take
-    /// deliveries while it works, and collects what was handed over.
+    /// Closes the offer (the loop opens the next with its counts made
+    /// current) and collects what was handed over.
     pub(super) fn withdraw(&mut self) -> Withdrawn {
         let Some((handoff, arrivals)) = self.handoff.as_mut() else {
             return Withdrawn {

@@ -115,10 +115,10 @@ async fn scrape(server: &Server) -> (Samples, BTreeMap<String, String>) {
     parse_prometheus(&response.text().await.unwrap())
 }
 
-#[tokio::test]
-async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
-    let server = Server::start().await;
-    // Each event's first attempt fails with 503, the retry succeeds.
+/// Topic `topic` and its subscription `hook`, retrying after 0.1 s, to an
+/// endpoint that fails each event's first attempt with 503 and takes the
+/// retry.
+async fn failing_once(server: &Server, topic: &str, hook: &str) -> Endpoint {
     let endpoint = Endpoint::start(|_, earlier| {
         if earlier == 0 {
             Reply::status(503)
@@ -127,15 +127,22 @@ async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
         }
     })
     .await;
-    server.create_topic("metered").await;
+    server.create_topic(topic).await;
     server
         .create_subscription(subscription(
-            "metered-hook",
-            "metered",
+            hook,
+            topic,
             &endpoint.url,
             json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}}}),
         ))
         .await;
+    endpoint
+}
+
+#[tokio::test]
+async fn metrics_parse_and_their_counters_move_as_deliveries_happen() {
+    let server = Server::start().await;
+    let _endpoint = failing_once(&server, "metered", "metered-hook").await;
     let (before, _) = scrape(&server).await;
     let delivered_before = sample(
         &before,
@@ -435,23 +442,7 @@ async fn the_backup_route_streams_a_sqlite_database() {
 #[tokio::test]
 async fn a_publish_to_a_waiting_dispatcher_needs_no_claim_but_its_retry_does() {
     let server = Server::start().await;
-    let endpoint = Endpoint::start(|_, earlier| {
-        if earlier == 0 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
-    server.create_topic("handed").await;
-    server
-        .create_subscription(subscription(
-            "handed-hook",
-            "handed",
-            &endpoint.url,
-            json!({"retry_policy": {"backoff": {"kind": "fixed", "interval": "0.1s"}}}),
-        ))
-        .await;
+    let _endpoint = failing_once(&server, "handed", "handed-hook").await;
     // One at a time, each once the one before has ended: the dispatcher
     // is waiting, its claims having found the queue empty.
     for i in 0..3 {

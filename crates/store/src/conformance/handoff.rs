@@ -31,6 +31,14 @@ pub(crate) fn handoff_of(
     (handoff, arrivals)
 }
 
+/// A claim of what is due of `s1` and `s2`, up to 10 each.
+async fn claim_both(store: &dyn Store) -> crate::ClaimBatch {
+    store
+        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
+        .await
+        .unwrap()
+}
+
 /// Every delivery handed over so far.
 pub(crate) fn arrived(
     arrivals: &mut UnboundedReceiver<Vec<ClaimedDelivery>>,
@@ -75,10 +83,7 @@ pub async fn a_publish_takes_what_is_offered_into_flight_as_a_claim_leaves_it(st
     }
 
     // What was not taken is due, for a claim, and claims as before.
-    let batch = store
-        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
-        .await
-        .unwrap();
+    let batch = claim_both(store).await;
     let mut claimed: Vec<_> = batch
         .claimed
         .iter()
@@ -135,10 +140,7 @@ pub async fn an_offer_caps_the_total_and_a_duplicate_takes_no_slot(store: &dyn S
         handoff.withdraw().is_empty(),
         "no slot held after the write"
     );
-    let batch = store
-        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
-        .await
-        .unwrap();
+    let batch = claim_both(store).await;
     assert_eq!(
         batch.claimed.len(),
         2 - again[1].in_flight,
@@ -154,10 +156,7 @@ pub async fn a_claim_takes_from_the_open_offer(store: &dyn Store) {
     store.publish("orders", events, t0()).await.unwrap();
     let (handoff, mut arrivals) = handoff_of(store);
     handoff.offer(offer(&[("s1", 1)], 2));
-    let batch = store
-        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
-        .await
-        .unwrap();
+    let batch = claim_both(store).await;
     let mut claimed: Vec<_> = batch
         .claimed
         .iter()
@@ -177,10 +176,7 @@ pub async fn a_claim_takes_from_the_open_offer(store: &dyn Store) {
     assert!(arrived(&mut arrivals).is_empty());
     // Closed, the offer limits nothing.
     handoff.withdraw();
-    let batch = store
-        .claim_due(claim_at(t0(), vec![want("s1", 10), want("s2", 10)]))
-        .await
-        .unwrap();
+    let batch = claim_both(store).await;
     assert_eq!(batch.claimed.len(), 6);
 }
 
