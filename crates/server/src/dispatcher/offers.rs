@@ -91,6 +91,12 @@ impl Offers {
     /// What to claim, if a claim could find anything: every want, with no
     /// room for those whose queue is known to be empty (the store still
     /// says when each falls due next); `None` when only those have room.
+    /// A quiet subscription is claimed for half its room: the claim
+    /// reserves what it asks for while it runs (a round trip on a shared
+    /// database), and publishes meanwhile take the other half instead of
+    /// leaving their deliveries due for yet another claim. One that has
+    /// more due than that takes all it asked, stops being quiet and is
+    /// claimed whole next.
     pub(super) fn to_claim(&self, wants: &[ClaimWant]) -> Option<Vec<ClaimWant>> {
         let unknown =
             |want: &ClaimWant| want.limit > 0 && !self.drained.contains(&want.subscription);
@@ -100,9 +106,16 @@ impl Offers {
         Some(
             wants
                 .iter()
-                .map(|want| ClaimWant {
-                    limit: if unknown(want) { want.limit } else { 0 },
-                    ..want.clone()
+                .map(|want| {
+                    let limit = match (unknown(want), self.quiet.contains(&want.subscription)) {
+                        (false, _) => 0,
+                        (true, true) => want.limit.div_ceil(2),
+                        (true, false) => want.limit,
+                    };
+                    ClaimWant {
+                        limit,
+                        ..want.clone()
+                    }
                 })
                 .collect(),
         )
@@ -186,4 +199,127 @@ fn per_subscription(claimed: &[ClaimedDelivery]) -> HashMap<&str, u32> {
             .or_default() += 1;
     }
     took
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redrive_core::{CloudEvent, Delivery, DeliveryState};
+    use redrive_store::{ClaimRate, ClaimWant, ClaimedDelivery};
+
+    use super::*;
+
+    fn want(subscription: &str, limit: u32) -> ClaimWant {
+        ClaimWant {
+            subscription: subscription.into(),
+            limit,
+            rate: None,
+            lookahead: Duration::ZERO,
+        }
+    }
+
+    fn claimed(subscription: &str) -> ClaimedDelivery {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        ClaimedDelivery {
+            delivery: Delivery {
+                id: "d".into(),
+                subscription: subscription.into(),
+                event_id: "e".into(),
+                event_source: "/s".into(),
+                event_type: "t".into(),
+                state: DeliveryState::InFlight,
+                attempts: 1,
+                next_attempt_at: None,
+                first_attempt_at: Some(now),
+                last_attempt_at: Some(now),
+                last_status: None,
+                last_error: None,
+                failure_reason: None,
+                dead_letter_event: None,
+                attempts_before_redrive: 0,
+                redriven_at: None,
+                created_at: now,
+                updated_at: now,
+            },
+            event: CloudEvent::from_attributes_json(
+                r#"{"specversion":"1.0","id":"e","source":"/s","type":"t"}"#,
+                None,
+            )
+            .unwrap(),
+            lease_until: now,
+            due_at: now,
+        }
+    }
+
+    fn offers() -> Offers {
+        Offers {
+            handoff: None,
+            quiet: HashSet::new(),
+            drained: HashSet::new(),
+            arrived: Vec::new(),
+        }
+    }
+
+    fn limits(wants: &[ClaimWant]) -> Vec<(&str, u32)> {
+        wants
+            .iter()
+            .map(|w| (w.subscription.as_str(), w.limit))
+            .collect()
+    }
+
+    #[test]
+    fn a_claim_that_took_less_than_it_could_makes_its_subscription_quiet() {
+        let mut offers = offers();
+        let rated = ClaimWant {
+            rate: Some(ClaimRate {
+                per_second: 1.0,
+                burst: 1,
+            }),
+            ..want("rated", 4)
+        };
+        // The total (5) is spent in order: "a" takes 2 of 4, "b" 3 of 3,
+        // "c" could take none, "rated" none either.
+        let asked = [want("a", 4), want("b", 3), want("c", 4), rated];
+        let took = [
+            claimed("a"),
+            claimed("a"),
+            claimed("b"),
+            claimed("b"),
+            claimed("b"),
+        ];
+        offers.claimed(&asked, 5, &took);
+        assert!(offers.quiet.contains("a") && offers.drained.contains("a"));
+        assert!(!offers.quiet.contains("b"), "b took all it could");
+        assert!(!offers.quiet.contains("c"), "c had no room left");
+        assert!(
+            !offers.quiet.contains("rated"),
+            "a shared bucket may cut it"
+        );
+
+        // A quiet subscription that then takes all it could is not quiet.
+        offers.forget();
+        offers.claimed(&[want("a", 2)], 10, &[claimed("a"), claimed("a")]);
+        assert!(!offers.quiet.contains("a"));
+    }
+
+    #[test]
+    fn only_what_may_be_due_is_claimed_and_a_quiet_subscription_for_half_its_room() {
+        let mut offers = offers();
+        offers.claimed(&[want("a", 8), want("b", 8)], 100, &[claimed("b")]);
+        // Both quiet and drained: nothing to claim.
+        assert!(offers.to_claim(&[want("a", 8), want("b", 8)]).is_none());
+        // Something may have fallen due: quiet ones for half their room,
+        // others whole, none without room.
+        offers.forget();
+        let wants = [want("a", 7), want("b", 8), want("c", 6), want("d", 0)];
+        let to_claim = offers.to_claim(&wants).unwrap();
+        assert_eq!(limits(&to_claim), [("a", 4), ("b", 4), ("c", 6), ("d", 0)]);
+        // "a" drained again keeps its place with no room; "c" took all it
+        // asked and is claimed whole.
+        let six: Vec<_> = (0..6).map(|_| claimed("c")).collect();
+        offers.claimed(&to_claim, 100, &six);
+        let to_claim = offers.to_claim(&[want("a", 7), want("c", 6)]).unwrap();
+        assert_eq!(limits(&to_claim), [("a", 0), ("c", 6)]);
+    }
 }
