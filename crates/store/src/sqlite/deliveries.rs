@@ -245,9 +245,10 @@ pub(super) fn publish_together(
 }
 
 /// Claims within the request's limits and what the dispatcher's open offer
-/// has left (see `Handoff::reserve`). The reservation is not undone if the
-/// work runs again: the offer only ever shrinks, and the dispatcher
-/// replaces it after the claim anyway.
+/// has left (see `Handoff::reserve`). Run again after a rollback (as
+/// bookkeeping may be), it takes what it claims out of the offer once
+/// more: the offer is only ever smaller than it should be, and the
+/// dispatcher replaces it after the claim.
 fn claim_due(conn: &Connection, request: &ClaimRequest, handoff: &Handoff) -> Result<ClaimBatch> {
     let lease_until = request
         .now
