@@ -36,7 +36,7 @@ pub async fn set_paused_by_hand(
 ) -> Result<Subscription, StoreError> {
     let subscription = state.store.set_paused(name, paused).await?;
     tracing::info!(subscription = %name, paused, "pushes paused or resumed by hand");
-    state.subscriptions_changed.notify_one();
+    state.announce_subscription_change();
     Ok(subscription)
 }
 
@@ -57,7 +57,7 @@ pub async fn enable_by_hand(state: &AppState, name: &str) -> Result<Subscription
         if let Some(enabled) = state.store.change_health(change).await? {
             tracing::info!(subscription = %name, from = current.status.health.as_str(),
                 "subscription enabled by hand");
-            state.subscriptions_changed.notify_one();
+            state.announce_subscription_change();
             return Ok(enabled);
         }
     }

@@ -18,6 +18,18 @@ impl AppState {
     }
 }
 
+impl Shared {
+    /// Says that subscriptions changed: the dispatcher reloads them, and
+    /// until it has, publishes take nothing straight into flight (its
+    /// offer, made with the old limits, closes now).
+    pub fn announce_subscription_change(&self) {
+        if let Some(handoff) = self.store.handoff() {
+            handoff.close();
+        }
+        self.subscriptions_changed.notify_one();
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Shared;
 

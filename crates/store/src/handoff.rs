@@ -80,6 +80,11 @@ impl Handoff {
         self.state().offer = (offer.total > 0).then_some(offer);
     }
 
+    /// Closes the offer: publishes take nothing until the next one.
+    pub fn close(&self) {
+        self.state().offer = None;
+    }
+
     /// Closes the offer. Returns what publishes took and have not handed
     /// over yet, per subscription: in flight for the caller's counts, on
     /// top of what arrived (a delivery sent just now may be in both, which

@@ -83,7 +83,7 @@ pub async fn apply(
     )
     .await?;
     if !request.dry_run {
-        state.subscriptions_changed.notify_one();
+        state.announce_subscription_change();
     }
     Ok(Json(ApplyResponse { changes }))
 }

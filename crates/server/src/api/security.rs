@@ -182,7 +182,7 @@ pub async fn rotate_secret(
         .rotate(&name, new, state.security.rotation_grace, now)
         .await
         .map_err(internal)?;
-    state.subscriptions_changed.notify_one();
+    state.announce_subscription_change();
     Ok(Json(SecretAnswer {
         secret: keys.current.to_string(),
         previous_valid_until: keys.previous_valid_until(now),

@@ -81,7 +81,7 @@ pub async fn create(
         tracing::warn!(subscription = %subscription.spec.name, error = %format!("{err:#}"),
             "cannot store the new subscription's signing secret yet");
     }
-    state.subscriptions_changed.notify_one();
+    state.announce_subscription_change();
     Ok((
         StatusCode::CREATED,
         Json(SubscriptionAnswer::new(&state, subscription)),
@@ -156,7 +156,7 @@ pub async fn update(
         .store
         .update_subscription(spec, state.clock.now())
         .await?;
-    state.subscriptions_changed.notify_one();
+    state.announce_subscription_change();
     Ok(Json(SubscriptionAnswer::new(&state, updated)))
 }
 
@@ -166,7 +166,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_subscription(&name).await?;
-    state.subscriptions_changed.notify_one();
+    state.announce_subscription_change();
     Ok(StatusCode::NO_CONTENT)
 }
 

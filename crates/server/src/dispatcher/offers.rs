@@ -78,7 +78,7 @@ impl Offers {
     /// [`Offers::withdraw`].
     pub(super) fn withdraw_offer(&self) {
         if let Some((handoff, _)) = self.handoff.as_ref() {
-            handoff.withdraw();
+            handoff.close();
         }
     }
 
