@@ -3,6 +3,7 @@
 //! bounded: topic and subscription names (created by operators), states,
 //! reasons and outcome classes; never event ids, delivery ids or URLs.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -137,21 +138,13 @@ fn describe() {
     describe_gauge!(UP, "1 while the process serves.");
 }
 
-/// Counts attempts started on `deliveries`, taken by a claim of the due
-/// queue or (`at_publish`) by their own publish.
-pub fn attempts_started(at_publish: bool, deliveries: &[redrive_store::ClaimedDelivery]) {
+/// Counts attempts started, per subscription, on deliveries taken by a
+/// claim of the due queue or (`at_publish`) by their own publish.
+pub fn attempts_started(at_publish: bool, per_subscription: &HashMap<&str, u32>) {
     let how = if at_publish { "publish" } else { "claim" };
-    let mut counts: Vec<(&str, u64)> = Vec::new();
-    for claimed in deliveries {
-        let subscription = claimed.delivery.subscription.as_str();
-        match counts.iter_mut().find(|(name, _)| *name == subscription) {
-            Some((_, count)) => *count += 1,
-            None => counts.push((subscription, 1)),
-        }
-    }
-    for (subscription, count) in counts {
-        counter!(ATTEMPTS_STARTED, "subscription" => subscription.to_owned(), "how" => how)
-            .increment(count);
+    for (subscription, count) in per_subscription {
+        counter!(ATTEMPTS_STARTED, "subscription" => (*subscription).to_owned(), "how" => how)
+            .increment(u64::from(*count));
     }
 }
 

@@ -164,12 +164,9 @@ impl Handoff {
 
     /// [`Handoff::refund`] what each want reserved and its claim did not take.
     pub(crate) fn refund_wants(&self, wants: &[ClaimWant], claimed: &[ClaimedDelivery]) {
+        let took = crate::count_per_subscription(claimed);
         for want in wants {
-            let took = claimed
-                .iter()
-                .filter(|c| c.delivery.subscription == want.subscription)
-                .count();
-            let took = u32::try_from(took).unwrap_or(u32::MAX);
+            let took = took.get(want.subscription.as_str()).copied().unwrap_or(0);
             self.refund(&want.subscription, want.limit.saturating_sub(took));
         }
     }

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,17 @@ pub struct ClaimedDelivery {
     pub lease_until: Timestamp,
     /// When the delivery fell due, or falls due when it was claimed ahead.
     pub due_at: Timestamp,
+}
+
+/// How many of `claimed` each subscription has.
+pub fn count_per_subscription(claimed: &[ClaimedDelivery]) -> HashMap<&str, u32> {
+    let mut counts = HashMap::new();
+    for claimed in claimed {
+        *counts
+            .entry(claimed.delivery.subscription.as_str())
+            .or_default() += 1;
+    }
+    counts
 }
 
 #[derive(Clone, Debug, Default)]

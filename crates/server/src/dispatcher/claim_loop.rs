@@ -86,7 +86,10 @@ impl Dispatcher {
                 }
             }
             admission.spend_tokens(&withdrawn.arrived);
-            crate::metrics::attempts_started(true, &withdrawn.arrived);
+            crate::metrics::attempts_started(
+                true,
+                &redrive_store::count_per_subscription(&withdrawn.arrived),
+            );
             for claimed in withdrawn.arrived {
                 self.start_push(&mut admission, &mut tasks, &done_tx, &recorder, claimed);
             }
@@ -153,8 +156,9 @@ impl Dispatcher {
                         next_due_at = batch.next_due_at;
                         rate_refill_at = batch.rate_refill_at;
                         claimed_any = !batch.claimed.is_empty();
-                        offers.claimed(&request.wants, limit_total, &batch.claimed);
-                        crate::metrics::attempts_started(false, &batch.claimed);
+                        let took = redrive_store::count_per_subscription(&batch.claimed);
+                        offers.claimed(&request.wants, limit_total, &took);
+                        crate::metrics::attempts_started(false, &took);
                         admission.spend_tokens(&batch.claimed);
                         // A change that committed while the claim ran (a
                         // PATCH just before the publish it claimed) must be

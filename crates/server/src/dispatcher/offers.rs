@@ -121,7 +121,8 @@ impl Offers {
         )
     }
 
-    /// Notes what a claim of `asked` (at most `limit_total` in all) found:
+    /// Notes what a claim of `asked` (at most `limit_total` in all) found,
+    /// `took` of each subscription:
     /// the store serves the wants in order, each up to its limit and what
     /// the total has left, so one that took less had nothing more due.
     /// Except under a rate limit: a bucket shared with other nodes may have
@@ -130,9 +131,8 @@ impl Offers {
         &mut self,
         asked: &[ClaimWant],
         limit_total: u32,
-        claimed: &[ClaimedDelivery],
+        took: &HashMap<&str, u32>,
     ) {
-        let took = per_subscription(claimed);
         let mut left = limit_total;
         for want in asked {
             let could = want.limit.min(left);
@@ -191,22 +191,11 @@ impl Offers {
     }
 }
 
-fn per_subscription(claimed: &[ClaimedDelivery]) -> HashMap<&str, u32> {
-    let mut took = HashMap::new();
-    for claimed in claimed {
-        *took
-            .entry(claimed.delivery.subscription.as_str())
-            .or_default() += 1;
-    }
-    took
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use redrive_core::{CloudEvent, Delivery, DeliveryState};
-    use redrive_store::{ClaimRate, ClaimWant, ClaimedDelivery};
+    use redrive_store::{ClaimRate, ClaimWant};
 
     use super::*;
 
@@ -219,37 +208,8 @@ mod tests {
         }
     }
 
-    fn claimed(subscription: &str) -> ClaimedDelivery {
-        let now = jiff::Timestamp::UNIX_EPOCH;
-        ClaimedDelivery {
-            delivery: Delivery {
-                id: "d".into(),
-                subscription: subscription.into(),
-                event_id: "e".into(),
-                event_source: "/s".into(),
-                event_type: "t".into(),
-                state: DeliveryState::InFlight,
-                attempts: 1,
-                next_attempt_at: None,
-                first_attempt_at: Some(now),
-                last_attempt_at: Some(now),
-                last_status: None,
-                last_error: None,
-                failure_reason: None,
-                dead_letter_event: None,
-                attempts_before_redrive: 0,
-                redriven_at: None,
-                created_at: now,
-                updated_at: now,
-            },
-            event: CloudEvent::from_attributes_json(
-                r#"{"specversion":"1.0","id":"e","source":"/s","type":"t"}"#,
-                None,
-            )
-            .unwrap(),
-            lease_until: now,
-            due_at: now,
-        }
+    fn took<'a>(counts: &[(&'a str, u32)]) -> HashMap<&'a str, u32> {
+        counts.iter().copied().collect()
     }
 
     fn offers() -> Offers {
@@ -281,14 +241,7 @@ mod tests {
         // The total (5) is spent in order: "a" takes 2 of 4, "b" 3 of 3,
         // "c" could take none, "rated" none either.
         let asked = [want("a", 4), want("b", 3), want("c", 4), rated];
-        let took = [
-            claimed("a"),
-            claimed("a"),
-            claimed("b"),
-            claimed("b"),
-            claimed("b"),
-        ];
-        offers.claimed(&asked, 5, &took);
+        offers.claimed(&asked, 5, &took(&[("a", 2), ("b", 3)]));
         assert!(offers.quiet.contains("a") && offers.drained.contains("a"));
         assert!(!offers.quiet.contains("b"), "b took all it could");
         assert!(!offers.quiet.contains("c"), "c had no room left");
@@ -299,14 +252,14 @@ mod tests {
 
         // A quiet subscription that then takes all it could is not quiet.
         offers.forget();
-        offers.claimed(&[want("a", 2)], 10, &[claimed("a"), claimed("a")]);
+        offers.claimed(&[want("a", 2)], 10, &took(&[("a", 2)]));
         assert!(!offers.quiet.contains("a"));
     }
 
     #[test]
     fn only_what_may_be_due_is_claimed_and_a_quiet_subscription_for_half_its_room() {
         let mut offers = offers();
-        offers.claimed(&[want("a", 8), want("b", 8)], 100, &[claimed("b")]);
+        offers.claimed(&[want("a", 8), want("b", 8)], 100, &took(&[("b", 1)]));
         // Both quiet and drained: nothing to claim.
         assert!(offers.to_claim(&[want("a", 8), want("b", 8)]).is_none());
         // Something may have fallen due: quiet ones for half their room,
@@ -317,8 +270,7 @@ mod tests {
         assert_eq!(limits(&to_claim), [("a", 4), ("b", 4), ("c", 6), ("d", 0)]);
         // "a" drained again keeps its place with no room; "c" took all it
         // asked and is claimed whole.
-        let six: Vec<_> = (0..6).map(|_| claimed("c")).collect();
-        offers.claimed(&to_claim, 100, &six);
+        offers.claimed(&to_claim, 100, &took(&[("c", 6)]));
         let to_claim = offers.to_claim(&[want("a", 7), want("c", 6)]).unwrap();
         assert_eq!(limits(&to_claim), [("a", 0), ("c", 6)]);
     }
