@@ -554,28 +554,36 @@ fn publish_apart(
     group: &[PublishRequest],
     taken: &mut Taken<'_>,
 ) -> GroupOutcomes {
-    let mark = taken.mark();
-    match in_savepoint(conn, |conn| publish_group(conn, topic, group, taken)) {
+    match taking_in_savepoint(conn, taken, |conn, taken| {
+        publish_group(conn, topic, group, taken)
+    }) {
         Ok(outcomes) => outcomes,
-        Err(err) if group.len() == 1 => {
-            taken.give_up_since(mark);
-            vec![Err(err)]
-        }
-        Err(_) => {
-            taken.give_up_since(mark);
-            publish_inputs(group)
-                .iter()
-                .map(|input| {
-                    let mark = taken.mark();
-                    in_savepoint(conn, |conn| {
-                        super::deliveries::publish_together(conn, topic, &[*input], taken)
-                    })
-                    .map(|mut outcomes| outcomes.pop().unwrap_or_default())
-                    .inspect_err(|_| taken.give_up_since(mark))
+        Err(err) if group.len() == 1 => vec![Err(err)],
+        Err(_) => publish_inputs(group)
+            .iter()
+            .map(|input| {
+                taking_in_savepoint(conn, taken, |conn, taken| {
+                    super::deliveries::publish_together(conn, topic, &[*input], taken)
                 })
-                .collect()
-        }
+                .map(|mut outcomes| outcomes.pop().unwrap_or_default())
+            })
+            .collect(),
     }
+}
+
+/// [`in_savepoint`] for publishes: what `work` took into flight is given
+/// up if its savepoint is rolled back.
+fn taking_in_savepoint<T>(
+    conn: &Connection,
+    taken: &mut Taken<'_>,
+    work: impl FnOnce(&Connection, &mut Taken<'_>) -> Result<T>,
+) -> Result<T> {
+    let mark = taken.mark();
+    let done = in_savepoint(conn, |conn| work(conn, taken));
+    if done.is_err() {
+        taken.give_up_since(mark);
+    }
+    done
 }
 
 /// `work` in one write transaction, rolled back if it or the commit fails.
@@ -894,10 +902,11 @@ mod tests {
         assert_eq!(scratch_rows(&store).await, [0, 1, 3, 4]);
     }
 
-    #[tokio::test]
-    async fn a_publish_that_fails_among_others_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with_topic(dir.path()).await;
+    /// Publishes of e0 to e4 with a request between e1 and e2 that the
+    /// writer refuses, all in one group commit: the group runs again apart.
+    async fn publish_with_one_too_big(
+        store: &Arc<SqliteStore>,
+    ) -> Vec<crate::Result<Vec<crate::PublishOutcome>>> {
         // Values longer than 4 KiB are refused on the writer's connection.
         store
             .writer
@@ -919,7 +928,14 @@ mod tests {
         let mut requests: Vec<Vec<CloudEvent>> =
             (0..5).map(|i| vec![event(&format!("e{i}"), "t")]).collect();
         requests.insert(2, vec![too_big]);
-        let answers = publish_while_the_writer_is_busy(&store, requests).await;
+        publish_while_the_writer_is_busy(store, requests).await
+    }
+
+    #[tokio::test]
+    async fn a_publish_that_fails_among_others_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_topic(dir.path()).await;
+        let answers = publish_with_one_too_big(&store).await;
         for (i, answer) in answers.iter().enumerate() {
             if i == 2 {
                 assert!(answer.is_err(), "{answer:?}");
@@ -936,6 +952,36 @@ mod tests {
         let mut ids: Vec<_> = claimed.iter().map(|c| c.event.id.clone()).collect();
         ids.sort();
         assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4"]);
+    }
+
+    /// A group run again apart takes its deliveries into flight again:
+    /// what the rolled-back runs took is given up, and each delivery is
+    /// handed over once.
+    #[tokio::test]
+    async fn a_group_run_again_apart_hands_each_delivery_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_topic(dir.path()).await;
+        let handoff = store.handoff().unwrap();
+        let mut arrivals = handoff.receiver().unwrap();
+        handoff.offer(crate::Offer {
+            slots: [("s".to_string(), 100)].into(),
+            total: 100,
+            lease: Duration::from_secs(60),
+        });
+        let answers = publish_with_one_too_big(&store).await;
+        assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 1);
+        let mut handed = Vec::new();
+        while let Ok(claimed) = arrivals.try_recv() {
+            handed.extend(claimed.into_iter().map(|c| c.event.id));
+        }
+        handed.sort();
+        assert_eq!(handed, ["e0", "e1", "e2", "e3", "e4"]);
+        assert!(handoff.withdraw().is_empty(), "nothing left in transit");
+        let due = store
+            .claim_due(claim_at(t0(), vec![want("s", 100)]))
+            .await
+            .unwrap();
+        assert!(due.claimed.is_empty(), "{:?}", due.claimed);
     }
 
     #[tokio::test]
