@@ -686,6 +686,7 @@ mod tests {
     use redrive_core::CloudEvent;
 
     use crate::StoreError;
+    use crate::conformance::handoff::{arrived, handoff_of, offer};
     use crate::conformance::{attempt_all, claim_at, event, setup, spec, t0, want};
     use crate::prelude::*;
     use crate::sqlite::SqliteStore;
@@ -961,19 +962,14 @@ mod tests {
     async fn a_group_run_again_apart_hands_each_delivery_over_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_topic(dir.path()).await;
-        let handoff = store.handoff().unwrap();
-        let mut arrivals = handoff.receiver().unwrap();
-        handoff.offer(crate::Offer {
-            slots: [("s".to_string(), 100)].into(),
-            total: 100,
-            lease: Duration::from_secs(60),
-        });
+        let (handoff, mut arrivals) = handoff_of(store.as_ref());
+        handoff.offer(offer(&[("s", 100)], 100));
         let answers = publish_with_one_too_big(&store).await;
         assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 1);
-        let mut handed = Vec::new();
-        while let Ok(claimed) = arrivals.try_recv() {
-            handed.extend(claimed.into_iter().map(|c| c.event.id));
-        }
+        let mut handed: Vec<_> = arrived(&mut arrivals)
+            .into_iter()
+            .map(|c| c.event.id)
+            .collect();
         handed.sort();
         assert_eq!(handed, ["e0", "e1", "e2", "e3", "e4"]);
         assert!(handoff.withdraw().is_empty(), "nothing left in transit");
